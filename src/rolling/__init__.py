@@ -1,0 +1,88 @@
+"""rolling: replace a fleet a few instances at a time, with no downtime.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from ._engine import Rollout, RolloutHandle, RolloutSnapshot
+from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
+from ._events import (
+    BatchFinished,
+    BatchStarted,
+    ControlRequested,
+    Event,
+    GateChecked,
+    InstancePhaseChanged,
+    Phase,
+    ProgressDeadlineExceeded,
+    RollbackStarted,
+    RolloutFinished,
+    RolloutStarted,
+    StatusChanged,
+    StepFinished,
+    StepStarted,
+    WaveStarted,
+)
+from ._observers import LoggingObserver
+from ._policies import (
+    Backoff,
+    DeadlineAction,
+    FailurePolicy,
+    Order,
+    ProgressDeadline,
+    Readiness,
+    RollbackMode,
+    Waves,
+)
+from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
+from ._steps import Advance, Gate, Pause, Step
+from ._strategy import Batches, ResolvedWindow, RollingUpdate, Strategy
+from .typing import HealthResult, Hooks
+
+__all__ = [
+    "Advance",
+    "Backoff",
+    "BatchFinished",
+    "BatchStarted",
+    "Batches",
+    "ConfigError",
+    "ControlError",
+    "ControlRequested",
+    "DeadlineAction",
+    "Event",
+    "FailurePolicy",
+    "Gate",
+    "GateChecked",
+    "HealthResult",
+    "Hooks",
+    "InstanceOutcome",
+    "InstancePhaseChanged",
+    "InstanceResult",
+    "LoggingObserver",
+    "Order",
+    "Pause",
+    "Phase",
+    "ProgressDeadline",
+    "ProgressDeadlineExceeded",
+    "Readiness",
+    "ResolvedWindow",
+    "RollbackMode",
+    "RollbackStarted",
+    "RollingError",
+    "RollingUpdate",
+    "Rollout",
+    "RolloutAlreadyStartedError",
+    "RolloutFinished",
+    "RolloutHandle",
+    "RolloutResult",
+    "RolloutSnapshot",
+    "RolloutStarted",
+    "RolloutStatus",
+    "StatusChanged",
+    "Step",
+    "StepFinished",
+    "StepStarted",
+    "Strategy",
+    "Waves",
+]

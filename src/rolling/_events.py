@@ -1,0 +1,272 @@
+"""Frozen, typed events: everything a rollout does, as it happens.
+
+Every event carries ``at``, the event loop's clock (virtual under trio's
+``MockClock``), and ``wall``, seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._result import RolloutResult, RolloutStatus
+    from ._steps import Step
+
+__all__ = [
+    "BatchFinished",
+    "BatchStarted",
+    "ControlRequested",
+    "Event",
+    "GateChecked",
+    "InstancePhaseChanged",
+    "Phase",
+    "ProgressDeadlineExceeded",
+    "RollbackStarted",
+    "RolloutFinished",
+    "RolloutStarted",
+    "StatusChanged",
+    "StepFinished",
+    "StepStarted",
+    "WaveStarted",
+]
+
+
+class Phase(enum.StrEnum):
+    """Where one instance is in its life during a rollout.
+
+    In place: ``DETACHING -> REPLACING -> WAITING_READY -> ATTACHING -> UPDATED``.
+    Elastic with surge: ``LAUNCHING -> WAITING_READY -> ATTACHING -> DETACHING ->
+    TERMINATING -> UPDATED``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    PENDING = "pending"
+    SKIPPED = "skipped"
+    DETACHING = "detaching"
+    DETACHED = "detached"
+    REPLACING = "replacing"
+    LAUNCHING = "launching"
+    LAUNCHED = "launched"
+    WAITING_READY = "waiting_ready"
+    READY = "ready"
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    BACKING_OFF = "backing_off"
+    UPDATED = "updated"
+    FAILED = "failed"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    REVERT_FAILED = "revert_failed"
+    INTERRUPTED = "interrupted"
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base of every event.
+
+    Attributes:
+        at: Event-loop time (``anyio.current_time()``).
+        wall: Seconds since the epoch.
+    """
+
+    at: float
+    wall: float
+
+
+@attrs.frozen(kw_only=True)
+class RolloutStarted(Event):
+    """The rollout planned its work and is about to touch the fleet.
+
+    Attributes:
+        target: Version being rolled out.
+        desired: Instances in the fleet.
+        to_update: Ids to update, in the order they will start.
+        skipped: Ids already on the target.
+        unhealthy: Ids found unhealthy before starting (they go first).
+        max_unavailable: Resolved availability budget.
+        max_surge: Resolved surge budget.
+    """
+
+    target: str
+    desired: int
+    to_update: tuple[str, ...]
+    skipped: tuple[str, ...]
+    unhealthy: tuple[str, ...]
+    max_unavailable: int
+    max_surge: int
+
+
+@attrs.frozen(kw_only=True)
+class InstancePhaseChanged(Event):
+    """One instance moved to another phase.
+
+    Attributes:
+        instance_id: Id of the instance of the starting fleet this concerns.
+        phase: The new phase.
+        version: The version the work is heading to.
+        attempt: 1 for the first attempt, more on retries.
+        current_id: Id of the live instance involved (differs after a launch).
+        reason: Why, for failures and interruptions.
+        rollback: Whether this is part of a rollback.
+    """
+
+    instance_id: str
+    phase: Phase
+    version: str
+    attempt: int = 1
+    current_id: str | None = None
+    reason: str = ""
+    rollback: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class WaveStarted(Event):
+    """A wave (failure domain) began.
+
+    Attributes:
+        index: 0-based wave number.
+        key: The wave's key.
+        instance_ids: Instances in it that need work.
+    """
+
+    index: int
+    key: object
+    instance_ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class BatchStarted(Event):
+    """A lockstep batch began.
+
+    Attributes:
+        index: 0-based batch number.
+        instance_ids: Instances in the batch.
+    """
+
+    index: int
+    instance_ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class BatchFinished(Event):
+    """A lockstep batch ended.
+
+    Attributes:
+        index: 0-based batch number.
+        failed: How many of its instances failed.
+    """
+
+    index: int
+    failed: int
+
+
+@attrs.frozen(kw_only=True)
+class StepStarted(Event):
+    """A step (pause, gate or advance target) began.
+
+    Attributes:
+        index: Position in the rollout's steps (or batch boundary number).
+        step: The step.
+    """
+
+    index: int
+    step: Step
+
+
+@attrs.frozen(kw_only=True)
+class StepFinished(Event):
+    """A step ended.
+
+    Attributes:
+        index: As in :class:`StepStarted`.
+        step: The step.
+        promoted: Whether :meth:`~rolling.RolloutHandle.promote` ended it.
+    """
+
+    index: int
+    step: Step
+    promoted: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class GateChecked(Event):
+    """A gate answered.
+
+    Attributes:
+        name: The gate's name.
+        passed: Its answer.
+        reason: Its reason, or the error it raised.
+    """
+
+    name: str
+    passed: bool
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ControlRequested(Event):
+    """A control call arrived: ``pause``, ``resume``, ``abort`` or ``promote``.
+
+    Attributes:
+        action: The call's name.
+        detail: Its arguments, as text.
+    """
+
+    action: str
+    detail: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class StatusChanged(Event):
+    """The rollout's status changed.
+
+    Attributes:
+        status: The new status.
+    """
+
+    status: RolloutStatus
+
+
+@attrs.frozen(kw_only=True)
+class ProgressDeadlineExceeded(Event):
+    """No instance completed within the progress deadline.
+
+    Attributes:
+        seconds: The deadline.
+        action: What happens now (``rollback``, ``halt`` or ``report``).
+    """
+
+    seconds: float
+    action: str
+
+
+@attrs.frozen(kw_only=True)
+class RollbackStarted(Event):
+    """A trigger fired and the rollback policy applies.
+
+    Attributes:
+        reason: The trigger.
+        mode: ``revert`` or ``halt``.
+        instance_ids: Instances to put back (empty for ``halt``).
+    """
+
+    reason: str
+    mode: str
+    instance_ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class RolloutFinished(Event):
+    """The rollout ended.
+
+    Attributes:
+        result: Its result.
+    """
+
+    result: RolloutResult

@@ -1,0 +1,294 @@
+"""Frozen, validated policies: readiness, failure budget, rollback, deadlines, order and waves."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Literal
+
+import attrs
+
+from ._errors import ConfigError
+from ._validate import (
+    CountOrPercent,
+    check_callable,
+    check_count_or_percent,
+    check_int,
+    check_seconds,
+    percent_of,
+    validator,
+)
+
+__all__ = [
+    "Backoff",
+    "DeadlineAction",
+    "FailurePolicy",
+    "Order",
+    "ProgressDeadline",
+    "Readiness",
+    "RollbackMode",
+    "Waves",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Readiness:
+    """How an updated instance proves it is ready, with Kubernetes probe semantics.
+
+    After ``initial_delay`` the check runs every ``period`` seconds, each call
+    bounded by ``timeout`` (a time-out counts as a failure).
+    ``success_threshold`` passes in a row make the instance ready; it must then
+    stay healthy for ``min_ready`` seconds (Kubernetes' ``minReadySeconds``,
+    Nomad's ``min_healthy_time``): a failure meanwhile restarts the count.
+    ``failure_threshold`` failures in a row fail the instance at once (None:
+    keep trying); the whole wait is bounded by ``deadline`` (Nomad's
+    ``healthy_deadline``). Without ``check``, an instance is ready as soon as
+    the driver returns it, after ``min_ready``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    check: Any = attrs.field(default=None, validator=validator(check_callable, allow_none=True))
+    initial_delay: float = attrs.field(default=0.0, validator=validator(check_seconds))
+    period: float = attrs.field(default=1.0, validator=validator(check_seconds, allow_zero=False))
+    timeout: float = attrs.field(default=1.0, validator=validator(check_seconds, allow_zero=False))
+    success_threshold: int = attrs.field(default=1, validator=validator(check_int, minimum=1))
+    failure_threshold: int | None = attrs.field(
+        default=None, validator=validator(check_int, minimum=1, allow_none=True)
+    )
+    min_ready: float = attrs.field(default=0.0, validator=validator(check_seconds))
+    deadline: float = attrs.field(default=300.0, validator=validator(check_seconds, allow_zero=False))
+
+    def __attrs_post_init__(self) -> None:
+        if self.initial_delay + self.min_ready >= self.deadline:
+            raise ConfigError(
+                "Readiness.deadline",
+                f"deadline {self.deadline}s leaves no time after initial_delay {self.initial_delay}s"
+                f" and min_ready {self.min_ready}s",
+                "raise deadline above initial_delay + min_ready",
+            )
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """Exponential back-off between retries: ``initial * factor**n``, capped at ``maximum``.
+
+    ``jitter`` is the fraction (0 to 1) of each delay that is randomised, so
+    retries of many instances do not land together.
+
+    .. versionadded:: 0.1.0
+    """
+
+    initial: float = attrs.field(default=1.0, validator=validator(check_seconds))
+    factor: float = attrs.field(default=2.0)
+    maximum: float = attrs.field(default=60.0, validator=validator(check_seconds))
+    jitter: float = attrs.field(default=0.0)
+
+    @factor.validator
+    def _check_factor(self, _attribute: object, value: object) -> None:
+        check_seconds("Backoff.factor", value)
+        if isinstance(value, int | float) and value < 1:
+            raise ConfigError("Backoff.factor", f"must be >= 1, got {value}", "pass 1 for a constant delay")
+
+    @jitter.validator
+    def _check_jitter(self, _attribute: object, value: object) -> None:
+        check_seconds("Backoff.jitter", value)
+        if isinstance(value, int | float) and value > 1:
+            raise ConfigError("Backoff.jitter", f"must be <= 1, got {value}", "pass a fraction from 0 to 1")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
+        base = min(self.maximum, self.initial * self.factor ** (attempt - 1))
+        if self.jitter and rng is not None:
+            base *= 1 - self.jitter * rng.random()
+        return base
+
+
+def _check_percent_only(field: str, value: object) -> None:
+    if value is None:
+        return
+    check_count_or_percent(field, value)
+    if isinstance(value, int):
+        raise ConfigError(
+            field,
+            f"expected a percentage of the batch, got the count {value!r}",
+            'write it as a percentage, such as "30%" (Ansible max_fail_percentage)',
+        )
+
+
+@attrs.frozen(kw_only=True)
+class FailurePolicy:
+    """How many failures a rollout tolerates before its rollback policy applies.
+
+    Attributes:
+        retries: Extra attempts per instance after its first failure.
+        backoff: Delay between those attempts.
+        max_failed: Failed instances tolerated over the whole rollout (count or
+            percentage of the fleet); one more triggers rollback.
+        max_failed_per_batch: Like Ansible's ``max_fail_percentage``: when the
+            failures in one batch exceed this share of it, the rollout stops.
+        circuit_breaker: Consecutive failed instances that trip the breaker (a
+            success resets the count), as ECS' deployment circuit breaker.
+
+    A tolerated failure is put back on its old version and reported, never
+    silently left out of traffic.
+
+    .. versionadded:: 0.1.0
+    """
+
+    retries: int = attrs.field(default=0, validator=validator(check_int, minimum=0))
+    backoff: Backoff = attrs.field(factory=Backoff)
+    max_failed: CountOrPercent = attrs.field(default=0, validator=validator(check_count_or_percent))
+    max_failed_per_batch: str | None = attrs.field(
+        default=None, validator=validator(_check_percent_only)
+    )
+    circuit_breaker: int | None = attrs.field(
+        default=None, validator=validator(check_int, minimum=1, allow_none=True)
+    )
+
+    @backoff.validator
+    def _check_backoff(self, _attribute: object, value: object) -> None:
+        if not isinstance(value, Backoff):
+            raise ConfigError(
+                "FailurePolicy.backoff", f"expected a Backoff, got {value!r}", "pass Backoff(initial=...)"
+            )
+
+    def budget(self, fleet: int) -> int:
+        """Failed instances tolerated in a fleet of ``fleet``."""
+        if isinstance(self.max_failed, int):
+            return self.max_failed
+        return int(percent_of(self.max_failed) * fleet / 100)
+
+    def batch_exceeded(self, failed: int, batch_size: int) -> bool:
+        """Whether ``failed`` failures in a batch of ``batch_size`` exceed the per-batch share."""
+        if self.max_failed_per_batch is None or batch_size == 0:
+            return False
+        return failed * 100 > percent_of(self.max_failed_per_batch) * batch_size
+
+
+class RollbackMode(enum.StrEnum):
+    """What a triggered rollback does.
+
+    .. versionadded:: 0.1.0
+    """
+
+    REVERT = "revert"
+    """Put every instance this rollout changed back on its old version, newest first."""
+    HALT = "halt"
+    """Stop where it is and report the mixed fleet exactly."""
+
+
+class DeadlineAction(enum.StrEnum):
+    """What happens when the progress deadline passes.
+
+    .. versionadded:: 0.1.0
+    """
+
+    ROLLBACK = "rollback"
+    """Apply the rollout's rollback policy (revert or halt)."""
+    HALT = "halt"
+    """Stop starting instances and finish as halted, whatever the rollback policy."""
+    REPORT = "report"
+    """Emit an event and go on, as Kubernetes does."""
+
+
+def _to_action(value: object) -> DeadlineAction:
+    try:
+        return DeadlineAction(value)
+    except ValueError:
+        raise ConfigError(
+            "ProgressDeadline.action",
+            f"unknown action {value!r}",
+            'pass "rollback", "halt" or "report"',
+        ) from None
+
+
+@attrs.frozen
+class ProgressDeadline:
+    """The longest the rollout may go without an instance completing.
+
+    The clock restarts whenever an instance completes (and while paused for a
+    promotion); when it runs out, ``action`` applies.
+
+    .. versionadded:: 0.1.0
+    """
+
+    seconds: float = attrs.field(validator=validator(check_seconds, allow_zero=False))
+    action: DeadlineAction = attrs.field(default=DeadlineAction.ROLLBACK, converter=_to_action)
+
+
+_OrderKind = Literal["inventory", "sorted", "shuffled", "key"]
+
+
+@attrs.frozen(kw_only=True)
+class Order:
+    """The order in which instances are updated. Build one with the class methods.
+
+    Already-unhealthy instances always go first, whatever the order.
+
+    .. versionadded:: 0.1.0
+    """
+
+    kind: _OrderKind = "inventory"
+    key: Callable[[Any], Any] | None = None
+    seed: int | None = None
+    reverse: bool = False
+
+    @classmethod
+    def inventory(cls) -> Order:
+        """The order the driver lists instances in (the default)."""
+        return cls()
+
+    @classmethod
+    def sorted(cls, *, reverse: bool = False) -> Order:
+        """By instance id."""
+        return cls(kind="sorted", reverse=reverse)
+
+    @classmethod
+    def shuffled(cls, seed: int) -> Order:
+        """A random order, the same for the same seed."""
+        check_int("Order.shuffled.seed", seed, minimum=-(2**63))
+        return cls(kind="shuffled", seed=seed)
+
+    @classmethod
+    def by(cls, key: Callable[[Any], Any], *, reverse: bool = False) -> Order:
+        """By ``key(instance)``, stable for ties."""
+        check_callable("Order.by.key", key)
+        return cls(kind="key", key=key, reverse=reverse)
+
+    def arrange(self, instances: Sequence[Any]) -> list[Any]:
+        """Return ``instances`` in this order."""
+        items = list(instances)
+        if self.kind == "sorted":
+            items.sort(key=lambda i: i.id, reverse=self.reverse)
+        elif self.kind == "key" and self.key is not None:
+            items.sort(key=self.key, reverse=self.reverse)
+        elif self.kind == "shuffled":
+            random.Random(self.seed).shuffle(items)
+        return items
+
+
+@attrs.frozen
+class Waves:
+    """Group instances by ``key`` (zone, region, rack) and finish one group before the next.
+
+    Groups go in the order their keys first appear in the rollout's order,
+    unless ``order`` lists the keys explicitly (keys not listed go last).
+
+    .. versionadded:: 0.1.0
+    """
+
+    key: Callable[[Any], Hashable] = attrs.field(validator=validator(check_callable))
+    order: tuple[Hashable, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+
+    def split(self, instances: Sequence[Any]) -> list[list[Any]]:
+        """Split ordered ``instances`` into waves."""
+        groups: dict[Hashable, list[Any]] = {}
+        for instance in instances:
+            groups.setdefault(self.key(instance), []).append(instance)
+        if self.order is None:
+            return list(groups.values())
+        rank = {key: index for index, key in enumerate(self.order)}
+        keys = sorted(groups, key=lambda k: rank.get(k, len(rank)))
+        return [groups[k] for k in keys]

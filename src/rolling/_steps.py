@@ -1,0 +1,65 @@
+"""Steps that gate progress: advance to a share of the fleet, pause, or check a gate."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+from ._validate import CountOrPercent, check_callable, check_count_or_percent, check_seconds, validator
+
+__all__ = ["Advance", "Gate", "GateCheck", "Pause", "Step"]
+
+GateCheck = Callable[[], Awaitable["bool | tuple[bool, str]"]]
+"""An async function with no arguments that says whether the rollout may go on."""
+
+
+@attrs.frozen
+class Pause:
+    """Stop advancing for ``seconds``, or until :meth:`~rolling.RolloutHandle.promote` when None.
+
+    Instances already in flight finish; no new one starts while paused.
+
+    .. versionadded:: 0.1.0
+    """
+
+    seconds: float | None = attrs.field(
+        default=None, validator=validator(check_seconds, allow_none=True)
+    )
+
+
+@attrs.frozen
+class Gate:
+    """Ask ``check`` whether the rollout may go on; a false answer fails the rollout.
+
+    A failed gate triggers the rollout's rollback policy, like an exceeded
+    failure budget. ``check`` may return a ``bool`` or a ``(bool, reason)``
+    tuple; an exception counts as a false answer, and so does taking longer
+    than ``timeout`` seconds.
+
+    .. versionadded:: 0.1.0
+    """
+
+    check: GateCheck = attrs.field(validator=validator(check_callable))
+    name: str = attrs.field(default="gate", validator=attrs.validators.instance_of(str))
+    timeout: float | None = attrs.field(
+        default=None, validator=validator(check_seconds, allow_none=True, allow_zero=False)
+    )
+
+
+@attrs.frozen
+class Advance:
+    """Update instances until ``to`` of the fleet (a count or percentage) is on the target.
+
+    The steps after it run once that share is reached. With
+    :class:`~rolling.Batches`, the share is checked at batch boundaries, so the
+    batch that crosses it completes first.
+
+    .. versionadded:: 0.1.0
+    """
+
+    to: CountOrPercent = attrs.field(validator=validator(check_count_or_percent, allow_zero=False))
+
+
+Step = Advance | Pause | Gate
+"""Any step."""

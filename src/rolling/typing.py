@@ -1,0 +1,194 @@
+"""The protocols third parties implement.
+
+Nothing here needs subclassing: any object with the right attributes and
+``async`` methods satisfies a protocol structurally. The engine reads only what
+these protocols name.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._result import RolloutResult
+
+__all__ = [
+    "Driver",
+    "ElasticDriver",
+    "HealthCheck",
+    "HealthCheckFunction",
+    "HealthResult",
+    "Hooks",
+    "Instance",
+    "InstanceT",
+    "Router",
+]
+
+
+@runtime_checkable
+class Instance(Protocol):
+    """One member of the fleet: a host, VM, container, process or cluster.
+
+    Drivers return their own richer objects; the engine reads only these two
+    attributes (plus whatever user key functions for ordering and waves read).
+    """
+
+    @property
+    def id(self) -> str:
+        """Identifier, stable for the life of the instance and unique in the fleet."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """The version the instance runs."""
+        ...
+
+
+InstanceT = TypeVar("InstanceT", bound=Instance)
+
+
+@runtime_checkable
+class Driver(Protocol[InstanceT]):
+    """Updates instances in place: the host or container stays, the software changes."""
+
+    async def list_instances(self) -> Sequence[InstanceT]:
+        """Return the current fleet, in inventory order."""
+        ...
+
+    async def replace(self, instance: InstanceT, version: str) -> InstanceT:
+        """Put ``version`` on ``instance`` and return the instance as it now is.
+
+        The returned object must keep the same ``id``. Raise on failure; the
+        engine counts the attempt as failed and follows the failure policy.
+        """
+        ...
+
+
+@runtime_checkable
+class ElasticDriver(Protocol[InstanceT]):
+    """Immutable infrastructure: new instances replace old ones."""
+
+    async def list_instances(self) -> Sequence[InstanceT]:
+        """Return the current fleet, in inventory order."""
+        ...
+
+    async def launch(self, version: str) -> InstanceT:
+        """Start a new instance running ``version`` and return it (not yet in traffic)."""
+        ...
+
+    async def terminate(self, instance: InstanceT) -> None:
+        """Stop ``instance`` for good and release what it holds."""
+        ...
+
+
+@runtime_checkable
+class Router(Protocol[InstanceT]):
+    """Sends traffic to instances. Without a router, detach and attach are no-ops."""
+
+    async def detach(self, instance: InstanceT) -> None:
+        """Stop new traffic to ``instance``; return once its in-flight work has drained."""
+        ...
+
+    async def attach(self, instance: InstanceT) -> None:
+        """Send traffic to ``instance`` again (or for the first time)."""
+        ...
+
+
+@attrs.frozen
+class HealthResult:
+    """The answer of one health check.
+
+    Attributes:
+        healthy: Whether the instance is healthy now.
+        reason: A short reason, mostly useful when ``healthy`` is false.
+    """
+
+    healthy: bool
+    reason: str = ""
+
+
+@runtime_checkable
+class HealthCheck(Protocol[InstanceT]):
+    """Says whether one instance is healthy.
+
+    ``check`` may return a :class:`HealthResult`, a plain ``bool``, or a
+    ``(bool, reason)`` tuple. A plain ``async def check(instance)`` function is
+    accepted wherever a health check is, too.
+    """
+
+    async def check(self, instance: InstanceT) -> HealthResult | bool | tuple[bool, str]:
+        """Probe ``instance`` once."""
+        ...
+
+
+HealthCheckFunction = Callable[[InstanceT], Awaitable["HealthResult | bool | tuple[bool, str]"]]
+"""A plain async function that checks one instance."""
+
+
+class Hooks(Generic[InstanceT]):
+    """Lifecycle hooks: subclass and override what you need; every method defaults to a no-op.
+
+    Hooks are for acting (drain a queue, warm a cache, post to chat); events are
+    for observing. A hook that raises fails the instance it was called for
+    (counted like any other failed attempt); ``before_rollout`` raising stops
+    the rollout before it touches the fleet. Any object with some of these
+    methods works too: the engine calls only the ones it finds.
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def before_rollout(self, target: str, instances: Sequence[InstanceT]) -> None:
+        """Called once, after planning and before the first change."""
+
+    async def after_rollout(self, result: RolloutResult) -> None:
+        """Called once with the result; an exception here is logged, not raised."""
+
+    async def before_batch(self, index: int, instances: Sequence[InstanceT]) -> None:
+        """Called before each lockstep batch (``Batches`` only)."""
+
+    async def after_batch(self, index: int, instances: Sequence[InstanceT]) -> None:
+        """Called after each lockstep batch (``Batches`` only)."""
+
+    async def before_detach(self, instance: InstanceT) -> None:
+        """Called before traffic to ``instance`` stops (CodeDeploy's BeforeBlockTraffic)."""
+
+    async def after_detach(self, instance: InstanceT) -> None:
+        """Called once ``instance`` is out of traffic and drained."""
+
+    async def before_replace(self, instance: InstanceT, version: str) -> None:
+        """Called before ``instance`` is updated in place."""
+
+    async def after_replace(self, instance: InstanceT) -> None:
+        """Called with the instance the driver returned from ``replace``."""
+
+    async def before_launch(self, version: str) -> None:
+        """Called before a new instance is launched."""
+
+    async def after_launch(self, instance: InstanceT) -> None:
+        """Called with the instance the driver launched."""
+
+    async def before_terminate(self, instance: InstanceT) -> None:
+        """Called before ``instance`` is terminated."""
+
+    async def after_terminate(self, instance: InstanceT) -> None:
+        """Called after ``instance`` was terminated."""
+
+    async def after_ready(self, instance: InstanceT) -> None:
+        """Called when ``instance`` passed readiness, before it gets traffic."""
+
+    async def before_attach(self, instance: InstanceT) -> None:
+        """Called before traffic to ``instance`` starts (CodeDeploy's BeforeAllowTraffic)."""
+
+    async def after_attach(self, instance: InstanceT) -> None:
+        """Called once ``instance`` is in traffic (CodeDeploy's AfterAllowTraffic)."""
+
+
+HOOK_NAMES: tuple[str, ...] = tuple(
+    name for name in vars(Hooks) if name.startswith(("before_", "after_"))
+)
+"""Names of every hook method, for engines and tests."""

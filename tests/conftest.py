@@ -1,0 +1,27 @@
+"""Every async test runs on asyncio and on trio, both in virtual time.
+
+Tests that need real time (real processes, real sockets) use the
+``anyio_backend`` override ``real_time_backend`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio.testing
+
+from rolling.testing import virtual_time_loop_factory
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Both backends, each with a clock that jumps whenever every task waits."""
+    if request.param == "asyncio":
+        return ("asyncio", {"loop_factory": virtual_time_loop_factory})
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
