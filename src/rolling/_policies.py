@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import math
 import random
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, Literal, cast
 
 import attrs
 
@@ -49,7 +50,7 @@ class Readiness:
     .. versionadded:: 0.1.0
     """
 
-    check: Any = attrs.field(default=None, validator=validator(check_callable, allow_none=True))
+    check: Any = attrs.field(default=None)
     initial_delay: float = attrs.field(default=0.0, validator=validator(check_seconds))
     period: float = attrs.field(default=1.0, validator=validator(check_seconds, allow_zero=False))
     timeout: float = attrs.field(default=1.0, validator=validator(check_seconds, allow_zero=False))
@@ -58,14 +59,26 @@ class Readiness:
         default=None, validator=validator(check_int, minimum=1, allow_none=True)
     )
     min_ready: float = attrs.field(default=0.0, validator=validator(check_seconds))
-    deadline: float = attrs.field(default=300.0, validator=validator(check_seconds, allow_zero=False))
+    deadline: float = attrs.field(
+        default=300.0, validator=validator(check_seconds, allow_zero=False)
+    )
+
+    @check.validator
+    def _check_check(self, _attribute: object, value: object) -> None:
+        if value is None or callable(getattr(value, "check", None)) or callable(value):
+            return
+        raise ConfigError(
+            "Readiness.check",
+            f"{value!r} is neither a HealthCheck nor an async function",
+            "pass an object with an async check(instance) method, or an async function",
+        )
 
     def __attrs_post_init__(self) -> None:
         if self.initial_delay + self.min_ready >= self.deadline:
             raise ConfigError(
                 "Readiness.deadline",
-                f"deadline {self.deadline}s leaves no time after initial_delay {self.initial_delay}s"
-                f" and min_ready {self.min_ready}s",
+                f"deadline {self.deadline}s leaves no time after"
+                f" initial_delay {self.initial_delay}s and min_ready {self.min_ready}s",
                 "raise deadline above initial_delay + min_ready",
             )
 
@@ -89,17 +102,27 @@ class Backoff:
     def _check_factor(self, _attribute: object, value: object) -> None:
         check_seconds("Backoff.factor", value)
         if isinstance(value, int | float) and value < 1:
-            raise ConfigError("Backoff.factor", f"must be >= 1, got {value}", "pass 1 for a constant delay")
+            raise ConfigError(
+                "Backoff.factor", f"must be >= 1, got {value}", "pass 1 for a constant delay"
+            )
 
     @jitter.validator
     def _check_jitter(self, _attribute: object, value: object) -> None:
         check_seconds("Backoff.jitter", value)
         if isinstance(value, int | float) and value > 1:
-            raise ConfigError("Backoff.jitter", f"must be <= 1, got {value}", "pass a fraction from 0 to 1")
+            raise ConfigError(
+                "Backoff.jitter", f"must be <= 1, got {value}", "pass a fraction from 0 to 1"
+            )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
-        base = min(self.maximum, self.initial * self.factor ** (attempt - 1))
+        if self.initial == 0:
+            return 0.0
+        try:
+            grown = self.initial * self.factor ** (attempt - 1)
+        except OverflowError:  # after ~1000 retries factor**n leaves the float range
+            grown = math.inf
+        base = min(self.maximum, grown)
         if self.jitter and rng is not None:
             base *= 1 - self.jitter * rng.random()
         return base
@@ -108,13 +131,16 @@ class Backoff:
 def _check_percent_only(field: str, value: object) -> None:
     if value is None:
         return
-    check_count_or_percent(field, value)
-    if isinstance(value, int):
-        raise ConfigError(
-            field,
-            f"expected a percentage of the batch, got the count {value!r}",
-            'write it as a percentage, such as "30%" (Ansible max_fail_percentage)',
+    if not isinstance(value, str):
+        problem = (
+            f"expected a percentage of the batch, got the count {value!r}"
+            if isinstance(value, int) and not isinstance(value, bool)
+            else f"expected a percentage string, got {value!r}"
         )
+        raise ConfigError(
+            field, problem, 'write it as a percentage, such as "30%" (Ansible max_fail_percentage)'
+        )
+    check_count_or_percent(field, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -130,8 +156,11 @@ class FailurePolicy:
             failures in one batch exceed this share of it, the rollout stops.
         circuit_breaker: Consecutive failed instances that trip the breaker (a
             success resets the count), as ECS' deployment circuit breaker.
+        restore_failed: Put an instance that failed back on its old version and
+            in traffic (the default); False leaves it out of traffic for
+            inspection, reported with ``serving=False``.
 
-    A tolerated failure is put back on its old version and reported, never
+    A failed instance is put back on its old version and reported, never
     silently left out of traffic.
 
     .. versionadded:: 0.1.0
@@ -146,12 +175,22 @@ class FailurePolicy:
     circuit_breaker: int | None = attrs.field(
         default=None, validator=validator(check_int, minimum=1, allow_none=True)
     )
+    restore_failed: bool = attrs.field(default=True)
+
+    @restore_failed.validator
+    def _check_restore(self, _attribute: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(
+                "FailurePolicy.restore_failed", f"expected a bool, got {value!r}", "pass True or False"
+            )
 
     @backoff.validator
     def _check_backoff(self, _attribute: object, value: object) -> None:
         if not isinstance(value, Backoff):
             raise ConfigError(
-                "FailurePolicy.backoff", f"expected a Backoff, got {value!r}", "pass Backoff(initial=...)"
+                "FailurePolicy.backoff",
+                f"expected a Backoff, got {value!r}",
+                "pass Backoff(initial=...)",
             )
 
     def budget(self, fleet: int) -> int:
@@ -194,14 +233,13 @@ class DeadlineAction(enum.StrEnum):
 
 
 def _to_action(value: object) -> DeadlineAction:
-    try:
+    if isinstance(value, str) and value in DeadlineAction._value2member_map_:
         return DeadlineAction(value)
-    except ValueError:
-        raise ConfigError(
-            "ProgressDeadline.action",
-            f"unknown action {value!r}",
-            'pass "rollback", "halt" or "report"',
-        ) from None
+    raise ConfigError(
+        "ProgressDeadline.action",
+        f"unknown action {value!r}",
+        'pass "rollback", "halt" or "report"',
+    )
 
 
 @attrs.frozen
@@ -269,6 +307,25 @@ class Order:
         return items
 
 
+def _to_wave_order(value: object) -> tuple[Hashable, ...] | None:
+    if value is None:
+        return None
+    bad = ConfigError(
+        "Waves.order",
+        f"expected a sequence of hashable keys, got {value!r}",
+        'list the keys in order, such as ("zone-a", "zone-b"), or pass None',
+    )
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise bad  # a lone key (or a string, which would split into characters)
+    keys = tuple(cast("Iterable[object]", value))
+    try:
+        for key in keys:
+            hash(key)
+    except TypeError:
+        raise bad from None
+    return keys
+
+
 @attrs.frozen
 class Waves:
     """Group instances by ``key`` (zone, region, rack) and finish one group before the next.
@@ -280,7 +337,7 @@ class Waves:
     """
 
     key: Callable[[Any], Hashable] = attrs.field(validator=validator(check_callable))
-    order: tuple[Hashable, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    order: tuple[Hashable, ...] | None = attrs.field(default=None, converter=_to_wave_order)
 
     def split(self, instances: Sequence[Any]) -> list[list[Any]]:
         """Split ordered ``instances`` into waves."""

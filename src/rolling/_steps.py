@@ -6,7 +6,14 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
-from ._validate import CountOrPercent, check_callable, check_count_or_percent, check_seconds, validator
+from ._errors import ConfigError
+from ._validate import (
+    CountOrPercent,
+    check_callable,
+    check_count_or_percent,
+    check_seconds,
+    validator,
+)
 
 __all__ = ["Advance", "Gate", "GateCheck", "Pause", "Step"]
 
@@ -28,6 +35,13 @@ class Pause:
     )
 
 
+def _check_name(field: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(
+            field, f"expected a str, got {value!r}", 'pass a short label such as "error-rate"'
+        )
+
+
 @attrs.frozen
 class Gate:
     """Ask ``check`` whether the rollout may go on; a false answer fails the rollout.
@@ -41,7 +55,7 @@ class Gate:
     """
 
     check: GateCheck = attrs.field(validator=validator(check_callable))
-    name: str = attrs.field(default="gate", validator=attrs.validators.instance_of(str))
+    name: str = attrs.field(default="gate", validator=validator(_check_name))
     timeout: float | None = attrs.field(
         default=None, validator=validator(check_seconds, allow_none=True, allow_zero=False)
     )

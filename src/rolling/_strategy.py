@@ -8,6 +8,7 @@ tools users already know (Kubernetes for ``RollingUpdate``, Ansible's
 from __future__ import annotations
 
 import math
+
 import attrs
 
 from ._errors import ConfigError
@@ -83,8 +84,8 @@ class RollingUpdate:
         """Resolve the percentages against a fleet of ``desired`` instances."""
         surge = _resolve(self.max_surge, desired, round_up=True)
         unavailable = min(_resolve(self.max_unavailable, desired, round_up=False), desired)
-        if surge == 0 and unavailable == 0:
-            unavailable = 1
+        if surge == 0 and unavailable == 0 and desired > 0:
+            unavailable = 1  # Kubernetes' rule; an empty fleet has nothing to take out
         return ResolvedWindow(desired=desired, max_unavailable=unavailable, max_surge=surge)
 
     @property
@@ -99,7 +100,9 @@ def _is_zero(value: CountOrPercent) -> bool:
 
 def _check_sizes(field: str, value: object) -> None:
     if not isinstance(value, tuple) or not value:
-        raise ConfigError(field, "no batch sizes given", 'pass at least one size: Batches(1, "50%")')
+        raise ConfigError(
+            field, "no batch sizes given", 'pass at least one size: Batches(1, "50%")'
+        )
     for index, size in enumerate(value):
         check_count_or_percent(f"{field}[{index}]", size, allow_zero=False)
 
@@ -107,7 +110,9 @@ def _check_sizes(field: str, value: object) -> None:
 def _check_pause(field: str, value: object) -> None:
     if value is not None and not isinstance(value, Pause | Gate):
         raise ConfigError(
-            field, f"expected a Pause or a Gate, got {value!r}", "pass Pause(seconds), Pause() or Gate(check)"
+            field,
+            f"expected a Pause or a Gate, got {value!r}",
+            "pass Pause(seconds), Pause() or Gate(check)",
         )
 
 
@@ -135,8 +140,10 @@ class Batches:
         self, *sizes: CountOrPercent, pause: Pause | Gate | None = None, surge: bool = False
     ) -> None:
         if not isinstance(surge, bool):
-            raise ConfigError("Batches.surge", f"expected a bool, got {surge!r}", "pass True or False")
-        self.__attrs_init__(sizes=tuple(sizes), pause=pause, surge=surge)  # type: ignore[attr-defined]
+            raise ConfigError(
+                "Batches.surge", f"expected a bool, got {surge!r}", "pass True or False"
+            )
+        self.__attrs_init__(sizes=tuple(sizes), pause=pause, surge=surge)  # type: ignore[attr-defined,unused-ignore]
 
     def resolve(self, fleet: int) -> list[int]:
         """Return the batch sizes for a fleet of ``fleet`` instances (they sum to ``fleet``)."""

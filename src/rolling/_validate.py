@@ -1,10 +1,11 @@
-"""Validation helpers shared by the value objects; every failure is a ConfigError naming the field."""
+"""Validation helpers for the value objects; every failure is a ConfigError naming the field."""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 from ._errors import ConfigError
@@ -24,12 +25,16 @@ CountOrPercent = int | str
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
-def percent_of(value: str) -> float:
-    """Return the number in a validated percentage string such as ``"25%"``."""
+def percent_of(value: str) -> Fraction:
+    """Return the number in a validated percentage string such as ``"25%"``, exactly.
+
+    A Fraction, not a float, so that ``"8.8%"`` of 375 is exactly 33 and rounds
+    neither up to 34 nor (for other values) down by one.
+    """
     match = _PERCENT.match(value)
     if match is None:  # pragma: no cover - only called on validated strings
         raise ValueError(value)
-    return float(match.group(1))
+    return Fraction(match.group(1))
 
 
 def check_count_or_percent(field: str, value: object, *, allow_zero: bool = True) -> None:
@@ -39,7 +44,7 @@ def check_count_or_percent(field: str, value: object, *, allow_zero: bool = True
         raise ConfigError(
             field,
             f"expected an int or a percentage string, got {value!r}",
-            f'pass a count such as 1 or a percentage such as "25%"',
+            'pass a count such as 1 or a percentage such as "25%"',
         )
     if isinstance(value, int):
         if value < smallest:
@@ -54,10 +59,10 @@ def check_count_or_percent(field: str, value: object, *, allow_zero: bool = True
             f"{value!r} is not a percentage",
             'write a percentage as digits followed by "%", such as "25%"',
         )
-    pct = float(match.group(1))
+    pct = Fraction(match.group(1))
     if pct > 100:  # noqa: PLR2004 - a percentage's upper bound
         raise ConfigError(field, f"{value!r} is more than 100%", "pass a percentage up to 100%")
-    if pct < smallest:
+    if pct == 0 and not allow_zero:
         raise ConfigError(field, f"{value!r} is 0%", "pass a percentage above 0%")
 
 
@@ -91,7 +96,11 @@ def check_seconds(
             f"expected a number of seconds, got {value!r}",
             "pass an int or float" + (" or None" if allow_none else ""),
         )
-    if math.isnan(value) or math.isinf(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float is no usable number of seconds
+        finite = False
+    if not finite:
         raise ConfigError(
             field,
             f"must be finite, got {value!r}",

@@ -6,5 +6,24 @@
 from __future__ import annotations
 
 from ._clock import VirtualTimeEventLoop, virtual_time_loop_factory
+from ._errors import SimulatedFault, SimulationError
+from ._faults import Fault, Latency
+from ._fleet import FleetCall, FleetChange, SimInstance, SimulatedFleet
+from ._monitor import InvariantMonitor, InvariantViolation
+from ._recorder import EventRecorder
 
-__all__ = ["VirtualTimeEventLoop", "virtual_time_loop_factory"]
+__all__ = [
+    "EventRecorder",
+    "Fault",
+    "FleetCall",
+    "FleetChange",
+    "InvariantMonitor",
+    "InvariantViolation",
+    "Latency",
+    "SimInstance",
+    "SimulatedFault",
+    "SimulatedFleet",
+    "SimulationError",
+    "VirtualTimeEventLoop",
+    "virtual_time_loop_factory",
+]

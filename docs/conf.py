@@ -1,0 +1,154 @@
+"""Sphinx configuration: Markdown pages (MyST), API pages from Google-style docstrings."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import TYPE_CHECKING, Any
+
+from sphinx.util import logging
+
+import rolling
+import rolling.testing
+import rolling.typing
+
+if TYPE_CHECKING:
+    from docutils.nodes import Element, TextElement
+    from sphinx.application import Sphinx
+    from sphinx.environment import BuildEnvironment
+    from sphinx.util.typing import ExtensionMetadata
+
+project = "rolling"
+author = "The rolling developers"
+project_copyright = "The rolling developers"
+release = importlib.metadata.version("rolling")
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    # No sphinx.ext.intersphinx: the docs build offline, with no inventory to fetch.
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "examples"]
+myst_enable_extensions = ["colon_fence"]
+
+html_theme = "furo"
+html_title = f"rolling {release}"
+
+# -- API pages ---------------------------------------------------------------------------------
+
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True}
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+python_use_unqualified_type_names = True
+
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_include_init_with_doc = False
+napoleon_use_rtype = False
+
+# -- Cross-references --------------------------------------------------------------------------
+
+nitpicky = True
+
+# Without intersphinx nothing outside this project can be linked, so references to the standard
+# library and to our dependencies are left as plain text. Only such external names are listed;
+# a reference to one of our own objects that does not resolve stays an error.
+nitpick_ignore_regex = [
+    # The standard library.
+    ("py:.*", r"(asyncio|collections\.abc|enum|logging|random|selectors|typing)(\..+)?"),
+    ("py:.*", r"(Awaitable|Callable|Hashable|Sequence)"),  # collections.abc, as annotated
+    ("py:.*", r"(Enum|StrEnum)"),  # enum bases of our enums
+    # Dependencies: anyio, trio, attrs.
+    ("py:.*", r"(anyio|trio|attrs|attr)(\..+)?"),
+]
+
+_logger = logging.getLogger(__name__)
+
+# Public objects live in private modules (rolling._strategy.RollingUpdate) and are documented
+# where users import them from (rolling.RollingUpdate); these are the namespaces to look in.
+_PUBLIC_NAMESPACES = {
+    "rolling": rolling,
+    "rolling.typing": rolling.typing,
+    "rolling.testing": rolling.testing,
+}
+
+
+def _public_target(target: str) -> list[str]:
+    """Where a reference to an object of ours may be documented, best first."""
+    prefix, _, name = target.rpartition(".")
+    if prefix and not prefix.startswith("rolling"):
+        return []
+    found = []
+    for namespace, module in _PUBLIC_NAMESPACES.items():
+        if name in getattr(module, "__all__", ()):
+            found.append(f"{namespace}.{name}")
+    return found
+
+
+def _resolve_to_public(
+    app: Sphinx, env: BuildEnvironment, node: Element, contnode: TextElement
+) -> Element | None:
+    """Resolve ``rolling._module.Name`` and bare ``Name`` to the public name's documentation.
+
+    Type hints name an object by its defining module, and names imported only for type
+    checking come through unqualified; both should link to where the object is documented.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    domain: Any = env.get_domain("py")
+    for target in _public_target(node["reftarget"]):
+        if target == node["reftarget"]:
+            continue
+        resolved = domain.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], target, node, contnode
+        )
+        if resolved is not None:
+            return resolved  # type: ignore[no-any-return]
+    return None
+
+
+def _drop_protocol_signature(
+    _app: Sphinx,
+    what: str,
+    _name: str,
+    _obj: object,
+    _options: object,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    """Show ``class Driver`` rather than ``class Driver(*args, **kwargs)`` for protocols."""
+    if what == "class" and signature == "(*args, **kwargs)":
+        return "", return_annotation
+    return None
+
+
+def _check_public_names_documented(_app: Sphinx, env: BuildEnvironment) -> None:
+    """Warn (an error under ``-W``) about any public name the API reference leaves out."""
+    documented = set(env.get_domain("py").objects)
+    for namespace, module in _PUBLIC_NAMESPACES.items():
+        for name in module.__all__:
+            obj = getattr(module, name)
+            places = {
+                f"{other}.{name}"
+                for other, other_module in _PUBLIC_NAMESPACES.items()
+                if getattr(other_module, name, None) is obj
+            }
+            if not places & documented:
+                _logger.warning(
+                    "%s.%s is public (in __all__) but the API reference (docs/api.md) "
+                    "does not document it",
+                    namespace,
+                    name,
+                )
+
+
+def setup(app: Sphinx) -> ExtensionMetadata:
+    """Hook the reference resolver and the checks in."""
+    app.connect("missing-reference", _resolve_to_public)
+    app.connect("autodoc-process-signature", _drop_protocol_signature)
+    app.connect("env-check-consistency", _check_public_names_documented)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

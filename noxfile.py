@@ -1,0 +1,85 @@
+"""Development tasks: `nox` runs tests, lint, typecheck and docs; `nox -s bench` runs benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+from nox.command import CommandFailed
+
+nox.needs_version = ">=2024.3.2"  # the first release with `reuse_venv`
+nox.options.default_venv_backend = "uv|virtualenv"
+# A fresh environment every time, so CI and developers test what a clean machine installs.
+# Pass `-R` (or `--reuse-venv=yes`) to reuse environments while iterating.
+nox.options.reuse_venv = "no"
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+
+ROOT = Path(__file__).parent
+DOCS = ROOT / "docs"
+DOCS_BUILD = DOCS / "_build"
+
+# `select = ["ALL"]` picks up every rule a new ruff minor release stabilises, so the version
+# is held to one minor series; bump it on purpose and fix what the new rules find.
+RUFF = "ruff>=0.17.6,<0.18"
+
+
+def run_all(session: nox.Session, *commands: tuple[str, ...]) -> None:
+    """Run every command, even after one fails, so one run reports every problem."""
+    failed: list[str] = []
+    for command in commands:
+        try:
+            session.run(*command)
+        except CommandFailed:
+            failed.append(" ".join(command))
+    if failed:
+        session.error("failed: " + "; ".join(failed))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite; every async test runs on asyncio and trio (see tests/conftest.py)."""
+    session.install(".[tests]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check the code with ruff's linter and formatter."""
+    session.install(RUFF)
+    run_all(session, ("ruff", "check", "."), ("ruff", "format", "--check", "."))
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Run mypy and pyright, both strict (their settings and file lists are in pyproject.toml)."""
+    session.install(".[typecheck]")
+    # The pyright wheel bundles the matching npm release of pyright and runs it with the `node`
+    # found on PATH (.ci/run makes sure there is one: its fallback, nodeenv, downloads Node.js
+    # from outside the package registries).
+    run_all(session, ("mypy",), ("pyright",))
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs; every warning (unresolved references included) is an error."""
+    session.install(".[docs]")
+    # Sphinx reports warnings only for documents it rebuilds: start from scratch every time so
+    # a cached environment can never hide one.
+    shutil.rmtree(DOCS_BUILD, ignore_errors=True)
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html"
+    )
+    session.log(f"Open {DOCS_BUILD / 'html' / 'index.html'}")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every script in benchmarks/; each prints its own table."""
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    if not scripts:
+        session.log("No benchmarks yet (benchmarks/*.py): nothing to run.")
+        return
+    session.install(".")
+    for script in scripts:
+        session.run("python", str(script.relative_to(ROOT)), *session.posargs)

@@ -1,0 +1,121 @@
+"""Readiness probing with Kubernetes thresholds, Nomad's min healthy time and a deadline."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import attrs
+
+from ._policies import Readiness
+from .typing import HealthResult
+
+__all__ = ["ProbeOutcome", "as_check_function", "probe_once", "wait_ready"]
+
+CheckFunction = Callable[[Any], Awaitable[object]]
+
+
+def as_check_function(check: object) -> CheckFunction | None:
+    """Accept a HealthCheck object (with ``check``) or a plain async function."""
+    if check is None:
+        return None
+    method = getattr(check, "check", None)
+    if method is not None and callable(method):
+        return method  # type: ignore[no-any-return]  # a HealthCheck's bound method
+    if callable(check):
+        return check  # type: ignore[return-value]  # a plain async function
+    msg = f"not a health check: {check!r}"  # pragma: no cover - validated earlier
+    raise TypeError(msg)
+
+
+def normalise(answer: object) -> HealthResult:
+    """Turn what a check returned into a :class:`HealthResult`."""
+    if isinstance(answer, HealthResult):
+        return answer
+    if isinstance(answer, bool):
+        return HealthResult(answer, "" if answer else "check returned False")
+    if isinstance(answer, tuple) and len(answer) == 2:  # noqa: PLR2004 - (healthy, reason)
+        healthy, reason = answer
+        return HealthResult(bool(healthy), str(reason))
+    return HealthResult(False, f"check returned {answer!r}, not a bool or HealthResult")
+
+
+async def probe_once(check: CheckFunction, instance: object, timeout: float) -> HealthResult:
+    """Run one probe; a time-out or an exception is an unhealthy answer, not an error."""
+    try:
+        with anyio.fail_after(timeout):
+            answer = check(instance)
+            if inspect.isawaitable(answer):
+                answer = await answer
+    except TimeoutError:
+        return HealthResult(False, f"check timed out after {timeout}s")
+    except Exception as exc:  # noqa: BLE001 - a crashing check means "not healthy", with the cause
+        return HealthResult(False, f"check raised {type(exc).__name__}: {exc}")
+    return normalise(answer)
+
+
+@attrs.frozen
+class ProbeOutcome:
+    """How a readiness wait ended.
+
+    Attributes:
+        ready: Whether the instance became ready.
+        reason: Why not, when it did not.
+        probes: How many probes ran.
+    """
+
+    ready: bool
+    reason: str
+    probes: int
+
+
+async def wait_ready(check: CheckFunction | None, instance: object, policy: Readiness) -> ProbeOutcome:
+    """Probe ``instance`` until it is ready, fails its threshold, or the deadline passes."""
+    start = anyio.current_time()
+    probes = 0
+    last_reason = "no probe ran"
+    with anyio.move_on_after(policy.deadline):
+        await anyio.sleep(policy.initial_delay)
+        if check is None:
+            await anyio.sleep(policy.min_ready)
+            return ProbeOutcome(ready=True, reason="", probes=0)
+        successes = 0
+        failures = 0
+        ready_since: float | None = None
+        while True:
+            result = await probe_once(check, instance, policy.timeout)
+            probes += 1
+            now = anyio.current_time()
+            if result.healthy:
+                successes += 1
+                failures = 0
+                if successes >= policy.success_threshold:
+                    if ready_since is None:
+                        ready_since = now
+                    if now - ready_since >= policy.min_ready:
+                        return ProbeOutcome(ready=True, reason="", probes=probes)
+            else:
+                last_reason = result.reason or "unhealthy"
+                successes = 0
+                failures += 1
+                if ready_since is not None:
+                    last_reason += " (during min_ready)"
+                ready_since = None
+                if policy.failure_threshold is not None and failures >= policy.failure_threshold:
+                    return ProbeOutcome(
+                        ready=False,
+                        reason=f"{failures} failed probes in a row: {last_reason}",
+                        probes=probes,
+                    )
+            delay = policy.period
+            if ready_since is not None:
+                delay = min(delay, max(0.0, ready_since + policy.min_ready - now))
+            await anyio.sleep(delay)
+    elapsed = anyio.current_time() - start
+    return ProbeOutcome(
+        ready=False,
+        reason=f"not ready within the {policy.deadline}s deadline ({elapsed:.1f}s, last: {last_reason})",
+        probes=probes,
+    )

@@ -1,0 +1,217 @@
+"""The scheduler: pure decisions about what may start next. It never awaits.
+
+Rules, in the order they apply:
+
+1. Work is a sequence of *units*, one per instance, in rollout order. *Barriers*
+   cut the sequence (end of a wave, end of a lockstep batch, an ``Advance``
+   target): nothing after a barrier starts until everything before it has
+   finished and the barrier's steps (pauses, gates) have run.
+2. Lockstep (``Batches``): every unit up to the next barrier starts at once.
+3. Sliding window (``RollingUpdate``), for the next unit in order:
+   a. an instance that was not serving at the start costs no availability; it
+      starts while fewer than ``cap`` units are in flight;
+   b. otherwise, if surge is allowed and fewer than ``ceiling`` instances
+      exist, it starts in SURGE mode (launch first), reserving one instance of
+      capacity;
+   c. otherwise, if taking one more instance out leaves at least ``floor``
+      serving, it starts in a take-out mode (in place when the driver can
+      replace, else terminate-then-launch), reserving one serving instance;
+   d. otherwise nothing more starts until a unit reports progress.
+4. Reservations are returned by the engine through :meth:`Scheduler.adjust`
+   when the effect happens (an instance re-enters traffic, a surplus instance
+   is terminated). Every call is O(1) amortised per unit.
+5. Nothing in flight, nothing startable, work left: the schedule is *stuck*
+   (the availability floor cannot be kept); the engine decides what that means.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import attrs
+
+from ._steps import Step
+
+__all__ = ["Barrier", "Mode", "Poll", "Scheduler", "Start"]
+
+
+class Mode(enum.Enum):
+    """How one unit replaces its instance."""
+
+    IN_PLACE = "in_place"
+    """Detach, replace, wait ready, attach."""
+    TAKE_OUT = "take_out"
+    """Detach, terminate, launch, wait ready, attach."""
+    SURGE = "surge"
+    """Launch, wait ready, attach the new one, detach and terminate the old one."""
+
+
+@attrs.frozen
+class Barrier:
+    """A point in the unit sequence that in-flight work must clear before more starts.
+
+    Attributes:
+        position: Number of units before the barrier.
+        steps: Steps to run once the barrier is reached.
+        batch: Index of the lockstep batch ending here, if any.
+        wave: Index of the wave ending here, if any.
+    """
+
+    position: int
+    steps: tuple[Step, ...] = ()
+    batch: int | None = None
+    wave: int | None = None
+
+
+@attrs.frozen
+class Start:
+    """Start unit ``index`` in ``mode``."""
+
+    index: int
+    mode: Mode
+
+
+@attrs.frozen
+class Poll:
+    """The scheduler's answer: what to start, or which barrier was reached, or done / stuck."""
+
+    starts: Sequence[Start] = ()
+    barrier: Barrier | None = None
+    done: bool = False
+    stuck: bool = False
+
+
+_WAIT = Poll()
+
+
+class Scheduler:
+    """Decides which units start, given counts the engine keeps up to date.
+
+    Args:
+        serving_at_start: Per unit, whether its instance served traffic at the start.
+        lockstep: Batches (True) or a sliding window (False).
+        floor: Fewest serving instances allowed (sliding window only).
+        ceiling: Most instances allowed to exist.
+        serving: Instances serving now.
+        existing: Instances existing now.
+        cap: Most units in flight for instances that were not serving.
+        surge: Whether SURGE mode may be used.
+        in_place: Whether the driver can replace in place.
+        barriers: Barriers, by increasing position; positions beyond the last unit are clipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        serving_at_start: Sequence[bool],
+        lockstep: bool,
+        floor: int,
+        ceiling: int,
+        serving: int,
+        existing: int,
+        cap: int,
+        surge: bool,
+        in_place: bool,
+        barriers: Sequence[Barrier] = (),
+    ) -> None:
+        self._serving_at_start = serving_at_start
+        self._count = len(serving_at_start)
+        self._lockstep = lockstep
+        self.floor = floor
+        self.ceiling = ceiling
+        self.serving = serving
+        self.existing = existing
+        self._cap = max(1, cap)
+        self._surge = surge
+        self._in_place = in_place
+        self._barriers = list(barriers)
+        self._next_barrier = 0
+        self.cursor = 0
+        """Units started so far."""
+        self.in_flight = 0
+        """Units started and not finished."""
+        self.stopping = False
+        """Once set, nothing more starts."""
+        self.paused = False
+        """While set, nothing more starts (barriers still report)."""
+        self._take_out_mode = Mode.IN_PLACE if in_place else Mode.TAKE_OUT
+
+    @property
+    def total(self) -> int:
+        """Number of units."""
+        return self._count
+
+    def _limit(self) -> tuple[int, Barrier | None]:
+        if self._next_barrier < len(self._barriers):
+            barrier = self._barriers[self._next_barrier]
+            return min(barrier.position, self._count), barrier
+        return self._count, None
+
+    def poll(self) -> Poll:
+        """Decide what happens next."""
+        if self.stopping:
+            return Poll(done=self.in_flight == 0)
+        limit, barrier = self._limit()
+        if self.cursor >= limit:
+            if self.in_flight:
+                return _WAIT
+            if barrier is not None:
+                return Poll(barrier=barrier)
+            return Poll(done=True)
+        if self.paused:
+            return _WAIT
+        starts = self._lockstep_starts(limit) if self._lockstep else self._window_starts(limit)
+        if not starts and not self.in_flight:
+            return Poll(stuck=True)
+        return Poll(starts=starts)
+
+    def pass_barrier(self) -> None:
+        """The engine ran the reached barrier's steps; move past it."""
+        self._next_barrier += 1
+
+    def _lockstep_starts(self, limit: int) -> list[Start]:
+        mode = Mode.SURGE if self._surge else self._take_out_mode
+        starts = [Start(index, mode) for index in range(self.cursor, limit)]
+        for start in starts:
+            if mode is Mode.SURGE:
+                self.existing += 1
+            elif self._serving_at_start[start.index]:
+                self.serving -= 1
+        self.in_flight += len(starts)
+        self.cursor = limit
+        return starts
+
+    def _window_starts(self, limit: int) -> list[Start]:
+        starts: list[Start] = []
+        while self.cursor < limit:
+            index = self.cursor
+            if not self._serving_at_start[index]:
+                if self.in_flight >= self._cap:
+                    break
+                mode = self._take_out_mode
+            elif self._surge and self.existing < self.ceiling:
+                mode = Mode.SURGE
+                self.existing += 1
+            elif self.serving - 1 >= self.floor:
+                mode = self._take_out_mode
+                self.serving -= 1
+            else:
+                break
+            starts.append(Start(index, mode))
+            self.cursor += 1
+            self.in_flight += 1
+        return starts
+
+    def adjust(self, *, serving: int = 0, existing: int = 0) -> None:
+        """Record that instances entered (+) or left (-) service or existence."""
+        self.serving += serving
+        self.existing += existing
+
+    def finished(self) -> None:
+        """Record that one unit finished, whatever its outcome."""
+        self.in_flight -= 1
+
+    def stop(self) -> None:
+        """Start nothing more; :meth:`poll` reports done once in-flight units finish."""
+        self.stopping = True
