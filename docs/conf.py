@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
-from typing import TYPE_CHECKING, Any
+import re
+import sys
+import typing
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sphinx.util import logging
 
@@ -108,7 +111,48 @@ def _resolve_to_public(
         )
         if resolved is not None:
             return resolved  # type: ignore[no-any-return]
+    if _is_private_type_name(node["reftarget"]):
+        # Private type variables and aliases (``EventT``, ``Observer``) have no page: plain text.
+        return contnode
     return None
+
+
+def _is_private_type_name(target: str) -> bool:
+    """Whether ``target`` names a type variable or alias of one of our private modules."""
+    module_name, _, name = target.rpartition(".")
+    if module_name:
+        candidates = [sys.modules.get(module_name)]
+    else:  # unresolved annotations come through unqualified: look in every private module
+        candidates = [
+            module
+            for loaded, module in sorted(sys.modules.items())
+            if loaded.startswith("rolling.") and "._" in f".{loaded.split('.', 1)[1]}"
+        ]
+    for module in candidates:
+        if module is None or "._" not in f".{module.__name__}":
+            continue
+        obj = getattr(module, name, None)
+        if isinstance(obj, TypeVar) or typing.get_origin(obj) is not None:
+            return True
+    return False
+
+
+# Napoleon reads the first line of an attribute or property docstring as ``type: description``
+# and splits it at its first colon. Here types always come from annotations, so prose such as
+# "The fewest serving instances: ``desired - max_unavailable``." must stay prose: a leading
+# empty comment moves that line out of the way (napoleon only splits the first line).
+_INLINE_MARKUP = re.compile(r"``.*?``|(:[\w:.+-]+:)?`[^`]*`")
+_SINGLE_COLON = re.compile(r"(?<!:):(?!:)")
+
+
+def _keep_attribute_colons(
+    _app: Sphinx, what: str, _name: str, _obj: object, _options: object, lines: list[str]
+) -> None:
+    """Stop napoleon from taking the prose before a colon for the attribute's type."""
+    if what in {"attribute", "data", "property"}:
+        first = next((line for line in lines if line.strip()), "")
+        if _SINGLE_COLON.search(_INLINE_MARKUP.sub("", first)):
+            lines[:0] = ["..", ""]
 
 
 def _drop_protocol_signature(
@@ -149,6 +193,8 @@ def _check_public_names_documented(_app: Sphinx, env: BuildEnvironment) -> None:
 def setup(app: Sphinx) -> ExtensionMetadata:
     """Hook the reference resolver and the checks in."""
     app.connect("missing-reference", _resolve_to_public)
+    # Before napoleon (which listens at the default priority, 500) rewrites the docstring.
+    app.connect("autodoc-process-docstring", _keep_attribute_colons, priority=400)
     app.connect("autodoc-process-signature", _drop_protocol_signature)
     app.connect("env-check-consistency", _check_public_names_documented)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

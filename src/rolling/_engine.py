@@ -168,6 +168,11 @@ class Rollout(Generic[InstanceT]):
         self.logger = logging.getLogger("rolling")
         self._started = False
 
+    def _claim(self) -> None:
+        if self._started:
+            raise RolloutAlreadyStartedError("this Rollout already ran; build a new Rollout to run again")
+        self._started = True
+
     @property
     def surge_enabled(self) -> bool:
         """Whether this rollout may launch instances before taking old ones out."""
@@ -193,9 +198,8 @@ class Rollout(Generic[InstanceT]):
         in-flight work is finished or put back under a shielded clean-up
         bounded by ``cleanup_timeout``, then the cancellation propagates.
         """
-        async with self.start() as handle:
-            pass
-        return handle.result
+        self._claim()
+        return await Execution(self).run()
 
     @contextlib.asynccontextmanager
     async def start(self) -> AsyncIterator[RolloutHandle]:
@@ -205,9 +209,7 @@ class Rollout(Generic[InstanceT]):
         exception in the block cancels it (with the same clean-up as
         cancelling :meth:`run`).
         """
-        if self._started:
-            raise RolloutAlreadyStartedError("this Rollout already ran; build a new Rollout to run again")
-        self._started = True
+        self._claim()
         execution = Execution(self)
         handle = RolloutHandle(execution)
         async with anyio.create_task_group() as tg:

@@ -798,8 +798,10 @@ class Execution:
                 await self._wait(anyio.sleep(delay))
         return False, reason
 
-    async def _wait(self, awaitable: Coroutine[Any, Any, _T]) -> _T:
-        """Await ``awaitable`` unless a trigger interrupts it."""
+    async def _wait(self, awaitable: Coroutine[Any, Any, _T], *, interruptible: bool = True) -> _T:
+        """Await ``awaitable`` unless a trigger interrupts it (cancellation always can)."""
+        if not interruptible:
+            return await awaitable
         if self._stop_mode is not None and not self._rolling_back:
             awaitable.close()
             raise _InterruptedError
@@ -871,10 +873,11 @@ class Execution:
         instance = await self._effect("driver.launch", self.rollout.driver.launch, version)
         return instance
 
-    async def _ready(self, slot: Slot, instance: Any, version: str) -> None:
+    async def _ready(self, slot: Slot, instance: Any, version: str, *, restoring: bool = False) -> None:
         self._phase(slot, Phase.WAITING_READY, version)
         outcome = await self._wait(
-            wait_ready(self.rollout.check_function, instance, self.rollout.readiness)
+            wait_ready(self.rollout.check_function, instance, self.rollout.readiness),
+            interruptible=not restoring,
         )
         if not outcome.ready:
             raise _StepFailedError(outcome.reason)
@@ -908,7 +911,7 @@ class Execution:
             launched = await self._launch(slot, version)
             slot.live = launched
             await self._hook("after_launch", launched)
-        await self._ready(slot, slot.live, version)
+        await self._ready(slot, slot.live, version, restoring=restoring)
         slot.ready = True
         await self._attach(slot, slot.live, version)
 

@@ -76,7 +76,7 @@ class Start:
 class Poll:
     """The scheduler's answer: what to start, or which barrier was reached, or done / stuck."""
 
-    starts: Sequence[Start] = ()
+    starts: tuple[Start, ...] = ()
     barrier: Barrier | None = None
     done: bool = False
     stuck: bool = False
@@ -164,7 +164,7 @@ class Scheduler:
         starts = self._lockstep_starts(limit) if self._lockstep else self._window_starts(limit)
         if not starts and not self.in_flight:
             return Poll(stuck=True)
-        return Poll(starts=starts)
+        return Poll(starts=tuple(starts))
 
     def pass_barrier(self) -> None:
         """The engine ran the reached barrier's steps; move past it."""

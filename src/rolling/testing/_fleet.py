@@ -25,7 +25,6 @@ from typing import Literal, NamedTuple
 
 import anyio
 import attrs
-
 from anyio.lowlevel import checkpoint
 
 from rolling._errors import ConfigError

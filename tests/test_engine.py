@@ -1,0 +1,633 @@
+"""The engine end to end on a simulated fleet, both backends, virtual time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import rolling
+from rolling import (
+    Advance,
+    Batches,
+    FailurePolicy,
+    Gate,
+    InstanceOutcome,
+    Pause,
+    Phase,
+    ProgressDeadline,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    RolloutStatus,
+)
+from rolling.testing import EventRecorder, InvariantMonitor, Latency, SimulatedFleet
+
+pytestmark = pytest.mark.anyio
+
+FAST = Readiness(period=1, timeout=1, deadline=30)
+
+
+def make(
+    fleet: SimulatedFleet,
+    target: str = "v2",
+    *,
+    monitor: bool = True,
+    readiness: Readiness = FAST,
+    **options: Any,
+) -> tuple[Rollout[Any], EventRecorder, InvariantMonitor | None]:
+    recorder = EventRecorder()
+    observers = [recorder, *options.pop("observers", [])]
+    rollout: Rollout[Any] = Rollout(
+        fleet,
+        target,
+        router=fleet,
+        readiness=rolling.Readiness(
+            check=fleet,
+            period=readiness.period,
+            timeout=readiness.timeout,
+            deadline=readiness.deadline,
+            min_ready=readiness.min_ready,
+            success_threshold=readiness.success_threshold,
+            failure_threshold=readiness.failure_threshold,
+        ),
+        observers=observers,
+        **options,
+    )
+    watcher = None
+    if monitor:
+        window = rollout.window(fleet.desired)
+        watcher = InvariantMonitor(
+            fleet, max_unavailable=window.max_unavailable, max_surge=window.max_surge
+        )
+    return rollout, recorder, watcher
+
+
+def versions(fleet: SimulatedFleet) -> dict[str, int]:
+    return fleet.version_counts()
+
+
+async def test_in_place_rolling_update_succeeds_within_the_window() -> None:
+    fleet = SimulatedFleet(10, latency=Latency(replace=10))
+    rollout, recorder, monitor = make(fleet, strategy=RollingUpdate(max_unavailable=2))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert result.counts == {InstanceOutcome.UPDATED: 10}
+    assert versions(fleet) == {"v2": 10}
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+    assert monitor.min_serving == 8
+    # 10 instances, 2 at a time, 10 s each: the sliding window takes 50 s.
+    assert result.duration == pytest.approx(50, abs=1)
+    phases = recorder.phases("i-000")
+    assert phases[:4] == [Phase.DETACHING, Phase.DETACHED, Phase.REPLACING, Phase.WAITING_READY]
+    assert phases[-1] is Phase.UPDATED
+
+
+async def test_sliding_window_starts_the_next_one_as_soon_as_one_finishes() -> None:
+    fleet = SimulatedFleet(4)
+    fleet.set_latency("i-000", replace=100)
+    rollout, _, _ = make(fleet, strategy=RollingUpdate(max_unavailable=2))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    # Lockstep would take 100 + 0; the window lets i-001..i-003 pass while i-000 is slow.
+    assert result.by_id("i-003").finished_at is not None
+    assert result.by_id("i-003").finished_at < 1
+    assert result.duration == pytest.approx(100, abs=1)
+
+
+async def test_elastic_surge_launches_before_taking_out() -> None:
+    fleet = SimulatedFleet(6, latency=Latency(launch=5, terminate=1))
+    rollout, recorder, monitor = make(
+        fleet, strategy=RollingUpdate(max_unavailable=0, max_surge=2)
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+    assert monitor.max_existing == 8
+    assert monitor.min_serving == 6
+    assert all(i.current_id != i.id for i in result.instances)
+    assert {i.id for i in fleet.instances}.isdisjoint({f"i-{n:03d}" for n in range(6)})
+    assert len(fleet.instances) == 6
+    phases = recorder.phases("i-000")
+    assert phases.index(Phase.LAUNCHING) < phases.index(Phase.DETACHING)
+
+
+async def test_elastic_without_replace_or_surge_terminates_then_launches() -> None:
+    class ElasticOnly:
+        def __init__(self, fleet: SimulatedFleet) -> None:
+            self.fleet = fleet
+
+        async def list_instances(self) -> Any:
+            return await self.fleet.list_instances()
+
+        async def launch(self, version: str) -> Any:
+            return await self.fleet.launch(version)
+
+        async def terminate(self, instance: Any) -> None:
+            await self.fleet.terminate(instance)
+
+    fleet = SimulatedFleet(3)
+    rollout = Rollout(
+        ElasticOnly(fleet), "v2", router=fleet, readiness=Readiness(check=fleet, deadline=10)
+    )
+    monitor = InvariantMonitor(fleet, max_unavailable=1, max_surge=0)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    monitor.check_result(result, fleet)
+    assert monitor.max_existing == 3
+    ops = [call.op for call in fleet.calls if call.op in {"terminate", "launch"}]
+    assert ops == ["terminate", "launch"] * 3
+
+
+async def test_batches_follow_ansible_serial_and_run_in_lockstep() -> None:
+    fleet = SimulatedFleet(20, latency=Latency(replace=10))
+    fleet.set_latency("i-000", replace=30)
+    rollout, recorder, monitor = make(fleet, strategy=Batches("30%"))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    started = recorder.of_type(rolling.BatchStarted)
+    assert [len(b.instance_ids) for b in started] == [6, 6, 6, 2]
+    # Lockstep: batch 2 waits for the slow i-000 of batch 1 (30 s).
+    assert started[1].at == pytest.approx(30, abs=0.5)
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_batches_pause_between_batches() -> None:
+    fleet = SimulatedFleet(23)
+    rollout, recorder, _ = make(fleet, strategy=Batches(1, 5, "20%", pause=Pause(60)))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    sizes = [len(b.instance_ids) for b in recorder.of_type(rolling.BatchStarted)]
+    assert sizes == [1, 5, 4, 4, 4, 4, 1]
+    assert len(recorder.of_type(rolling.StepStarted)) == 6
+    assert result.duration == pytest.approx(6 * 60, abs=1)
+
+
+async def test_instances_on_the_target_are_skipped_and_rerun_is_a_no_op() -> None:
+    fleet = SimulatedFleet(4)
+    await fleet.replace((await fleet.list_instances())[1], "v2")
+    rollout, _, _ = make(fleet)
+    result = await rollout.run()
+    assert result.by_id("i-001").outcome is InstanceOutcome.SKIPPED
+    assert result.counts[InstanceOutcome.UPDATED] == 3
+    calls_before = len(fleet.calls)
+    again, _, _ = make(fleet, monitor=False)
+    second = await again.run()
+    assert second.status is RolloutStatus.SUCCEEDED
+    assert second.counts == {InstanceOutcome.SKIPPED: 4}
+    mutating = {"replace", "launch", "terminate", "detach", "attach"}
+    assert not [c for c in fleet.calls[calls_before:] if c.op in mutating]
+
+
+async def test_already_unhealthy_instances_go_first_and_cost_no_availability() -> None:
+    fleet = SimulatedFleet(5, latency=Latency(replace=10))
+    fleet.fault("i-003", unhealthy_at_start=True)
+    fleet.fault("i-004", unhealthy_at_start=True)
+    rollout, recorder, monitor = make(fleet, strategy=RollingUpdate(max_unavailable=1))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    started = recorder.of_type(rolling.RolloutStarted)[0]
+    assert started.to_update[:2] == ("i-003", "i-004")
+    assert set(started.unhealthy) == {"i-003", "i-004"}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+    # The fleet started with 3 serving, under the floor of 4: never made worse.
+    assert monitor.min_serving >= 3
+
+
+async def test_waves_finish_one_zone_before_the_next() -> None:
+    fleet = SimulatedFleet(6, zones=("a", "b", "c"), latency=Latency(replace=5))
+    rollout, recorder, _ = make(
+        fleet,
+        strategy=RollingUpdate(max_unavailable=3),
+        waves=rolling.Waves(lambda i: i.zone, order=("c", "a", "b")),
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    waves = recorder.of_type(rolling.WaveStarted)
+    assert [w.key for w in waves] == ["c", "a", "b"]
+    zone_of = {i.id: i.zone for i in (await SimulatedFleet(6, zones=("a", "b", "c")).list_instances())}
+    finish = {i.id: i.finished_at for i in result.instances}
+    for earlier, later in (("c", "a"), ("a", "b")):
+        done = max(t for k, t in finish.items() if zone_of[k] == earlier and t is not None)
+        first_start = min(
+            i.started_at for i in result.instances if zone_of[i.id] == later and i.started_at is not None
+        )
+        assert first_start >= done
+
+
+async def test_retries_with_backoff_get_past_a_transient_fault() -> None:
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-001", replace_raises=2)
+    rollout, recorder, _ = make(
+        fleet, failure=FailurePolicy(retries=2, backoff=rolling.Backoff(initial=10, factor=3))
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert result.by_id("i-001").attempts == 3
+    assert result.by_id("i-000").attempts == 1
+    # Back-off of 10 s then 30 s.
+    assert result.duration == pytest.approx(40, abs=1)
+    assert recorder.phases("i-001").count(Phase.BACKING_OFF) == 2
+
+
+async def test_exhausted_retries_fail_the_instance_and_revert_by_default() -> None:
+    fleet = SimulatedFleet(5, latency=Latency(replace=1))
+    fleet.fault(version="v2", never_ready=True)
+    rollout, recorder, monitor = make(fleet, readiness=Readiness(deadline=20), failure=FailurePolicy(retries=1))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert "max_failed" in result.reason
+    assert versions(fleet) == {"v1": 5}
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    failed = result.by_id("i-000")
+    assert failed.outcome is InstanceOutcome.FAILED
+    assert failed.attempts == 2
+    assert failed.serving
+    assert "restored" in failed.reason
+    assert result.counts[InstanceOutcome.PENDING] == 4
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+    assert recorder.of_type(rolling.RollbackStarted)
+
+
+async def test_global_budget_tolerates_max_failed_then_degrades() -> None:
+    fleet = SimulatedFleet(6)
+    fleet.fault("i-001", version="v2", never_ready=True)
+    fleet.fault("i-004", version="v2", never_ready=True)
+    rollout, _, monitor = make(fleet, readiness=Readiness(deadline=5), failure=FailurePolicy(max_failed=2))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.DEGRADED
+    assert result.counts == {InstanceOutcome.UPDATED: 4, InstanceOutcome.FAILED: 2}
+    for key in ("i-001", "i-004"):
+        item = result.by_id(key)
+        assert item.serving
+        assert item.version == "v1"
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_global_budget_in_percent_is_exceeded_by_one_more() -> None:
+    fleet = SimulatedFleet(10)
+    for key in ("i-001", "i-002", "i-003"):
+        fleet.fault(key, version="v2", never_ready=True)
+    rollout, _, _ = make(
+        fleet, readiness=Readiness(deadline=5), failure=FailurePolicy(max_failed="20%")
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert "3 instances failed, over the budget of 2" in result.reason
+    assert versions(fleet) == {"v1": 10}
+
+
+async def test_per_batch_percentage_stops_like_max_fail_percentage() -> None:
+    fleet = SimulatedFleet(10)
+    fleet.fault("i-005", version="v2", never_ready=True)
+    fleet.fault("i-006", version="v2", never_ready=True)
+    rollout, _, _ = make(
+        fleet,
+        strategy=Batches(5),
+        readiness=Readiness(deadline=5),
+        failure=FailurePolicy(max_failed=10, max_failed_per_batch="30%"),
+        rollback="halt",
+    )
+    result = await rollout.run()
+    # Batch 2 (i-005..i-009) has 2 failures of 5 = 40% > 30%.
+    assert result.status is RolloutStatus.HALTED
+    assert "batch 1" in result.reason
+    first = [result.by_id(f"i-00{n}").outcome for n in range(5)]
+    assert first == [InstanceOutcome.UPDATED] * 5
+
+
+async def test_circuit_breaker_trips_on_consecutive_failures_and_resets_on_success() -> None:
+    fleet = SimulatedFleet(8)
+    for key in ("i-000", "i-002", "i-003", "i-004"):
+        fleet.fault(key, version="v2", replace_raises=True)
+    rollout, _, _ = make(
+        fleet, failure=FailurePolicy(max_failed=100, circuit_breaker=3), rollback="halt"
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.HALTED
+    assert "circuit breaker: 3 failures in a row" in result.reason
+    assert result.by_id("i-001").outcome is InstanceOutcome.UPDATED
+    assert result.by_id("i-004").outcome is InstanceOutcome.FAILED
+    assert result.by_id("i-005").outcome is InstanceOutcome.PENDING
+
+
+async def test_halt_leaves_the_mixed_fleet_and_reports_it_exactly() -> None:
+    fleet = SimulatedFleet(5)
+    fleet.fault("i-002", version="v2", never_ready=True)
+    rollout, _, monitor = make(fleet, readiness=Readiness(deadline=5), rollback="halt")
+    result = await rollout.run()
+    assert result.status is RolloutStatus.HALTED
+    assert versions(fleet) == {"v2": 2, "v1": 3}
+    assert [result.by_id(f"i-00{n}").outcome for n in range(5)] == [
+        InstanceOutcome.UPDATED,
+        InstanceOutcome.UPDATED,
+        InstanceOutcome.FAILED,
+        InstanceOutcome.PENDING,
+        InstanceOutcome.PENDING,
+    ]
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_revert_goes_newest_first_under_the_same_floor() -> None:
+    fleet = SimulatedFleet(6, latency=Latency(replace=3))
+    fleet.fault("i-004", version="v2", replace_raises=True)
+    rollout, recorder, monitor = make(fleet, strategy=RollingUpdate(max_unavailable=1))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    reverting = [
+        e.instance_id
+        for e in recorder.of_type(rolling.InstancePhaseChanged)
+        if e.phase is Phase.REVERTING and e.rollback
+    ]
+    assert reverting == ["i-003", "i-002", "i-001", "i-000"]
+    assert all(result.by_id(f"i-00{n}").outcome is InstanceOutcome.REVERTED for n in range(4))
+    assert versions(fleet) == {"v1": 6}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+    assert monitor.min_serving >= 5
+
+
+async def test_progress_deadline_rollback_halt_and_report() -> None:
+    outcomes = {}
+    for action in ("rollback", "halt", "report"):
+        fleet = SimulatedFleet(4, latency=Latency(replace=5))
+        fleet.set_latency("i-001", replace=500)
+        rollout, recorder, _ = make(
+            fleet,
+            progress_deadline=ProgressDeadline(60, action=action),
+            effect_timeout=1000,
+        )
+        result = await rollout.run()
+        outcomes[action] = result.status
+        assert recorder.of_type(rolling.ProgressDeadlineExceeded)
+    assert outcomes == {
+        "rollback": RolloutStatus.ROLLED_BACK,
+        "halt": RolloutStatus.HALTED,
+        "report": RolloutStatus.SUCCEEDED,
+    }
+
+
+async def test_progress_deadline_resets_on_every_completed_instance() -> None:
+    fleet = SimulatedFleet(5, latency=Latency(replace=50))
+    rollout, recorder, _ = make(fleet, progress_deadline=60)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert not recorder.of_type(rolling.ProgressDeadlineExceeded)
+    assert result.duration == pytest.approx(250, abs=1)
+
+
+async def test_effect_timeout_fails_a_hanging_driver_call() -> None:
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-001", hang="replace")
+    rollout, _, monitor = make(fleet, effect_timeout=30, rollback="halt")
+    result = await rollout.run()
+    assert result.status is RolloutStatus.HALTED
+    item = result.by_id("i-001")
+    assert item.outcome is InstanceOutcome.FAILED
+    assert "did not return within 30.0s" in item.reason
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_steps_advance_pause_and_promote() -> None:
+    fleet = SimulatedFleet(10, latency=Latency(replace=1))
+    rollout, recorder, _ = make(
+        fleet,
+        strategy=RollingUpdate(max_unavailable=2),
+        steps=[Advance("20%"), Pause(), Advance("60%"), Pause(30)],
+    )
+    async with rollout.start() as handle:
+        await anyio.sleep(100)
+        snap = handle.status()
+        assert snap.status is RolloutStatus.PAUSED
+        assert isinstance(snap.step, Pause)
+        assert snap.counts.get(InstanceOutcome.UPDATED) == 2
+        handle.promote()
+        result = await handle.wait()
+    assert result.status is RolloutStatus.SUCCEEDED
+    finished = recorder.of_type(rolling.StepFinished)
+    assert [f.promoted for f in finished] == [True, False]
+    # 2 done at t=1, paused until 100, +2 s for the next 4, +30 s pause, +2 s for the rest.
+    assert result.duration == pytest.approx(134, abs=1)
+
+
+async def test_promote_full_skips_every_remaining_pause_and_gate() -> None:
+    fleet = SimulatedFleet(6)
+    gate_calls = 0
+
+    async def gate() -> bool:
+        nonlocal gate_calls
+        gate_calls += 1
+        return False
+
+    rollout, _, _ = make(fleet, steps=[Advance(1), Pause(), Gate(gate), Pause(), Advance(3), Pause()])
+    async with rollout.start() as handle:
+        await anyio.sleep(10)
+        handle.promote(full=True)
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert gate_calls == 0
+
+
+async def test_promote_without_a_pause_is_an_error() -> None:
+    fleet = SimulatedFleet(2, latency=Latency(replace=10))
+    rollout, _, _ = make(fleet)
+    async with rollout.start() as handle:
+        await anyio.sleep(1)
+        with pytest.raises(rolling.ControlError, match="nothing to promote"):
+            handle.promote()
+    with pytest.raises(rolling.ControlError, match="already finished"):
+        handle.pause()
+
+
+async def test_failed_gate_rolls_back() -> None:
+    fleet = SimulatedFleet(4)
+
+    async def metrics_look_bad() -> tuple[bool, str]:
+        return False, "error rate 7%"
+
+    rollout, recorder, monitor = make(fleet, steps=[Advance("50%"), Gate(metrics_look_bad, name="errors")])
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert result.reason == "gate errors failed: error rate 7%"
+    assert versions(fleet) == {"v1": 4}
+    checked = recorder.of_type(rolling.GateChecked)
+    assert [(c.name, c.passed) for c in checked] == [("errors", False)]
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_pause_and_resume_from_another_task() -> None:
+    fleet = SimulatedFleet(6, latency=Latency(replace=10))
+    rollout, _, _ = make(fleet)
+    async with rollout.start() as handle:
+        await anyio.sleep(15)
+        handle.pause()
+        assert handle.status().status is RolloutStatus.PAUSED
+        await anyio.sleep(100)
+        # The one in flight at 15 s finished; nothing new started while paused.
+        assert handle.status().counts.get(InstanceOutcome.UPDATED) == 2
+        assert handle.status().in_flight == ()
+        handle.resume()
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert handle.result.duration == pytest.approx(60 + 95, abs=1)
+
+
+async def test_abort_reverts_and_interrupts_waits() -> None:
+    fleet = SimulatedFleet(6, latency=Latency(replace=2))
+    rollout, _, monitor = make(
+        fleet, strategy=RollingUpdate(max_unavailable=2), readiness=Readiness(deadline=1000, min_ready=500)
+    )
+    async with rollout.start() as handle:
+        await anyio.sleep(100)
+        assert len(handle.status().in_flight) == 2
+        handle.abort()
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    # Interrupted at 100 s (not at 502 s, when min_ready would end), then 2 s + 500 s to revert.
+    assert result.duration == pytest.approx(602, abs=2)
+    assert versions(fleet) == {"v1": 6}
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_abort_without_rollback_halts_and_settles() -> None:
+    fleet = SimulatedFleet(4, latency=Latency(replace=2))
+    rollout, _, monitor = make(fleet, readiness=Readiness(deadline=1000, min_ready=100))
+    async with rollout.start() as handle:
+        await anyio.sleep(50)
+        handle.abort(rollback=False)
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    # The one in its min_ready wait was healthy, so settling put it in traffic.
+    assert result.by_id("i-000").outcome is InstanceOutcome.UPDATED
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.25, 0.4, 0.6, 0.75, 0.9, 0.99])
+async def test_cancelling_run_leaves_nothing_detached_or_leaked(fraction: float) -> None:
+    latency = Latency(launch=4, terminate=1, detach=1, attach=1)
+    strategy = RollingUpdate(max_unavailable=1, max_surge=1)
+    full, _, _ = make(SimulatedFleet(6, latency=latency), strategy=strategy, monitor=False)
+    duration = (await full.run()).duration
+    fleet = SimulatedFleet(6, latency=latency)
+    rollout, recorder, monitor = make(fleet, strategy=strategy)
+    with anyio.move_on_after(duration * fraction) as scope:
+        await rollout.run()
+    assert scope.cancelled_caught
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert len(finished) == 1
+    result = finished[0].result
+    assert result.status is RolloutStatus.CANCELLED
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert len(fleet.instances) == 6
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_an_exception_in_the_start_block_cancels_and_cleans_up() -> None:
+    fleet = SimulatedFleet(3, latency=Latency(replace=5))
+    rollout, _, monitor = make(fleet)
+    with pytest.raises(ExceptionGroup) as caught:
+        async with rollout.start():
+            await anyio.sleep(6)
+            raise KeyError("boom")
+    assert caught.group_contains(KeyError)
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert monitor is not None
+    monitor.assert_ok()
+
+
+async def test_a_rollout_runs_once() -> None:
+    fleet = SimulatedFleet(1)
+    rollout, _, _ = make(fleet, monitor=False)
+    await rollout.run()
+    with pytest.raises(rolling.RolloutAlreadyStartedError):
+        await rollout.run()
+
+
+async def test_events_stream_and_logging_observer(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="rolling")
+    fleet = SimulatedFleet(3)
+    rollout, _, _ = make(fleet, observers=[rolling.LoggingObserver()])
+    seen: list[rolling.Event] = []
+    async with rollout.start() as handle:
+        async with handle.events() as stream:
+            seen.extend([event async for event in stream])
+    assert isinstance(seen[-1], rolling.RolloutFinished)
+    assert isinstance(seen[0], rolling.StatusChanged | rolling.RolloutStarted)
+    assert any(isinstance(e, rolling.RolloutStarted) for e in seen)
+    assert all(a.at <= b.at for a, b in zip(seen, seen[1:], strict=False))
+    assert "rollout to v2 succeeded" in caplog.text
+
+
+async def test_hooks_are_called_in_order_and_a_raising_hook_fails_the_instance() -> None:
+    calls: list[str] = []
+
+    class Hooks:
+        async def before_rollout(self, target: str, instances: Any) -> None:
+            calls.append(f"before_rollout {target} {len(instances)}")
+
+        async def before_detach(self, instance: Any) -> None:
+            calls.append(f"before_detach {instance.id}")
+
+        async def after_replace(self, instance: Any) -> None:
+            calls.append(f"after_replace {instance.id} {instance.version}")
+            if instance.id == "i-001":
+                raise RuntimeError("smoke test failed")
+
+        async def after_attach(self, instance: Any) -> None:
+            calls.append(f"after_attach {instance.id}")
+
+        async def after_rollout(self, result: rolling.RolloutResult) -> None:
+            calls.append(f"after_rollout {result.status}")
+
+    fleet = SimulatedFleet(2)
+    rollout, _, monitor = make(fleet, hooks=Hooks(), rollback="halt")
+    result = await rollout.run()
+    assert result.status is RolloutStatus.HALTED
+    assert "hook after_replace raised RuntimeError: smoke test failed" in result.by_id("i-001").reason
+    assert calls[:5] == [
+        "before_rollout v2 2",
+        "before_detach i-000",
+        "after_replace i-000 v2",
+        "after_attach i-000",
+        "before_detach i-001",
+    ]
+    assert calls[-1] == "after_rollout halted"
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_duplicate_ids_from_the_driver_are_refused_before_any_change() -> None:
+    class Twice:
+        async def list_instances(self) -> Any:
+            fleet = SimulatedFleet(1)
+            instance = (await fleet.list_instances())[0]
+            return [instance, instance]
+
+        async def replace(self, instance: Any, version: str) -> Any:  # pragma: no cover
+            raise AssertionError
+
+    with pytest.raises(rolling.RollingError, match="duplicate instance ids"):
+        await Rollout(Twice(), "v2").run()
+
+
+async def test_min_ready_must_hold_continuously() -> None:
+    fleet = SimulatedFleet(1)
+    fleet.fault(version="v2", flapping=20)
+    rollout, _, _ = make(fleet, readiness=Readiness(min_ready=30, deadline=200), rollback="halt")
+    result = await rollout.run()
+    assert result.status is RolloutStatus.HALTED
+    assert "min_ready" in result.by_id("i-000").reason or "deadline" in result.by_id("i-000").reason
