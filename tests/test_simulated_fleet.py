@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import pytest
@@ -21,6 +20,9 @@ from rolling.testing import (
     SimulationError,
 )
 from rolling.typing import Driver, ElasticDriver, HealthCheck, Router
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
 
 pytestmark = pytest.mark.anyio
 
@@ -141,6 +143,7 @@ async def test_an_instance_does_not_run_while_it_is_replaced() -> None:
 async def test_launch_creates_a_running_detached_instance_that_exists_from_the_start() -> None:
     fleet = SimulatedFleet(3, zones=("a", "b"), latency=Latency(launch=20))
     during: list[tuple[int, list[str]]] = []
+    instance, took = None, 0.0
 
     async def look() -> None:
         await anyio.sleep(1)
@@ -190,13 +193,14 @@ async def test_operations_on_terminated_or_unknown_instances_raise(op: str) -> N
     assert str(info.value).startswith(f"{op}: instance 'i-000'")
     with pytest.raises(SimulationError, match="'i-999' is not in the fleet"):
         await call(ghost)
-    assert fleet.calls[-1][:2] == (op, "i-999")
+    assert (fleet.calls[-1].op, fleet.calls[-1].instance_id) == (op, "i-999")
 
 
 async def test_detach_drains_before_traffic_stops_and_attach_restores_it() -> None:
     fleet = SimulatedFleet(2, latency=Latency(detach=30, attach=2))
     instance = by_id(fleet, "i-000")
     midway: list[bool] = []
+    took = 0.0
 
     async def look() -> None:
         await anyio.sleep(15)
@@ -207,11 +211,11 @@ async def test_detach_drains_before_traffic_stops_and_attach_restores_it() -> No
         _, took = await elapsed(fleet.detach(instance))
     assert took == pytest.approx(30)
     assert midway == [True]
-    assert fleet.attached_ids == ("i-001",)
+    assert list(fleet.attached_ids) == ["i-001"]
     assert fleet.serving_count() == 1
     _, took = await elapsed(fleet.attach(instance))
     assert took == pytest.approx(2)
-    assert fleet.attached_ids == ("i-000", "i-001")
+    assert list(fleet.attached_ids) == ["i-000", "i-001"]
     assert fleet.serving_count() == 2
 
 
@@ -307,9 +311,9 @@ async def test_launch_raises_leaves_no_instance() -> None:
     with pytest.raises(SimulatedFault, match="launch of n-000"):
         await fleet.launch("v2")
     assert fleet.existing_count() == 2
-    assert fleet.launched_ids == ()
+    assert len(fleet.launched_ids) == 0
     assert (await fleet.launch("v2")).id == "n-001"
-    assert fleet.launched_ids == ("n-001",)
+    assert list(fleet.launched_ids) == ["n-001"]
 
 
 async def test_terminate_detach_and_attach_faults_leave_the_instance_as_it_was() -> None:
@@ -522,9 +526,8 @@ async def test_a_second_operation_on_a_busy_instance_is_reported_as_an_overlap()
         await fleet.replace(by_id(fleet, "i-000"), "v2")
         await fleet.detach(by_id(fleet, "i-001"))  # a different instance: no overlap
     overlaps = [c for c in changes if c.op == "overlap"]
-    assert [(c.instance_id, c.phase, c.at) for c in overlaps] == [
-        ("i-000", "begin", pytest.approx(changes[0].at + 3))
-    ]
+    assert [(c.instance_id, c.phase) for c in overlaps] == [("i-000", "begin")]
+    assert overlaps[0].at - changes[0].at == pytest.approx(3)
     assert busy == [{"i-000": ("replace",)}]
     ops = [(c.op, c.phase) for c in changes]
     assert ops.index(("overlap", "begin")) == ops.index(("detach", "begin")) - 1

@@ -19,6 +19,7 @@ from ._probe import CheckFunction, as_check_function
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
+from ._validate import percent_of
 from .typing import HOOK_NAMES, InstanceT
 
 __all__ = ["Rollout", "RolloutHandle", "RolloutSnapshot"]
@@ -128,7 +129,17 @@ class Rollout(Generic[InstanceT]):
             )
         self.failure = FailurePolicy() if failure is None else failure
         if not isinstance(self.failure, FailurePolicy):
-            raise ConfigError("Rollout.failure", f"expected a FailurePolicy, got {failure!r}", "pass rolling.FailurePolicy(...)")
+            raise ConfigError(
+                "Rollout.failure",
+                f"expected a FailurePolicy, got {failure!r}",
+                "pass rolling.FailurePolicy(...)",
+            )
+        if self.failure.max_failed_per_batch is not None and not isinstance(self.strategy, Batches):
+            raise ConfigError(
+                "FailurePolicy.max_failed_per_batch",
+                "applies to Batches only, and the strategy is a RollingUpdate",
+                "use max_failed for a sliding window, or switch to Batches",
+            )
         try:
             self.rollback = RollbackMode(rollback)
         except ValueError:
@@ -229,6 +240,23 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
     return ProgressDeadline(float(value), DeadlineAction.ROLLBACK)
 
 
+def _check_advances(steps: tuple[Step, ...]) -> None:
+    """Advance targets of one kind (counts, or percentages) must not go back."""
+    last: dict[type, float] = {}
+    for index, step in enumerate(steps):
+        if not isinstance(step, Advance):
+            continue
+        value = step.to if isinstance(step.to, int) else float(percent_of(step.to))
+        kind = type(step.to)
+        if kind in last and value < last[kind]:
+            raise ConfigError(
+                f"Rollout.steps[{index}]",
+                f"Advance({step.to!r}) goes back from an earlier Advance",
+                "list Advance targets in increasing order",
+            )
+        last[kind] = value
+
+
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
     if isinstance(steps, Advance | Pause | Gate):
         raise ConfigError("Rollout.steps", "expected a sequence of steps, got a single step", "wrap it in a list: steps=[...]")
@@ -240,6 +268,7 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
                 f"expected Advance, Pause or Gate, got {step!r}",
                 "build steps with rolling.Advance, rolling.Pause and rolling.Gate",
             )
+    _check_advances(result)
     return result
 
 

@@ -96,6 +96,12 @@ class Slot:
     finished_at: float | None = None
     busy: bool = False
     changed_seq: int = -1
+    strays: list[Any] = attrs.Factory(list)
+
+    @property
+    def existing(self) -> int:
+        """Instances this slot accounts for: what is in place, a surge instance, strays."""
+        return (self.live is not None) + (self.extra is not None) + len(self.strays)
 
 
 class Execution:
@@ -167,10 +173,14 @@ class Execution:
         for stream in self._streams:
             stream.send_nowait(event)
 
-    def _phase(self, slot: Slot, phase: Phase, version: str, reason: str = "") -> None:
+    def _phase(
+        self, slot: Slot, phase: Phase, version: str, reason: str = "", instance: Any = None
+    ) -> None:
         if not self.listening:
             return
-        live = slot.extra if slot.extra is not None else slot.live
+        live = instance
+        if live is None:
+            live = slot.extra if slot.extra is not None else slot.live
         self.emit(
             InstancePhaseChanged,
             instance_id=slot.key,
@@ -420,7 +430,7 @@ class Execution:
         for wave_index, wave in enumerate(waves):
             groups.waves.append((position, position + len(wave)))
             if isinstance(strategy, Batches):
-                for size in strategy.resolve(len(wave)):
+                for size in strategy.resolve(len(wave), whole=self._desired):
                     batch_index = len(groups.batches)
                     groups.batches.append((position, position + size))
                     self._batch_size[batch_index] = size
@@ -643,7 +653,7 @@ class Execution:
         strategy = self.rollout.strategy
         if isinstance(strategy, Batches):
             position = 0
-            for size in strategy.resolve(len(changed)):
+            for size in strategy.resolve(len(changed), whole=self._desired):
                 position += size
                 barriers.append(Barrier(position=position))
         sched = Scheduler(
@@ -652,7 +662,7 @@ class Execution:
             floor=window.floor,
             ceiling=window.ceiling,
             serving=sum(1 for s in self.slots if s.attached and s.ready and s.live is not None),
-            existing=sum((s.live is not None) + (s.extra is not None) for s in self.slots),
+            existing=sum(s.existing for s in self.slots),
             cap=window.max_unavailable + window.max_surge,
             surge=self.rollout.surge_enabled,
             in_place=self.rollout.can_replace,
@@ -671,7 +681,7 @@ class Execution:
             slot.started_at = anyio.current_time()
         counted_before = slot.serving_at_start
         taken = counted_before and mode is not Mode.SURGE
-        existed_before = (slot.live is not None) + (slot.extra is not None)
+        existed_before = slot.existing
         reserved = 1 if mode is Mode.SURGE else 0
         if rolling_back:
             self._phase(slot, Phase.REVERTING, version)
@@ -700,7 +710,7 @@ class Execution:
             counted_after = slot.attached and slot.ready and slot.live is not None
             sched.adjust(
                 serving=int(counted_after) - (int(counted_before) - int(taken)),
-                existing=(slot.live is not None) + (slot.extra is not None) - existed_before - reserved,
+                existing=slot.existing - existed_before - reserved,
             )
             sched.finished()
             slot.busy = False
@@ -711,7 +721,8 @@ class Execution:
 
     def _succeed(self, slot: Slot, rolling_back: bool) -> None:
         slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
-        slot.reason = ""
+        if not slot.strays:
+            slot.reason = ""
         self._phase(slot, Phase.REVERTED if rolling_back else Phase.UPDATED, slot.live.version)
         self._progress_at = anyio.current_time()
         if not rolling_back:
@@ -725,7 +736,7 @@ class Execution:
         if self.rollout.failure.restore_failed:
             restore_mode = Mode.TAKE_OUT if slot.live is None else mode
             if restore_mode is Mode.SURGE:
-                await self._settle(slot, attach_if_healthy=False)
+                await self._settle(slot, attach_if_healthy=True)
                 return
             try:
                 self._phase(slot, Phase.REVERTING, slot.old_version)
@@ -749,7 +760,8 @@ class Execution:
         if batch is not None:
             self._batch_failed[batch] = self._batch_failed.get(batch, 0) + 1
         if self._failed > self._budget:
-            why = f"{self._failed} instances failed, over the budget of {self._budget} (max_failed)"
+            noun = "instance" if self._failed == 1 else "instances"
+            why = f"{self._failed} {noun} failed, over the budget of {self._budget} (max_failed)"
         elif batch is not None and policy.batch_exceeded(self._batch_failed[batch], self._batch_size[batch]):
             why = (
                 f"{self._batch_failed[batch]} of {self._batch_size[batch]} instances in batch {batch} "
@@ -836,7 +848,7 @@ class Execution:
 
     async def _detach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> None:
         await self._hook("before_detach", instance)
-        self._phase(slot, Phase.DETACHING, version)
+        self._phase(slot, Phase.DETACHING, version, instance=instance)
         router = self.rollout.router
         if router is not None:
             await self._effect("router.detach", router.detach, instance)
@@ -844,12 +856,12 @@ class Execution:
             slot.extra_attached = False
         else:
             slot.attached = False
-        self._phase(slot, Phase.DETACHED, version)
+        self._phase(slot, Phase.DETACHED, version, instance=instance)
         await self._hook("after_detach", instance)
 
     async def _attach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> None:
         await self._hook("before_attach", instance)
-        self._phase(slot, Phase.ATTACHING, version)
+        self._phase(slot, Phase.ATTACHING, version, instance=instance)
         router = self.rollout.router
         if router is not None:
             await self._effect("router.attach", router.attach, instance)
@@ -857,20 +869,21 @@ class Execution:
             slot.extra_attached = True
         else:
             slot.attached = True
-        self._phase(slot, Phase.ATTACHED, version)
+        self._phase(slot, Phase.ATTACHED, version, instance=instance)
         await self._hook("after_attach", instance)
 
     async def _terminate(self, slot: Slot, instance: Any, version: str) -> None:
         await self._hook("before_terminate", instance)
-        self._phase(slot, Phase.TERMINATING, version)
+        self._phase(slot, Phase.TERMINATING, version, instance=instance)
         await self._effect("driver.terminate", self.rollout.driver.terminate, instance)
-        self._phase(slot, Phase.TERMINATED, version)
+        self._phase(slot, Phase.TERMINATED, version, instance=instance)
         await self._hook("after_terminate", instance)
 
     async def _launch(self, slot: Slot, version: str) -> Any:
         await self._hook("before_launch", version)
         self._phase(slot, Phase.LAUNCHING, version)
         instance = await self._effect("driver.launch", self.rollout.driver.launch, version)
+        self._phase(slot, Phase.LAUNCHED, version, instance=instance)
         return instance
 
     async def _ready(self, slot: Slot, instance: Any, version: str, *, restoring: bool = False) -> None:
@@ -927,21 +940,31 @@ class Execution:
         await self._ready(slot, slot.extra, version)
         await self._attach(slot, slot.extra, version, extra=True)
         old = slot.live
-        if old is not None:
-            if slot.attached:
-                await self._detach(slot, old, version)
-            slot.ready = False
-            await self._terminate(slot, old, version)
+        if old is not None and slot.attached:
+            await self._detach(slot, old, version)
+        # From here the new instance is in traffic and the old one out: swap them first,
+        # so a failing terminate leaves a stray to report, not an instance to roll back.
         slot.live, slot.extra = slot.extra, None
-        slot.attached, slot.extra_attached = slot.extra_attached, False
+        slot.attached, slot.extra_attached = True, False
         slot.ready = True
+        if old is not None:
+            try:
+                await self._terminate(slot, old, version)
+            except _StepFailedError as exc:
+                slot.strays.append(old)
+                slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
 
     async def _drop_extra(self, slot: Slot, version: str) -> None:
         extra = slot.extra
         if slot.extra_attached:
             await self._detach(slot, extra, version, extra=True)
-        await self._terminate(slot, extra, version)
-        slot.extra = None
+        try:
+            await self._terminate(slot, extra, version)
+        except _StepFailedError:
+            slot.strays.append(extra)
+            raise
+        finally:
+            slot.extra = None
 
     async def _settle(self, slot: Slot, *, attach_if_healthy: bool) -> None:
         """Leave ``slot`` consistent: no surge instance outside traffic, nothing detached unchecked."""
@@ -1048,6 +1071,7 @@ def _instance_result(slot: Slot) -> InstanceResult:
         reason=slot.reason,
         started_at=slot.started_at,
         finished_at=slot.finished_at,
+        strays=tuple(stray.id for stray in slot.strays),
     )
 
 

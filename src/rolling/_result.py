@@ -83,6 +83,8 @@ class InstanceResult:
         reason: Why it failed or stopped; empty on success.
         started_at: Event-loop time its work began, or None.
         finished_at: Event-loop time its work ended, or None.
+        strays: Ids of instances its work launched or displaced that could not be
+            terminated: they still exist, out of traffic, and need a look.
     """
 
     id: str
@@ -95,6 +97,7 @@ class InstanceResult:
     reason: str = ""
     started_at: float | None = None
     finished_at: float | None = None
+    strays: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -150,7 +153,10 @@ class RolloutResult:
             "duration": self.duration,
             "counts": {str(k): v for k, v in self.counts.items()},
             "instances": [
-                {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in attrs.asdict(i).items()}
+                {
+                    k: (str(v) if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v)
+                    for k, v in attrs.asdict(i).items()
+                }
                 for i in self.instances
             ],
         }

@@ -145,14 +145,20 @@ class Batches:
             )
         self.__attrs_init__(sizes=tuple(sizes), pause=pause, surge=surge)  # type: ignore[attr-defined,unused-ignore]
 
-    def resolve(self, fleet: int) -> list[int]:
-        """Return the batch sizes for a fleet of ``fleet`` instances (they sum to ``fleet``)."""
+    def resolve(self, fleet: int, *, whole: int | None = None) -> list[int]:
+        """Return the batch sizes for ``fleet`` instances to update (they sum to ``fleet``).
+
+        Percentages are of ``whole``, the whole fleet, which defaults to
+        ``fleet``: instances already on the target still count, as hosts
+        with nothing to do count in Ansible's ``serial``.
+        """
         result: list[int] = []
         remaining = fleet
         index = 0
+        base = fleet if whole is None else whole
         while remaining > 0:
             spec = self.sizes[min(index, len(self.sizes) - 1)]
-            size = spec if isinstance(spec, int) else int(percent_of(spec) * fleet / 100) or 1
+            size = spec if isinstance(spec, int) else int(percent_of(spec) * base / 100) or 1
             size = min(size, remaining)
             result.append(size)
             remaining -= size

@@ -488,12 +488,12 @@ class SimulatedFleet:
             launching=True,
         )
         self._records[instance_id] = record
-        with self._operation("launch", instance_id):
-            try:
-                await self._perform("launch", instance_id, version)
-            except BaseException:
-                del self._records[instance_id]
-                raise
+
+        def undo() -> None:  # a failed or cancelled launch leaves nothing behind
+            del self._records[instance_id]
+
+        with self._operation("launch", instance_id, undo=undo):
+            await self._perform("launch", instance_id, version)
             record.launching = False
             record.running = True
             if any(
@@ -581,7 +581,10 @@ class SimulatedFleet:
             listener(change)
 
     @contextlib.contextmanager
-    def _operation(self, op: Operation, instance_id: str) -> Generator[None]:
+    def _operation(
+        self, op: Operation, instance_id: str, undo: Callable[[], None] | None = None
+    ) -> Generator[None]:
+        """Register ``op`` as in progress and tell listeners; ``undo`` runs if it fails."""
         busy = self._busy.setdefault(instance_id, [])
         busy.append(op)
         try:
@@ -589,6 +592,10 @@ class SimulatedFleet:
                 self._notify("overlap", instance_id, "begin")
             self._notify(op, instance_id, "begin")
             yield
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
         finally:
             busy.remove(op)
             if not busy:

@@ -97,6 +97,7 @@ class InvariantMonitor:
         self.violations: list[str] = []
         self.start_ids: frozenset[str] = frozenset(i.id for i in fleet.instances)
         self.start_serving = fleet.serving_count()
+        self._excused: set[str] = set()
         self.min_serving = self._effective_serving()
         self.max_existing = fleet.existing_count()
         fleet.add_listener(self)
@@ -110,6 +111,25 @@ class InvariantMonitor:
     def ceiling(self) -> int:
         """Most instances that may exist: ``desired + max_surge``."""
         return self.desired + self.max_surge
+
+    def excuse_unhealthy(self) -> None:
+        """Count instances in traffic but unhealthy now as serving, while they stay in traffic.
+
+        A fault injected during a rollout that makes a serving instance
+        unhealthy is never a violation itself, but the floor would still count
+        the instance as lost (as Kubernetes counts an unready pod against
+        ``maxUnavailable``), so the rollout's next disruption could break it.
+        Call this right after such an injection when the rollout should not be
+        held to capacity it could not know it lost. The excuse ends once a
+        detach, replace or terminate of the instance finishes.
+        """
+        self._excused.update(
+            i.id
+            for i in self.fleet.instances
+            if self.fleet.is_attached(i.id)
+            and self.fleet.is_running(i.id)
+            and not self.fleet.is_serving(i.id)
+        )
 
     def close(self) -> None:
         """Stop watching the fleet."""
@@ -125,7 +145,7 @@ class InvariantMonitor:
             ops = " and ".join(fleet.in_progress().get(change.instance_id, ()))
             self._violate(f"overlap at t={change.at:g}: {ops} run on {change.instance_id} at once")
         elif change.phase == "begin":
-            if change.op in DISRUPTIVE_OPERATIONS and fleet.is_serving(change.instance_id):
+            if change.op in DISRUPTIVE_OPERATIONS and self._serves(change.instance_id):
                 serving = self._effective_serving()
                 if serving < self.floor:
                     self._violate(
@@ -142,6 +162,8 @@ class InvariantMonitor:
                         f"{change.instance_id} makes {existing} instances, above the ceiling "
                         f"of {self.ceiling} (desired {self.desired}, max_surge {self.max_surge})"
                     )
+        elif change.op in DISRUPTIVE_OPERATIONS:
+            self._excused.discard(change.instance_id)
 
     def check_result(self, result: RolloutResult, fleet: SimulatedFleet | None = None) -> None:
         """Check that ``result`` tells the truth about the fleet, and that nothing leaked.
@@ -152,16 +174,19 @@ class InvariantMonitor:
         * every instance result that names a ``current_id`` names a live
           instance running its ``version``, in traffic exactly when it says
           ``serving``;
-        * ``SUCCEEDED``: no instance failed, every live instance runs the
-          target and is in traffic, and there are ``desired`` of them;
+        * every stray an instance result names (an instance its work could not
+          terminate) is live and out of traffic;
+        * ``SUCCEEDED``: no instance failed, every live instance but the
+          reported strays runs the target and is in traffic, and there are
+          ``desired`` of them;
         * ``ROLLED_BACK``: no instance is left ``UPDATED``, every ``REVERTED``
           one is back on its old version and in traffic, and every
           ``REVERT_FAILED`` one says why;
-        * no leaks: every live instance was there at the start or is named as a
-          ``current_id``; every one out of traffic is reported with
-          ``serving=False``; there are ``desired`` live instances, unless some
-          instance failed, was interrupted or failed to revert, and then every
-          live instance is named as a ``current_id``.
+        * no leaks: every live instance was there at the start or is named (as
+          a ``current_id`` or a stray); every one out of traffic is reported
+          (with ``serving=False``, or as a stray); there are ``desired`` live
+          instances besides the strays, unless some instance failed, was
+          interrupted or failed to revert, and then every live instance is named.
 
         Args:
             result: What the rollout returned.
@@ -203,21 +228,19 @@ class InvariantMonitor:
             if DISRUPTIVE_OPERATIONS.intersection(ops)
         }
 
+    def _serves(self, instance_id: str) -> bool:
+        fleet = self.fleet
+        if instance_id in self._excused:
+            return fleet.is_attached(instance_id) and fleet.is_running(instance_id)
+        return fleet.is_serving(instance_id)
+
     def _effective_serving(self) -> int:
         disrupted = self._disrupted()
-        return sum(
-            1
-            for instance in self.fleet.instances
-            if instance.id not in disrupted and self.fleet.is_serving(instance.id)
-        )
+        return sum(1 for i in self.fleet.instances if i.id not in disrupted and self._serves(i.id))
 
     def _out_of_service(self) -> str:
         disrupted = self._disrupted()
-        out = [
-            i.id
-            for i in self.fleet.instances
-            if i.id in disrupted or not self.fleet.is_serving(i.id)
-        ]
+        out = [i.id for i in self.fleet.instances if i.id in disrupted or not self._serves(i.id)]
         return ", ".join(out) or "none"
 
     def _truth(self, result: RolloutResult, fleet: SimulatedFleet) -> list[str]:
@@ -234,22 +257,26 @@ class InvariantMonitor:
             for item in result.instances
             if item.outcome not in {InstanceOutcome.UPDATED, InstanceOutcome.SKIPPED}
         ]
-        for instance in fleet.instances:
+        strays = _strays(result)
+        kept = [instance for instance in fleet.instances if instance.id not in strays]
+        for instance in kept:
             if instance.version != result.target:
                 found.append(
                     f"SUCCEEDED, but {instance.id} runs {instance.version}, not {result.target}"
                 )
             if not fleet.is_attached(instance.id):
                 found.append(f"SUCCEEDED, but {instance.id} is out of traffic")
-        live = len(fleet.instances)
-        if live != self.desired:
-            found.append(f"SUCCEEDED with {live} live instances, not {self.desired}")
+        if len(kept) != self.desired:
+            found.append(
+                f"SUCCEEDED with {len(kept)} live instances besides strays, not {self.desired}"
+            )
         return found
 
     def _leaks(self, result: RolloutResult, fleet: SimulatedFleet) -> list[str]:
         found: list[str] = []
-        named = {item.current_id for item in result.instances if item.current_id is not None}
-        reported_out = {
+        strays = _strays(result)
+        named = strays | {i.current_id for i in result.instances if i.current_id is not None}
+        reported_out = strays | {
             item.current_id
             for item in result.instances
             if item.current_id is not None and not item.serving
@@ -262,7 +289,7 @@ class InvariantMonitor:
                 found.append(
                     f"leak: {instance_id} is out of traffic but not reported with serving=False"
                 )
-        if len(live) != self.desired:
+        if len([i for i in live if i not in strays]) != self.desired:
             if any(item.outcome in _FAILING_OUTCOMES for item in result.instances):
                 found.extend(
                     f"leak: {len(live)} live instances for {self.desired} desired, and "
@@ -278,15 +305,27 @@ class InvariantMonitor:
         return found
 
 
+def _strays(result: RolloutResult) -> set[str]:
+    return {stray for item in result.instances for stray in item.strays}
+
+
 def _item_truth(item: InstanceResult, fleet: SimulatedFleet) -> list[str]:
-    """Check what one instance result says about what runs in its place."""
+    """Check what one instance result says about what runs in its place, and its strays."""
     where = f"{item.id} ({item.outcome})"
+    found: list[str] = []
+    for stray in item.strays:
+        if not fleet.is_live(stray):
+            found.append(f"{where} names stray {stray}, which is not live")
+        elif fleet.is_attached(stray):
+            found.append(f"{where} names stray {stray}, which is in traffic")
     current = item.current_id
     if current is None:
-        return [f"{where} says serving but names no current_id"] if item.serving else []
+        if item.serving:
+            found.append(f"{where} says serving but names no current_id")
+        return found
     if not fleet.is_live(current):
-        return [f"{where} names {current}, which is not live"]
-    found: list[str] = []
+        found.append(f"{where} names {current}, which is not live")
+        return found
     actual = fleet.get(current).version
     if actual != item.version:
         found.append(f"{where} says {current} runs {item.version}, but it runs {actual}")
