@@ -100,9 +100,7 @@ async def test_sliding_window_starts_the_next_one_as_soon_as_one_finishes() -> N
 
 async def test_elastic_surge_launches_before_taking_out() -> None:
     fleet = SimulatedFleet(6, latency=Latency(launch=5, terminate=1))
-    rollout, recorder, monitor = make(
-        fleet, strategy=RollingUpdate(max_unavailable=0, max_surge=2)
-    )
+    rollout, recorder, monitor = make(fleet, strategy=RollingUpdate(max_unavailable=0, max_surge=2))
     result = await rollout.run()
     assert result.status is RolloutStatus.SUCCEEDED
     assert monitor is not None
@@ -211,12 +209,16 @@ async def test_waves_finish_one_zone_before_the_next() -> None:
     assert result.status is RolloutStatus.SUCCEEDED
     waves = recorder.of_type(rolling.WaveStarted)
     assert [w.key for w in waves] == ["c", "a", "b"]
-    zone_of = {i.id: i.zone for i in (await SimulatedFleet(6, zones=("a", "b", "c")).list_instances())}
+    zone_of = {
+        i.id: i.zone for i in (await SimulatedFleet(6, zones=("a", "b", "c")).list_instances())
+    }
     finish = {i.id: i.finished_at for i in result.instances}
     for earlier, later in (("c", "a"), ("a", "b")):
         done = max(t for k, t in finish.items() if zone_of[k] == earlier and t is not None)
         first_start = min(
-            i.started_at for i in result.instances if zone_of[i.id] == later and i.started_at is not None
+            i.started_at
+            for i in result.instances
+            if zone_of[i.id] == later and i.started_at is not None
         )
         assert first_start >= done
 
@@ -239,7 +241,9 @@ async def test_retries_with_backoff_get_past_a_transient_fault() -> None:
 async def test_exhausted_retries_fail_the_instance_and_revert_by_default() -> None:
     fleet = SimulatedFleet(5, latency=Latency(replace=1))
     fleet.fault(version="v2", never_ready=True)
-    rollout, recorder, monitor = make(fleet, readiness=Readiness(deadline=20), failure=FailurePolicy(retries=1))
+    rollout, recorder, monitor = make(
+        fleet, readiness=Readiness(deadline=20), failure=FailurePolicy(retries=1)
+    )
     result = await rollout.run()
     assert result.status is RolloutStatus.ROLLED_BACK
     assert "max_failed" in result.reason
@@ -260,7 +264,9 @@ async def test_global_budget_tolerates_max_failed_then_degrades() -> None:
     fleet = SimulatedFleet(6)
     fleet.fault("i-001", version="v2", never_ready=True)
     fleet.fault("i-004", version="v2", never_ready=True)
-    rollout, _, monitor = make(fleet, readiness=Readiness(deadline=5), failure=FailurePolicy(max_failed=2))
+    rollout, _, monitor = make(
+        fleet, readiness=Readiness(deadline=5), failure=FailurePolicy(max_failed=2)
+    )
     result = await rollout.run()
     assert result.status is RolloutStatus.DEGRADED
     assert result.counts == {InstanceOutcome.UPDATED: 4, InstanceOutcome.FAILED: 2}
@@ -429,7 +435,9 @@ async def test_promote_full_skips_every_remaining_pause_and_gate() -> None:
         gate_calls += 1
         return False
 
-    rollout, _, _ = make(fleet, steps=[Advance(1), Pause(), Gate(gate), Pause(), Advance(3), Pause()])
+    rollout, _, _ = make(
+        fleet, steps=[Advance(1), Pause(), Gate(gate), Pause(), Advance(3), Pause()]
+    )
     async with rollout.start() as handle:
         await anyio.sleep(10)
         handle.promote(full=True)
@@ -454,7 +462,9 @@ async def test_failed_gate_rolls_back() -> None:
     async def metrics_look_bad() -> tuple[bool, str]:
         return False, "error rate 7%"
 
-    rollout, recorder, monitor = make(fleet, steps=[Advance("50%"), Gate(metrics_look_bad, name="errors")])
+    rollout, recorder, monitor = make(
+        fleet, steps=[Advance("50%"), Gate(metrics_look_bad, name="errors")]
+    )
     result = await rollout.run()
     assert result.status is RolloutStatus.ROLLED_BACK
     assert result.reason == "gate errors failed: error rate 7%"
@@ -484,7 +494,9 @@ async def test_pause_and_resume_from_another_task() -> None:
 async def test_abort_reverts_and_interrupts_waits() -> None:
     fleet = SimulatedFleet(6, latency=Latency(replace=2))
     rollout, _, monitor = make(
-        fleet, strategy=RollingUpdate(max_unavailable=2), readiness=Readiness(deadline=1000, min_ready=500)
+        fleet,
+        strategy=RollingUpdate(max_unavailable=2),
+        readiness=Readiness(deadline=1000, min_ready=500),
     )
     async with rollout.start() as handle:
         await anyio.sleep(100)
@@ -562,9 +574,8 @@ async def test_events_stream_and_logging_observer(caplog: pytest.LogCaptureFixtu
     fleet = SimulatedFleet(3)
     rollout, _, _ = make(fleet, observers=[rolling.LoggingObserver()])
     seen: list[rolling.Event] = []
-    async with rollout.start() as handle:
-        async with handle.events() as stream:
-            seen.extend([event async for event in stream])
+    async with rollout.start() as handle, handle.events() as stream:
+        seen.extend([event async for event in stream])
     assert isinstance(seen[-1], rolling.RolloutFinished)
     assert isinstance(seen[0], rolling.StatusChanged | rolling.RolloutStarted)
     assert any(isinstance(e, rolling.RolloutStarted) for e in seen)
@@ -597,7 +608,9 @@ async def test_hooks_are_called_in_order_and_a_raising_hook_fails_the_instance()
     rollout, _, monitor = make(fleet, hooks=Hooks(), rollback="halt")
     result = await rollout.run()
     assert result.status is RolloutStatus.HALTED
-    assert "hook after_replace raised RuntimeError: smoke test failed" in result.by_id("i-001").reason
+    assert (
+        "hook after_replace raised RuntimeError: smoke test failed" in result.by_id("i-001").reason
+    )
     assert calls[:5] == [
         "before_rollout v2 2",
         "before_detach i-000",

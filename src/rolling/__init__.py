@@ -84,5 +84,6 @@ __all__ = [
     "StepFinished",
     "StepStarted",
     "Strategy",
+    "WaveStarted",
     "Waves",
 ]

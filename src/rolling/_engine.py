@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Generic
 
@@ -14,7 +13,15 @@ import attrs
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError
 from ._events import Event
 from ._execution import Execution
-from ._policies import DeadlineAction, FailurePolicy, Order, ProgressDeadline, Readiness, RollbackMode, Waves
+from ._policies import (
+    DeadlineAction,
+    FailurePolicy,
+    Order,
+    ProgressDeadline,
+    Readiness,
+    RollbackMode,
+    Waves,
+)
 from ._probe import CheckFunction, as_check_function
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._steps import Advance, Gate, Pause, Step
@@ -88,52 +95,46 @@ class Rollout(Generic[InstanceT]):
         seed: int | None = None,
     ) -> None:
         if not isinstance(target, str) or not target:
-            raise ConfigError("Rollout.target", f"expected a non-empty str, got {target!r}", 'pass the version, such as "v2"')
-        if not _has(driver, "list_instances"):
             raise ConfigError(
-                "Rollout.driver",
-                f"{type(driver).__name__} has no list_instances() method",
-                "implement rolling.typing.Driver or rolling.typing.ElasticDriver",
+                "Rollout.target",
+                f"expected a non-empty str, got {target!r}",
+                'pass the version, such as "v2"',
             )
-        self.can_replace = _has(driver, "replace")
-        self.can_launch = _has(driver, "launch") and _has(driver, "terminate")
-        """Whether the driver can launch and terminate instances."""
-        if not (self.can_replace or self.can_launch):
-            raise ConfigError(
-                "Rollout.driver",
-                f"{type(driver).__name__} has neither replace() nor launch() and terminate()",
-                "implement replace(instance, version), or launch(version) and terminate(instance)",
-            )
-        self.strategy: RollingUpdate | Batches = RollingUpdate() if strategy is None else strategy
-        if not isinstance(self.strategy, RollingUpdate | Batches):
-            raise ConfigError(
-                "Rollout.strategy",
-                f"expected RollingUpdate or Batches, got {strategy!r}",
-                "pass rolling.RollingUpdate(...) or rolling.Batches(...)",
-            )
+        self.can_replace, self.can_launch = _capabilities(driver)
+        self.strategy: RollingUpdate | Batches = _typed(
+            "Rollout.strategy",
+            strategy,
+            RollingUpdate | Batches,
+            RollingUpdate(),
+            "pass rolling.RollingUpdate(...) or rolling.Batches(...)",
+        )
         if self.strategy.wants_surge and not self.can_launch:
-            field = "RollingUpdate.max_surge" if isinstance(self.strategy, RollingUpdate) else "Batches.surge"
+            surge_field = (
+                "RollingUpdate.max_surge"
+                if isinstance(self.strategy, RollingUpdate)
+                else "Batches.surge"
+            )
             raise ConfigError(
-                field,
+                surge_field,
                 f"surge adds instances, but {type(driver).__name__} cannot launch() and terminate()",
                 "set it to 0 / False, or use an elastic driver",
             )
-        self.readiness = Readiness() if readiness is None else readiness
-        if not isinstance(self.readiness, Readiness):
-            raise ConfigError("Rollout.readiness", f"expected a Readiness, got {readiness!r}", "pass rolling.Readiness(...)")
+        self.readiness: Readiness = _typed(
+            "Rollout.readiness", readiness, Readiness, Readiness(), "pass rolling.Readiness(...)"
+        )
         if router is not None and not (_has(router, "attach") and _has(router, "detach")):
             raise ConfigError(
                 "Rollout.router",
                 f"{type(router).__name__} lacks attach() and detach()",
                 "implement rolling.typing.Router, or pass None for no traffic control",
             )
-        self.failure = FailurePolicy() if failure is None else failure
-        if not isinstance(self.failure, FailurePolicy):
-            raise ConfigError(
-                "Rollout.failure",
-                f"expected a FailurePolicy, got {failure!r}",
-                "pass rolling.FailurePolicy(...)",
-            )
+        self.failure: FailurePolicy = _typed(
+            "Rollout.failure",
+            failure,
+            FailurePolicy,
+            FailurePolicy(),
+            "pass rolling.FailurePolicy(...)",
+        )
         if self.failure.max_failed_per_batch is not None and not isinstance(self.strategy, Batches):
             raise ConfigError(
                 "FailurePolicy.max_failed_per_batch",
@@ -143,31 +144,37 @@ class Rollout(Generic[InstanceT]):
         try:
             self.rollback = RollbackMode(rollback)
         except ValueError:
-            raise ConfigError("Rollout.rollback", f"unknown mode {rollback!r}", 'pass "revert" or "halt"') from None
+            raise ConfigError(
+                "Rollout.rollback", f"unknown mode {rollback!r}", 'pass "revert" or "halt"'
+            ) from None
         self.progress_deadline = _deadline(progress_deadline)
         self.steps: tuple[Step, ...] = _steps(steps)
-        self.order = Order() if order is None else order
-        if not isinstance(self.order, Order):
-            raise ConfigError("Rollout.order", f"expected an Order, got {order!r}", "pass Order.sorted(), Order.shuffled(seed) ...")
-        if waves is not None and not isinstance(waves, Waves):
-            raise ConfigError("Rollout.waves", f"expected Waves, got {waves!r}", "pass rolling.Waves(key=lambda i: i.zone)")
-        self.waves = waves
-        self.hook_methods: dict[str, Callable[..., Any]] = {}
+        self.order: Order = _typed(
+            "Rollout.order", order, Order, Order(), "pass Order.sorted(), Order.shuffled(seed) ..."
+        )
+        self.waves: Waves | None = _typed(
+            "Rollout.waves", waves, Waves, None, "pass rolling.Waves(key=lambda i: i.zone)"
+        )
+        self.hook_methods: dict[str, Callable[..., Any]] = _hook_methods(hooks)
         """The hook methods found on ``hooks``, by name."""
-        if hooks is not None:
-            for name in HOOK_NAMES:
-                method = getattr(hooks, name, None)
-                if method is not None:
-                    if not callable(method):
-                        raise ConfigError(f"Rollout.hooks.{name}", "is not callable", "make it an async method")
-                    self.hook_methods[name] = method
         self.observers: tuple[Observer, ...] = tuple(observers)
         for index, observer in enumerate(self.observers):
             if not callable(observer):
-                raise ConfigError(f"Rollout.observers[{index}]", f"{observer!r} is not callable", "pass functions that take an event")
-        for field, value in (("effect_timeout", effect_timeout), ("cleanup_timeout", cleanup_timeout)):
+                raise ConfigError(
+                    f"Rollout.observers[{index}]",
+                    f"{observer!r} is not callable",
+                    "pass functions that take an event",
+                )
+        for name, value in (
+            ("effect_timeout", effect_timeout),
+            ("cleanup_timeout", cleanup_timeout),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"Rollout.{field}", f"must be a number > 0, got {value!r}", "pass seconds, such as 60")
+                raise ConfigError(
+                    f"Rollout.{name}",
+                    f"must be a number > 0, got {value!r}",
+                    "pass seconds, such as 60",
+                )
         self.driver = driver
         self.target = target
         self.router = router
@@ -181,7 +188,9 @@ class Rollout(Generic[InstanceT]):
 
     def _claim(self) -> None:
         if self._started:
-            raise RolloutAlreadyStartedError("this Rollout already ran; build a new Rollout to run again")
+            raise RolloutAlreadyStartedError(
+                "this Rollout already ran; build a new Rollout to run again"
+            )
         self._started = True
 
     @property
@@ -228,6 +237,48 @@ class Rollout(Generic[InstanceT]):
             yield handle
 
 
+def _capabilities(driver: object) -> tuple[bool, bool]:
+    """Whether ``driver`` can replace, and whether it can launch and terminate."""
+    if not _has(driver, "list_instances"):
+        raise ConfigError(
+            "Rollout.driver",
+            f"{type(driver).__name__} has no list_instances() method",
+            "implement rolling.typing.Driver or rolling.typing.ElasticDriver",
+        )
+    can_replace = _has(driver, "replace")
+    can_launch = _has(driver, "launch") and _has(driver, "terminate")
+    if not (can_replace or can_launch):
+        raise ConfigError(
+            "Rollout.driver",
+            f"{type(driver).__name__} has neither replace() nor launch() and terminate()",
+            "implement replace(instance, version), or launch(version) and terminate(instance)",
+        )
+    return can_replace, can_launch
+
+
+def _typed(field: str, value: Any, kind: Any, default: Any, fix: str) -> Any:
+    """Return ``value`` (or ``default`` for None) after checking it is a ``kind``."""
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise ConfigError(field, f"got {value!r}, of the wrong type", fix)
+    return value
+
+
+def _hook_methods(hooks: object) -> dict[str, Callable[..., Any]]:
+    methods: dict[str, Callable[..., Any]] = {}
+    if hooks is None:
+        return methods
+    for name in HOOK_NAMES:
+        method = getattr(hooks, name, None)
+        if method is None:
+            continue
+        if not callable(method):
+            raise ConfigError(f"Rollout.hooks.{name}", "is not callable", "make it an async method")
+        methods[name] = method
+    return methods
+
+
 def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None:
     if value is None or isinstance(value, ProgressDeadline):
         return value
@@ -259,7 +310,11 @@ def _check_advances(steps: tuple[Step, ...]) -> None:
 
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
     if isinstance(steps, Advance | Pause | Gate):
-        raise ConfigError("Rollout.steps", "expected a sequence of steps, got a single step", "wrap it in a list: steps=[...]")
+        raise ConfigError(
+            "Rollout.steps",
+            "expected a sequence of steps, got a single step",
+            "wrap it in a list: steps=[...]",
+        )
     result = tuple(steps)
     for index, step in enumerate(result):
         if not isinstance(step, Advance | Pause | Gate):
@@ -363,7 +418,9 @@ class RolloutHandle:
         """
         self._check_running("promote")
         if not self._execution.promote(full=full):
-            raise ControlError("nothing to promote: no Pause or Gate step is running; use full=True to skip all that remain")
+            raise ControlError(
+                "nothing to promote: no Pause or Gate step is running; use full=True to skip all that remain"
+            )
 
     def status(self) -> RolloutSnapshot:
         """A snapshot of where the rollout is."""
@@ -390,5 +447,3 @@ class RolloutHandle:
     def _check_running(self, action: str) -> None:
         if self._execution.result is not None:
             raise ControlError(f"cannot {action}: the rollout has already finished")
-
-

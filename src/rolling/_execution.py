@@ -396,7 +396,9 @@ class Execution:
         hook = self._hooks.get("before_rollout")
         if hook is not None:
             try:
-                await self._effect("hook before_rollout", hook, self.target, [s.live for s in self.slots])
+                await self._effect(
+                    "hook before_rollout", hook, self.target, [s.live for s in self.slots]
+                )
             except _StepFailedError as exc:
                 self.trigger(exc.reason, RollbackMode.HALT, RolloutStatus.HALTED)
                 return
@@ -416,6 +418,9 @@ class Execution:
         )
         self._sched = sched
         sched.paused = self.paused
+        if self._stop_mode is not None:
+            # A trigger (abort, a failed before_rollout hook) came before there was a schedule.
+            sched.stop()
         if rollout.progress_deadline is not None and self._tg is not None:
             self._tg.start_soon(self._watchdog)
         await self._drive(sched, units, self.target, groups)
@@ -509,6 +514,7 @@ class Execution:
                 return
             if poll.stuck:
                 self._stuck(sched, units)
+                sched.stop()
                 continue
             await self._wake.wait()
             self._wake = anyio.Event()
@@ -549,7 +555,9 @@ class Execution:
                     lives = [s.live for s in units[first:end]]
                     await self._effect("hook after_batch", hook, barrier.batch, lives)
                 except _StepFailedError as exc:
-                    self.trigger(exc.reason, self.rollout.rollback, _status_for(self.rollout.rollback))
+                    self.trigger(
+                        exc.reason, self.rollout.rollback, _status_for(self.rollout.rollback)
+                    )
                     return
         for index, step in enumerate(barrier.steps):
             if self._stop_mode is not None:
@@ -604,7 +612,12 @@ class Execution:
             tg.cancel_scope.cancel()
         if outcome is None:
             promoted = self._promote_one or self._promote_full
-            self.emit(GateChecked, name=gate.name, passed=promoted, reason="promoted" if promoted else "stopped")
+            self.emit(
+                GateChecked,
+                name=gate.name,
+                passed=promoted,
+                reason="promoted" if promoted else "stopped",
+            )
             return promoted
         passed, reason = outcome
         self.emit(GateChecked, name=gate.name, passed=passed, reason=reason)
@@ -624,7 +637,9 @@ class Execution:
             if remaining > 0:
                 await anyio.sleep(remaining)
                 continue
-            self.emit(ProgressDeadlineExceeded, seconds=deadline.seconds, action=str(deadline.action))
+            self.emit(
+                ProgressDeadlineExceeded, seconds=deadline.seconds, action=str(deadline.action)
+            )
             reason = f"no instance completed within the {deadline.seconds}s progress deadline"
             if deadline.action is DeadlineAction.REPORT:
                 self._progress_at = now
@@ -687,9 +702,9 @@ class Execution:
             self._phase(slot, Phase.REVERTING, version)
         settled = False
         try:
-            ok, reason = await self._attempts(slot, mode, version, rolling_back)
+            ok, reason = await self._attempts(slot, mode, version, rolling_back=rolling_back)
             if ok:
-                self._succeed(slot, rolling_back)
+                self._succeed(slot, rolling_back=rolling_back)
             elif rolling_back:
                 slot.outcome = InstanceOutcome.REVERT_FAILED
                 slot.reason = reason
@@ -699,14 +714,14 @@ class Execution:
                 await self._fail(slot, mode, reason)
             settled = True
         except _InterruptedError:
-            await self._interrupted(slot, version, rolling_back)
+            await self._interrupted(slot, version, rolling_back=rolling_back)
             settled = True
         finally:
             if not settled:
                 # Cancelled (or a bug): put things back under a shield before the error goes on.
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + self.rollout.cleanup_timeout
-                    await self._interrupted(slot, version, rolling_back)
+                    await self._interrupted(slot, version, rolling_back=rolling_back)
             counted_after = slot.attached and slot.ready and slot.live is not None
             sched.adjust(
                 serving=int(counted_after) - (int(counted_before) - int(taken)),
@@ -719,7 +734,7 @@ class Execution:
             slot.changed_seq = self._seq
             self._notify()
 
-    def _succeed(self, slot: Slot, rolling_back: bool) -> None:
+    def _succeed(self, slot: Slot, *, rolling_back: bool) -> None:
         slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
         if not slot.strays:
             slot.reason = ""
@@ -762,7 +777,9 @@ class Execution:
         if self._failed > self._budget:
             noun = "instance" if self._failed == 1 else "instances"
             why = f"{self._failed} {noun} failed, over the budget of {self._budget} (max_failed)"
-        elif batch is not None and policy.batch_exceeded(self._batch_failed[batch], self._batch_size[batch]):
+        elif batch is not None and policy.batch_exceeded(
+            self._batch_failed[batch], self._batch_size[batch]
+        ):
             why = (
                 f"{self._batch_failed[batch]} of {self._batch_size[batch]} instances in batch {batch} "
                 f"failed, over max_failed_per_batch={policy.max_failed_per_batch}"
@@ -781,7 +798,7 @@ class Execution:
             return None
         return self._slot_batch.get(slot.key)
 
-    async def _interrupted(self, slot: Slot, version: str, rolling_back: bool) -> None:
+    async def _interrupted(self, slot: Slot, version: str, *, rolling_back: bool) -> None:
         attach = self._stop_mode is not RollbackMode.REVERT or rolling_back
         await self._settle(slot, attach_if_healthy=attach)
         if slot.outcome is InstanceOutcome.IN_PROGRESS:
@@ -789,10 +806,16 @@ class Execution:
             if slot.live is not None and slot.attached and slot.live.version == version:
                 slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
             slot.reason = "" if slot.outcome is not InstanceOutcome.INTERRUPTED else "interrupted"
-            phase = Phase.INTERRUPTED if slot.outcome is InstanceOutcome.INTERRUPTED else Phase(slot.outcome)
+            phase = (
+                Phase.INTERRUPTED
+                if slot.outcome is InstanceOutcome.INTERRUPTED
+                else Phase(slot.outcome)
+            )
             self._phase(slot, phase, version, slot.reason)
 
-    async def _attempts(self, slot: Slot, mode: Mode, version: str, rolling_back: bool) -> tuple[bool, str]:
+    async def _attempts(
+        self, slot: Slot, mode: Mode, version: str, *, rolling_back: bool
+    ) -> tuple[bool, str]:
         policy = self.rollout.failure
         reason = ""
         for attempt in range(1, policy.retries + 2):
@@ -846,7 +869,9 @@ class Execution:
         if hook is not None:
             await self._effect(f"hook {name}", hook, *args)
 
-    async def _detach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> None:
+    async def _detach(
+        self, slot: Slot, instance: Any, version: str, *, extra: bool = False
+    ) -> None:
         await self._hook("before_detach", instance)
         self._phase(slot, Phase.DETACHING, version, instance=instance)
         router = self.rollout.router
@@ -859,7 +884,9 @@ class Execution:
         self._phase(slot, Phase.DETACHED, version, instance=instance)
         await self._hook("after_detach", instance)
 
-    async def _attach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> None:
+    async def _attach(
+        self, slot: Slot, instance: Any, version: str, *, extra: bool = False
+    ) -> None:
         await self._hook("before_attach", instance)
         self._phase(slot, Phase.ATTACHING, version, instance=instance)
         router = self.rollout.router
@@ -886,7 +913,9 @@ class Execution:
         self._phase(slot, Phase.LAUNCHED, version, instance=instance)
         return instance
 
-    async def _ready(self, slot: Slot, instance: Any, version: str, *, restoring: bool = False) -> None:
+    async def _ready(
+        self, slot: Slot, instance: Any, version: str, *, restoring: bool = False
+    ) -> None:
         self._phase(slot, Phase.WAITING_READY, version)
         outcome = await self._wait(
             wait_ready(self.rollout.check_function, instance, self.rollout.readiness),

@@ -53,7 +53,9 @@ class LoggingObserver:
             result = event.result
             level = logging.INFO if result.ok else logging.WARNING
             counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
-            text = f"rollout to {result.target} {result.status} in {result.duration:.3f}s ({counts})"
+            text = (
+                f"rollout to {result.target} {result.status} in {result.duration:.3f}s ({counts})"
+            )
             if result.reason:
                 text += f": {result.reason}"
         elif isinstance(event, RollbackStarted | ProgressDeadlineExceeded):

@@ -181,7 +181,9 @@ class FailurePolicy:
     def _check_restore(self, _attribute: object, value: object) -> None:
         if not isinstance(value, bool):
             raise ConfigError(
-                "FailurePolicy.restore_failed", f"expected a bool, got {value!r}", "pass True or False"
+                "FailurePolicy.restore_failed",
+                f"expected a bool, got {value!r}",
+                "pass True or False",
             )
 
     @backoff.validator

@@ -35,24 +35,26 @@ def normalise(answer: object) -> HealthResult:
     if isinstance(answer, HealthResult):
         return answer
     if isinstance(answer, bool):
-        return HealthResult(answer, "" if answer else "check returned False")
+        return HealthResult(healthy=answer, reason="" if answer else "check returned False")
     if isinstance(answer, tuple) and len(answer) == 2:  # noqa: PLR2004 - (healthy, reason)
         healthy, reason = answer
-        return HealthResult(bool(healthy), str(reason))
-    return HealthResult(False, f"check returned {answer!r}, not a bool or HealthResult")
+        return HealthResult(healthy=bool(healthy), reason=str(reason))
+    return HealthResult(
+        healthy=False, reason=f"check returned {answer!r}, not a bool or HealthResult"
+    )
 
 
-async def probe_once(check: CheckFunction, instance: object, timeout: float) -> HealthResult:
+async def probe_once(check: CheckFunction, instance: object, limit: float) -> HealthResult:
     """Run one probe; a time-out or an exception is an unhealthy answer, not an error."""
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(limit):
             answer = check(instance)
             if inspect.isawaitable(answer):
                 answer = await answer
     except TimeoutError:
-        return HealthResult(False, f"check timed out after {timeout}s")
+        return HealthResult(healthy=False, reason=f"check timed out after {limit}s")
     except Exception as exc:  # noqa: BLE001 - a crashing check means "not healthy", with the cause
-        return HealthResult(False, f"check raised {type(exc).__name__}: {exc}")
+        return HealthResult(healthy=False, reason=f"check raised {type(exc).__name__}: {exc}")
     return normalise(answer)
 
 
@@ -71,7 +73,9 @@ class ProbeOutcome:
     probes: int
 
 
-async def wait_ready(check: CheckFunction | None, instance: object, policy: Readiness) -> ProbeOutcome:
+async def wait_ready(
+    check: CheckFunction | None, instance: object, policy: Readiness
+) -> ProbeOutcome:
     """Probe ``instance`` until it is ready, fails its threshold, or the deadline passes."""
     start = anyio.current_time()
     probes = 0

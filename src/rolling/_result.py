@@ -154,7 +154,13 @@ class RolloutResult:
             "counts": {str(k): v for k, v in self.counts.items()},
             "instances": [
                 {
-                    k: (str(v) if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v)
+                    k: (
+                        str(v)
+                        if isinstance(v, enum.Enum)
+                        else list(v)
+                        if isinstance(v, tuple)
+                        else v
+                    )
                     for k, v in attrs.asdict(i).items()
                 }
                 for i in self.instances

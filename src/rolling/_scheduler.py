@@ -6,7 +6,8 @@ Rules, in the order they apply:
    cut the sequence (end of a wave, end of a lockstep batch, an ``Advance``
    target): nothing after a barrier starts until everything before it has
    finished and the barrier's steps (pauses, gates) have run.
-2. Lockstep (``Batches``): every unit up to the next barrier starts at once.
+2. Lockstep (``Batches``): every unit up to the next barrier starts at once
+   (with surge, as many as the ceiling allows).
 3. Sliding window (``RollingUpdate``), for the next unit in order:
    a. an instance that was not serving at the start costs no availability; it
       starts while fewer than ``cap`` units are in flight;
@@ -148,7 +149,7 @@ class Scheduler:
             return min(barrier.position, self._count), barrier
         return self._count, None
 
-    def poll(self) -> Poll:
+    def poll(self) -> Poll:  # noqa: PLR0911 - one return per rule reads best
         """Decide what happens next."""
         if self.stopping:
             return Poll(done=self.in_flight == 0)
@@ -171,15 +172,21 @@ class Scheduler:
         self._next_barrier += 1
 
     def _lockstep_starts(self, limit: int) -> list[Start]:
-        mode = Mode.SURGE if self._surge else self._take_out_mode
-        starts = [Start(index, mode) for index in range(self.cursor, limit)]
-        for start in starts:
-            if mode is Mode.SURGE:
+        surge = self._surge
+        mode = Mode.SURGE if surge else self._take_out_mode
+        starts: list[Start] = []
+        while self.cursor < limit:
+            if surge:
+                # Even a batch may not pass the ceiling: an instance that could not be
+                # terminated still takes its place.
+                if self.existing >= self.ceiling:
+                    break
                 self.existing += 1
-            elif self._serving_at_start[start.index]:
+            elif self._serving_at_start[self.cursor]:
                 self.serving -= 1
+            starts.append(Start(self.cursor, mode))
+            self.cursor += 1
         self.in_flight += len(starts)
-        self.cursor = limit
         return starts
 
     def _window_starts(self, limit: int) -> list[Start]:

@@ -176,7 +176,8 @@ class SimulatedFleet:
 
         fleet = SimulatedFleet(4, latency=Latency(replace=10, detach=2))
         fleet.inject(Fault(never_ready=True), version="v2")
-        await Rollout(driver=fleet, router=fleet, check=fleet, target="v2").run()
+        rollout = Rollout(fleet, "v2", router=fleet, readiness=Readiness(check=fleet))
+        result = await rollout.run()
 
     .. versionadded:: 0.1.0
     """

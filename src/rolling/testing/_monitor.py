@@ -75,8 +75,14 @@ class InvariantMonitor:
 
         fleet = SimulatedFleet(10)
         monitor = InvariantMonitor(fleet, max_unavailable=2, max_surge=1)
-        result = await Rollout(driver=fleet, router=fleet, check=fleet, target="v2").run()
-        monitor.check_result(result)
+        rollout = Rollout(
+            fleet,
+            "v2",
+            strategy=RollingUpdate(max_unavailable=2, max_surge=1),
+            router=fleet,
+            readiness=Readiness(check=fleet),
+        )
+        monitor.check_result(await rollout.run())
 
     .. versionadded:: 0.1.0
     """
