@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -93,8 +94,9 @@ async def test_sliding_window_starts_the_next_one_as_soon_as_one_finishes() -> N
     result = await rollout.run()
     assert result.status is RolloutStatus.SUCCEEDED
     # Lockstep would take 100 + 0; the window lets i-001..i-003 pass while i-000 is slow.
-    assert result.by_id("i-003").finished_at is not None
-    assert result.by_id("i-003").finished_at < 1
+    finished_at = result.by_id("i-003").finished_at
+    assert finished_at is not None
+    assert finished_at < 1
     assert result.duration == pytest.approx(100, abs=1)
 
 
@@ -551,10 +553,14 @@ async def test_cancelling_run_leaves_nothing_detached_or_leaked(fraction: float)
 async def test_an_exception_in_the_start_block_cancels_and_cleans_up() -> None:
     fleet = SimulatedFleet(3, latency=Latency(replace=5))
     rollout, _, monitor = make(fleet)
-    with pytest.raises(ExceptionGroup) as caught:
+
+    async def fail_inside_the_block() -> None:
         async with rollout.start():
             await anyio.sleep(6)
             raise KeyError("boom")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await fail_inside_the_block()
     assert caught.group_contains(KeyError)
     assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
     assert monitor is not None
@@ -579,7 +585,7 @@ async def test_events_stream_and_logging_observer(caplog: pytest.LogCaptureFixtu
     assert isinstance(seen[-1], rolling.RolloutFinished)
     assert isinstance(seen[0], rolling.StatusChanged | rolling.RolloutStarted)
     assert any(isinstance(e, rolling.RolloutStarted) for e in seen)
-    assert all(a.at <= b.at for a, b in zip(seen, seen[1:], strict=False))
+    assert all(a.at <= b.at for a, b in itertools.pairwise(seen))
     assert "rollout to v2 succeeded" in caplog.text
 
 
@@ -631,7 +637,7 @@ async def test_duplicate_ids_from_the_driver_are_refused_before_any_change() -> 
             return [instance, instance]
 
         async def replace(self, instance: Any, version: str) -> Any:  # pragma: no cover
-            raise AssertionError
+            raise AssertionError(instance.id, version)  # never called: the plan fails first
 
     with pytest.raises(rolling.RollingError, match="duplicate instance ids"):
         await Rollout(Twice(), "v2").run()

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import rolling
 from rolling import Batches, FailurePolicy, Readiness, RollingUpdate, Rollout, RolloutStatus
-from rolling.testing import InvariantMonitor, Latency, SimulatedFleet
+from rolling.testing import EventRecorder, Fault, InvariantMonitor, Latency, SimulatedFleet
 
 pytestmark = pytest.mark.anyio
 
@@ -101,19 +101,20 @@ scenarios = st.builds(
     interrupt_at=st.floats(0.5, 60),
 )
 
+
 FAULTS = (
-    {"replace_raises": 1},
-    {"replace_raises": True},
-    {"launch_raises": 1},
-    {"never_ready": True},
-    {"flapping": 4.0},
-    {"unhealthy_at_start": True},
-    {"hang": "replace"},
-    {"hang": "launch"},
-    {"attach_raises": 1},
-    {"detach_raises": 1},
-    {"terminate_raises": 1},
-    {"check_raises": 2},
+    Fault(replace_raises=1),
+    Fault(replace_raises=True),
+    Fault(launch_raises=1),
+    Fault(never_ready=True),
+    Fault(flapping=4.0),
+    Fault(unhealthy_at_start=True),
+    Fault(hang="replace"),
+    Fault(hang="launch"),
+    Fault(attach_raises=1),
+    Fault(detach_raises=1),
+    Fault(terminate_raises=1),
+    Fault(check_raises=2),
 )
 
 
@@ -121,13 +122,13 @@ def script(fleet: SimulatedFleet, scenario: Scenario, rng: random.Random) -> Non
     ids = [i.id for i in fleet.instances]
     for instance_id in ids:
         if rng.random() < scenario.fault_rate:
-            kind = dict(rng.choice(FAULTS))
-            target_version = kind.pop("version", None)
-            if "never_ready" in kind or "flapping" in kind or "check_raises" in kind:
+            fault = rng.choice(FAULTS)
+            target_version: str | None = None
+            if fault.never_ready or fault.flapping is not None or fault.check_raises:
                 # Health faults on the old version would make the survey and the
                 # monitor disagree about capacity; on the new one they test readiness.
                 target_version = "v2"
-            fleet.fault(instance_id, version=target_version, **kind)
+            fleet.inject(fault, instance_id=instance_id, version=target_version)
     if scenario.fault_rate and rng.random() < 0.3:
         fleet.fault(version="v2", never_ready=True) if rng.random() < 0.3 else fleet.fault(
             version="v2", launch_raises=1
@@ -156,7 +157,7 @@ async def run_scenario(scenario: Scenario) -> tuple[InvariantMonitor, rolling.Ro
     script(fleet, scenario, rng)
     strategy = scenario.strategy
     driver: Any = ElasticOnly(fleet) if scenario.elastic_only else fleet
-    recorder = rolling.testing.EventRecorder()
+    recorder = EventRecorder()
     rollout: Rollout[Any] = Rollout(
         driver,
         "v2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any, Generic
 
 import anyio
@@ -27,7 +27,7 @@ from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from ._validate import percent_of
-from .typing import HOOK_NAMES, InstanceT
+from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Router
 
 __all__ = ["Rollout", "RolloutHandle", "RolloutSnapshot"]
 
@@ -76,12 +76,12 @@ class Rollout(Generic[InstanceT]):
 
     def __init__(
         self,
-        driver: Any,
+        driver: Driver[InstanceT] | ElasticDriver[InstanceT],
         target: str,
         *,
         strategy: RollingUpdate | Batches | None = None,
         readiness: Readiness | None = None,
-        router: Any = None,
+        router: Router[InstanceT] | None = None,
         failure: FailurePolicy | None = None,
         rollback: RollbackMode | str = RollbackMode.REVERT,
         progress_deadline: ProgressDeadline | float | None = None,
@@ -94,7 +94,7 @@ class Rollout(Generic[InstanceT]):
         cleanup_timeout: float = 60.0,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(target, str) or not target:
+        if not _is_nonempty_str(target):
             raise ConfigError(
                 "Rollout.target",
                 f"expected a non-empty str, got {target!r}",
@@ -116,7 +116,8 @@ class Rollout(Generic[InstanceT]):
             )
             raise ConfigError(
                 surge_field,
-                f"surge adds instances, but {type(driver).__name__} cannot launch() and terminate()",
+                f"surge adds instances, but {type(driver).__name__}"
+                " cannot launch() and terminate()",
                 "set it to 0 / False, or use an elastic driver",
             )
         self.readiness: Readiness = _typed(
@@ -165,16 +166,8 @@ class Rollout(Generic[InstanceT]):
                     f"{observer!r} is not callable",
                     "pass functions that take an event",
                 )
-        for name, value in (
-            ("effect_timeout", effect_timeout),
-            ("cleanup_timeout", cleanup_timeout),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(
-                    f"Rollout.{name}",
-                    f"must be a number > 0, got {value!r}",
-                    "pass seconds, such as 60",
-                )
+        _check_timeout("Rollout.effect_timeout", effect_timeout)
+        _check_timeout("Rollout.cleanup_timeout", cleanup_timeout)
         self.driver = driver
         self.target = target
         self.router = router
@@ -222,7 +215,7 @@ class Rollout(Generic[InstanceT]):
         return await Execution(self).run()
 
     @contextlib.asynccontextmanager
-    async def start(self) -> AsyncIterator[RolloutHandle]:
+    async def start(self) -> AsyncGenerator[RolloutHandle, None]:
         """Start the rollout in the background and yield a :class:`RolloutHandle`.
 
         Leaving the ``async with`` block waits for the rollout to end; an
@@ -235,6 +228,17 @@ class Rollout(Generic[InstanceT]):
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle._run)  # noqa: SLF001 - the handle and the rollout are one unit
             yield handle
+
+
+def _is_nonempty_str(value: object) -> bool:
+    """Whether ``value`` is a non-empty str (annotations do not stop callers passing others)."""
+    return isinstance(value, str) and bool(value)
+
+
+def _check_timeout(field: str, value: object) -> None:
+    """Check that ``value`` is a number of seconds above zero."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(field, f"must be a number > 0, got {value!r}", "pass seconds, such as 60")
 
 
 def _capabilities(driver: object) -> tuple[bool, bool]:
@@ -419,7 +423,8 @@ class RolloutHandle:
         self._check_running("promote")
         if not self._execution.promote(full=full):
             raise ControlError(
-                "nothing to promote: no Pause or Gate step is running; use full=True to skip all that remain"
+                "nothing to promote: no Pause or Gate step is running;"
+                " use full=True to skip all that remain"
             )
 
     def status(self) -> RolloutSnapshot:

@@ -21,11 +21,12 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.abc
 import attrs
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import ConfigError, RollingError
 from ._events import (
@@ -55,6 +56,7 @@ from ._validate import percent_of
 
 if TYPE_CHECKING:
     from ._engine import Rollout
+    from .typing import Driver, ElasticDriver
 
 __all__ = ["Execution", "Slot"]
 
@@ -96,7 +98,7 @@ class Slot:
     finished_at: float | None = None
     busy: bool = False
     changed_seq: int = -1
-    strays: list[Any] = attrs.Factory(list)
+    strays: list[Any] = attrs.Factory(list[Any])
 
     @property
     def existing(self) -> int:
@@ -139,13 +141,23 @@ class Execution:
         self._slot_batch: dict[str, int] = {}
         self._rng = random.Random(rollout.seed)
         self._observers = list(rollout.observers)
-        self._streams: list[anyio.abc.ObjectSendStream[Event]] = []
+        self._streams: list[MemoryObjectSendStream[Event]] = []
         self._hooks = rollout.hook_methods
         self._budget = 0
         self._desired = 0
         self._max_unavailable = 0
         self._max_surge = 0
         self._rolling_back = False
+
+    @property
+    def _in_place_driver(self) -> Driver[Any]:
+        """The driver, for ``replace``: used only in ``Mode.IN_PLACE``, so when ``can_replace``."""
+        return cast("Driver[Any]", self.rollout.driver)
+
+    @property
+    def _elastic_driver(self) -> ElasticDriver[Any]:
+        """The driver, for ``launch`` and ``terminate``: used only when ``can_launch``."""
+        return cast("ElasticDriver[Any]", self.rollout.driver)
 
     # ------------------------------------------------------------------ events
 
@@ -447,6 +459,24 @@ class Execution:
                 position += len(wave)
             ends.setdefault(position, {})["wave"] = wave_index
         total = position
+        steps_at = self._place_steps(ends, total, skipped)
+        barriers = [
+            Barrier(
+                position=p,
+                steps=tuple(steps_at.get(p, ())),
+                batch=ends.get(p, {}).get("batch"),
+                wave=ends.get(p, {}).get("wave"),
+            )
+            for p in sorted(set(ends) | set(steps_at))
+        ]
+        return barriers, groups
+
+    def _place_steps(
+        self, ends: dict[int, dict[str, int]], total: int, skipped: int
+    ) -> dict[int, list[Step]]:
+        """Find the unit position each step (and each between-batches pause) waits at."""
+        rollout = self.rollout
+        strategy = rollout.strategy
         steps_at: dict[int, list[Step]] = {}
         if isinstance(strategy, Batches) and strategy.pause is not None:
             for end, info in ends.items():
@@ -469,21 +499,15 @@ class Execution:
                     at = min((end for end in ends if end >= at), default=total)
             else:
                 steps_at.setdefault(at, []).append(step)
-        barriers = [
-            Barrier(
-                position=p,
-                steps=tuple(steps_at.get(p, ())),
-                batch=ends.get(p, {}).get("batch"),
-                wave=ends.get(p, {}).get("wave"),
-            )
-            for p in sorted(set(ends) | set(steps_at))
-        ]
-        return barriers, groups
+        return steps_at
 
     async def _drive(
         self, sched: Scheduler, units: list[Slot], version: str | None, groups: _Groups
     ) -> None:
-        """Run the scheduler's decisions until it is done. ``version`` None means each old version."""
+        """Run the scheduler's decisions until it is done.
+
+        ``version`` None means each unit's own old version.
+        """
         assert self._tg is not None  # noqa: S101 - set by run()
         while True:
             poll = sched.poll()
@@ -499,11 +523,9 @@ class Execution:
                     ids = tuple(u.key for u in units[first:end])
                     self.emit(WaveStarted, index=wave, key=key, instance_ids=ids)
                 batch = groups.starting(groups.batches, start.index)
-                if batch is not None:
-                    await self._batch_start(batch, units, groups)
-                    if sched.stopping:
-                        _unstart(sched, slot, start.mode)
-                        continue
+                if batch is not None and not await self._batch_start(sched, batch, units, groups):
+                    _unstart(sched, slot, start.mode)
+                    continue
                 goal = slot.old_version if version is None else version
                 self._tg.start_soon(self._unit, sched, slot, start.mode, goal)
             if poll.barrier is not None:
@@ -533,7 +555,10 @@ class Execution:
         else:
             self.trigger(reason, self.rollout.rollback, _status_for(self.rollout.rollback))
 
-    async def _batch_start(self, index: int, units: list[Slot], groups: _Groups) -> None:
+    async def _batch_start(
+        self, sched: Scheduler, index: int, units: list[Slot], groups: _Groups
+    ) -> bool:
+        """Open lockstep batch ``index``; return False if the rollout stopped meanwhile."""
         first, end = groups.batches[index]
         members = units[first:end]
         self.emit(BatchStarted, index=index, instance_ids=tuple(s.key for s in members))
@@ -543,6 +568,8 @@ class Execution:
                 await self._effect("hook before_batch", hook, index, [s.live for s in members])
             except _StepFailedError as exc:
                 self.trigger(exc.reason, self.rollout.rollback, _status_for(self.rollout.rollback))
+        # The hook's failure, or another task while it ran, may have stopped the rollout.
+        return not sched.stopping
 
     async def _barrier(self, barrier: Barrier, units: list[Slot], groups: _Groups) -> None:
         if barrier.batch is not None:
@@ -781,8 +808,9 @@ class Execution:
             self._batch_failed[batch], self._batch_size[batch]
         ):
             why = (
-                f"{self._batch_failed[batch]} of {self._batch_size[batch]} instances in batch {batch} "
-                f"failed, over max_failed_per_batch={policy.max_failed_per_batch}"
+                f"{self._batch_failed[batch]} of {self._batch_size[batch]} instances"
+                f" in batch {batch} failed,"
+                f" over max_failed_per_batch={policy.max_failed_per_batch}"
             )
         elif policy.circuit_breaker is not None and self._consecutive >= policy.circuit_breaker:
             why = f"circuit breaker: {self._consecutive} failures in a row"
@@ -902,14 +930,14 @@ class Execution:
     async def _terminate(self, slot: Slot, instance: Any, version: str) -> None:
         await self._hook("before_terminate", instance)
         self._phase(slot, Phase.TERMINATING, version, instance=instance)
-        await self._effect("driver.terminate", self.rollout.driver.terminate, instance)
+        await self._effect("driver.terminate", self._elastic_driver.terminate, instance)
         self._phase(slot, Phase.TERMINATED, version, instance=instance)
         await self._hook("after_terminate", instance)
 
     async def _launch(self, slot: Slot, version: str) -> Any:
         await self._hook("before_launch", version)
         self._phase(slot, Phase.LAUNCHING, version)
-        instance = await self._effect("driver.launch", self.rollout.driver.launch, version)
+        instance = await self._effect("driver.launch", self._elastic_driver.launch, version)
         self._phase(slot, Phase.LAUNCHED, version, instance=instance)
         return instance
 
@@ -939,7 +967,7 @@ class Execution:
                 self._phase(slot, Phase.REPLACING, version)
                 slot.ready = False
                 replaced = await self._effect(
-                    "driver.replace", self.rollout.driver.replace, slot.live, version
+                    "driver.replace", self._in_place_driver.replace, slot.live, version
                 )
                 slot.live = replaced
                 await self._hook("after_replace", replaced)
@@ -963,7 +991,7 @@ class Execution:
             await self._drop_extra(slot, version)
         await self._hook("before_launch", version)
         self._phase(slot, Phase.LAUNCHING, version)
-        slot.extra = await self._effect("driver.launch", self.rollout.driver.launch, version)
+        slot.extra = await self._effect("driver.launch", self._elastic_driver.launch, version)
         self._phase(slot, Phase.LAUNCHED, version)
         await self._hook("after_launch", slot.extra)
         await self._ready(slot, slot.extra, version)
@@ -996,7 +1024,10 @@ class Execution:
             slot.extra = None
 
     async def _settle(self, slot: Slot, *, attach_if_healthy: bool) -> None:
-        """Leave ``slot`` consistent: no surge instance outside traffic, nothing detached unchecked."""
+        """Leave ``slot`` consistent.
+
+        No surge instance is left outside traffic, and nothing detached unchecked.
+        """
         try:
             if slot.extra is not None:
                 await self._drop_extra(slot, slot.old_version)
@@ -1017,7 +1048,8 @@ class Execution:
             return True
         with anyio.CancelScope(shield=True):
             result = await probe_once(check, instance, self.rollout.readiness.timeout)
-        return result.healthy
+            return result.healthy
+        return False  # only if the shield were cancelled, and nothing cancels it
 
     # ----------------------------------------------------------------- result
 
@@ -1064,9 +1096,9 @@ class Execution:
 class _Groups:
     """Waves and lockstep batches as contiguous ranges of the unit sequence."""
 
-    waves: list[tuple[int, int]] = attrs.Factory(list)
-    batches: list[tuple[int, int]] = attrs.Factory(list)
-    _next: dict[int, int] = attrs.Factory(dict)
+    waves: list[tuple[int, int]] = attrs.Factory(list[tuple[int, int]])
+    batches: list[tuple[int, int]] = attrs.Factory(list[tuple[int, int]])
+    _next: dict[int, int] = attrs.Factory(dict[int, int])
 
     def starting(self, ranges: list[tuple[int, int]], index: int) -> int | None:
         """Return the number of the range that unit ``index`` opens, if it opens one."""

@@ -33,6 +33,16 @@ __all__ = [
 ]
 
 
+def _check_health_check(field: str, value: object) -> None:
+    if value is None or callable(getattr(value, "check", None)) or callable(value):
+        return
+    raise ConfigError(
+        field,
+        f"{value!r} is neither a HealthCheck nor an async function",
+        "pass an object with an async check(instance) method, or an async function",
+    )
+
+
 @attrs.frozen(kw_only=True)
 class Readiness:
     """How an updated instance proves it is ready, with Kubernetes probe semantics.
@@ -50,7 +60,7 @@ class Readiness:
     .. versionadded:: 0.1.0
     """
 
-    check: Any = attrs.field(default=None)
+    check: Any = attrs.field(default=None, validator=validator(_check_health_check))
     initial_delay: float = attrs.field(default=0.0, validator=validator(check_seconds))
     period: float = attrs.field(default=1.0, validator=validator(check_seconds, allow_zero=False))
     timeout: float = attrs.field(default=1.0, validator=validator(check_seconds, allow_zero=False))
@@ -63,16 +73,6 @@ class Readiness:
         default=300.0, validator=validator(check_seconds, allow_zero=False)
     )
 
-    @check.validator
-    def _check_check(self, _attribute: object, value: object) -> None:
-        if value is None or callable(getattr(value, "check", None)) or callable(value):
-            return
-        raise ConfigError(
-            "Readiness.check",
-            f"{value!r} is neither a HealthCheck nor an async function",
-            "pass an object with an async check(instance) method, or an async function",
-        )
-
     def __attrs_post_init__(self) -> None:
         if self.initial_delay + self.min_ready >= self.deadline:
             raise ConfigError(
@@ -81,6 +81,18 @@ class Readiness:
                 f" initial_delay {self.initial_delay}s and min_ready {self.min_ready}s",
                 "raise deadline above initial_delay + min_ready",
             )
+
+
+def _check_factor(field: str, value: object) -> None:
+    check_seconds(field, value)
+    if isinstance(value, int | float) and value < 1:
+        raise ConfigError(field, f"must be >= 1, got {value}", "pass 1 for a constant delay")
+
+
+def _check_jitter(field: str, value: object) -> None:
+    check_seconds(field, value)
+    if isinstance(value, int | float) and value > 1:
+        raise ConfigError(field, f"must be <= 1, got {value}", "pass a fraction from 0 to 1")
 
 
 @attrs.frozen(kw_only=True)
@@ -94,25 +106,9 @@ class Backoff:
     """
 
     initial: float = attrs.field(default=1.0, validator=validator(check_seconds))
-    factor: float = attrs.field(default=2.0)
+    factor: float = attrs.field(default=2.0, validator=validator(_check_factor))
     maximum: float = attrs.field(default=60.0, validator=validator(check_seconds))
-    jitter: float = attrs.field(default=0.0)
-
-    @factor.validator
-    def _check_factor(self, _attribute: object, value: object) -> None:
-        check_seconds("Backoff.factor", value)
-        if isinstance(value, int | float) and value < 1:
-            raise ConfigError(
-                "Backoff.factor", f"must be >= 1, got {value}", "pass 1 for a constant delay"
-            )
-
-    @jitter.validator
-    def _check_jitter(self, _attribute: object, value: object) -> None:
-        check_seconds("Backoff.jitter", value)
-        if isinstance(value, int | float) and value > 1:
-            raise ConfigError(
-                "Backoff.jitter", f"must be <= 1, got {value}", "pass a fraction from 0 to 1"
-            )
+    jitter: float = attrs.field(default=0.0, validator=validator(_check_jitter))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
@@ -143,6 +139,16 @@ def _check_percent_only(field: str, value: object) -> None:
     check_count_or_percent(field, value)
 
 
+def _check_bool(field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"expected a bool, got {value!r}", "pass True or False")
+
+
+def _check_backoff(field: str, value: object) -> None:
+    if not isinstance(value, Backoff):
+        raise ConfigError(field, f"expected a Backoff, got {value!r}", "pass Backoff(initial=...)")
+
+
 @attrs.frozen(kw_only=True)
 class FailurePolicy:
     """How many failures a rollout tolerates before its rollback policy applies.
@@ -167,7 +173,7 @@ class FailurePolicy:
     """
 
     retries: int = attrs.field(default=0, validator=validator(check_int, minimum=0))
-    backoff: Backoff = attrs.field(factory=Backoff)
+    backoff: Backoff = attrs.field(factory=Backoff, validator=validator(_check_backoff))
     max_failed: CountOrPercent = attrs.field(default=0, validator=validator(check_count_or_percent))
     max_failed_per_batch: str | None = attrs.field(
         default=None, validator=validator(_check_percent_only)
@@ -175,25 +181,7 @@ class FailurePolicy:
     circuit_breaker: int | None = attrs.field(
         default=None, validator=validator(check_int, minimum=1, allow_none=True)
     )
-    restore_failed: bool = attrs.field(default=True)
-
-    @restore_failed.validator
-    def _check_restore(self, _attribute: object, value: object) -> None:
-        if not isinstance(value, bool):
-            raise ConfigError(
-                "FailurePolicy.restore_failed",
-                f"expected a bool, got {value!r}",
-                "pass True or False",
-            )
-
-    @backoff.validator
-    def _check_backoff(self, _attribute: object, value: object) -> None:
-        if not isinstance(value, Backoff):
-            raise ConfigError(
-                "FailurePolicy.backoff",
-                f"expected a Backoff, got {value!r}",
-                "pass Backoff(initial=...)",
-            )
+    restore_failed: bool = attrs.field(default=True, validator=validator(_check_bool))
 
     def budget(self, fleet: int) -> int:
         """Failed instances tolerated in a fleet of ``fleet``."""

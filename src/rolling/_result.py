@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from typing import cast
 
 import attrs
 
@@ -157,7 +158,7 @@ class RolloutResult:
                     k: (
                         str(v)
                         if isinstance(v, enum.Enum)
-                        else list(v)
+                        else list(cast("tuple[object, ...]", v))
                         if isinstance(v, tuple)
                         else v
                     )

@@ -8,6 +8,7 @@ tools users already know (Kubernetes for ``RollingUpdate``, Ansible's
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import attrs
 
@@ -99,11 +100,12 @@ def _is_zero(value: CountOrPercent) -> bool:
 
 
 def _check_sizes(field: str, value: object) -> None:
-    if not isinstance(value, tuple) or not value:
+    sizes = cast("tuple[object, ...]", value) if isinstance(value, tuple) else ()
+    if not sizes:
         raise ConfigError(
             field, "no batch sizes given", 'pass at least one size: Batches(1, "50%")'
         )
-    for index, size in enumerate(value):
+    for index, size in enumerate(sizes):
         check_count_or_percent(f"{field}[{index}]", size, allow_zero=False)
 
 

@@ -51,6 +51,10 @@ class Instance(Protocol):
 
 InstanceT = TypeVar("InstanceT", bound=Instance)
 
+# Routers and health checks only take instances in, never hand them back, so a router for any
+# Instance serves a fleet of a richer instance type: the type checkers want this variance.
+_InstanceT_contra = TypeVar("_InstanceT_contra", bound=Instance, contravariant=True)
+
 
 @runtime_checkable
 class Driver(Protocol[InstanceT]):
@@ -87,14 +91,14 @@ class ElasticDriver(Protocol[InstanceT]):
 
 
 @runtime_checkable
-class Router(Protocol[InstanceT]):
+class Router(Protocol[_InstanceT_contra]):
     """Sends traffic to instances. Without a router, detach and attach are no-ops."""
 
-    async def detach(self, instance: InstanceT) -> None:
+    async def detach(self, instance: _InstanceT_contra) -> None:
         """Stop new traffic to ``instance``; return once its in-flight work has drained."""
         ...
 
-    async def attach(self, instance: InstanceT) -> None:
+    async def attach(self, instance: _InstanceT_contra) -> None:
         """Send traffic to ``instance`` again (or for the first time)."""
         ...
 
@@ -113,7 +117,7 @@ class HealthResult:
 
 
 @runtime_checkable
-class HealthCheck(Protocol[InstanceT]):
+class HealthCheck(Protocol[_InstanceT_contra]):
     """Says whether one instance is healthy.
 
     ``check`` may return a :class:`HealthResult`, a plain ``bool``, or a
@@ -121,7 +125,7 @@ class HealthCheck(Protocol[InstanceT]):
     accepted wherever a health check is, too.
     """
 
-    async def check(self, instance: InstanceT) -> HealthResult | bool | tuple[bool, str]:
+    async def check(self, instance: _InstanceT_contra) -> HealthResult | bool | tuple[bool, str]:
         """Probe ``instance`` once."""
         ...
 
