@@ -10,7 +10,14 @@ import pytest
 if TYPE_CHECKING:
     from types import ModuleType
 
-PUBLIC_MODULES = ["rolling", "rolling.typing", "rolling.testing"]
+PUBLIC_MODULES = [
+    "rolling",
+    "rolling.checks",
+    "rolling.drivers.process",
+    "rolling.routers.balancer",
+    "rolling.testing",
+    "rolling.typing",
+]
 
 
 @pytest.fixture(params=PUBLIC_MODULES)

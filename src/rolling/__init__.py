@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+__version__ = "0.1.0"
+
 from ._engine import Rollout, RolloutHandle, RolloutSnapshot
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
 from ._events import (

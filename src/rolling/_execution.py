@@ -148,6 +148,13 @@ class Execution:
         self._max_unavailable = 0
         self._max_surge = 0
         self._rolling_back = False
+        readiness = rollout.readiness
+        # Without a check or delays, readiness is a formality: skip its scopes and sleeps.
+        self._instant_ready = (
+            rollout.check_function is None
+            and readiness.initial_delay == 0
+            and readiness.min_ready == 0
+        )
 
     @property
     def _in_place_driver(self) -> Driver[Any]:
@@ -945,12 +952,13 @@ class Execution:
         self, slot: Slot, instance: Any, version: str, *, restoring: bool = False
     ) -> None:
         self._phase(slot, Phase.WAITING_READY, version)
-        outcome = await self._wait(
-            wait_ready(self.rollout.check_function, instance, self.rollout.readiness),
-            interruptible=not restoring,
-        )
-        if not outcome.ready:
-            raise _StepFailedError(outcome.reason)
+        if not self._instant_ready:
+            outcome = await self._wait(
+                wait_ready(self.rollout.check_function, instance, self.rollout.readiness),
+                interruptible=not restoring,
+            )
+            if not outcome.ready:
+                raise _StepFailedError(outcome.reason)
         self._phase(slot, Phase.READY, version)
         await self._hook("after_ready", instance)
 

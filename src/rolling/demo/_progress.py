@@ -1,0 +1,81 @@
+"""Live progress: instances by version and phase, requests per second, errors so far."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TextIO
+
+import anyio
+
+from rolling._events import Event, InstancePhaseChanged, Phase
+
+from ._load import LoadGenerator
+
+__all__ = ["Progress"]
+
+_QUIET = frozenset({Phase.PENDING, Phase.SKIPPED, Phase.UPDATED, Phase.REVERTED})
+
+
+class Progress:
+    """An observer of the rollout that also draws a status line.
+
+    On a terminal the line is redrawn in place; otherwise a plain line is
+    printed every ``interval`` seconds, which suits logs and CI.
+    """
+
+    def __init__(self, load: LoadGenerator, out: TextIO, *, interval: float = 0.5) -> None:
+        self.load = load
+        self.out = out
+        self.tty = out.isatty()
+        self.interval = interval if self.tty else max(interval, 1.0)
+        self.phases: dict[str, Phase] = {}
+        self.versions: dict[str, str] = {}
+        self._last_count = 0
+        self._last_at = 0.0
+
+    def __call__(self, event: Event) -> None:
+        """Follow instance phases."""
+        if isinstance(event, InstancePhaseChanged):
+            self.phases[event.instance_id] = event.phase
+            if event.phase in {Phase.UPDATED, Phase.REVERTED, Phase.SKIPPED}:
+                self.versions[event.instance_id] = event.version
+
+    def seed(self, versions: dict[str, str]) -> None:
+        """Record the versions before the rollout."""
+        self.versions.update(versions)
+
+    def line(self) -> str:
+        """The current status line."""
+        now = anyio.current_time()
+        count = len(self.load.samples)
+        elapsed = now - self._last_at if self._last_at else 0.0
+        rate = (count - self._last_count) / elapsed if elapsed > 0 else 0.0
+        self._last_count, self._last_at = count, now
+        failed = sum(1 for s in self.load.samples if not s.ok)
+        by_version = Counter(self.versions.values())
+        versions = " ".join(f"{v}:{n}" for v, n in sorted(by_version.items()))
+        busy = [
+            f"{key} {phase}" for key, phase in sorted(self.phases.items()) if phase not in _QUIET
+        ]
+        working = ", ".join(busy) if busy else "-"
+        return f"[{versions}] working: {working} | {rate:.0f} req/s | {count} sent, {failed} failed"
+
+    async def run(self) -> None:
+        """Draw until cancelled."""
+        try:
+            while True:
+                await anyio.sleep(self.interval)
+                self.draw()
+        finally:
+            if self.tty:
+                self.out.write("\n")
+                self.out.flush()
+
+    def draw(self) -> None:
+        """Draw one status line."""
+        text = self.line()
+        if self.tty:
+            self.out.write("\r\x1b[K" + text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()

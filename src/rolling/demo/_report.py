@@ -1,0 +1,145 @@
+"""The demo's closing report, for people and for machines."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+
+import attrs
+
+from rolling._result import RolloutResult, RolloutStatus
+
+from ._load import Sample, percentile
+
+__all__ = ["EXIT_FAILED_REQUESTS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_ROLLOUT", "DemoReport"]
+
+EXIT_OK = 0
+"""The rollout succeeded and no request failed."""
+EXIT_ROLLOUT = 1
+"""The rollout did not succeed (rolled back, halted...)."""
+EXIT_FAILED_REQUESTS = 2
+"""The rollout succeeded but requests failed: the zero-downtime promise was broken."""
+EXIT_INTERRUPTED = 130
+"""Interrupted (SIGINT or SIGTERM); the fleet was cleaned up first."""
+
+
+@attrs.frozen(kw_only=True)
+class DemoReport:
+    """What the demo measured.
+
+    Attributes:
+        status: The rollout's status.
+        reason: Why it stopped, if it did not succeed.
+        instances: Processes in the fleet.
+        strategy: The strategy, as text.
+        drain: Whether backends were drained before being stopped.
+        requests: Requests sent.
+        failed: Requests that failed.
+        errors: Failed requests by cause.
+        p50_ms: Median latency, in milliseconds.
+        p99_ms: 99th percentile latency, in milliseconds.
+        share: Each version's share of the answers during the rollout.
+        rollout_seconds: How long the rollout took.
+        demo_seconds: How long the whole demo took.
+        interrupted: Whether the demo was interrupted.
+    """
+
+    status: str
+    reason: str
+    instances: int
+    strategy: str
+    drain: bool
+    requests: int
+    failed: int
+    errors: dict[str, int]
+    p50_ms: float
+    p99_ms: float
+    share: dict[str, float]
+    rollout_seconds: float
+    demo_seconds: float
+    interrupted: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        result: RolloutResult | None,
+        samples: Sequence[Sample],
+        instances: int,
+        strategy: str,
+        drain: bool,
+        demo_seconds: float,
+        interrupted: bool,
+    ) -> DemoReport:
+        """Summarise the samples and the rollout's result."""
+        latencies = [s.latency * 1000 for s in samples if s.ok]
+        failures = [s for s in samples if not s.ok]
+        during = samples
+        if result is not None:
+            during = [s for s in samples if result.started_at <= s.at <= result.finished_at]
+        versions = Counter(s.version for s in during if s.ok and s.version)
+        answered = sum(versions.values())
+        return cls(
+            status=str(result.status) if result is not None else "interrupted",
+            reason=result.reason if result is not None else "interrupted before the rollout ended",
+            instances=instances,
+            strategy=strategy,
+            drain=drain,
+            requests=len(samples),
+            failed=len(failures),
+            errors=dict(Counter(s.error for s in failures)),
+            p50_ms=round(percentile(latencies, 50), 2),
+            p99_ms=round(percentile(latencies, 99), 2),
+            share={v: round(n / answered, 4) for v, n in sorted(versions.items())}
+            if answered
+            else {},
+            rollout_seconds=round(result.duration, 3) if result is not None else 0.0,
+            demo_seconds=round(demo_seconds, 3),
+            interrupted=interrupted,
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0 on success; see the ``EXIT_*`` constants for the rest."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.status != RolloutStatus.SUCCEEDED:
+            return EXIT_ROLLOUT
+        if self.failed:
+            return EXIT_FAILED_REQUESTS
+        return EXIT_OK
+
+    def to_json(self) -> str:
+        """The report as one JSON object."""
+        data = attrs.asdict(self)
+        data["exit_code"] = self.exit_code
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        """The report for a terminal."""
+        share = ", ".join(f"{v} {p:.0%}" for v, p in self.share.items()) or "none"
+        errors = ", ".join(f"{k}: {n}" for k, n in sorted(self.errors.items())) or "none"
+        verdict = {
+            EXIT_OK: "zero downtime: every request answered",
+            EXIT_ROLLOUT: "the rollout did not succeed (see status)",
+            EXIT_FAILED_REQUESTS: "requests FAILED during the rollout",
+            EXIT_INTERRUPTED: "interrupted; the fleet was cleaned up",
+        }[self.exit_code]
+        lines = [
+            "",
+            "rolling demo report",
+            f"  rollout        {self.status}" + (f" ({self.reason})" if self.reason else ""),
+            f"  fleet          {self.instances} processes, {self.strategy}, "
+            + ("draining" if self.drain else "NO draining"),
+            f"  requests       {self.requests} sent, {self.failed} failed",
+            f"  errors         {errors}",
+            f"  latency        p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms",
+            f"  traffic share  {share} (during the rollout)",
+            (
+                f"  duration       rollout {self.rollout_seconds:.2f} s, "
+                f"demo {self.demo_seconds:.2f} s"
+            ),
+            f"  verdict        {verdict} (exit {self.exit_code})",
+        ]
+        return "\n".join(lines)
