@@ -62,7 +62,8 @@ nitpicky = True
 # a reference to one of our own objects that does not resolve stays an error.
 nitpick_ignore_regex = [
     # The standard library.
-    ("py:.*", r"(asyncio|collections\.abc|enum|logging|random|selectors|typing|re|ssl|pathlib)(\..+)?"),
+    ("py:.*", r"(asyncio|collections\.abc|enum|logging|random|selectors|typing)(\..+)?"),
+    ("py:.*", r"(re|ssl|pathlib)(\..+)?"),
     ("py:.*", r"Path"),  # pathlib.Path, as annotated
     ("py:.*", r"(Awaitable|Callable|Hashable|Sequence)"),  # collections.abc, as annotated
     ("py:.*", r"(Enum|StrEnum)"),  # enum bases of our enums
