@@ -604,6 +604,9 @@ async def test_hooks_are_called_in_order_and_a_raising_hook_fails_the_instance()
             if instance.id == "i-001":
                 raise RuntimeError("smoke test failed")
 
+        async def before_ready(self, instance: Any) -> None:
+            calls.append(f"before_ready {instance.id}")
+
         async def after_attach(self, instance: Any) -> None:
             calls.append(f"after_attach {instance.id}")
 
@@ -617,10 +620,11 @@ async def test_hooks_are_called_in_order_and_a_raising_hook_fails_the_instance()
     assert (
         "hook after_replace raised RuntimeError: smoke test failed" in result.by_id("i-001").reason
     )
-    assert calls[:5] == [
+    assert calls[:6] == [
         "before_rollout v2 2",
         "before_detach i-000",
         "after_replace i-000 v2",
+        "before_ready i-000",
         "after_attach i-000",
         "before_detach i-001",
     ]

@@ -182,6 +182,9 @@ class Hooks(Generic[InstanceT]):
     async def after_terminate(self, instance: InstanceT) -> None:
         """Called after ``instance`` was terminated."""
 
+    async def before_ready(self, instance: InstanceT) -> None:
+        """Called before readiness probing of ``instance`` starts (warm caches here)."""
+
     async def after_ready(self, instance: InstanceT) -> None:
         """Called when ``instance`` passed readiness, before it gets traffic."""
 
