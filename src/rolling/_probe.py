@@ -91,7 +91,7 @@ async def wait_ready(
             return ProbeOutcome(ready=True, reason="", probes=0)
         successes = 0
         failures = 0
-        ready_since: float | None = None
+        ready_at: float | None = None
         while True:
             result = await probe_once(check, instance, policy.timeout)
             probes += 1
@@ -100,17 +100,19 @@ async def wait_ready(
                 successes += 1
                 failures = 0
                 if successes >= policy.success_threshold:
-                    if ready_since is None:
-                        ready_since = now
-                    if now - ready_since >= policy.min_ready:
+                    if ready_at is None:
+                        # One deadline, compared and slept towards alike: computing the wait
+                        # and the test separately can disagree by a rounding error and spin.
+                        ready_at = now + policy.min_ready
+                    if now >= ready_at:
                         return ProbeOutcome(ready=True, reason="", probes=probes)
             else:
                 last_reason = result.reason or "unhealthy"
                 successes = 0
                 failures += 1
-                if ready_since is not None:
+                if ready_at is not None:
                     last_reason += " (during min_ready)"
-                ready_since = None
+                ready_at = None
                 if policy.failure_threshold is not None and failures >= policy.failure_threshold:
                     return ProbeOutcome(
                         ready=False,
@@ -118,8 +120,8 @@ async def wait_ready(
                         probes=probes,
                     )
             delay = policy.period
-            if ready_since is not None:
-                delay = min(delay, max(0.0, ready_since + policy.min_ready - now))
+            if ready_at is not None:
+                delay = min(delay, ready_at - now)
             await anyio.sleep(delay)
     elapsed = anyio.current_time() - start
     return ProbeOutcome(
