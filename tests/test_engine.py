@@ -550,6 +550,90 @@ async def test_cancelling_run_leaves_nothing_detached_or_leaked(fraction: float)
     monitor.check_result(result, fleet)
 
 
+class _InstantInstance:
+    def __init__(self, id_: str) -> None:
+        self.id = id_
+        self.version = "v1"
+
+
+class _InstantDriver:
+    """Replaces at once, without a checkpoint; can cancel a scope while replacing."""
+
+    def __init__(self, size: int) -> None:
+        self.instances = [_InstantInstance(f"i{k}") for k in range(size)]
+        self.replaced: list[str] = []
+        self.cancel_on: str | None = None
+        self.scope: anyio.CancelScope | None = None
+
+    async def list_instances(self) -> list[_InstantInstance]:
+        return self.instances
+
+    async def replace(self, instance: _InstantInstance, version: str) -> _InstantInstance:
+        self.replaced.append(instance.id)
+        if instance.id == self.cancel_on and self.scope is not None:
+            self.scope.cancel()
+        instance.version = version
+        return instance
+
+
+async def test_a_cancelled_run_starts_no_unit_after_the_one_that_saw_it() -> None:
+    # Units that end without a checkpoint hand the next one to their own task; a
+    # cancellation that arrived meanwhile must stop that, as it stops the drive loop.
+    driver = _InstantDriver(5)
+    driver.cancel_on = "i1"
+    rollout: Rollout[Any] = Rollout(driver, "v2", readiness=Readiness())
+    with anyio.CancelScope() as scope:
+        driver.scope = scope
+        await rollout.run()
+    assert scope.cancelled_caught
+    assert driver.replaced == ["i0", "i1"]
+    assert [i.version for i in driver.instances] == ["v2", "v2", "v1", "v1", "v1"]
+
+
+@pytest.mark.parametrize("max_failed", [0, 10])
+async def test_status_counts_and_in_flight_match_a_recount_at_every_event(
+    max_failed: int,
+) -> None:
+    # status() keeps running tallies rather than scanning the fleet: check them against
+    # a scan, through successes, skips, failures, restores and a rollback.
+    fleet = SimulatedFleet(12, latency=Latency(replace=3, attach=1))
+    fleet.fault("i-004", replace_raises=True)
+    fleet.fault("i-009", never_ready=True)
+    handles: list[rolling.RolloutHandle] = []
+    checked = [0]
+
+    def recount(_event: rolling.Event) -> None:
+        if not handles:
+            return
+        slots = handles[0]._execution.slots
+        snapshot = handles[0].status()
+        expected: dict[InstanceOutcome, int] = {}
+        for slot in slots:
+            expected[slot.outcome] = expected.get(slot.outcome, 0) + 1
+        assert snapshot.counts == expected
+        position = {slot.key: slot.position for slot in slots}
+        assert list(snapshot.in_flight) == sorted(snapshot.in_flight, key=position.__getitem__)
+        working = {s.key for s in slots if s.started_at is not None and s.finished_at is None}
+        assert working <= set(snapshot.in_flight)
+        checked[0] += 1
+
+    rollout, _, monitor = make(
+        fleet,
+        strategy=RollingUpdate(max_unavailable=3),
+        failure=FailurePolicy(max_failed=max_failed),
+        observers=[recount],
+    )
+    async with rollout.start() as handle:
+        handles.append(handle)
+    assert checked[0] > 50
+    assert handle.result.status is (
+        RolloutStatus.ROLLED_BACK if max_failed == 0 else RolloutStatus.DEGRADED
+    )
+    assert sum(handle.status().counts.values()) == 12
+    assert monitor is not None
+    monitor.check_result(handle.result, fleet)
+
+
 async def test_an_exception_in_the_start_block_cancels_and_cleans_up() -> None:
     fleet = SimulatedFleet(3, latency=Latency(replace=5))
     rollout, _, monitor = make(fleet)
@@ -654,3 +738,36 @@ async def test_min_ready_must_hold_continuously() -> None:
     result = await rollout.run()
     assert result.status is RolloutStatus.HALTED
     assert "min_ready" in result.by_id("i-000").reason or "deadline" in result.by_id("i-000").reason
+
+
+async def test_an_advance_without_steps_still_holds_what_comes_after_it() -> None:
+    fleet = SimulatedFleet(4, latency=Latency(replace=10))
+    rollout, _, _ = make(
+        fleet, strategy=RollingUpdate(max_unavailable=2), steps=[Advance(1), Advance("50%")]
+    )
+    result = await rollout.run()
+    starts = [result.by_id(f"i-00{n}").started_at for n in range(4)]
+    # The canary goes alone; the next one waits for it, then the window opens.
+    assert starts == [0, 10, 20, 20]
+
+
+async def test_min_ready_with_an_awkward_start_time_does_not_spin() -> None:
+    fleet = SimulatedFleet(1, latency=Latency(replace=50.8917219869216))
+    rollout, _, _ = make(fleet, readiness=Readiness(period=5, min_ready=30, deadline=120))
+    with anyio.fail_after(1000):
+        result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert result.duration == pytest.approx(50.8917219869216 + 30)
+
+
+async def test_a_failed_detach_is_not_followed_by_a_needless_restore() -> None:
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-001", detach_raises=True)
+    rollout, _, monitor = make(fleet, failure=FailurePolicy(max_failed=1))
+    result = await rollout.run()
+    assert result.status is RolloutStatus.DEGRADED
+    ops = [call.op for call in fleet.calls if call.instance_id == "i-001" and call.op != "check"]
+    assert ops == ["detach"]
+    assert result.by_id("i-001").serving
+    assert monitor is not None
+    monitor.check_result(result, fleet)

@@ -17,6 +17,7 @@ of await exist in a unit of work, and they are treated differently:
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import time
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -91,14 +93,29 @@ class Slot:
     ready: bool = True
     extra: Any = None
     extra_attached: bool = False
-    outcome: InstanceOutcome = InstanceOutcome.PENDING
+    tally: dict[InstanceOutcome, int] = attrs.field(kw_only=True, repr=False)
+    """Slots by outcome, shared by every slot of a run: status() reads it in O(1)."""
+    _outcome: InstanceOutcome = InstanceOutcome.PENDING
     reason: str = ""
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
-    busy: bool = False
     changed_seq: int = -1
-    strays: list[Any] = attrs.Factory(list[Any])
+    # A tuple, not a list: nearly every slot has none, and the empty tuple is shared
+    # (a list per slot is one more object for the collector to walk, a fleet's worth).
+    strays: tuple[Any, ...] = ()
+
+    @property
+    def outcome(self) -> InstanceOutcome:
+        """What happened to this instance so far."""
+        return self._outcome
+
+    @outcome.setter
+    def outcome(self, value: InstanceOutcome) -> None:
+        tally = self.tally
+        tally[self._outcome] -= 1
+        tally[value] = tally.get(value, 0) + 1
+        self._outcome = value
 
     @property
     def existing(self) -> int:
@@ -115,6 +132,8 @@ class Execution:
         self.status = RolloutStatus.PENDING
         self.result: RolloutResult | None = None
         self.slots: list[Slot] = []
+        self._tally: dict[InstanceOutcome, int] = {}
+        self._busy: set[Slot] = set()
         self.paused = False
         self.current_step: Step | None = None
         self.stop_reason = ""
@@ -336,9 +355,9 @@ class Execution:
     async def _plan(self) -> None:
         rollout = self.rollout
         instances = list(await rollout.driver.list_instances())
-        ids = [i.id for i in instances]
-        if len(set(ids)) != len(ids):
-            duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        ids = collections.Counter(i.id for i in instances)
+        if len(ids) != len(instances):
+            duplicates = sorted(i for i, count in ids.items() if count > 1)
             msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
             raise RollingError(msg)
         healthy = await self._survey(instances)
@@ -352,8 +371,10 @@ class Execution:
                     live=instance,
                     serving_at_start=ok,
                     ready=ok,
+                    tally=self._tally,
                 )
             )
+        self._tally[InstanceOutcome.PENDING] = len(self.slots)
         self._budget = rollout.failure.budget(self._desired)
 
     async def _survey(self, instances: Sequence[Any]) -> list[bool]:
@@ -504,6 +525,8 @@ class Execution:
                 at = min(total, max(0, on_target - skipped))
                 if isinstance(strategy, Batches):
                     at = min((end for end in ends if end >= at), default=total)
+                # An Advance holds what comes after it even with no step of its own.
+                steps_at.setdefault(at, [])
             else:
                 steps_at.setdefault(at, []).append(step)
         return steps_at
@@ -516,7 +539,7 @@ class Execution:
         ``version`` None means each unit's own old version.
         """
         assert self._tg is not None  # noqa: S101 - set by run()
-        drive = _Drive(sched, units, version, groups, lockstep=sched.lockstep)
+        drive = _Drive(sched, units, version, groups)
         while True:
             poll = sched.poll()
             for start in poll.starts:
@@ -563,16 +586,32 @@ class Execution:
         so handing it to the task that just finished saves spawning a task per unit
         (and the garbage that makes): most of the engine's own cost on a large fleet.
         """
+        sched = drive.sched
         unit: tuple[Slot, Mode] | None = (slot, mode)
-        while unit is not None:
-            slot, mode = unit
-            goal = slot.old_version if drive.version is None else drive.version
-            try:
-                await self._unit(drive.sched, slot, mode, goal)
-            except BaseException:
-                self._notify()
-                raise
-            unit = self._successor(drive)
+        try:
+            while unit is not None:
+                slot, mode = unit
+                goal = slot.old_version if drive.version is None else drive.version
+                await self._unit(sched, slot, mode, goal)
+                unit = self._successor(drive)
+                if unit is None:
+                    break
+                # Let other tasks run, and a cancellation land, before the next unit (as
+                # when each unit was a task of its own): a driver that never waits must
+                # not keep the event loop to itself.
+                try:
+                    await anyio.lowlevel.checkpoint()
+                except BaseException:
+                    _unstart(sched, *unit)
+                    raise
+                if sched.stopping:
+                    # Stopped while this task yielded: the next unit does not start after all.
+                    _unstart(sched, *unit)
+                    self._notify()
+                    unit = None
+        except BaseException:
+            self._notify()
+            raise
 
     def _successor(self, drive: _Drive) -> tuple[Slot, Mode] | None:
         """After a unit ends: start what the scheduler now allows, keeping one for this task.
@@ -581,8 +620,8 @@ class Execution:
         schedule, open a lockstep batch, whose hook is awaited) wakes it instead.
         """
         sched = drive.sched
-        if drive.lockstep or anyio.current_effective_deadline() == -math.inf:
-            # Lockstep starts wait for barriers; a cancelled run starts nothing new.
+        if sched.lockstep:
+            # A lockstep batch starts once the previous one has reached its barrier.
             self._notify()
             return None
         poll = sched.poll()
@@ -777,7 +816,7 @@ class Execution:
 
     async def _unit(self, sched: Scheduler, slot: Slot, mode: Mode, version: str) -> None:
         rolling_back = self._rolling_back
-        slot.busy = True
+        self._busy.add(slot)
         slot.outcome = InstanceOutcome.IN_PROGRESS
         if slot.started_at is None:
             slot.started_at = anyio.current_time()
@@ -815,7 +854,7 @@ class Execution:
                 existing=slot.existing - existed_before - reserved,
             )
             sched.finished()
-            slot.busy = False
+            self._busy.discard(slot)
             slot.finished_at = anyio.current_time()
             self._seq += 1
             slot.changed_seq = self._seq
@@ -834,7 +873,11 @@ class Execution:
         slot.reason = reason
         self._phase(slot, Phase.FAILED, self.target, reason)
         self._record_failure(slot)
-        if self.rollout.failure.restore_failed:
+        live = slot.live
+        in_traffic_on_old = (
+            live is not None and slot.attached and slot.ready and live.version == slot.old_version
+        )
+        if self.rollout.failure.restore_failed and not in_traffic_on_old:
             restore_mode = Mode.TAKE_OUT if slot.live is None else mode
             if restore_mode is Mode.SURGE:
                 await self._settle(slot, attach_if_healthy=True)
@@ -1069,7 +1112,7 @@ class Execution:
             try:
                 await self._terminate(slot, old, version)
             except _StepFailedError as exc:
-                slot.strays.append(old)
+                slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
 
     async def _drop_extra(self, slot: Slot, version: str) -> None:
@@ -1079,7 +1122,7 @@ class Execution:
         try:
             await self._terminate(slot, extra, version)
         except _StepFailedError:
-            slot.strays.append(extra)
+            slot.strays += (extra,)
             raise
         finally:
             slot.extra = None
@@ -1143,14 +1186,11 @@ class Execution:
 
     def snapshot_counts(self) -> dict[InstanceOutcome, int]:
         """Instances by outcome so far."""
-        counts: dict[InstanceOutcome, int] = {}
-        for slot in self.slots:
-            counts[slot.outcome] = counts.get(slot.outcome, 0) + 1
-        return counts
+        return {outcome: count for outcome, count in self._tally.items() if count}
 
     def in_flight(self) -> tuple[str, ...]:
         """Ids of instances being worked on."""
-        return tuple(s.key for s in self.slots if s.busy)
+        return tuple(s.key for s in sorted(self._busy, key=lambda s: s.position))
 
 
 @attrs.frozen
@@ -1164,7 +1204,6 @@ class _Drive:
     units: list[Slot]
     version: str | None
     groups: _Groups
-    lockstep: bool = attrs.field(kw_only=True)
 
 
 @attrs.define

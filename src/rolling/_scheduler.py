@@ -143,6 +143,11 @@ class Scheduler:
         """Number of units."""
         return self._count
 
+    @property
+    def lockstep(self) -> bool:
+        """Whether units start in lockstep batches (else in a sliding window)."""
+        return self._lockstep
+
     def _limit(self) -> tuple[int, Barrier | None]:
         if self._next_barrier < len(self._barriers):
             barrier = self._barriers[self._next_barrier]
