@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "rolling.checks",
     "rolling.drivers.process",
     "rolling.routers.balancer",
+    "rolling.routers.haproxy",
     "rolling.testing",
     "rolling.typing",
 ]

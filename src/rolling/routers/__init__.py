@@ -2,6 +2,8 @@
 
 * :mod:`rolling.routers.balancer`: a built-in TCP load balancer on loopback, for
   demos, tests and single-host deployments.
+* :mod:`rolling.routers.haproxy`: HAProxy through its Runtime API (drain, wait,
+  maintenance; ready only once HAProxy's own checks say UP).
 
 .. versionadded:: 0.1.0
 """
