@@ -14,6 +14,7 @@ PUBLIC_MODULES = [
     "rolling",
     "rolling.checks",
     "rolling.drivers.process",
+    "rolling.drivers.ssh",
     "rolling.routers.balancer",
     "rolling.routers.haproxy",
     "rolling.testing",

@@ -26,6 +26,8 @@ from ._events import (
     StepStarted,
     WaveStarted,
 )
+from ._journal import FileJournal, Journal, JournalError
+from ._lock import FileLock, Lock, LockedError
 from ._observers import LoggingObserver
 from ._policies import (
     Backoff,
@@ -54,6 +56,8 @@ __all__ = [
     "DeadlineAction",
     "Event",
     "FailurePolicy",
+    "FileJournal",
+    "FileLock",
     "Gate",
     "GateChecked",
     "HealthResult",
@@ -61,6 +65,10 @@ __all__ = [
     "InstanceOutcome",
     "InstancePhaseChanged",
     "InstanceResult",
+    "Journal",
+    "JournalError",
+    "Lock",
+    "LockedError",
     "LoggingObserver",
     "Order",
     "Pause",

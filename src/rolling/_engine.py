@@ -13,6 +13,8 @@ import attrs
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError
 from ._events import Event
 from ._execution import Execution
+from ._journal import FileJournal, Journal
+from ._lock import FileLock, Lock
 from ._policies import (
     DeadlineAction,
     FailurePolicy,
@@ -70,6 +72,10 @@ class Rollout(Generic[InstanceT]):
         cleanup_timeout: Longest the shielded clean-up may take once the run
             is cancelled.
         seed: Seed for back-off jitter.
+        journal: Where to record every change, so a rollout that dies can be
+            resumed by running the same rollout again on the same journal.
+        lock: Keeps a second controller off the fleet; defaults to a
+            :class:`~rolling.FileLock` next to a :class:`~rolling.FileJournal`.
 
     .. versionadded:: 0.1.0
     """
@@ -93,6 +99,8 @@ class Rollout(Generic[InstanceT]):
         effect_timeout: float = 600.0,
         cleanup_timeout: float = 60.0,
         seed: int | None = None,
+        journal: Journal | None = None,
+        lock: Lock | None = None,
     ) -> None:
         if not _is_nonempty_str(target):
             raise ConfigError(
@@ -175,6 +183,15 @@ class Rollout(Generic[InstanceT]):
         self.effect_timeout = float(effect_timeout)
         self.cleanup_timeout = float(cleanup_timeout)
         self.seed = seed
+        self.journal = _typed(
+            "Rollout.journal", journal, Journal, None, "pass rolling.FileJournal(path) or None"
+        )
+        if lock is None and isinstance(self.journal, FileJournal):
+            # One controller per journal: the lock sits next to it unless told otherwise.
+            lock = FileLock(self.journal.path.with_name(self.journal.path.name + ".lock"))
+        self.lock: Lock | None = _typed(
+            "Rollout.lock", lock, Lock, None, "pass rolling.FileLock(path), a Lock, or None"
+        )
         self.check_function: CheckFunction | None = as_check_function(self.readiness.check)
         self.logger = logging.getLogger("rolling")
         self._started = False

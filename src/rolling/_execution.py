@@ -48,8 +48,10 @@ from ._events import (
     StepStarted,
     WaveStarted,
 )
+from ._journal import Journal, begin_record
 from ._policies import DeadlineAction, RollbackMode
 from ._probe import probe_once, wait_ready
+from ._recovery import Recovered, reconcile, recover
 from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
 from ._scheduler import Barrier, Mode, Scheduler, Start
 from ._steps import Advance, Gate, Pause, Step
@@ -93,8 +95,8 @@ class Slot:
     ready: bool = True
     extra: Any = None
     extra_attached: bool = False
-    tally: dict[InstanceOutcome, int] = attrs.field(kw_only=True, repr=False)
-    """Slots by outcome, shared by every slot of a run: status() reads it in O(1)."""
+    tally: dict[InstanceOutcome, int] | None = attrs.field(default=None, kw_only=True, repr=False)
+    """Slots by outcome, shared by the slots of a run, so status() need not scan them."""
     _outcome: InstanceOutcome = InstanceOutcome.PENDING
     reason: str = ""
     attempts: int = 0
@@ -103,6 +105,7 @@ class Slot:
     changed_seq: int = -1
     # A tuple, not a list: nearly every slot has none, and the empty tuple is shared
     # (a list per slot is one more object for the collector to walk, a fleet's worth).
+    replace_tried: bool = False
     strays: tuple[Any, ...] = ()
 
     @property
@@ -113,8 +116,9 @@ class Slot:
     @outcome.setter
     def outcome(self, value: InstanceOutcome) -> None:
         tally = self.tally
-        tally[self._outcome] -= 1
-        tally[value] = tally.get(value, 0) + 1
+        if tally is not None:
+            tally[self._outcome] -= 1
+            tally[value] = tally.get(value, 0) + 1
         self._outcome = value
 
     @property
@@ -167,6 +171,9 @@ class Execution:
         self._max_unavailable = 0
         self._max_surge = 0
         self._rolling_back = False
+        self._journal: Journal | None = rollout.journal
+        self._recovered: Recovered | None = None
+        self._doomed: tuple[Any, ...] = ()
         readiness = rollout.readiness
         # Without a check or delays, readiness is a formality: skip its scopes and sleeps.
         self._instant_ready = (
@@ -313,26 +320,97 @@ class Execution:
         """Plan, roll forward, roll back if needed, and return the result."""
         self._started_at = self._progress_at = anyio.current_time()
         self._set_status(RolloutStatus.RUNNING)
+        lock = self.rollout.lock
+        if lock is not None:
+            await lock.acquire()
+        try:
+            await self._run_locked()
+        finally:
+            if lock is not None:
+                with anyio.CancelScope(shield=True):
+                    await lock.release()
+        await self._after_rollout()
+        assert self.result is not None  # noqa: S101 - set by _finish just above
+        return self.result
+
+    async def _run_locked(self) -> None:
         try:
             await self._plan()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._cancel_watcher)
-                await self._forward()
+                await self._resume()
+                if self._stop_mode is None:
+                    await self._forward()
                 if self._stop_mode is RollbackMode.REVERT:
                     await self._revert()
                 self._finished.set()
                 tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
+            # No end record: a cancelled rollout is unfinished, and resumable.
             self._finish(RolloutStatus.CANCELLED, "cancelled")
+            await self._close_journal()
             raise
         except BaseException as exc:
             self._finish(RolloutStatus.HALTED, f"error: {type(exc).__name__}: {exc}")
+            await self._close_journal()
             raise
         self._finish(self._final_status(), self.stop_reason)
-        await self._after_rollout()
-        assert self.result is not None  # noqa: S101 - set by _finish just above
-        return self.result
+        await self._note({"t": "end", "status": str(self.status)}, sync=True)
+        await self._close_journal()
+
+    async def _note(self, record: dict[str, Any], *, sync: bool = False) -> None:
+        """Append to the journal, if there is one; shielded, so a record is never half-made."""
+        journal = self._journal
+        if journal is not None:
+            with anyio.CancelScope(shield=True):
+                await journal.append(record, sync=sync)
+
+    async def _close_journal(self) -> None:
+        journal = self._journal
+        if journal is not None:
+            with anyio.CancelScope(shield=True):
+                await journal.close()
+
+    async def _recorded(  # noqa: PLR0917 - mirrors _effect's positional call shape
+        self,
+        slot: Slot,
+        op: str,
+        instance: Any,
+        version: str,
+        what: str,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+    ) -> Any:
+        """Run one effect, journaled around it (write-ahead) when there is a journal."""
+        if self._journal is None:
+            return await self._effect(what, fn, *args)
+        base = {
+            "t": "fx",
+            "k": slot.key,
+            "op": op,
+            "i": getattr(instance, "id", None),
+            "v": version,
+        }
+        await self._note({**base, "s": "start"}, sync=True)
+        try:
+            result = await self._effect(what, fn, *args)
+        except _StepFailedError:
+            await self._note({**base, "s": "fail"})
+            raise
+        done = {**base, "s": "done"}
+        if op in {"launch", "replace"}:
+            done["n"] = [result.id, result.version]
+        await self._note(done, sync=op == "launch")
+        return result
+
+    async def _set_live(self, slot: Slot, instance: Any) -> None:
+        """Put ``instance`` in ``slot``'s place, journaling the swap when the id changes."""
+        before = None if slot.live is None else slot.live.id
+        after = None if instance is None else instance.id
+        slot.live = instance
+        if before != after:
+            await self._note({"t": "swap", "k": slot.key, "i": after})
 
     def _final_status(self) -> RolloutStatus:
         if self._stop_status is not None:
@@ -354,28 +432,107 @@ class Execution:
 
     async def _plan(self) -> None:
         rollout = self.rollout
+        recovered = None
+        if self._journal is not None:
+            recovered = recover(await self._journal.load(), target=self.target)
         instances = list(await rollout.driver.list_instances())
         ids = collections.Counter(i.id for i in instances)
         if len(ids) != len(instances):
             duplicates = sorted(i for i, count in ids.items() if count > 1)
             msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
             raise RollingError(msg)
-        healthy = await self._survey(instances)
-        self._desired = len(instances)
-        for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True)):
+        if recovered is not None:
+            await self._plan_resume(recovered, instances)
+        else:
+            healthy = await self._survey(instances)
+            for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True)):
+                self.slots.append(
+                    Slot(
+                        key=instance.id,
+                        position=position,
+                        old_version=instance.version,
+                        live=instance,
+                        serving_at_start=ok,
+                        ready=ok,
+                        tally=self._tally,
+                    )
+                )
+            fleet = [(i.id, i.version) for i in instances]
+            await self._note(begin_record(self.target, fleet), sync=True)
+        self._desired = len(self.slots)
+        self._tally[InstanceOutcome.PENDING] = len(self.slots)
+        self._budget = rollout.failure.budget(self._desired)
+
+    async def _plan_resume(self, recovered: Recovered, instances: Sequence[Any]) -> None:
+        """Rebuild the slots of an unfinished rollout from its journal and the live fleet."""
+        matched = reconcile(recovered, instances)
+        live = [matched.live[key] for key, _ in recovered.fleet]
+        present = [i for i in live if i is not None]
+        healthy = dict(zip((i.id for i in present), await self._survey(present), strict=True))
+        for position, (key, old_version) in enumerate(recovered.fleet):
+            instance = matched.live[key]
+            attached = matched.attached[key]
+            ok = instance is not None and healthy[instance.id]
             self.slots.append(
                 Slot(
-                    key=instance.id,
+                    key=key,
                     position=position,
-                    old_version=instance.version,
+                    old_version=old_version,
                     live=instance,
-                    serving_at_start=ok,
+                    serving_at_start=ok and attached,
                     ready=ok,
+                    attached=attached,
                     tally=self._tally,
                 )
             )
-        self._tally[InstanceOutcome.PENDING] = len(self.slots)
-        self._budget = rollout.failure.budget(self._desired)
+        self._recovered = recovered
+        self._doomed = matched.doomed
+
+    async def _resume(self) -> None:
+        """Finish what a dead controller left half-done, before rolling on."""
+        recovered = self._recovered
+        if recovered is None:
+            return
+        for stray in self._doomed:
+            holder = Slot(
+                key=stray.id, position=-1, old_version="", live=stray, serving_at_start=False
+            )
+            try:
+                await self._recorded(
+                    holder,
+                    "terminate",
+                    stray,
+                    "",
+                    "driver.terminate",
+                    self._elastic_driver.terminate,
+                    stray,
+                )
+            except _StepFailedError as exc:
+                raise RollingError(
+                    f"could not clean up {stray.id} before resuming: {exc.reason}"
+                ) from None
+        for slot in self.slots:
+            live = slot.live
+            if live is not None and not slot.attached and slot.ready:
+                # Left out of traffic by the dead controller, and healthy: put it back.
+                await self._attach(slot, live, live.version)
+                slot.serving_at_start = True
+            if live is not None and slot.attached and live.version == self.target:
+                slot.outcome = (
+                    InstanceOutcome.SKIPPED
+                    if slot.old_version == self.target
+                    else InstanceOutcome.UPDATED
+                )
+                self._seq += 1
+                slot.changed_seq = self._seq
+        if recovered.rolling_back:
+            self.stop_reason = f"resumed rollback: {recovered.reason}"
+            self._stop_mode = RollbackMode.REVERT
+            aborted = recovered.reason.startswith("aborted")
+            self._stop_status = RolloutStatus.ABORTED if aborted else RolloutStatus.ROLLED_BACK
+            for slot in self.slots:
+                if slot.outcome is InstanceOutcome.PENDING and _needs_revert_any(slot):
+                    slot.outcome = InstanceOutcome.INTERRUPTED
 
     async def _survey(self, instances: Sequence[Any]) -> list[bool]:
         check = self.rollout.check_function
@@ -397,13 +554,27 @@ class Execution:
     def _arrange(self) -> tuple[list[list[Slot]], list[Slot]]:
         """Split the slots to update into waves (unhealthy first in each) and the skipped ones."""
         rollout = self.rollout
-        by_instance = {id(s.live): s for s in self.slots}
-        ordered = rollout.order.arrange([s.live for s in self.slots])
-        todo = [by_instance[id(i)] for i in ordered if i.version != self.target]
-        skipped = [s for s in self.slots if s.old_version == self.target]
+        present = [s for s in self.slots if s.live is not None]
+        by_instance = {id(s.live): s for s in present}
+        ordered = rollout.order.arrange([s.live for s in present])
+        # After a resume, a place whose instance is gone comes first: it serves nothing now.
+        todo = [s for s in self.slots if s.live is None]
+        todo += [
+            by_instance[id(i)]
+            for i in ordered
+            if i.version != self.target or not by_instance[id(i)].attached
+        ]
+        skipped = [
+            s
+            for s in self.slots
+            if s.old_version == self.target and s.outcome is InstanceOutcome.PENDING
+        ]
         if rollout.waves is not None:
-            waves_of_instances = rollout.waves.split([s.live for s in todo])
+            absent = [s for s in todo if s.live is None]
+            waves_of_instances = rollout.waves.split([s.live for s in todo if s.live is not None])
             waves = [[by_instance[id(i)] for i in wave] for wave in waves_of_instances]
+            if absent:
+                waves = [absent + (waves[0] if waves else []), *waves[1:]]
         else:
             waves = [todo] if todo else []
         waves = [
@@ -777,6 +948,7 @@ class Execution:
     async def _revert(self) -> None:
         self._rolling_back = True
         self._set_status(RolloutStatus.ROLLING_BACK)
+        await self._note({"t": "rollback", "reason": self.stop_reason}, sync=True)
         changed = [s for s in self.slots if _needs_revert(s)]
         changed.sort(key=lambda s: s.changed_seq, reverse=True)
         self.emit(
@@ -848,6 +1020,8 @@ class Execution:
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + self.rollout.cleanup_timeout
                     await self._interrupted(slot, version, rolling_back=rolling_back)
+            if self._journal is not None:
+                await self._note({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
             counted_after = slot.attached and slot.ready and slot.live is not None
             sched.adjust(
                 serving=int(counted_after) - (int(counted_before) - int(taken)),
@@ -1006,7 +1180,9 @@ class Execution:
         self._phase(slot, Phase.DETACHING, version, instance=instance)
         router = self.rollout.router
         if router is not None:
-            await self._effect("router.detach", router.detach, instance)
+            await self._recorded(
+                slot, "detach", instance, version, "router.detach", router.detach, instance
+            )
         if extra:
             slot.extra_attached = False
         else:
@@ -1021,7 +1197,9 @@ class Execution:
         self._phase(slot, Phase.ATTACHING, version, instance=instance)
         router = self.rollout.router
         if router is not None:
-            await self._effect("router.attach", router.attach, instance)
+            await self._recorded(
+                slot, "attach", instance, version, "router.attach", router.attach, instance
+            )
         if extra:
             slot.extra_attached = True
         else:
@@ -1032,14 +1210,24 @@ class Execution:
     async def _terminate(self, slot: Slot, instance: Any, version: str) -> None:
         await self._hook("before_terminate", instance)
         self._phase(slot, Phase.TERMINATING, version, instance=instance)
-        await self._effect("driver.terminate", self._elastic_driver.terminate, instance)
+        await self._recorded(
+            slot,
+            "terminate",
+            instance,
+            version,
+            "driver.terminate",
+            self._elastic_driver.terminate,
+            instance,
+        )
         self._phase(slot, Phase.TERMINATED, version, instance=instance)
         await self._hook("after_terminate", instance)
 
     async def _launch(self, slot: Slot, version: str) -> Any:
         await self._hook("before_launch", version)
         self._phase(slot, Phase.LAUNCHING, version)
-        instance = await self._effect("driver.launch", self._elastic_driver.launch, version)
+        instance = await self._recorded(
+            slot, "launch", None, version, "driver.launch", self._elastic_driver.launch, version
+        )
         self._phase(slot, Phase.LAUNCHED, version, instance=instance)
         return instance
 
@@ -1066,24 +1254,34 @@ class Execution:
         if slot.attached and slot.live is not None:
             await self._detach(slot, slot.live, version)
         if mode is Mode.IN_PLACE and slot.live is not None:
-            if not (restoring and slot.live.version == version):
+            # A restore skips the replace only when none was tried: one that raised may
+            # have stopped the old version already, whatever the instance still says.
+            if not (restoring and slot.live.version == version and not slot.replace_tried):
                 await self._hook("before_replace", slot.live, version)
                 self._phase(slot, Phase.REPLACING, version)
                 slot.ready = False
-                replaced = await self._effect(
-                    "driver.replace", self._in_place_driver.replace, slot.live, version
+                slot.replace_tried = True
+                replaced = await self._recorded(
+                    slot,
+                    "replace",
+                    slot.live,
+                    version,
+                    "driver.replace",
+                    self._in_place_driver.replace,
+                    slot.live,
+                    version,
                 )
-                slot.live = replaced
+                await self._set_live(slot, replaced)
                 await self._hook("after_replace", replaced)
         else:
             if slot.live is not None:
                 old = slot.live
                 slot.ready = False
                 await self._terminate(slot, old, version)
-                slot.live = None
+                await self._set_live(slot, None)
             slot.ready = False
             launched = await self._launch(slot, version)
-            slot.live = launched
+            await self._set_live(slot, launched)
             await self._hook("after_launch", launched)
         await self._ready(slot, slot.live, version, restoring=restoring)
         slot.ready = True
@@ -1095,7 +1293,9 @@ class Execution:
             await self._drop_extra(slot, version)
         await self._hook("before_launch", version)
         self._phase(slot, Phase.LAUNCHING, version)
-        slot.extra = await self._effect("driver.launch", self._elastic_driver.launch, version)
+        slot.extra = await self._recorded(
+            slot, "launch", None, version, "driver.launch", self._elastic_driver.launch, version
+        )
         self._phase(slot, Phase.LAUNCHED, version)
         await self._hook("after_launch", slot.extra)
         await self._ready(slot, slot.extra, version)
@@ -1105,7 +1305,8 @@ class Execution:
             await self._detach(slot, old, version)
         # From here the new instance is in traffic and the old one out: swap them first,
         # so a failing terminate leaves a stray to report, not an instance to roll back.
-        slot.live, slot.extra = slot.extra, None
+        new, slot.extra = slot.extra, None
+        await self._set_live(slot, new)
         slot.attached, slot.extra_attached = True, False
         slot.ready = True
         if old is not None:
@@ -1253,6 +1454,11 @@ def _instance_result(slot: Slot) -> InstanceResult:
 def _needs_revert(slot: Slot) -> bool:
     if slot.outcome in {InstanceOutcome.PENDING, InstanceOutcome.SKIPPED}:
         return False
+    live = slot.live
+    return live is None or live.version != slot.old_version or not slot.attached
+
+
+def _needs_revert_any(slot: Slot) -> bool:
     live = slot.live
     return live is None or live.version != slot.old_version or not slot.attached
 

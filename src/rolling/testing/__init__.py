@@ -9,6 +9,7 @@ from ._clock import VirtualTimeEventLoop, virtual_time_loop_factory
 from ._errors import SimulatedFault, SimulationError
 from ._faults import Fault, Latency
 from ._fleet import FleetCall, FleetChange, SimInstance, SimulatedFleet
+from ._journal import MemoryJournal
 from ._monitor import InvariantMonitor, InvariantViolation
 from ._recorder import EventRecorder
 
@@ -20,6 +21,7 @@ __all__ = [
     "InvariantMonitor",
     "InvariantViolation",
     "Latency",
+    "MemoryJournal",
     "SimInstance",
     "SimulatedFault",
     "SimulatedFleet",

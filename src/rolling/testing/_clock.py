@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import selectors
 from typing import Any
 
@@ -46,7 +47,10 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
                 self._timer_cancelled_count -= 1  # type: ignore[attr-defined]  # private asyncio counter
             if scheduled:
                 when = scheduled[0].when()
-                self._virtual_now = max(self._virtual_now, when)
+                # An infinite timer (a sleep_forever) is never reached: wait for I/O instead,
+                # as trio's MockClock does.
+                if when != math.inf:
+                    self._virtual_now = max(self._virtual_now, when)
         super()._run_once()  # type: ignore[misc]  # private asyncio method we extend
 
 

@@ -1,0 +1,88 @@
+"""Locks: one controller per fleet at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import anyio
+
+from ._errors import RollingError
+
+__all__ = ["FileLock", "Lock", "LockedError"]
+
+
+class LockedError(RollingError, RuntimeError):
+    """Another controller holds the fleet's lock.
+
+    Attributes:
+        holder: What the holder wrote about itself (pid, host, since), as text.
+    """
+
+    def __init__(self, where: str, holder: str) -> None:
+        self.holder = holder
+        super().__init__(
+            f"{where} is locked by another rollout ({holder}); wait for it to finish, "
+            "or stop it, before starting this one"
+        )
+
+
+@runtime_checkable
+class Lock(Protocol):
+    """Excludes a second controller; any backend (a file, etcd, a database row) will do.
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def acquire(self) -> None:
+        """Take the lock or raise :class:`LockedError` naming the holder; never wait."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lock back."""
+        ...
+
+
+class FileLock:
+    """An advisory ``flock`` on a local file, which the kernel drops when its holder dies.
+
+    The file holds the holder's pid, host name and start time, so the error a
+    second controller gets names who is in the way.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    async def acquire(self) -> None:
+        """Take the lock or raise :class:`LockedError`."""
+        await anyio.to_thread.run_sync(self._acquire)
+
+    def _acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown holder"
+            os.close(fd)
+            raise LockedError(str(self.path), holder) from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+
+    async def release(self) -> None:
+        """Release the lock (the file stays, emptied)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -1,0 +1,193 @@
+"""Recovery: read an unfinished rollout back from its journal and match it to the live fleet.
+
+Pure functions, no I/O. The rules, in order:
+
+1. Only the last rollout in the journal counts. If it has an ``end`` record it
+   finished, and a new rollout starts from scratch (appending to the journal).
+2. An unfinished rollout must be resumed with the same target: anything else
+   is a :class:`~rolling.JournalError`, raised before the fleet is touched.
+3. For every instance of the starting fleet (a *key*) the journal says what
+   stands in its place now: the key itself, a launched instance that was
+   swapped in, or nothing (terminated, its replacement not yet launched).
+4. Traffic: an instance is taken as attached only if its last router call
+   ended with a completed ``attach`` (or it was never detached). A detach or
+   attach that started but never finished leaves it *in doubt*, treated as
+   detached: it is re-attached once it answers its health check.
+5. Launched instances that were never swapped in are *extras*: they are
+   terminated before the rollout goes on. Instances in the fleet that the
+   journal never heard of are terminated too when the journal shows launches
+   that started but never reported back (at most that many); otherwise they
+   are an error, since this is probably the wrong journal.
+6. A journal none of whose instances is in the fleet belongs to another fleet:
+   an error.
+7. If a ``rollback`` record exists, the rollout resumes its rollback;
+   otherwise it resumes rolling forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from ._journal import JournalError, Record
+
+__all__ = ["Reconciled", "Recovered", "reconcile", "recover"]
+
+
+@attrs.frozen(kw_only=True)
+class Recovered:
+    """An unfinished rollout, as its journal tells it.
+
+    Attributes:
+        target: The version it was rolling to.
+        fleet: ``(key, old version)`` for every instance it started with.
+        stands: For each key, the id of what stands in its place (None: nothing).
+        attached: For every instance id the journal touched, whether it is
+            known to be in traffic (False also when in doubt).
+        launched: Ids of instances it launched (and was told about).
+        unreported_launches: Launches that started and never reported back.
+        outcomes: The last outcome recorded for each key.
+        rolling_back: Whether it had started rolling back.
+        reason: Why it was rolling back, if it was.
+    """
+
+    target: str
+    fleet: tuple[tuple[str, str], ...]
+    stands: dict[str, str | None]
+    attached: dict[str, bool]
+    launched: frozenset[str]
+    unreported_launches: int
+    outcomes: dict[str, str]
+    rolling_back: bool
+    reason: str
+
+
+def recover(records: Sequence[Record], *, target: str) -> Recovered | None:  # noqa: C901 - one pass, one branch per record kind, in the order the rules list them
+    """Read the last rollout back, or return None when there is nothing to resume."""
+    start = None
+    for index, record in enumerate(records):
+        if record.get("t") == "begin":
+            start = index
+    if start is None:
+        return None
+    last = records[start:]
+    if any(record.get("t") == "end" for record in last):
+        return None
+    begin = last[0]
+    if begin.get("target") != target:
+        raise JournalError(
+            f"the journal holds an unfinished rollout to {begin.get('target')!r}, not {target!r}; "
+            "resume it with that target, or start this one with a new journal"
+        )
+    try:
+        fleet = tuple((str(key), str(version)) for key, version in begin["fleet"])
+    except (KeyError, TypeError, ValueError):
+        raise JournalError("the journal's begin record has no readable fleet") from None
+    stands: dict[str, str | None] = {key: key for key, _ in fleet}
+    attached: dict[str, bool] = {key: True for key, _ in fleet}
+    launched: set[str] = set()
+    swapped: set[str] = set()
+    terminated: set[str] = set()
+    pending_launches = 0
+    outcomes: dict[str, str] = {}
+    rolling_back = False
+    reason = ""
+    for record in last[1:]:
+        kind = record.get("t")
+        if kind == "fx":
+            pending_launches += _effect(record, attached, launched, terminated)
+        elif kind == "swap":
+            stands[str(record["k"])] = None if record.get("i") is None else str(record["i"])
+            if record.get("i") is not None:
+                swapped.add(str(record["i"]))
+        elif kind == "unit":
+            outcomes[str(record["k"])] = str(record["o"])
+        elif kind == "rollback":
+            rolling_back = True
+            reason = str(record.get("reason", ""))
+    return Recovered(
+        target=target,
+        fleet=fleet,
+        stands=stands,
+        attached=attached,
+        launched=frozenset(launched - terminated),
+        unreported_launches=max(0, pending_launches),
+        outcomes=outcomes,
+        rolling_back=rolling_back,
+        reason=reason,
+    )
+
+
+def _effect(
+    record: Record, attached: dict[str, bool], launched: set[str], terminated: set[str]
+) -> int:
+    """Apply one effect record; return the change in launches not reported back."""
+    op, stage, instance = record.get("op"), record.get("s"), record.get("i")
+    if op == "launch":
+        if stage == "start":
+            return 1
+        if stage == "done" and record.get("n"):
+            new_id = str(record["n"][0])
+            launched.add(new_id)
+            attached[new_id] = False
+        return -1 if stage in {"done", "fail"} else 0
+    if instance is None:
+        return 0
+    key = str(instance)
+    if op == "detach":
+        attached[key] = False
+    elif op == "attach":
+        attached[key] = stage == "done"
+    elif op == "terminate" and stage == "done":
+        terminated.add(key)
+        attached[key] = False
+    return 0
+
+
+@attrs.frozen(kw_only=True)
+class Reconciled:
+    """The journal matched to the live fleet.
+
+    Attributes:
+        live: For each key, the live instance standing in its place, or None.
+        attached: For each key, whether that instance is in traffic.
+        doomed: Live instances to terminate before going on (extras, strangers).
+    """
+
+    live: dict[str, Any]
+    attached: dict[str, bool]
+    doomed: tuple[Any, ...]
+
+
+def reconcile(recovered: Recovered, instances: Sequence[Any]) -> Reconciled:
+    """Match ``recovered`` to the instances the driver lists now."""
+    by_id = {instance.id: instance for instance in instances}
+    known = {key for key, _ in recovered.fleet} | set(recovered.launched)
+    if instances and not known & by_id.keys():
+        raise JournalError(
+            "none of the instances in the journal is in this fleet: the journal belongs to "
+            "another fleet; start this rollout with a journal of its own"
+        )
+    live: dict[str, Any] = {}
+    attached: dict[str, bool] = {}
+    standing: set[str] = set()
+    for key, _ in recovered.fleet:
+        current = recovered.stands.get(key)
+        instance = by_id.get(current) if current is not None else None
+        live[key] = instance
+        if instance is not None:
+            standing.add(instance.id)
+            attached[key] = recovered.attached.get(instance.id, True)
+        else:
+            attached[key] = False
+    extras = [by_id[i] for i in sorted(recovered.launched) if i in by_id and i not in standing]
+    strangers = [i for i in instances if i.id not in known]
+    if len(strangers) > recovered.unreported_launches:
+        names = ", ".join(sorted(s.id for s in strangers)[:5])
+        raise JournalError(
+            f"the fleet has instances this rollout never saw ({names}); "
+            "is this the right journal for this fleet?"
+        )
+    return Reconciled(live=live, attached=attached, doomed=(*extras, *strangers))

@@ -1,0 +1,170 @@
+"""Resume: a rollout cancelled at any effect is finished by the next run on its journal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import rolling
+from rolling import (
+    JournalError,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    RolloutStatus,
+)
+from rolling._recovery import reconcile, recover
+from rolling.testing import (
+    EventRecorder,
+    FleetChange,
+    InvariantMonitor,
+    Latency,
+    MemoryJournal,
+    SimulatedFleet,
+)
+
+pytestmark = pytest.mark.anyio
+
+MUTATING = frozenset({"replace", "launch", "terminate", "detach", "attach"})
+
+
+def rollout_for(fleet: SimulatedFleet, journal: MemoryJournal, **options: Any) -> Rollout[Any]:
+    return Rollout(
+        fleet,
+        options.pop("target", "v2"),
+        router=fleet,
+        readiness=Readiness(check=fleet, period=1, deadline=30),
+        journal=journal,
+        **options,
+    )
+
+
+def test_recovery_rules_on_a_hand_written_journal() -> None:
+    records: list[dict[str, Any]] = [
+        {"t": "begin", "target": "v2", "fleet": [["a", "v1"], ["b", "v1"], ["c", "v1"]]},
+        {"t": "fx", "k": "a", "op": "detach", "s": "start", "i": "a", "v": "v2"},
+        {"t": "fx", "k": "a", "op": "detach", "s": "done", "i": "a", "v": "v2"},
+        {"t": "fx", "k": "b", "op": "launch", "s": "start", "i": None, "v": "v2"},
+        {"t": "fx", "k": "b", "op": "launch", "s": "done", "i": None, "v": "v2", "n": ["n1", "v2"]},
+        {"t": "fx", "k": "c", "op": "launch", "s": "start", "i": None, "v": "v2"},
+    ]
+    recovered = recover(records, target="v2")
+    assert recovered is not None
+    assert recovered.attached["a"] is False
+    assert recovered.attached["b"] is True
+    assert recovered.launched == {"n1"}
+    assert recovered.unreported_launches == 1
+    assert not recovered.rolling_back
+
+    class Inst:
+        def __init__(self, id: str, version: str) -> None:  # noqa: A002 - the protocol's name
+            self.id, self.version = id, version
+
+    fleet = [
+        Inst("a", "v1"),
+        Inst("b", "v1"),
+        Inst("c", "v1"),
+        Inst("n1", "v2"),
+        Inst("ghost", "v2"),
+    ]
+    matched = reconcile(recovered, fleet)
+    assert matched.attached == {"a": False, "b": True, "c": True}
+    assert sorted(i.id for i in matched.doomed) == ["ghost", "n1"]
+    with pytest.raises(JournalError, match="never saw"):
+        reconcile(recovered, [*fleet, Inst("ghost2", "v2")])
+    assert recover([*records, {"t": "end", "status": "succeeded"}], target="v2") is None
+
+
+async def count_effects(make: Any) -> int:
+    fleet, rollout = make()
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    return sum(1 for c in fleet.calls if c.op in MUTATING)
+
+
+def in_place(path: MemoryJournal) -> Any:
+    def make() -> tuple[SimulatedFleet, Rollout[Any]]:
+        fleet = SimulatedFleet(5, latency=Latency(replace=3, detach=1, attach=1))
+        return fleet, rollout_for(fleet, path, strategy=RollingUpdate(max_unavailable=2))
+
+    return make
+
+
+def elastic(path: MemoryJournal) -> Any:
+    def make() -> tuple[SimulatedFleet, Rollout[Any]]:
+        fleet = SimulatedFleet(4, latency=Latency(launch=3, terminate=1, detach=1, attach=1))
+        strategy = RollingUpdate(max_unavailable=0, max_surge=1)
+        return fleet, rollout_for(fleet, path, strategy=strategy)
+
+    return make
+
+
+@pytest.mark.parametrize("shape", [in_place, elastic], ids=["in_place", "elastic"])
+async def test_cancel_at_every_effect_then_resume_from_the_journal(shape: Any) -> None:
+    effects = await count_effects(shape(MemoryJournal()))
+    assert effects >= 10
+    for k in range(1, effects + 1):
+        journal = MemoryJournal()
+        fleet, first = shape(journal)()
+        window = first.window(fleet.desired)
+        monitor = InvariantMonitor(
+            fleet,
+            max_unavailable=window.max_unavailable,
+            max_surge=window.max_surge,
+            raise_immediately=False,
+        )
+        seen = 0
+        scope = anyio.CancelScope()
+
+        def cancel_at_k(change: FleetChange, scope: anyio.CancelScope = scope, k: int = k) -> None:
+            nonlocal seen
+            if change.phase == "begin" and change.op in MUTATING:
+                seen += 1
+                if seen == k:
+                    scope.cancel()
+
+        fleet.add_listener(cancel_at_k)
+        with scope:
+            await first.run()
+        fleet.remove_listener(cancel_at_k)
+        _, second = shape(journal)()
+        resumed = await Rollout(
+            fleet,
+            "v2",
+            strategy=second.strategy,
+            router=fleet,
+            readiness=Readiness(check=fleet, period=1, deadline=30),
+            journal=journal,
+        ).run()
+        assert resumed.status is RolloutStatus.SUCCEEDED, (k, resumed.reason)
+        assert fleet.version_counts() == {"v2": fleet.desired}, k
+        assert set(fleet.attached_ids) == {i.id for i in fleet.instances}, k
+        assert len(fleet.instances) == fleet.desired, k
+        monitor.check_result(resumed, fleet)
+        monitor.assert_ok()
+
+
+async def test_resume_continues_a_rollback() -> None:
+    fleet = SimulatedFleet(5, latency=Latency(replace=5))
+    fleet.fault("i-002", version="v2", never_ready=True)
+    path = MemoryJournal()
+    rollout = rollout_for(fleet, path, strategy=RollingUpdate(max_unavailable=1))
+    recorder = EventRecorder()
+    rollout.observers = (recorder,)
+    with anyio.CancelScope() as scope:
+
+        def stop_in_rollback(event: rolling.Event) -> None:
+            if isinstance(event, rolling.InstancePhaseChanged) and event.rollback:
+                scope.cancel()
+
+        rollout.observers = (recorder, stop_in_rollback)
+        await rollout.run()
+    assert recorder.of_type(rolling.RollbackStarted)
+    assert fleet.version_counts().get("v2", 0) >= 1
+    result = await rollout_for(fleet, path, strategy=RollingUpdate(max_unavailable=1)).run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert result.reason.startswith("resumed rollback")
+    assert fleet.version_counts() == {"v1": 5}
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
