@@ -6,8 +6,8 @@ Rules, in the order they apply:
    cut the sequence (end of a wave, end of a lockstep batch, an ``Advance``
    target): nothing after a barrier starts until everything before it has
    finished and the barrier's steps (pauses, gates) have run.
-2. Lockstep (``Batches``): every unit up to the next barrier starts at once
-   (with surge, as many as the ceiling allows).
+2. Lockstep (``Batches``): every unit up to the next barrier starts at once,
+   as far as the floor (or, with surge, the ceiling) allows.
 3. Sliding window (``RollingUpdate``), for the next unit in order:
    a. an instance that was not serving at the start costs no availability; it
       starts while fewer than ``cap`` units are in flight;
@@ -188,6 +188,10 @@ class Scheduler:
                     break
                 self.existing += 1
             elif self._serving_at_start[self.cursor]:
+                # A batch is the unavailability it may cause, not more: an instance that
+                # failed out of traffic earlier holds part of it.
+                if self.serving - 1 < self.floor:
+                    break
                 self.serving -= 1
             starts.append(Start(self.cursor, mode))
             self.cursor += 1
