@@ -9,6 +9,7 @@ import pytest
 
 import rolling
 from rolling import (
+    InstanceOutcome,
     JournalError,
     Readiness,
     RollingUpdate,
@@ -168,3 +169,50 @@ async def test_resume_continues_a_rollback() -> None:
     assert result.reason.startswith("resumed rollback")
     assert fleet.version_counts() == {"v1": 5}
     assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+
+
+def test_an_original_instance_swapped_out_but_not_terminated_is_cleaned_up() -> None:
+    records: list[dict[str, Any]] = [
+        {"t": "begin", "target": "v2", "fleet": [["a", "v1"]]},
+        {"t": "fx", "k": "a", "op": "launch", "s": "start", "i": None, "v": "v2"},
+        {"t": "fx", "k": "a", "op": "launch", "s": "done", "i": None, "v": "v2", "n": ["n1", "v2"]},
+        {"t": "fx", "k": "a", "op": "attach", "s": "done", "i": "n1", "v": "v2"},
+        {"t": "fx", "k": "a", "op": "detach", "s": "done", "i": "a", "v": "v2"},
+        {"t": "swap", "k": "a", "i": "n1"},
+        {"t": "fx", "k": "a", "op": "terminate", "s": "start", "i": "a", "v": "v2"},
+    ]
+    recovered = recover(records, target="v2")
+    assert recovered is not None
+
+    class Inst:
+        def __init__(self, id: str, version: str) -> None:  # noqa: A002 - the protocol's name
+            self.id, self.version = id, version
+
+    matched = reconcile(recovered, [Inst("a", "v1"), Inst("n1", "v2")])
+    assert [i.id for i in matched.doomed] == ["a"]
+    assert matched.live["a"].id == "n1"
+    assert matched.attached["a"] is True
+
+
+async def test_a_resumed_rollback_reverts_what_is_out_of_traffic_first() -> None:
+    fleet = SimulatedFleet(ids=["a", "b", "c", "d"])
+    a, b, *_ = await fleet.list_instances()
+    await fleet.replace(a, "v2")
+    await fleet.replace(b, "v2")
+    await fleet.detach(b)
+    fleet.fault("b", unhealthy_at_start=True)
+    journal = MemoryJournal()
+    begin = {"t": "begin", "format": 1, "target": "v2"}
+    begin["fleet"] = [["a", "v1"], ["b", "v1"], ["c", "v1"], ["d", "v1"]]
+    for record in [
+        begin,
+        {"t": "unit", "k": "a", "o": "updated"},
+        {"t": "fx", "k": "b", "op": "detach", "s": "done", "i": "b", "v": "v2"},
+        {"t": "unit", "k": "c", "o": "failed"},
+        {"t": "rollback", "reason": "1 instance failed"},
+    ]:
+        await journal.append(record, sync=True)
+    result = await rollout_for(fleet, journal, strategy=RollingUpdate(max_unavailable=1)).run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert fleet.version_counts() == {"v1": 4}
+    assert {result.by_id(k).outcome for k in "ab"} == {InstanceOutcome.REVERTED}

@@ -951,6 +951,9 @@ class Execution:
         await self._note({"t": "rollback", "reason": self.stop_reason}, sync=True)
         changed = [s for s in self.slots if _needs_revert(s)]
         changed.sort(key=lambda s: s.changed_seq, reverse=True)
+        # Newest first, but what is already out of traffic goes before all of it: it costs
+        # no availability, and a window that is full could otherwise never reach it.
+        changed.sort(key=lambda s: s.attached and s.ready and s.live is not None)
         self.emit(
             RollbackStarted,
             reason=self.stop_reason,

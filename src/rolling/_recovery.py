@@ -13,8 +13,9 @@ Pure functions, no I/O. The rules, in order:
    ended with a completed ``attach`` (or it was never detached). A detach or
    attach that started but never finished leaves it *in doubt*, treated as
    detached: it is re-attached once it answers its health check.
-5. Launched instances that were never swapped in are *extras*: they are
-   terminated before the rollout goes on. Instances in the fleet that the
+5. Launched instances that were never swapped in, and original instances that
+   a launched one replaced but that were never terminated, are *extras*: they
+   are terminated before the rollout goes on. Instances in the fleet that the
    journal never heard of are terminated too when the journal shows launches
    that started but never reported back (at most that many); otherwise they
    are an error, since this is probably the wrong journal.
@@ -183,6 +184,8 @@ def reconcile(recovered: Recovered, instances: Sequence[Any]) -> Reconciled:
         else:
             attached[key] = False
     extras = [by_id[i] for i in sorted(recovered.launched) if i in by_id and i not in standing]
+    # An original instance that a launched one replaced, killed before it was terminated.
+    extras += [by_id[key] for key, _ in recovered.fleet if key in by_id and key not in standing]
     strangers = [i for i in instances if i.id not in known]
     if len(strangers) > recovered.unreported_launches:
         names = ", ".join(sorted(s.id for s in strangers)[:5])
