@@ -202,15 +202,16 @@ async def test_a_resumed_rollback_reverts_what_is_out_of_traffic_first() -> None
     await fleet.detach(b)
     fleet.fault("b", unhealthy_at_start=True)
     journal = MemoryJournal()
-    begin = {"t": "begin", "format": 1, "target": "v2"}
+    begin: dict[str, Any] = {"t": "begin", "format": 1, "target": "v2"}
     begin["fleet"] = [["a", "v1"], ["b", "v1"], ["c", "v1"], ["d", "v1"]]
-    for record in [
+    records: list[dict[str, Any]] = [
         begin,
         {"t": "unit", "k": "a", "o": "updated"},
         {"t": "fx", "k": "b", "op": "detach", "s": "done", "i": "b", "v": "v2"},
         {"t": "unit", "k": "c", "o": "failed"},
         {"t": "rollback", "reason": "1 instance failed"},
-    ]:
+    ]
+    for record in records:
         await journal.append(record, sync=True)
     result = await rollout_for(fleet, journal, strategy=RollingUpdate(max_unavailable=1)).run()
     assert result.status is RolloutStatus.ROLLED_BACK

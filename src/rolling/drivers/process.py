@@ -25,7 +25,19 @@ Rules the driver keeps:
 * starting and stopping are shielded too, so a cancelled caller never leaves a
   process the driver does not know about.
 
-It needs POSIX process groups (Linux, macOS, the BSDs), not Windows.
+With ``state_file``, the fleet outlives the controller: the driver keeps a
+small JSON file listing every process (id, version, address, pid and start
+time), rewritten atomically on every change, and a new driver given the same
+file *adopts* the processes still running when it is entered. A controller
+that is killed (even with SIGKILL) leaves its fleet serving, and the next one
+picks it up::
+
+    async with ProcessDriver(command, state_file=Path("fleet.json")) as driver:
+        result = await rolling.Rollout(driver, "v2", journal=...).run()
+    # leaving the block leaves the fleet running (keep_on_exit)
+
+It needs POSIX process groups (Linux, macOS, the BSDs), not Windows;
+``state_file`` needs Linux (it reads ``/proc``).
 
 .. versionadded:: 0.1.0
 """
@@ -35,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import json
 import os
 import secrets
 import signal
@@ -52,6 +65,7 @@ import anyio.to_thread
 import attrs
 
 from rolling._errors import ConfigError, RollingError
+from rolling._lock import FileLock, LockedError
 from rolling._validate import check_callable, check_int, check_seconds
 
 __all__ = ["Command", "ProcessDriver", "ProcessDriverError", "ProcessInstance"]
@@ -64,6 +78,17 @@ _KILL_WAIT = 30.0
 
 _GROUP_POLL = 0.05
 """Seconds between checks that a stopped child's process group is gone."""
+
+_STATE_FORMAT = 1
+"""The version of the state file's layout."""
+
+_TOKEN_VARIABLE = "ROLLING_PROCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
+"""Environment variable that marks each process started with a ``state_file``.
+
+Its value is a random token written to the state file *before* the process
+starts, so a process whose pid never reached the file (the controller died in
+between) is still found, in ``/proc/<pid>/environ``, and adopted.
+"""
 
 _T = TypeVar("_T")
 
@@ -103,9 +128,21 @@ class ProcessInstance:
 
 @attrs.define(eq=False)
 class _Child:
-    """A process the driver started and has not reaped yet."""
+    """A process of the fleet that the driver has not seen exit yet.
 
-    process: anyio.abc.Process
+    Without a state file, ``process`` is the :mod:`anyio` process the driver
+    started. With one, ``process`` is None and the process is known by its pid
+    and start time only: it may be the driver's child (started by it, and then
+    reaped by it) or one adopted from a dead controller (reaped by init).
+    """
+
+    pid: int
+    process: anyio.abc.Process | None = None
+    start: int | None = None
+    token: str | None = None
+    exited: bool = False
+    ours: bool = False
+    """Whether it turned out to be this process's child (``waitpid`` could reap it)."""
     stopping: bool = False
     stopped: anyio.Event = attrs.Factory(anyio.Event)
 
@@ -128,7 +165,8 @@ class ProcessDriver:
     """Runs a fleet of local processes, each serving on its own port.
 
     Use it as ``async with ProcessDriver(...) as driver:``. Every process it
-    starts is stopped when the block is left, however it is left.
+    starts is stopped when the block is left, however it is left, unless
+    ``keep_on_exit`` says otherwise (the default with a ``state_file``).
 
     Args:
         command: ``command(version, port)`` returns the argument vector that
@@ -146,6 +184,37 @@ class ProcessDriver:
         log_dir: Where each process writes its standard output and error, to
             ``<id>-<pid>.log``; created if missing. None discards the output.
         id_prefix: Instance ids are ``<id_prefix>-0``, ``<id_prefix>-1``, ...
+        state_file: A JSON file listing every process of the fleet (id,
+            version, host, port, pid, and the start time from
+            ``/proc/<pid>/stat``, which guards against a reused pid). It is
+            rewritten atomically (temporary file, ``fsync``, rename) on every
+            change, before the call that made the change returns; a process
+            about to start is announced in it first, with a token in its
+            environment, so even one started an instant before the
+            controller died is found. Entering the driver *adopts* the
+            fleet the file lists: the processes that still run (see
+            :attr:`adopted`) and, listed without a process, the instances
+            whose process is gone (:attr:`dead`), exactly as the driver
+            keeps an instance whose process exited or failed to restart:
+            its health check fails, and a rollout replaces it (same id, same
+            port) or terminates it. Adopted processes are not children of
+            this controller: they are stopped like the others (SIGTERM to
+            the group, ``grace``, SIGKILL), and their exit is seen in
+            ``/proc``. A lock file next to it, ``<state_file>.lock``, keeps a
+            second driver off the same fleet. Linux only.
+        keep_on_exit: Leave the processes running when the ``async with``
+            block is left, so that the fleet outlives the controller. None
+            (the default) means True with a ``state_file`` and False without;
+            True needs a ``state_file`` (or the fleet could never be found
+            again).
+
+    Attributes:
+        adopted: The instances of ``state_file`` found running on entry.
+        dead: The instances of ``state_file`` whose process was gone on
+            entry; they stay listed until replaced or terminated.
+        dropped: Ids of launches ``state_file`` announced whose process never
+            started (the controller died first); no one knows them, they are
+            forgotten.
 
     Raises:
         ConfigError: An argument is invalid.
@@ -162,6 +231,8 @@ class ProcessDriver:
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
         id_prefix: str = "p",
+        state_file: Path | None = None,
+        keep_on_exit: bool | None = None,
     ) -> None:
         """Check the settings; nothing starts before the driver is entered."""
         check_callable("ProcessDriver.command", command)
@@ -175,6 +246,26 @@ class ProcessDriver:
                 f"expected an IP address, got {host!r}",
                 'pass "127.0.0.1" or "::1"',
             ) from None
+        if state_file is not None and not isinstance(state_file, str | os.PathLike):
+            raise ConfigError(
+                "ProcessDriver.state_file",
+                f"expected a path, got {state_file!r}",
+                'pass Path("fleet.json"), or None',
+            )
+        if keep_on_exit is None:
+            keep_on_exit = state_file is not None
+        elif not isinstance(keep_on_exit, bool):
+            raise ConfigError(
+                "ProcessDriver.keep_on_exit",
+                f"expected a bool or None, got {keep_on_exit!r}",
+                "pass True, False or None",
+            )
+        if keep_on_exit and state_file is None:
+            raise ConfigError(
+                "ProcessDriver.keep_on_exit",
+                "keeping the processes on exit needs a state_file, or no one could find them",
+                'pass state_file=Path("fleet.json") as well',
+            )
         self._command = command
         self._grace = float(grace)
         self._host = host
@@ -187,6 +278,14 @@ class ProcessDriver:
         self._children: dict[int, _Child] = {}
         self._pending_ports: set[int] = set()
         self._next_index = 0
+        self._state_file = None if state_file is None else Path(state_file)
+        self._keep_on_exit = keep_on_exit
+        self._starting: dict[str, dict[str, object]] = {}
+        self._save_lock = anyio.Lock()
+        self._file_lock: FileLock | None = None
+        self.adopted: tuple[ProcessInstance, ...] = ()
+        self.dead: tuple[ProcessInstance, ...] = ()
+        self.dropped: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- context
 
@@ -196,6 +295,8 @@ class ProcessDriver:
             raise ProcessDriverError("a ProcessDriver can be entered only once; build a new one")
         if self._log_dir is not None:
             await anyio.to_thread.run_sync(_make_dir, self._log_dir)
+        if self._state_file is not None:
+            await self._adopt(self._state_file)
         self._state = "open"
         return self
 
@@ -209,17 +310,28 @@ class ProcessDriver:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop every process the driver started, all at once, shielded from cancellation.
+        """Stop every process of the fleet, all at once, shielded from cancellation.
 
-        Takes at most about ``grace`` seconds. The driver cannot start processes
+        Takes at most about ``grace`` seconds. With ``keep_on_exit``, nothing is
+        stopped: the processes go on running, listed in the state file, for
+        the next driver to adopt. The driver cannot start processes
         afterwards; calling this again does nothing.
         """
-        self._state = "closed"
+        if self._state == "closed":
+            return
+        opened, self._state = self._state == "open", "closed"
         with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for child in list(self._children.values()):
-                    tg.start_soon(self._stop, child)
-        self._members.clear()
+            if not self._keep_on_exit:
+                async with anyio.create_task_group() as tg:
+                    for child in list(self._children.values()):
+                        tg.start_soon(self._stop, child)
+                self._members.clear()
+            if opened and self._state_file is not None:
+                # Kept processes are in the file already; stopped ones leave it empty.
+                await self._save()
+                lock, self._file_lock = self._file_lock, None
+                if lock is not None:
+                    await lock.release()
 
     # ------------------------------------------------------------ the protocol
 
@@ -267,6 +379,10 @@ class ProcessDriver:
         port = self._free_port()
         argv = self._argv(version, port)
         instance_id = f"{self._id_prefix}-{self._next_index}"
+        while instance_id in self._members or instance_id in self._starting:
+            # Adopted from a state file written by a driver with other ids: skip them.
+            self._next_index += 1
+            instance_id = f"{self._id_prefix}-{self._next_index}"
         self._next_index += 1
         self._pending_ports.add(port)
         try:
@@ -292,8 +408,13 @@ class ProcessDriver:
             return
         self._claim(member, "terminate")
         del self._members[instance.id]
-        if member.child is not None:
-            await self._stop(member.child)
+        try:
+            if member.child is not None:
+                await self._stop(member.child)
+        finally:
+            # After the stop, not before: a controller killed in between leaves the
+            # process listed, to be adopted (and terminated again), never forgotten.
+            await self._save()
 
     async def replace(self, instance: ProcessInstance, version: str) -> ProcessInstance:
         """Restart ``instance`` with ``version``, on the same port, under the same id.
@@ -331,7 +452,7 @@ class ProcessDriver:
     # ----------------------------------------------------------------- helpers
 
     def pids(self) -> set[int]:
-        """Process ids of every process the driver started and has not reaped yet."""
+        """Process ids of every process the driver started (or adopted) and has not stopped."""
         return set(self._children)
 
     def _check_open(self, action: str) -> None:
@@ -377,9 +498,11 @@ class ProcessDriver:
         return [str(a) for a in arguments]
 
     async def _restart(self, member: _Member, argv: list[str], version: str) -> ProcessInstance:
-        old, member.child = member.child, None
+        old = member.child
         if old is not None:
+            # Still recorded while it stops: a controller killed meanwhile leaves it adoptable.
             await self._stop(old)
+        member.child = None
         instance = member.instance
         return await self._start(argv, instance.id, version, instance.port, member=member)
 
@@ -405,35 +528,155 @@ class ProcessDriver:
             log = await anyio.to_thread.run_sync(_open_log, self._log_dir, instance_id)
         output: int | IO[bytes] = subprocess.DEVNULL if log is None else log[0]
         try:
-            process = await anyio.open_process(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                env=self._env,
-                start_new_session=True,
-            )
+            if self._state_file is None:
+                process = await anyio.open_process(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    env=self._env,
+                    start_new_session=True,
+                )
+                child = _Child(process.pid, process=process)
+            else:
+                fd = None if log is None else log[0].fileno()
+                child = await self._spawn_tracked(argv, instance_id, version, port, fd)
         except OSError as exc:
             if log is not None:
                 await anyio.to_thread.run_sync(_close_log, log, None)
             raise ProcessDriverError(f"could not start {argv!r}: {exc}") from exc
-        child = _Child(process)
-        self._children[process.pid] = child
+        self._children[child.pid] = child
         instance = ProcessInstance(
-            id=instance_id, version=version, host=self._host, port=port, pid=process.pid
+            id=instance_id, version=version, host=self._host, port=port, pid=child.pid
         )
         if member is None:
             self._members[instance_id] = _Member(instance, child)
         else:
             member.instance, member.child = instance, child
+        self._starting.pop(instance_id, None)
+        await self._save()
         if log is not None:
-            final = log[1].with_name(f"{instance_id}-{process.pid}.log")
+            final = log[1].with_name(f"{instance_id}-{child.pid}.log")
             await anyio.to_thread.run_sync(_close_log, log, final)
-        if self._state == "closed":
+        if self._state == "closed" and not self._keep_on_exit:
             # The driver closed while this process was starting: it must not outlive it.
+            self._members.pop(instance_id, None)
             await self._stop(child)
+            await self._save()
             raise ProcessDriverError(f"the driver closed while {instance_id} was starting")
         return instance
+
+    async def _spawn_tracked(
+        self, argv: list[str], instance_id: str, version: str, port: int, output: int | None
+    ) -> _Child:
+        """Start a process for a driver with a state file: announced first, then recorded.
+
+        The announcement (with the token the process will carry in its
+        environment) is on disk before the process exists, so a controller
+        killed at any point leaves a file from which the process can be found.
+        """
+        token = secrets.token_hex(8)
+        self._starting[instance_id] = {
+            "id": instance_id,
+            "version": version,
+            "host": self._host,
+            "port": port,
+            "pid": None,
+            "start": None,
+            "token": token,
+        }
+        await self._save()
+        env = {**(os.environ if self._env is None else self._env), _TOKEN_VARIABLE: token}
+        try:
+            pid = _posix_spawn(argv, env, output)
+        except OSError:
+            self._starting.pop(instance_id, None)
+            await self._save()
+            raise
+        # Our child, not reaped yet: its /proc entry exists even if it exited already.
+        return _Child(pid, start=_start_time(pid), token=token)
+
+    async def _adopt(self, path: Path) -> None:
+        """Lock ``path``, take over the processes it lists that still run, drop the rest."""
+        lock = FileLock(path.with_name(path.name + ".lock"))
+        try:
+            await lock.acquire()
+        except LockedError as exc:
+            raise ProcessDriverError(
+                f"{path} is in use by another ProcessDriver ({exc.holder}); one driver per fleet"
+            ) from None
+        try:
+            entries, next_index = await anyio.to_thread.run_sync(_read_state, path)
+            found = await anyio.to_thread.run_sync(_find_processes, entries)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await lock.release()
+            raise
+        self._file_lock = lock
+        adopted: list[ProcessInstance] = []
+        dead: list[ProcessInstance] = []
+        dropped: list[str] = []
+        for entry in entries:
+            located = found.get(entry.id)
+            if located is not None:
+                pid, start, version = located
+                instance = ProcessInstance(
+                    id=entry.id, version=version, host=entry.host, port=entry.port, pid=pid
+                )
+                child = _Child(pid, start=start, token=entry.token)
+                if entry.next_version is not None and version == entry.next_version:
+                    child.token = entry.next_token
+                self._children[pid] = child
+                self._members[entry.id] = _Member(instance, child)
+                adopted.append(instance)
+            elif entry.pid is not None:
+                # Its process is gone: listed without one, as after a failed restart.
+                instance = ProcessInstance(
+                    id=entry.id,
+                    version=entry.version,
+                    host=entry.host,
+                    port=entry.port,
+                    pid=entry.pid,
+                )
+                self._members[entry.id] = _Member(instance, None)
+                dead.append(instance)
+            else:
+                dropped.append(entry.id)  # a launch that never started: nobody knows it
+        self._next_index = next_index
+        self.adopted, self.dead, self.dropped = tuple(adopted), tuple(dead), tuple(dropped)
+        await self._save()
+
+    async def _save(self) -> None:
+        """Write the fleet to the state file, if there is one; shielded, serialised."""
+        path = self._state_file
+        if path is None:
+            return
+        with anyio.CancelScope(shield=True):
+            async with self._save_lock:
+                # Built under the lock: whoever writes, writes the latest fleet.
+                await anyio.to_thread.run_sync(_write_state, path, self._snapshot())
+
+    def _snapshot(self) -> str:
+        entries: list[dict[str, object]] = []
+        for member in self._members.values():
+            instance, child = member.instance, member.child
+            entry: dict[str, object] = {
+                "id": instance.id,
+                "version": instance.version,
+                "host": instance.host,
+                "port": instance.port,
+                "pid": instance.pid,
+                # No start time, no process: a member without one is adopted as such.
+                "start": None if child is None else child.start,
+                "token": None if child is None else child.token,
+            }
+            starting = self._starting.get(instance.id)
+            if starting is not None:  # being replaced: the old process is stopped (or stopping)
+                entry["next"] = {"version": starting["version"], "token": starting["token"]}
+            entries.append(entry)
+        entries += [e for key, e in self._starting.items() if key not in self._members]
+        state = {"format": _STATE_FORMAT, "next": self._next_index, "instances": entries}
+        return json.dumps(state, indent=1) + "\n"
 
     async def _stop(self, child: _Child) -> None:
         """Stop and reap ``child``, shielded; a second caller waits for the first."""
@@ -443,10 +686,38 @@ class ProcessDriver:
         child.stopping = True
         try:
             with anyio.CancelScope(shield=True):
-                await self._signal_and_reap(child.process)
-            self._children.pop(child.process.pid, None)
+                if child.process is not None:
+                    await self._signal_and_reap(child.process)
+                else:
+                    await self._signal_and_wait(child)
+            self._children.pop(child.pid, None)
         finally:
             child.stopped.set()
+
+    async def _signal_and_wait(self, child: _Child) -> None:
+        """Stop a process known by pid only (started with a state file, or adopted)."""
+        group = child.pid
+        deadline = anyio.current_time() + self._grace
+        if not _running(child):
+            if not child.ours:
+                return  # exited before, reaped elsewhere: its pid may belong to another now
+        else:
+            _signal_group(group, signal.SIGTERM)
+            if not await _gone(child, within=self._grace):
+                _signal_group(group, signal.SIGKILL)
+                if not await _gone(child, within=_KILL_WAIT):
+                    raise ProcessDriverError(
+                        f"pid {child.pid} did not exit {_KILL_WAIT:.0f}s after SIGKILL"
+                    )
+                return
+        # The leader is gone; as in _signal_and_reap, what is left of its group gets the
+        # rest of the grace period. Read from /proc: zombies (which init may never reap)
+        # would keep killpg(group, 0) succeeding forever.
+        while await anyio.to_thread.run_sync(_group_members, group):
+            if anyio.current_time() >= deadline:
+                _signal_group(group, signal.SIGKILL)
+                return
+            await anyio.sleep(_GROUP_POLL)
 
     async def _signal_and_reap(self, process: anyio.abc.Process) -> None:
         # The child leads its own process group (start_new_session), so its pid is the
@@ -480,6 +751,37 @@ async def _exited(process: anyio.abc.Process, *, within: float) -> bool:
         await process.wait()
         return True
     return False
+
+
+def _running(child: _Child) -> bool:
+    """Whether ``child`` still runs; reaps it if it is ours and has exited.
+
+    Reads ``/proc/<pid>/stat`` (no disk I/O) for a process that is not ours: a
+    zombie has exited, and another start time means the pid was reused.
+    """
+    if child.exited:
+        return False
+    try:
+        reaped, _ = os.waitpid(child.pid, os.WNOHANG)
+    except ChildProcessError:
+        stat = _proc_stat(child.pid)
+        running = stat is not None and stat.state != "Z" and stat.start == child.start
+    else:
+        child.ours = True
+        running = reaped == 0
+    if not running:
+        child.exited = True
+    return running
+
+
+async def _gone(child: _Child, *, within: float) -> bool:
+    """Wait up to ``within`` seconds for ``child`` to exit; say whether it did."""
+    deadline = anyio.current_time() + within
+    while _running(child):
+        if anyio.current_time() >= deadline:
+            return False
+        await anyio.sleep(_GROUP_POLL)
+    return True
 
 
 async def _shielded(function: Callable[[], Awaitable[_T]]) -> _T:
@@ -527,3 +829,198 @@ def _close_log(log: tuple[IO[bytes], Path], final: Path | None) -> None:
         path.unlink(missing_ok=True)
     else:
         path.replace(final)
+
+
+# ------------------------------------------------------------- the state file
+
+
+@attrs.frozen
+class _ProcStat:
+    state: str
+    group: int
+    start: int
+
+
+@attrs.frozen
+class _Entry:
+    """One instance as the state file lists it."""
+
+    id: str
+    version: str
+    host: str
+    port: int
+    pid: int | None
+    """None for a launch announced but never recorded."""
+    start: int | None
+    """None when the driver knew of no process for it (a failed restart)."""
+    token: str | None
+    next_version: str | None = None
+    """Set while the instance was being replaced: the version being started."""
+    next_token: str | None = None
+
+
+def _proc_stat(pid: int) -> _ProcStat | None:
+    """State, process group and start time (clock ticks after boot) of ``pid``, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:  # noqa: PTH123 - one small procfs read
+            text = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = text.rpartition(b")")[2].split()
+    return _ProcStat(state=fields[0].decode(), group=int(fields[2]), start=int(fields[19]))
+
+
+def _start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return None if stat is None else stat.start
+
+
+def _group_members(group: int) -> list[int]:
+    """Pids of the processes of ``group`` that have not exited (zombies excluded)."""
+    members: list[int] = []
+    for pid in _all_pids():
+        stat = _proc_stat(pid)
+        if stat is not None and stat.group == group and stat.state != "Z":
+            members.append(pid)
+    return members
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _posix_spawn(argv: list[str], env: Mapping[str, str], output: int | None) -> int:
+    """Start ``argv`` in a new session, stdin from /dev/null, output to ``output`` or nowhere.
+
+    Not :mod:`subprocess`: a ``Popen`` (or an asyncio transport) left behind
+    kills or warns about a process meant to outlive it. The descriptors the
+    driver opens are non-inheritable (PEP 446), so the child gets none of them.
+    """
+    actions: list[tuple[object, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    if output is None:
+        actions += [
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+    else:
+        actions += [(os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
+    return os.posix_spawnp(
+        argv[0],
+        argv,
+        env,
+        file_actions=actions,
+        setsid=True,
+        setsigmask=(),
+        # Python ignores SIGPIPE and SIGXFSZ; an ignored signal would stay ignored past exec.
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+    )
+
+
+def _read_state(path: Path) -> tuple[list[_Entry], int]:
+    """The instances a state file lists and the next free index (nothing for a missing file)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)  # a write cut short by a kill; the file itself is whole
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [], 0
+    except (OSError, ValueError) as exc:
+        raise ProcessDriverError(
+            f"{path} is not a ProcessDriver state file ({exc}); move it aside and reconcile"
+            " the processes by hand"
+        ) from None
+    try:
+        if data["format"] != _STATE_FORMAT:
+            raise ProcessDriverError(
+                f"{path} has format {data['format']!r}; this driver reads {_STATE_FORMAT}"
+            )
+        entries = [
+            _Entry(
+                id=_typed(item["id"], str),
+                version=_typed(item["version"], str),
+                host=_typed(item["host"], str),
+                port=_typed(item["port"], int),
+                pid=None if item["pid"] is None else _typed(item["pid"], int),
+                start=None if item["start"] is None else _typed(item["start"], int),
+                token=None if item["token"] is None else _typed(item["token"], str),
+                next_version=None if "next" not in item else _typed(item["next"]["version"], str),
+                next_token=None if "next" not in item else _typed(item["next"]["token"], str),
+            )
+            for item in data["instances"]
+        ]
+        next_index = _typed(data["next"], int)
+    except (KeyError, TypeError) as exc:
+        raise ProcessDriverError(
+            f"{path} is not a ProcessDriver state file (bad or missing {exc}); move it aside"
+            " and reconcile the processes by hand"
+        ) from None
+    return entries, next_index
+
+
+def _typed(value: object, kind: type[_T]) -> _T:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise TypeError(repr(value))
+
+
+def _find_processes(entries: list[_Entry]) -> dict[str, tuple[int, int, str]]:
+    """Locate each entry's running process: ``id -> (pid, start time, version)``.
+
+    A recorded pid counts only with the recorded start time (else the pid was
+    reused) and if it is not a zombie. A process announced but never recorded
+    (the controller died while starting it: a launch, or the new process of a
+    replace) is looked up by its token in the environment of every process.
+    """
+    found: dict[str, tuple[int, int, str]] = {}
+    tokens: dict[bytes, tuple[str, str]] = {}
+    for entry in entries:
+        if entry.next_token is not None and entry.next_version is not None:
+            tokens[f"{_TOKEN_VARIABLE}={entry.next_token}".encode()] = (
+                entry.id,
+                entry.next_version,
+            )
+        if entry.pid is None:
+            if entry.token is not None:
+                tokens[f"{_TOKEN_VARIABLE}={entry.token}".encode()] = (entry.id, entry.version)
+            continue
+        stat = _proc_stat(entry.pid)
+        if stat is not None and stat.state != "Z" and stat.start == entry.start:
+            found[entry.id] = (entry.pid, stat.start, entry.version)
+    if tokens:
+        found.update(_find_tokens(tokens))  # a replace's new process wins over its old one
+    return found
+
+
+def _find_tokens(tokens: dict[bytes, tuple[str, str]]) -> dict[str, tuple[int, int, str]]:
+    """Processes whose environment holds one of ``tokens`` (``VARIABLE=token -> id, version``)."""
+    found: dict[str, tuple[int, int, str]] = {}
+    for pid in _all_pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as file:  # noqa: PTH123 - procfs
+                environment = file.read().split(b"\0")
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        for variable in environment:
+            key = tokens.get(variable)
+            stat = None if key is None else _proc_stat(pid)
+            if key is not None and stat is not None and stat.state != "Z":
+                found[key[0]] = (pid, stat.start, key[1])
+    return found
+
+
+def _write_state(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically and durably (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power loss
+    finally:
+        os.close(directory)
