@@ -75,11 +75,18 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run every script in benchmarks/; each prints its own table."""
-    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
-    if not scripts:
-        session.log("No benchmarks yet (benchmarks/*.py): nothing to run.")
-        return
-    session.install(".")
-    for script in scripts:
-        session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+    """Run the benchmarks in benchmarks/; each prints its own table (docs/performance.md).
+
+    ``nox -s bench -- --quick`` runs smaller versions; name scripts to run only those,
+    as in ``nox -s bench -- makespan probe_throughput``.
+    """
+    scripts = {p.stem: p for p in sorted((ROOT / "benchmarks").glob("[!_]*.py"))}
+    quick = "--quick" in session.posargs
+    chosen = [arg for arg in session.posargs if arg != "--quick"]
+    unknown = sorted(set(chosen) - set(scripts))
+    if unknown:
+        session.error(f"unknown benchmarks {unknown}; choose from {sorted(scripts)} or --quick")
+    # trio for the trio rows; ansible-core for the side-by-side (never a library dependency).
+    session.install(".", "trio>=0.26", "ansible-core")
+    for name in chosen or scripts:
+        session.run("python", str(scripts[name].relative_to(ROOT)), *(["--quick"] if quick else []))
