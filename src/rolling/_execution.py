@@ -372,7 +372,23 @@ class Execution:
             with anyio.CancelScope(shield=True):
                 await journal.close()
 
-    async def _recorded(  # noqa: PLR0917 - mirrors _effect's positional call shape
+    def _recorded(  # noqa: PLR0917 - mirrors _effect's positional call shape
+        self,
+        slot: Slot,
+        op: str,
+        instance: Any,
+        version: str,
+        what: str,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+    ) -> Awaitable[Any]:
+        """Run one effect, journaled around it (write-ahead) when there is a journal."""
+        if self._journal is None:
+            # Not a coroutine of its own: without a journal this is the hot path.
+            return self._effect(what, fn, *args)
+        return self._journaled(slot, op, instance, version, what, fn, *args)
+
+    async def _journaled(  # noqa: PLR0917 - the same call shape as _recorded
         self,
         slot: Slot,
         op: str,
@@ -382,9 +398,6 @@ class Execution:
         fn: Callable[..., Awaitable[Any]],
         *args: Any,
     ) -> Any:
-        """Run one effect, journaled around it (write-ahead) when there is a journal."""
-        if self._journal is None:
-            return await self._effect(what, fn, *args)
         base = {
             "t": "fx",
             "k": slot.key,
@@ -531,7 +544,7 @@ class Execution:
             aborted = recovered.reason.startswith("aborted")
             self._stop_status = RolloutStatus.ABORTED if aborted else RolloutStatus.ROLLED_BACK
             for slot in self.slots:
-                if slot.outcome is InstanceOutcome.PENDING and _needs_revert_any(slot):
+                if slot.outcome is InstanceOutcome.PENDING and _changed(slot):
                     slot.outcome = InstanceOutcome.INTERRUPTED
 
     async def _survey(self, instances: Sequence[Any]) -> list[bool]:
@@ -1454,16 +1467,15 @@ def _instance_result(slot: Slot) -> InstanceResult:
     )
 
 
+def _changed(slot: Slot) -> bool:
+    """Whether what stands in its place differs from the start: gone, other version, out."""
+    live = slot.live
+    return live is None or live.version != slot.old_version or not slot.attached
+
+
 def _needs_revert(slot: Slot) -> bool:
-    if slot.outcome in {InstanceOutcome.PENDING, InstanceOutcome.SKIPPED}:
-        return False
-    live = slot.live
-    return live is None or live.version != slot.old_version or not slot.attached
-
-
-def _needs_revert_any(slot: Slot) -> bool:
-    live = slot.live
-    return live is None or live.version != slot.old_version or not slot.attached
+    untouched = slot.outcome in {InstanceOutcome.PENDING, InstanceOutcome.SKIPPED}
+    return not untouched and _changed(slot)
 
 
 def _status_for(mode: RollbackMode) -> RolloutStatus:
