@@ -21,7 +21,12 @@ from rolling.testing import virtual_time_loop_factory
     ]
 )
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Both backends, each with a clock that jumps whenever every task waits."""
+    """Both backends, each with a clock that jumps whenever every task waits.
+
+    Tests marked ``real_time`` (real sockets, processes, threads) get the real clock.
+    """
+    if request.node.get_closest_marker("real_time") is not None:
+        return (request.param, {})
     if request.param == "asyncio":
         return ("asyncio", {"loop_factory": virtual_time_loop_factory})
     return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})

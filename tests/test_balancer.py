@@ -25,28 +25,15 @@ from rolling.checks import HTTPCheck
 from rolling.routers.balancer import BackendStats, Balancer, BalancerError, BalancerStats
 from rolling.typing import Router
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
 LOOPBACK = "127.0.0.1"
-NO_OPTIONS: dict[str, Any] = {}
 Handler = Callable[[anyio.abc.SocketStream], Awaitable[None]]
 
 
 def port_of(listener: anyio.abc.Listener[Any]) -> int:
     port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio's typed attributes, not Django
     return port
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", NO_OPTIONS), id="asyncio"),
-        pytest.param(("trio", NO_OPTIONS), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Real time on both backends: these tests use real sockets."""
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
 
 
 @attrs.frozen

@@ -43,22 +43,9 @@ from rolling.routers.haproxy import (
 )
 from rolling.typing import Router
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
-NO_OPTIONS: dict[str, Any] = {}
 DOCS = Path(__file__).parent.parent / "docs" / "haproxy.md"
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", NO_OPTIONS), id="asyncio"),
-        pytest.param(("trio", NO_OPTIONS), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Real time on both backends: these tests use a real haproxy."""
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
 
 
 @pytest.fixture

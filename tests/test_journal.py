@@ -22,13 +22,7 @@ from rolling import (
 )
 from rolling.testing import Latency, SimulatedFleet
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Real time: a file journal writes from worker threads, which virtual time would outrun."""
-    return (request.param, {})
+pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
 
 MUTATING = frozenset({"replace", "launch", "terminate", "detach", "attach"})

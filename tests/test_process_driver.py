@@ -10,7 +10,6 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -18,28 +17,13 @@ import pytest
 import rolling
 from rolling.drivers.process import ProcessDriver, ProcessDriverError, ProcessInstance
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
 STARTUP_DELAY = "0.2"
 IGNORE_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
     " print('ignoring SIGTERM', flush=True); time.sleep(60)"
 )
-
-
-NO_OPTIONS: dict[str, Any] = {}
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", NO_OPTIONS), id="asyncio"),
-        pytest.param(("trio", NO_OPTIONS), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Real time on both backends: these tests wait for real processes."""
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
 
 
 def demo(latency_ms: int = 20) -> Callable[[str, int], Sequence[str]]:

@@ -24,21 +24,7 @@ from rolling import ConfigError
 from rolling.demo import app
 from rolling.drivers.process import ProcessDriver, ProcessDriverError, ProcessInstance
 
-pytestmark = pytest.mark.anyio
-
-NO_OPTIONS: dict[str, Any] = {}
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", NO_OPTIONS), id="asyncio"),
-        pytest.param(("trio", NO_OPTIONS), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Real time on both backends: these tests wait for real processes."""
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
+pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
 
 def command(version: str, port: int) -> Sequence[str]:
