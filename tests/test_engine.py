@@ -605,7 +605,7 @@ async def test_status_counts_and_in_flight_match_a_recount_at_every_event(
     def recount(_event: rolling.Event) -> None:
         if not handles:
             return
-        slots = handles[0]._execution.slots
+        slots = handles[0]._machine.slots
         snapshot = handles[0].status()
         expected: dict[InstanceOutcome, int] = {}
         for slot in slots:

@@ -199,11 +199,11 @@ async def run_scenario(scenario: Scenario) -> tuple[InvariantMonitor, rolling.Ro
     else:
         async with rollout.start() as handle:
             await anyio.sleep(scenario.interrupt_at)
-            if handle._execution.result is None:
+            if handle._machine.result is None:
                 if scenario.interrupt == "pause":
                     handle.pause()
                     await anyio.sleep(scenario.interrupt_at)
-                    if handle._execution.result is None:
+                    if handle._machine.result is None:
                         handle.resume()
                 else:
                     handle.abort(rollback=scenario.interrupt == "abort")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ._engine import Rollout, RolloutHandle, RolloutSnapshot
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
 from ._events import (
     BatchFinished,
@@ -40,6 +39,7 @@ from ._policies import (
     Waves,
 )
 from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
+from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate, Strategy
 from .typing import HealthResult, Hooks

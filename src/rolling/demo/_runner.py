@@ -11,9 +11,9 @@ from typing import TextIO
 import anyio
 import attrs
 
-from rolling._engine import Rollout
 from rolling._policies import FailurePolicy, Readiness
 from rolling._result import RolloutResult
+from rolling._rollout import Rollout
 from rolling._strategy import Batches, RollingUpdate
 from rolling.checks import HTTPCheck
 from rolling.drivers.process import ProcessDriver, ProcessInstance

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rolling import Pause
-from rolling._scheduler import Barrier, Mode, Scheduler
+from rolling._ledger import Barrier, Ledger, Mode
 
 
 def window(
@@ -15,9 +15,9 @@ def window(
     in_place: bool = True,
     unserving: frozenset[int] = frozenset(),
     barriers: tuple[Barrier, ...] = (),
-) -> Scheduler:
+) -> Ledger:
     serving = [i not in unserving for i in range(n)]
-    return Scheduler(
+    return Ledger(
         serving_at_start=serving,
         lockstep=False,
         floor=floor,
@@ -37,8 +37,7 @@ def test_sliding_window_starts_up_to_max_unavailable_then_one_per_completion() -
     assert [s.index for s in first.starts] == [0, 1]
     assert all(s.mode is Mode.IN_PLACE for s in first.starts)
     assert sched.poll().starts == ()
-    sched.adjust(serving=1)
-    sched.finished()
+    sched.settle(serving=1, existing=0)
     assert [s.index for s in sched.poll().starts] == [2]
 
 
@@ -48,8 +47,7 @@ def test_surge_launches_first_and_never_passes_the_ceiling() -> None:
     assert [(s.index, s.mode) for s in poll.starts] == [(0, Mode.SURGE)]
     assert sched.existing == 5
     assert sched.poll().starts == ()
-    sched.adjust(existing=-1)  # old instance terminated
-    sched.finished()
+    sched.settle(serving=0, existing=-1)  # old instance terminated
     assert [s.index for s in sched.poll().starts] == [1]
 
 
@@ -64,11 +62,9 @@ def test_unserving_instances_go_without_using_the_budget() -> None:
     sched.serving = 3  # two of five are unhealthy: the fleet starts below the floor
     poll = sched.poll()
     assert [s.index for s in poll.starts] == [0]  # cap is 1, and unit 1 is next
-    sched.adjust(serving=1)
-    sched.finished()
+    sched.settle(serving=1, existing=0)
     assert [s.index for s in sched.poll().starts] == [1]
-    sched.adjust(serving=1)
-    sched.finished()
+    sched.settle(serving=1, existing=0)
     # Now 5 serve and the floor is 4: one healthy instance may go.
     assert [s.index for s in sched.poll().starts] == [2]
 
@@ -87,8 +83,7 @@ def test_barriers_hold_work_until_in_flight_drains_and_report_steps() -> None:
     assert [s.index for s in sched.poll().starts] == [0, 1]
     assert sched.poll().starts == ()
     for _ in range(2):
-        sched.adjust(serving=1)
-        sched.finished()
+        sched.settle(serving=1, existing=0)
     poll = sched.poll()
     assert poll.barrier is not None
     assert poll.barrier.steps == (step,)
@@ -98,7 +93,7 @@ def test_barriers_hold_work_until_in_flight_drains_and_report_steps() -> None:
 
 
 def test_lockstep_starts_a_whole_batch_then_waits() -> None:
-    sched = Scheduler(
+    sched = Ledger(
         serving_at_start=[True] * 5,
         lockstep=True,
         floor=0,
@@ -112,12 +107,12 @@ def test_lockstep_starts_a_whole_batch_then_waits() -> None:
     )
     assert [s.index for s in sched.poll().starts] == [0, 1, 2]
     for _ in range(3):
-        sched.finished()
+        sched.settle(serving=0, existing=0)
     assert sched.poll().barrier == Barrier(position=3, batch=0)
     sched.pass_barrier()
     assert [s.index for s in sched.poll().starts] == [3, 4]
-    sched.finished()
-    sched.finished()
+    sched.settle(serving=0, existing=0)
+    sched.settle(serving=0, existing=0)
     assert sched.poll().barrier == Barrier(position=5, batch=1)
     sched.pass_barrier()
     assert sched.poll().done
@@ -132,8 +127,8 @@ def test_pause_and_stop() -> None:
     assert len(sched.poll().starts) == 2
     sched.stop()
     assert not sched.poll().done
-    sched.finished()
-    sched.finished()
+    sched.settle(serving=0, existing=0)
+    sched.settle(serving=0, existing=0)
     assert sched.poll().done
     assert sched.cursor == 2
 

@@ -12,9 +12,9 @@ import attrs
 
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError
 from ._events import Event
-from ._execution import Execution
 from ._journal import FileJournal, Journal
 from ._lock import FileLock, Lock
+from ._machine import Machine
 from ._policies import (
     DeadlineAction,
     FailurePolicy,
@@ -26,6 +26,8 @@ from ._policies import (
 )
 from ._probe import CheckFunction, as_check_function
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
+from ._runner import Runner
+from ._settings import Settings
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from ._validate import percent_of
@@ -195,6 +197,24 @@ class Rollout(Generic[InstanceT]):
         self.check_function: CheckFunction | None = as_check_function(self.readiness.check)
         self.logger = logging.getLogger("rolling")
         self._started = False
+        self._settings = Settings(
+            target=target,
+            strategy=self.strategy,
+            readiness=self.readiness,
+            failure=self.failure,
+            rollback=self.rollback,
+            progress_deadline=self.progress_deadline,
+            steps=self.steps,
+            order=self.order,
+            waves=self.waves,
+            hooks=frozenset(self.hook_methods),
+            has_router=router is not None,
+            has_check=self.check_function is not None,
+            can_replace=self.can_replace,
+            can_launch=self.can_launch,
+            journaled=self.journal is not None,
+            seed=seed,
+        )
 
     def _claim(self) -> None:
         if self._started:
@@ -214,12 +234,12 @@ class Rollout(Generic[InstanceT]):
         For :class:`~rolling.Batches`, ``max_unavailable`` is the largest batch
         (or, with ``surge=True``, ``max_surge`` is).
         """
-        if isinstance(self.strategy, RollingUpdate):
-            return self.strategy.resolve(desired)
-        largest = max(self.strategy.resolve(desired), default=0)
-        if self.strategy.surge:
-            return ResolvedWindow(desired=desired, max_unavailable=0, max_surge=largest)
-        return ResolvedWindow(desired=desired, max_unavailable=largest, max_surge=0)
+        return self._settings.window(desired)
+
+    def _runner(self) -> Runner:
+        self._claim()
+        machine = Machine(self._settings, listening=bool(self.observers))
+        return Runner(self, machine)
 
     async def run(self) -> RolloutResult:
         """Run the rollout to its end and return what happened.
@@ -228,8 +248,7 @@ class Rollout(Generic[InstanceT]):
         in-flight work is finished or put back under a shielded clean-up
         bounded by ``cleanup_timeout``, then the cancellation propagates.
         """
-        self._claim()
-        return await Execution(self).run()
+        return await self._runner().run()
 
     @contextlib.asynccontextmanager
     async def start(self) -> AsyncGenerator[RolloutHandle, None]:
@@ -239,12 +258,11 @@ class Rollout(Generic[InstanceT]):
         exception in the block cancels it (with the same clean-up as
         cancelling :meth:`run`).
         """
-        self._claim()
-        execution = Execution(self)
-        handle = RolloutHandle(execution)
+        handle = RolloutHandle(self._runner())
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle._run)  # noqa: SLF001 - the handle and the rollout are one unit
             yield handle
+        handle._raise()  # noqa: SLF001 - as above
 
 
 def _is_nonempty_str(value: object) -> bool:
@@ -381,18 +399,24 @@ class RolloutHandle:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, execution: Execution) -> None:
-        self._execution = execution
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._machine = runner.machine
         self._done = anyio.Event()
-        self._result: RolloutResult | None = None
+        self._error: Exception | None = None
         self._started_at = anyio.current_time()
 
     async def _run(self) -> None:
         try:
-            self._result = await self._execution.run()
+            await self._runner.run()
+        except Exception as exc:  # noqa: BLE001 - raised from start()'s block, not as a group
+            self._error = exc
         finally:
-            self._result = self._execution.result
             self._done.set()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     @property
     def result(self) -> RolloutResult:
@@ -401,9 +425,10 @@ class RolloutHandle:
         Raises:
             ControlError: The rollout has not ended yet.
         """
-        if self._result is None:
+        result = self._machine.result
+        if result is None:
             raise ControlError("the rollout has not finished; await handle.wait() first")
-        return self._result
+        return result
 
     async def wait(self) -> RolloutResult:
         """Wait for the rollout to end and return its result."""
@@ -413,12 +438,12 @@ class RolloutHandle:
     def pause(self) -> None:
         """Start no new instance until :meth:`resume`; work in flight finishes."""
         self._check_running("pause")
-        self._execution.pause()
+        self._runner.control(self._machine.pause)
 
     def resume(self) -> None:
         """Undo :meth:`pause`."""
         self._check_running("resume")
-        self._execution.resume()
+        self._runner.control(self._machine.resume)
 
     def abort(self, *, rollback: bool = True) -> None:
         """Stop the rollout; revert what it changed unless ``rollback=False``.
@@ -427,7 +452,7 @@ class RolloutHandle:
         driver calls in flight finish. The result's status is ``ABORTED``.
         """
         self._check_running("abort")
-        self._execution.abort(rollback=rollback)
+        self._runner.control(lambda: self._machine.abort(rollback=rollback))
 
     def promote(self, *, full: bool = False) -> None:
         """End the current :class:`~rolling.Pause` or :class:`~rolling.Gate` step.
@@ -438,7 +463,7 @@ class RolloutHandle:
             ControlError: ``full`` is false and no pause or gate is running.
         """
         self._check_running("promote")
-        if not self._execution.promote(full=full):
+        if not self._runner.control(lambda: self._machine.promote(full=full)):
             raise ControlError(
                 "nothing to promote: no Pause or Gate step is running;"
                 " use full=True to skip all that remain"
@@ -446,15 +471,15 @@ class RolloutHandle:
 
     def status(self) -> RolloutSnapshot:
         """A snapshot of where the rollout is."""
-        execution = self._execution
+        machine = self._machine
         return RolloutSnapshot(
-            status=execution.status,
-            target=execution.target,
-            reason=execution.stop_reason,
-            counts=execution.snapshot_counts(),
-            in_flight=execution.in_flight(),
-            paused=execution.paused,
-            step=execution.current_step,
+            status=machine.status,
+            target=self._runner.target,
+            reason=machine.stop_reason,
+            counts=machine.counts(),
+            in_flight=machine.in_flight(),
+            paused=machine.paused,
+            step=machine.current_step,
             elapsed=anyio.current_time() - self._started_at,
         )
 
@@ -463,9 +488,10 @@ class RolloutHandle:
 
         Call it before the block's first ``await`` to see the whole rollout.
         Use as ``async with handle.events() as stream: async for event in stream``.
+        Closing the stream early (leaving the block) only stops delivery to it.
         """
-        return self._execution.subscribe()
+        return self._runner.subscribe()
 
     def _check_running(self, action: str) -> None:
-        if self._execution.result is not None:
+        if self._machine.result is not None:
             raise ControlError(f"cannot {action}: the rollout has already finished")

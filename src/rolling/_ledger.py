@@ -1,4 +1,4 @@
-"""The scheduler: pure decisions about what may start next. It never awaits.
+"""The availability ledger: what may start next, given what serves and exists. It never awaits.
 
 Rules, in the order they apply:
 
@@ -18,9 +18,10 @@ Rules, in the order they apply:
       serving, it starts in a take-out mode (in place when the driver can
       replace, else terminate-then-launch), reserving one serving instance;
    d. otherwise nothing more starts until a unit reports progress.
-4. Reservations are returned by the engine through :meth:`Scheduler.adjust`
-   when the effect happens (an instance re-enters traffic, a surplus instance
-   is terminated). Every call is O(1) amortised per unit.
+4. Reservations are settled by :meth:`Ledger.settle` when a unit ends, from
+   what the unit left serving and existing, and handed back whole by
+   :meth:`Ledger.unstart` for a unit that never ran. Only the machine calls
+   these. Every call is O(1) amortised per unit.
 5. Nothing in flight, nothing startable, work left: the schedule is *stuck*
    (the availability floor cannot be kept); the engine decides what that means.
 """
@@ -34,7 +35,7 @@ import attrs
 
 from ._steps import Step
 
-__all__ = ["Barrier", "Mode", "Poll", "Scheduler", "Start"]
+__all__ = ["Barrier", "Ledger", "Mode", "Poll", "Start"]
 
 
 class Mode(enum.Enum):
@@ -86,7 +87,7 @@ class Poll:
 _WAIT = Poll()
 
 
-class Scheduler:
+class Ledger:
     """Decides which units start, given counts the engine keeps up to date.
 
     Args:
@@ -219,13 +220,18 @@ class Scheduler:
             self.in_flight += 1
         return starts
 
-    def adjust(self, *, serving: int = 0, existing: int = 0) -> None:
-        """Record that instances entered (+) or left (-) service or existence."""
+    def settle(self, *, serving: int, existing: int) -> None:
+        """One unit ended: it changed serving and existing instances by these deltas."""
         self.serving += serving
         self.existing += existing
+        self.in_flight -= 1
 
-    def finished(self) -> None:
-        """Record that one unit finished, whatever its outcome."""
+    def unstart(self, *, serving_at_start: bool, mode: Mode) -> None:
+        """Hand back what :meth:`poll` reserved for a unit that will not run after all."""
+        if mode is Mode.SURGE:
+            self.existing -= 1
+        elif serving_at_start:
+            self.serving += 1
         self.in_flight -= 1
 
     def stop(self) -> None:

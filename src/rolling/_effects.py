@@ -1,0 +1,142 @@
+"""What the machine asks the runner to do: plain records, no behaviour.
+
+The machine (:mod:`rolling._machine`) decides; the runner
+(:mod:`rolling._runner`) carries out one of these at a time per program and
+sends back what came of it. Classes are ``attrs.define`` with slots rather than
+frozen: an effect is made for every driver call of every instance, so it has to
+be cheap, and nothing mutates one after the machine hands it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from ._steps import Gate
+
+__all__ = [
+    "IDLE",
+    "Call",
+    "CheckGate",
+    "Failed",
+    "Idle",
+    "Interrupted",
+    "ListInstances",
+    "LoadJournal",
+    "Probe",
+    "Record",
+    "Sleep",
+    "Spawn",
+    "Survey",
+    "WaitReady",
+    "WaitStep",
+]
+
+
+class Failed(Exception):  # noqa: N818 - it is an answer sent into a program, not an error to users
+    """Thrown into a program: the effect it asked for failed, for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Interrupted(Exception):  # noqa: N818 - as above
+    """Thrown into a program: its wait was interrupted (a trigger, or cancellation)."""
+
+
+@attrs.define
+class Call:
+    """Call a driver, router or hook method, shielded and bounded by ``effect_timeout``.
+
+    Attributes:
+        op: ``detach``, ``attach``, ``replace``, ``launch``, ``terminate``, or a hook name.
+        args: The positional arguments.
+        what: How failure messages name the call (``driver.replace``).
+    """
+
+    op: str
+    args: tuple[Any, ...]
+    what: str
+
+
+@attrs.define
+class Record:
+    """Append ``record`` to the journal (fsync'd first when ``sync``)."""
+
+    record: dict[str, Any]
+    sync: bool = False
+
+
+@attrs.define
+class Sleep:
+    """Sleep ``seconds`` (a back-off); interruptible when ``interruptible``."""
+
+    seconds: float
+    interruptible: bool = True
+
+
+@attrs.define
+class WaitReady:
+    """Probe ``instance`` until it is ready under the readiness policy; answer (ok, reason)."""
+
+    instance: Any
+    interruptible: bool = True
+
+
+@attrs.define
+class Probe:
+    """Probe ``instance`` once, shielded; answer whether it is healthy."""
+
+    instance: Any
+
+
+@attrs.define
+class Survey:
+    """Probe every instance once, concurrently; answer a list of bools in the same order."""
+
+    instances: Sequence[Any]
+
+
+@attrs.define
+class ListInstances:
+    """Ask the driver for its instances."""
+
+
+@attrs.define
+class LoadJournal:
+    """Read every record of the journal."""
+
+
+@attrs.define
+class Spawn:
+    """Start a program for each of ``units`` in a task of its own."""
+
+    units: Sequence[Any]
+
+
+@attrs.define
+class Idle:
+    """Nothing to do until the machine wakes the main program (a unit ended, a control call)."""
+
+
+IDLE = Idle()
+
+
+@attrs.define
+class WaitStep:
+    """Wait ``seconds`` (None: forever) or until a promote or a stop; answer True if promoted."""
+
+    seconds: float | None
+
+
+@attrs.define
+class CheckGate:
+    """Ask ``gate`` (bounded by its timeout) unless promoted or stopped first.
+
+    Answers ``(passed, reason)``, or None when a promote or a stop came first.
+    """
+
+    gate: Gate

@@ -1,0 +1,171 @@
+"""The plan: which instances go, in which order, and where progress is held.
+
+Pure functions over the slots, built once per pass (forward, rollback):
+
+1. Instances already on the target (and in traffic) are skipped; a place whose
+   instance is gone (after a resume) comes first, since it serves nothing.
+2. The rest go in ``order``, split into ``waves``; within each wave, instances
+   that were not serving at the start go first (they cost no availability).
+3. *Barriers* cut the unit sequence: the end of each wave, of each lockstep
+   batch, and the point each ``Advance`` reaches. Steps (pauses, gates, the
+   pause between batches) run at their barrier.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._ledger import Barrier
+from ._result import InstanceOutcome
+from ._settings import Settings, advance_target
+from ._slot import Slot
+from ._steps import Advance, Step
+from ._strategy import Batches
+
+__all__ = ["Groups", "Plan", "plan_forward", "plan_rollback"]
+
+
+@attrs.define
+class Groups:
+    """Waves and lockstep batches as contiguous ranges of the unit sequence."""
+
+    waves: list[tuple[int, int]] = attrs.Factory(list[tuple[int, int]])
+    batches: list[tuple[int, int]] = attrs.Factory(list[tuple[int, int]])
+    _next_wave: int = 0
+    _next_batch: int = 0
+
+    def opens_wave(self, index: int) -> int | None:
+        """The wave that unit ``index`` opens, if it opens one (asked once per unit, in order)."""
+        group = self._next_wave
+        if group < len(self.waves) and self.waves[group][0] == index:
+            self._next_wave = group + 1
+            return group
+        return None
+
+    def opens_batch(self, index: int) -> int | None:
+        """The batch that unit ``index`` opens, if it opens one (asked once per unit, in order)."""
+        group = self._next_batch
+        if group < len(self.batches) and self.batches[group][0] == index:
+            self._next_batch = group + 1
+            return group
+        return None
+
+
+@attrs.frozen
+class Plan:
+    """One pass over the fleet.
+
+    Attributes:
+        units: The slots to work on, in order.
+        skipped: Slots already on the target.
+        barriers: Where progress is held, by position.
+        groups: Waves and batches.
+        wave_keys: The waves' keys, by wave.
+    """
+
+    units: list[Slot]
+    skipped: list[Slot]
+    barriers: list[Barrier]
+    groups: Groups
+    wave_keys: list[object]
+
+
+def _arrange(settings: Settings, slots: list[Slot]) -> tuple[list[list[Slot]], list[Slot]]:
+    target = settings.target
+    present = [s for s in slots if s.live is not None]
+    by_instance = {id(s.live): s for s in present}
+    ordered = settings.order.arrange([s.live for s in present])
+    todo = [s for s in slots if s.live is None]
+    todo += [
+        by_instance[id(i)]
+        for i in ordered
+        if i.version != target or not by_instance[id(i)].attached
+    ]
+    skipped = [s for s in slots if s.old_version == target and s.outcome is InstanceOutcome.PENDING]
+    if settings.waves is not None:
+        absent = [s for s in todo if s.live is None]
+        split = settings.waves.split([s.live for s in todo if s.live is not None])
+        waves = [[by_instance[id(i)] for i in wave] for wave in split]
+        if absent:
+            waves = [absent + (waves[0] if waves else []), *waves[1:]]
+    else:
+        waves = [todo] if todo else []
+    waves = [
+        [s for s in wave if not s.serving_at_start] + [s for s in wave if s.serving_at_start]
+        for wave in waves
+    ]
+    return waves, skipped
+
+
+def plan_forward(settings: Settings, slots: list[Slot], desired: int) -> Plan:
+    """Plan the forward pass."""
+    waves, skipped = _arrange(settings, slots)
+    strategy = settings.strategy
+    groups = Groups()
+    ends: dict[int, dict[str, int]] = {}
+    position = 0
+    for wave_index, wave in enumerate(waves):
+        groups.waves.append((position, position + len(wave)))
+        if isinstance(strategy, Batches):
+            start = position
+            for size in strategy.resolve(len(wave), whole=desired):
+                batch_index = len(groups.batches)
+                groups.batches.append((position, position + size))
+                for slot in wave[position - start : position - start + size]:
+                    slot.batch = batch_index
+                position += size
+                ends.setdefault(position, {})["batch"] = batch_index
+        else:
+            position += len(wave)
+        ends.setdefault(position, {})["wave"] = wave_index
+    steps_at = _place_steps(settings, ends, position, len(skipped), desired)
+    barriers = [
+        Barrier(
+            position=p,
+            steps=tuple(steps_at.get(p, ())),
+            batch=ends.get(p, {}).get("batch"),
+            wave=ends.get(p, {}).get("wave"),
+        )
+        for p in sorted(set(ends) | set(steps_at))
+    ]
+    keys: list[object] = []
+    if settings.waves is not None:
+        key = settings.waves.key
+        keys = [None if not w or w[0].live is None else key(w[0].live) for w in waves]
+    units = [slot for wave in waves for slot in wave]
+    return Plan(units=units, skipped=skipped, barriers=barriers, groups=groups, wave_keys=keys)
+
+
+def _place_steps(
+    settings: Settings, ends: dict[int, dict[str, int]], total: int, skipped: int, desired: int
+) -> dict[int, list[Step]]:
+    """Find the unit position each step (and each between-batches pause) waits at."""
+    strategy = settings.strategy
+    steps_at: dict[int, list[Step]] = {}
+    if isinstance(strategy, Batches) and strategy.pause is not None:
+        for end, info in ends.items():
+            if "batch" in info and end < total:
+                steps_at.setdefault(end, []).append(strategy.pause)
+    at = 0
+    for step in settings.steps:
+        if isinstance(step, Advance):
+            at = min(total, max(0, advance_target(step.to, desired) - skipped))
+            if isinstance(strategy, Batches):
+                at = min((end for end in ends if end >= at), default=total)
+            # An Advance holds what comes after it even with no step of its own.
+            steps_at.setdefault(at, [])
+        else:
+            steps_at.setdefault(at, []).append(step)
+    return steps_at
+
+
+def plan_rollback(settings: Settings, changed: list[Slot], desired: int) -> Plan:
+    """Plan the rollback of ``changed`` (already in the order they go back in)."""
+    barriers: list[Barrier] = []
+    strategy = settings.strategy
+    if isinstance(strategy, Batches):
+        position = 0
+        for size in strategy.resolve(len(changed), whole=desired):
+            position += size
+            barriers.append(Barrier(position=position))
+    return Plan(units=changed, skipped=[], barriers=barriers, groups=Groups(), wave_keys=[])

@@ -1,0 +1,589 @@
+"""The runner: carries out the machine's effects, and decides nothing.
+
+Everything that awaits lives here, in one task group. Three kinds of await
+exist, and they are treated differently:
+
+* *calls* (driver, router and hook methods) are shielded from cancellation
+  and bounded by ``effect_timeout``: once started they finish, so the machine
+  always knows what exists and what is in traffic;
+* *waits* (readiness, back-off, pauses, gates) can be interrupted by a
+  trigger, and by cancellation;
+* once the run is cancelled, each unit in flight has ``cleanup_timeout`` to
+  finish the call it is in, then ``cleanup_timeout`` more, shielded, to put
+  things back (the machine's settle step), before the cancellation goes on.
+
+An error the run cannot go on after (an observer that raises, a driver's
+``list_instances`` that fails, a bug) halts the machine: nothing new starts,
+units in flight settle, and ``run()`` raises that error itself, never an
+exception group.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from ._effects import (
+    IDLE,
+    Call,
+    CheckGate,
+    Failed,
+    Interrupted,
+    ListInstances,
+    LoadJournal,
+    Probe,
+    Record,
+    Sleep,
+    Spawn,
+    Survey,
+    WaitReady,
+    WaitStep,
+)
+from ._errors import RollingError
+from ._events import Event
+from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
+from ._probe import probe_once, wait_ready
+from ._result import RolloutResult, RolloutStatus
+
+if TYPE_CHECKING:
+    from ._rollout import Rollout
+
+__all__ = ["EventStream", "Runner"]
+
+_SURVEY_WORKERS = 64
+# A consumer that finds events waiting takes them without a loop turn each; it still yields
+# to the loop this often, so a fast producer cannot starve everything else.
+_CHECKPOINT_EVERY = 64
+
+
+class EventStream(anyio.abc.ObjectReceiveStream[Event]):
+    """The events of one subscriber, in order; ends after :class:`~rolling.RolloutFinished`.
+
+    Closing it early (leaving ``async with`` or breaking out of ``async for``
+    and closing) only stops delivery to it: the rollout goes on as if nobody
+    had subscribed.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: deque[Event] = deque()
+        self._ended = False
+        self._closed = False
+        self._waiter: anyio.Event | None = None
+        self._streak = 0
+
+    def push(self, event: Event) -> None:
+        """Hand an event over (the runner's side)."""
+        if not self._closed:
+            self._buffer.append(event)
+            if self._waiter is not None:
+                self._waiter.set()
+
+    def end(self) -> None:
+        """No more events will come (the runner's side)."""
+        self._ended = True
+        if self._waiter is not None:
+            self._waiter.set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the subscriber closed the stream."""
+        return self._closed
+
+    async def receive(self) -> Event:
+        """The next event; ``anyio.EndOfStream`` after the last one."""
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._buffer:
+                self._streak += 1
+                if self._streak >= _CHECKPOINT_EVERY:
+                    self._streak = 0
+                    await anyio.lowlevel.checkpoint()
+                    if self._closed:  # pragma: no cover - closed by another task meanwhile
+                        raise anyio.ClosedResourceError
+                return self._buffer.popleft()
+            if self._ended:
+                raise anyio.EndOfStream
+            self._streak = 0
+            waiter = self._waiter = anyio.Event()
+            try:
+                await waiter.wait()
+            finally:
+                self._waiter = None
+
+    async def aclose(self) -> None:
+        """Stop receiving; events not received yet are dropped."""
+        self._closed = True
+        self._buffer.clear()
+        if self._waiter is not None:
+            self._waiter.set()
+        await anyio.lowlevel.checkpoint()
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's clock, looked up once (``anyio.current_time`` asks every call)."""
+    try:
+        import trio  # noqa: PLC0415 - trio is optional; only look if it is imported
+
+        trio.lowlevel.current_task()
+    except (ImportError, RuntimeError):
+        import asyncio  # noqa: PLC0415 - paired with the trio branch
+
+        return asyncio.get_running_loop().time
+    return trio.current_time
+
+
+class Runner:
+    """Runs one machine against a rollout's driver, router, hooks and journal."""
+
+    def __init__(self, rollout: Rollout[Any], machine: Machine) -> None:
+        self._rollout = rollout
+        self._m = machine
+        self.target = rollout.target
+        self._effect_timeout = rollout.effect_timeout
+        self._cleanup_timeout = rollout.cleanup_timeout
+        self._check = rollout.check_function
+        self._readiness = rollout.readiness
+        self._journal = rollout.journal
+        calls: dict[str, Callable[..., Any]] = dict(rollout.hook_methods)
+        driver: Any = rollout.driver
+        for name in ("replace", "launch", "terminate"):
+            method = getattr(driver, name, None)
+            if method is not None:
+                calls[name] = method
+        if rollout.router is not None:
+            calls["detach"] = rollout.router.detach
+            calls["attach"] = rollout.router.attach
+        self._calls = calls
+        self._observers = list(rollout.observers)
+        self._streams: list[EventStream] = []
+        self._clock: Callable[[], float] = time.monotonic
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._wake = anyio.Event()
+        self._step_event: anyio.Event | None = None
+        self._interruptible: set[anyio.CancelScope] = set()
+        self._shields: set[anyio.CancelScope] = set()
+        self._cancelling = False
+        self._cleanup_deadline = math.inf
+        self._finished = False
+        self._errors: list[BaseException] = []
+
+    # -------------------------------------------------------- the outside
+
+    @property
+    def machine(self) -> Machine:
+        """The machine this runner carries out."""
+        return self._m
+
+    def now(self) -> float:
+        """The loop's time."""
+        return self._clock()
+
+    def subscribe(self) -> EventStream:
+        """A stream of every event from now on."""
+        stream = EventStream()
+        if self._m.result is not None:
+            stream.end()
+        else:
+            self._streams.append(stream)
+            self._m.listen()
+        return stream
+
+    def control(self, action: Callable[[], Any]) -> Any:
+        """Call a control method of the machine, then act on what it asked for."""
+        self._m.clock(self._clock())
+        try:
+            return action()
+        finally:
+            self._flush()
+
+    async def run(self) -> RolloutResult:
+        """Run to the end; see the module docstring for errors and cancellation."""
+        machine = self._m
+        self._clock = loop_clock()
+        machine.start(self._clock(), time.time())
+        self._flush()
+        lock = self._rollout.lock
+        if lock is not None:
+            await lock.acquire()
+        try:
+            await self._run_locked()
+        finally:
+            if lock is not None:
+                with anyio.CancelScope(shield=True):
+                    await lock.release()
+        result = machine.result
+        assert result is not None  # noqa: S101 - every path above ends the machine
+        await self._after_rollout(result)
+        if self._errors:
+            raise _one_error(self._errors)
+        return result
+
+    async def _run_locked(self) -> None:
+        machine = self._m
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._cancel_watcher)
+                if self._rollout.progress_deadline is not None:
+                    tg.start_soon(self._watchdog)
+                try:
+                    await self._main()
+                except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
+                    self._error(exc)
+                self._finished = True
+                tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            # No end record: a cancelled rollout is unfinished, and resumable.
+            self._end(RolloutStatus.CANCELLED, "cancelled")
+            await self._close_journal()
+            raise
+        if machine.result is None or self._errors:
+            first = self._errors[0]
+            self._end(RolloutStatus.HALTED, f"error: {type(first).__name__}: {first}")
+        await self._close_journal()
+
+    def _end(self, status: RolloutStatus, reason: str) -> None:
+        self._m.clock(self._clock())
+        self._m.finish(status, reason)
+        self._flush()
+
+    def _error(self, exc: BaseException) -> None:
+        """Keep an error to raise at the end, and halt: nothing new starts."""
+        self._errors.append(exc)
+        if len(self._errors) == 1:
+            self._m.fail(f"error: {type(exc).__name__}: {exc}")
+            self._flush()
+
+    # ------------------------------------------------------------ events
+
+    def _flush(self) -> None:
+        """Deliver the machine's events and act on its signals."""
+        machine = self._m
+        events = machine.drain_events()
+        if events:
+            self._deliver(events)
+        signals = machine.take_signals()
+        if signals:
+            if signals & INTERRUPT:
+                for scope in list(self._interruptible):
+                    scope.cancel()
+            if signals & STEP and self._step_event is not None:
+                self._step_event.set()
+            if signals & WAKE:
+                self._wake.set()
+        if machine.result is not None and self._streams:
+            for stream in self._streams:
+                stream.end()
+            self._streams.clear()
+
+    def _deliver(self, events: list[Event]) -> None:
+        observers = self._observers
+        streams = self._streams
+        for event in events:
+            for observer in observers:
+                try:
+                    observer(event)
+                except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                    observers.remove(observer)
+                    self._error(exc)
+            for stream in streams:
+                stream.push(event)
+        if any(stream.closed for stream in streams):
+            streams[:] = [s for s in streams if not s.closed]
+
+    # ---------------------------------------------------------- programs
+
+    async def _main(self) -> None:
+        """Drive the machine's main program."""
+        machine = self._m
+        tg = self._tg
+        assert tg is not None  # noqa: S101 - set by _run_locked
+        program = machine.main()
+        send: Callable[[Any], Any] = program.send
+        arg: Any = None
+        while True:
+            machine.clock(self._clock())
+            try:
+                effect = send(arg)
+            except StopIteration:
+                return
+            finally:
+                self._flush()
+            send, arg = program.send, None
+            if effect is IDLE:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+            elif type(effect) is Spawn:
+                for start in effect.units:
+                    tg.start_soon(self._worker, start)
+            else:
+                try:
+                    arg = await self._do(effect, math.inf)
+                except (Failed, Interrupted) as exc:
+                    send, arg = program.throw, exc
+
+    async def _worker(self, start: Start) -> None:
+        """Run a unit, then, in the same task, each next unit the machine allows.
+
+        In a sliding window every finished unit frees room for exactly the next one,
+        so handing it to the task that just finished saves spawning a task per unit.
+        """
+        machine = self._m
+        unit: Start | None = start
+        try:
+            while unit is not None:
+                successors: list[Start] = await self._unit(unit)
+                unit = None
+                if not successors:
+                    break
+                unit = successors[0]
+                tg = self._tg
+                assert tg is not None  # noqa: S101 - set by _run_locked
+                for other in successors[1:]:
+                    tg.start_soon(self._worker, other)
+                # Let other tasks run, and a cancellation land, before the next unit: a
+                # driver that never waits must not keep the event loop to itself.
+                try:
+                    await anyio.lowlevel.checkpoint()
+                except BaseException:
+                    machine.unstart(unit)
+                    raise
+                if not machine.go_on(unit):
+                    unit = None
+        except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
+            self._error(exc)
+        finally:
+            self._flush()
+
+    async def _unit(self, start: Start) -> list[Start]:
+        program = self._m.unit(start)
+        try:
+            successors: list[Start] = await self._drive(program, program.send, None, math.inf)
+        except BaseException:
+            if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED:
+                # Cancelled in a wait: put things back under a shield before it goes on.
+                with anyio.CancelScope(shield=True) as scope:
+                    window = self._clock() + self._cleanup_timeout
+                    scope.deadline = window
+                    await self._drive(program, program.throw, Interrupted(), window)
+            raise
+        finally:
+            # Cut short by the clean-up deadline: the program's bookkeeping still runs.
+            program.close()
+        return successors
+
+    async def _drive(
+        self, program: Program, send: Callable[[Any], Any], arg: Any, window: float
+    ) -> Any:
+        """Drive a unit program to its end; ``window`` bounds calls once cancelling."""
+        machine = self._m
+        clock = self._clock
+        while True:
+            machine.clock(clock())
+            try:
+                effect = send(arg)
+            except StopIteration as stop:
+                if machine.pending:
+                    self._flush()
+                return stop.value
+            if machine.pending:
+                self._flush()
+            send = program.send
+            try:
+                arg = await self._do(effect, window)
+            except Failed as exc:
+                send, arg = program.throw, exc
+                if self._cancelling and window == math.inf:
+                    # Cut by the clean-up deadline: putting things back gets its own time.
+                    window = clock() + self._cleanup_timeout
+            except Interrupted as exc:
+                send, arg = program.throw, exc
+
+    # ----------------------------------------------------------- effects
+
+    async def _do(self, effect: object, window: float) -> Any:  # noqa: C901, PLR0911 - one branch per effect kind
+        if isinstance(effect, Call):
+            return await self._call(effect, window)
+        if isinstance(effect, Record):
+            journal = self._journal
+            assert journal is not None  # noqa: S101 - the machine journals only with one
+            with anyio.CancelScope(shield=True):
+                await journal.append(effect.record, sync=effect.sync)
+            return None
+        if isinstance(effect, WaitReady):
+            check, readiness = self._check, self._readiness
+            outcome = await self._wait(
+                wait_ready(check, effect.instance, readiness), effect.interruptible
+            )
+            return outcome.ready, outcome.reason
+        if isinstance(effect, Sleep):
+            return await self._wait(anyio.sleep(effect.seconds), effect.interruptible)
+        if isinstance(effect, Probe):
+            check = self._check
+            assert check is not None  # noqa: S101 - the machine probes only with a check
+            with anyio.CancelScope(shield=True):
+                return (await probe_once(check, effect.instance, self._readiness.timeout)).healthy
+        if isinstance(effect, Survey):
+            return await self._survey(effect.instances)
+        if isinstance(effect, ListInstances):
+            return await self._rollout.driver.list_instances()
+        if isinstance(effect, LoadJournal):
+            journal = self._journal
+            assert journal is not None  # noqa: S101 - asked only with a journal
+            return await journal.load()
+        if isinstance(effect, WaitStep):
+            event = self._step_event = anyio.Event()
+            with anyio.move_on_after(math.inf if effect.seconds is None else effect.seconds):
+                await event.wait()
+            self._step_event = None
+            return None
+        if isinstance(effect, CheckGate):
+            return await self._check_gate(effect)
+        msg = f"unknown effect {effect!r}"  # pragma: no cover - every kind is handled above
+        raise AssertionError(msg)  # pragma: no cover
+
+    async def _call(self, effect: Call, window: float) -> Any:
+        """Run one driver, router or hook call to completion, shielded and bounded."""
+        fn = self._calls[effect.op]
+        timeout = self._effect_timeout
+        limit = self._clock() + timeout
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = limit
+            if self._cancelling:
+                scope.deadline = min(
+                    limit, self._cleanup_deadline if window == math.inf else window
+                )
+            self._shields.add(scope)
+            try:
+                return await fn(*effect.args)
+            except Exception as exc:
+                msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
+                raise Failed(msg) from exc
+            finally:
+                self._shields.discard(scope)
+        if scope.deadline < limit:
+            msg = f"cancelled: {effect.what} was cut after cleanup_timeout={self._cleanup_timeout}s"
+            raise Failed(msg)
+        msg = f"{effect.what} did not return within {timeout}s"
+        raise Failed(msg)
+
+    async def _wait(self, awaitable: Any, interruptible: bool) -> Any:  # noqa: FBT001 - internal
+        """Await a wait; a trigger interrupts it when ``interruptible`` (cancellation always)."""
+        if not interruptible:
+            return await awaitable
+        with anyio.CancelScope() as scope:
+            self._interruptible.add(scope)
+            try:
+                return await awaitable
+            finally:
+                self._interruptible.discard(scope)
+        raise Interrupted
+
+    async def _survey(self, instances: Sequence[Any]) -> list[bool]:
+        check = self._check
+        assert check is not None  # noqa: S101 - the machine surveys only with a check
+        healthy = [True] * len(instances)
+        timeout = self._readiness.timeout
+        indices = iter(range(len(instances)))
+
+        async def worker() -> None:
+            for index in indices:
+                healthy[index] = (await probe_once(check, instances[index], timeout)).healthy
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(_SURVEY_WORKERS, len(instances))):
+                tg.start_soon(worker)
+        return healthy
+
+    async def _check_gate(self, effect: CheckGate) -> tuple[bool, str] | None:
+        gate = effect.gate
+        outcome: tuple[bool, str] | None = None
+        event = self._step_event = anyio.Event()
+
+        async def ask() -> None:
+            nonlocal outcome
+            try:
+                with anyio.fail_after(math.inf if gate.timeout is None else gate.timeout):
+                    answer = await gate.check()
+            except TimeoutError:
+                outcome = (False, f"timed out after {gate.timeout}s")
+            except Exception as exc:  # noqa: BLE001 - a crashing gate is a closed gate, with the cause
+                outcome = (False, f"raised {type(exc).__name__}: {exc}")
+            else:
+                if isinstance(answer, tuple):
+                    outcome = (bool(answer[0]), str(answer[1]))
+                else:
+                    outcome = (bool(answer), "")
+            event.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            await event.wait()
+            tg.cancel_scope.cancel()
+        self._step_event = None
+        return outcome
+
+    # ------------------------------------------------------------ timers
+
+    async def _cancel_watcher(self) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            if not self._finished:
+                # The run is being cancelled: shielded calls get a short leash from now on.
+                self._cancelling = True
+                self._cleanup_deadline = self._clock() + self._cleanup_timeout
+                for scope in self._shields:
+                    scope.deadline = min(scope.deadline, self._cleanup_deadline)
+
+    async def _watchdog(self) -> None:
+        machine = self._m
+        while True:
+            due = machine.progress_due()
+            if due is None:
+                return
+            now = self._clock()
+            if now < due:
+                await anyio.sleep(due - now)
+                continue
+            machine.clock(now)
+            machine.deadline_passed()
+            self._flush()
+
+    # ------------------------------------------------------------ the end
+
+    async def _after_rollout(self, result: RolloutResult) -> None:
+        if "after_rollout" not in self._calls:
+            return
+        try:
+            effect = Call("after_rollout", (result,), "hook after_rollout")
+            await self._call(effect, math.inf)
+        except Failed as exc:
+            self._rollout.logger.warning("after_rollout hook failed: %s", exc.reason)
+
+    async def _close_journal(self) -> None:
+        journal = self._journal
+        if journal is not None:
+            with anyio.CancelScope(shield=True):
+                await journal.close()
+
+
+def _one_error(errors: list[BaseException]) -> BaseException:
+    """The error ``run()`` raises: the first one; several are chained as a group."""
+    if len(errors) == 1:
+        return errors[0]
+    error = RollingError(
+        f"the rollout stopped on {len(errors)} errors; the first: "
+        f"{type(errors[0]).__name__}: {errors[0]}"
+    )
+    error.__cause__ = BaseExceptionGroup("errors during the rollout", errors)
+    return error

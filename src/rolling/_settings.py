@@ -1,0 +1,115 @@
+"""One frozen, validated configuration per rollout, built once at ``Rollout(...)``.
+
+Every check that needs only the configuration runs here, before any driver
+call; :func:`check_fleet` holds the few that need the fleet's size, and the
+machine calls it right after ``list_instances()``, before any probe or change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from ._errors import ConfigError
+from ._policies import FailurePolicy, Order, ProgressDeadline, Readiness, RollbackMode, Waves
+from ._steps import Advance, Step
+from ._strategy import Batches, ResolvedWindow, RollingUpdate
+from ._validate import percent_of
+
+__all__ = ["Settings", "advance_target", "check_fleet"]
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the machine needs to decide, resolved and validated.
+
+    Attributes:
+        target: The version to roll out.
+        strategy: The strategy.
+        readiness: The readiness policy.
+        failure: Retries and budgets.
+        rollback: What a trigger does.
+        progress_deadline: The progress deadline, if any.
+        steps: The steps, in order.
+        order: The order instances go in.
+        waves: Failure domains, if any.
+        hooks: Names of the hook methods present.
+        has_router: Whether detach and attach reach a router.
+        has_check: Whether readiness has a check.
+        can_replace: Whether the driver replaces in place.
+        can_launch: Whether the driver launches and terminates.
+        journaled: Whether changes are journaled.
+        seed: Seed for back-off jitter.
+    """
+
+    target: str
+    strategy: RollingUpdate | Batches
+    readiness: Readiness
+    failure: FailurePolicy
+    rollback: RollbackMode
+    progress_deadline: ProgressDeadline | None
+    steps: tuple[Step, ...]
+    order: Order
+    waves: Waves | None
+    hooks: frozenset[str]
+    has_router: bool
+    has_check: bool
+    can_replace: bool
+    can_launch: bool
+    journaled: bool
+    seed: int | None
+
+    @property
+    def surge_enabled(self) -> bool:
+        """Whether new instances may be launched before old ones go."""
+        return self.strategy.wants_surge and self.can_launch
+
+    @property
+    def lockstep(self) -> bool:
+        """Whether units go in lockstep batches (else a sliding window)."""
+        return isinstance(self.strategy, Batches)
+
+    @property
+    def instant_ready(self) -> bool:
+        """Readiness with no check and no delays is a formality the machine skips."""
+        readiness = self.readiness
+        return not self.has_check and readiness.initial_delay == 0 and readiness.min_ready == 0
+
+    def window(self, desired: int) -> ResolvedWindow:
+        """The availability budget for a fleet of ``desired`` instances.
+
+        For :class:`~rolling.Batches`, ``max_unavailable`` is the largest batch
+        (or, with ``surge=True``, ``max_surge`` is).
+        """
+        strategy = self.strategy
+        if isinstance(strategy, RollingUpdate):
+            return strategy.resolve(desired)
+        largest = max(strategy.resolve(desired), default=0)
+        if strategy.surge:
+            return ResolvedWindow(desired=desired, max_unavailable=0, max_surge=largest)
+        return ResolvedWindow(desired=desired, max_unavailable=largest, max_surge=0)
+
+
+def advance_target(to: int | str, desired: int) -> int:
+    """How many instances of ``desired`` an ``Advance(to)`` wants on the target."""
+    if isinstance(to, int):
+        return min(to, desired)
+    return math.ceil(percent_of(to) * desired / 100)
+
+
+def check_fleet(steps: tuple[Step, ...], desired: int) -> None:
+    """Checks that need the fleet's size: Advance targets never go back once resolved."""
+    previous = -1
+    for index, step in enumerate(steps):
+        if not isinstance(step, Advance):
+            continue
+        wanted = advance_target(step.to, desired)
+        if wanted < previous:
+            raise ConfigError(
+                f"Rollout.steps[{index}]",
+                f"Advance({step.to!r}) is {wanted} of {desired} instances, fewer than the"
+                f" {previous} an earlier Advance already reached",
+                "list Advance targets in increasing order for this fleet size",
+            )
+        previous = wanted

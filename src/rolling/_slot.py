@@ -1,0 +1,95 @@
+"""The machine's record of one instance of the starting fleet, and its result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._result import InstanceOutcome, InstanceResult
+
+__all__ = ["Slot", "changed", "instance_result", "needs_revert"]
+
+
+@attrs.define(eq=False)
+class Slot:
+    """One instance of the starting fleet and what stands in its place now.
+
+    Only the machine changes a slot.
+    """
+
+    key: str
+    position: int
+    old_version: str
+    live: Any
+    serving_at_start: bool
+    attached: bool = True
+    ready: bool = True
+    extra: Any = None
+    extra_attached: bool = False
+    tally: dict[InstanceOutcome, int] | None = attrs.field(default=None, kw_only=True, repr=False)
+    """Slots by outcome, shared by the slots of a run, so a snapshot need not scan them."""
+    _outcome: InstanceOutcome = InstanceOutcome.PENDING
+    reason: str = ""
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    changed_seq: int = -1
+    replace_tried: bool = False
+    # A tuple, not a list: nearly every slot has none, and the empty tuple is shared
+    # (a list per slot is one more object for the collector to walk, a fleet's worth).
+    strays: tuple[Any, ...] = ()
+    batch: int | None = None
+
+    @property
+    def outcome(self) -> InstanceOutcome:
+        """What happened to this instance so far."""
+        return self._outcome
+
+    @outcome.setter
+    def outcome(self, value: InstanceOutcome) -> None:
+        tally = self.tally
+        if tally is not None:
+            tally[self._outcome] -= 1
+            tally[value] = tally.get(value, 0) + 1
+        self._outcome = value
+
+    @property
+    def existing(self) -> int:
+        """Instances this slot accounts for: what is in place, a surge instance, strays."""
+        return (self.live is not None) + (self.extra is not None) + len(self.strays)
+
+    @property
+    def serving(self) -> bool:
+        """Whether what stands here is in traffic and ready."""
+        return self.live is not None and self.attached and self.ready
+
+
+def changed(slot: Slot) -> bool:
+    """Whether what stands in its place differs from the start: gone, other version, out."""
+    live = slot.live
+    return live is None or live.version != slot.old_version or not slot.attached
+
+
+def needs_revert(slot: Slot) -> bool:
+    """Whether a rollback has to put this slot back."""
+    untouched = slot.outcome in {InstanceOutcome.PENDING, InstanceOutcome.SKIPPED}
+    return not untouched and changed(slot)
+
+
+def instance_result(slot: Slot) -> InstanceResult:
+    """The public result for ``slot``."""
+    live = slot.live
+    return InstanceResult(
+        id=slot.key,
+        outcome=slot.outcome,
+        old_version=slot.old_version,
+        version=None if live is None else live.version,
+        current_id=None if live is None else live.id,
+        serving=live is not None and slot.attached,
+        attempts=slot.attempts,
+        reason=slot.reason,
+        started_at=slot.started_at,
+        finished_at=slot.finished_at,
+        strays=tuple(stray.id for stray in slot.strays),
+    )

@@ -1,0 +1,382 @@
+"""The program of one unit: carry one instance to a version, or fail and put it back.
+
+Part of the machine (:mod:`rolling._machine`): generators that yield effects and
+never await. The sequences:
+
+* in place: ``detach -> replace -> ready -> attach``;
+* elastic, taking out first: ``detach -> terminate -> launch -> ready -> attach``;
+* elastic with surge: ``launch -> ready -> attach new -> detach old -> terminate old``.
+
+Each driver, router and hook call is an effect that either returns or fails
+(:class:`~rolling._effects.Failed` is thrown in); a wait (readiness, back-off)
+may be interrupted (:class:`~rolling._effects.Interrupted`). A failed attempt is
+retried after a back-off; a unit out of attempts fails and is restored. After
+an interruption a unit *settles*: a surge instance not in traffic is
+terminated, and an instance out of traffic goes back in when it answers its
+check (unless the coming rollback will handle it).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from ._effects import Call, Failed, Interrupted, Probe, Record, Sleep, WaitReady
+from ._events import Phase
+from ._ledger import Mode
+from ._result import InstanceOutcome
+from ._settings import Settings
+from ._slot import Slot
+
+if TYPE_CHECKING:
+    from ._machine import Machine, Start
+
+__all__ = ["UnitPrograms"]
+
+Program = Generator[Any, Any, Any]
+
+
+class UnitPrograms:
+    """Builds unit programs for one machine."""
+
+    def __init__(self, machine: Machine, settings: Settings, rng: random.Random) -> None:
+        self._m = machine
+        self._s = settings
+        self._rng = rng
+        self._hooks = settings.hooks
+        self._journaled = settings.journaled
+        self._router = settings.has_router
+
+    # ---------------------------------------------------------------- unit
+
+    def run(self, start: Start) -> Program:
+        """Run one unit; return the units that may start after it."""
+        machine = self._m
+        slot, mode, run = start.slot, start.mode, start.run
+        goal = slot.old_version if run.version is None else run.version
+        rolling_back = run.rolling_back
+        machine.unit_began(slot)
+        counted_before = slot.serving_at_start
+        taken = counted_before and mode is not Mode.SURGE
+        existed_before = slot.existing
+        reserved = 1 if mode is Mode.SURGE else 0
+        if rolling_back:
+            machine.phase(slot, Phase.REVERTING, goal)
+        try:
+            try:
+                ok, reason = yield from self._attempts(slot, mode, goal, rolling_back=rolling_back)
+                if ok:
+                    self._succeed(slot, rolling_back=rolling_back)
+                elif rolling_back:
+                    slot.outcome = InstanceOutcome.REVERT_FAILED
+                    slot.reason = reason
+                    machine.phase(slot, Phase.REVERT_FAILED, goal, reason)
+                    yield from self._settle(slot, attach_if_healthy=True)
+                else:
+                    yield from self._fail(slot, mode, reason)
+            except Interrupted:
+                yield from self._interrupted(slot, goal, rolling_back=rolling_back)
+            if self._journaled:
+                yield Record({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
+        finally:
+            # Also when the program dies or is closed part-way: the ledger must hear of it.
+            machine.unit_ended(
+                start,
+                serving=int(slot.serving) - (int(counted_before) - int(taken)),
+                existing=slot.existing - existed_before - reserved,
+            )
+        return machine.successors(run)
+
+    def _succeed(self, slot: Slot, *, rolling_back: bool) -> None:
+        slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
+        if not slot.strays:
+            slot.reason = ""
+        phase = Phase.REVERTED if rolling_back else Phase.UPDATED
+        self._m.phase(slot, phase, slot.live.version)
+        self._m.record_success()
+
+    def _attempts(
+        self, slot: Slot, mode: Mode, version: str, *, rolling_back: bool
+    ) -> Generator[Any, Any, tuple[bool, str]]:
+        policy = self._s.failure
+        reason = ""
+        for attempt in range(1, policy.retries + 2):
+            if not rolling_back:
+                slot.attempts += 1
+            try:
+                yield from self._apply(slot, mode, version, restoring=False)
+            except Failed as exc:
+                reason = exc.reason
+            else:
+                return True, ""
+            if attempt <= policy.retries:
+                delay = policy.backoff.delay(attempt, self._rng)
+                self._m.phase(slot, Phase.BACKING_OFF, version, reason)
+                yield from self._wait(Sleep(delay))
+        return False, reason
+
+    def _fail(self, slot: Slot, mode: Mode, reason: str) -> Program:
+        machine = self._m
+        slot.outcome = InstanceOutcome.FAILED
+        slot.reason = reason
+        machine.phase(slot, Phase.FAILED, self._s.target, reason)
+        machine.record_failure(slot)
+        live = slot.live
+        in_traffic_on_old = slot.serving and live.version == slot.old_version
+        if not self._s.failure.restore_failed or in_traffic_on_old:
+            yield from self._settle(slot, attach_if_healthy=False)
+            return
+        restore_mode = Mode.TAKE_OUT if live is None else mode
+        if restore_mode is Mode.SURGE:
+            yield from self._settle(slot, attach_if_healthy=True)
+            return
+        try:
+            machine.phase(slot, Phase.REVERTING, slot.old_version)
+            yield from self._apply(slot, restore_mode, slot.old_version, restoring=True)
+        except Failed as exc:
+            slot.reason = f"{reason}; restoring {slot.old_version} failed too: {exc.reason}"
+            yield from self._settle(slot, attach_if_healthy=False)
+        except Interrupted:
+            yield from self._settle(slot, attach_if_healthy=True)
+        else:
+            slot.reason = f"{reason}; restored to {slot.old_version}"
+
+    def _interrupted(self, slot: Slot, version: str, *, rolling_back: bool) -> Program:
+        # A coming revert handles what is out of traffic; otherwise put it back now.
+        attach = not self._m.revert_pending or rolling_back
+        yield from self._settle(slot, attach_if_healthy=attach)
+        if slot.outcome is not InstanceOutcome.IN_PROGRESS:
+            return
+        live = slot.live
+        if live is not None and slot.attached and live.version == version:
+            slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
+            slot.reason = ""
+            self._m.phase(slot, Phase(slot.outcome), version)
+        else:
+            slot.outcome = InstanceOutcome.INTERRUPTED
+            slot.reason = "interrupted"
+            self._m.phase(slot, Phase.INTERRUPTED, version, slot.reason)
+
+    def _wait(self, effect: Sleep | WaitReady) -> Program:
+        """Yield a wait, unless a trigger has already fired and it would be interrupted."""
+        if effect.interruptible and not self._m.interruptible:
+            raise Interrupted
+        return (yield effect)
+
+    # ------------------------------------------------------------- effects
+
+    def call(
+        self, slot: Slot, op: str, instance: Any, version: str, what: str, *args: Any
+    ) -> Program:
+        """A driver or router call, journaled around it (write-ahead) when there is a journal."""
+        effect = Call(op, args, what)
+        if not self._journaled:
+            return (yield effect)
+        base = {
+            "t": "fx",
+            "k": slot.key,
+            "op": op,
+            "i": getattr(instance, "id", None),
+            "v": version,
+        }
+        yield Record({**base, "s": "start"}, sync=True)
+        try:
+            result = yield effect
+        except Failed:
+            yield Record({**base, "s": "fail"})
+            raise
+        done = {**base, "s": "done"}
+        if op in {"launch", "replace"}:
+            done["n"] = [result.id, result.version]
+        yield Record(done, sync=op == "launch")
+        return result
+
+    def hook(self, name: str, *args: Any) -> Program:
+        """Call the hook ``name``, if the hooks object has it."""
+        if name in self._hooks:
+            yield Call(name, args, f"hook {name}")
+
+    def _set_live(self, slot: Slot, instance: Any) -> Program:
+        """Put ``instance`` in ``slot``'s place, journaling the swap when the id changes."""
+        before = None if slot.live is None else slot.live.id
+        after = None if instance is None else instance.id
+        slot.live = instance
+        if before != after and self._journaled:
+            yield Record({"t": "swap", "k": slot.key, "i": after})
+
+    def detach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> Program:
+        """Take ``instance`` out of traffic."""
+        hooks = self._hooks
+        if hooks:
+            yield from self.hook("before_detach", instance)
+        self._m.phase(slot, Phase.DETACHING, version, instance=instance)
+        if self._router:
+            yield from self.call(slot, "detach", instance, version, "router.detach", instance)
+        if extra:
+            slot.extra_attached = False
+        else:
+            slot.attached = False
+        self._m.phase(slot, Phase.DETACHED, version, instance=instance)
+        if hooks:
+            yield from self.hook("after_detach", instance)
+
+    def attach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> Program:
+        """Put ``instance`` in traffic."""
+        hooks = self._hooks
+        if hooks:
+            yield from self.hook("before_attach", instance)
+        self._m.phase(slot, Phase.ATTACHING, version, instance=instance)
+        if self._router:
+            yield from self.call(slot, "attach", instance, version, "router.attach", instance)
+        if extra:
+            slot.extra_attached = True
+        else:
+            slot.attached = True
+        self._m.phase(slot, Phase.ATTACHED, version, instance=instance)
+        if hooks:
+            yield from self.hook("after_attach", instance)
+
+    def _terminate(self, slot: Slot, instance: Any, version: str) -> Program:
+        hooks = self._hooks
+        if hooks:
+            yield from self.hook("before_terminate", instance)
+        self._m.phase(slot, Phase.TERMINATING, version, instance=instance)
+        yield from self.call(slot, "terminate", instance, version, "driver.terminate", instance)
+        self._m.phase(slot, Phase.TERMINATED, version, instance=instance)
+        if hooks:
+            yield from self.hook("after_terminate", instance)
+
+    def _launch(self, slot: Slot, version: str) -> Program:
+        if self._hooks:
+            yield from self.hook("before_launch", version)
+        self._m.phase(slot, Phase.LAUNCHING, version)
+        instance = yield from self.call(slot, "launch", None, version, "driver.launch", version)
+        self._m.phase(slot, Phase.LAUNCHED, version, instance=instance)
+        return instance
+
+    def _ready(
+        self, slot: Slot, instance: Any, version: str, *, restoring: bool = False
+    ) -> Program:
+        hooks = self._hooks
+        if hooks:
+            yield from self.hook("before_ready", instance)
+        self._m.phase(slot, Phase.WAITING_READY, version)
+        if not self._s.instant_ready:
+            ok, reason = yield from self._wait(WaitReady(instance, interruptible=not restoring))
+            if not ok:
+                raise Failed(reason)
+        self._m.phase(slot, Phase.READY, version)
+        if hooks:
+            yield from self.hook("after_ready", instance)
+
+    def _apply(self, slot: Slot, mode: Mode, version: str, *, restoring: bool) -> Program:
+        """Carry ``slot`` to ``version`` in ``mode`` from whatever state it is in."""
+        if mode is Mode.SURGE:
+            yield from self._apply_surge(slot, version)
+            return
+        hooks = self._hooks
+        if slot.attached and slot.live is not None:
+            yield from self.detach(slot, slot.live, version)
+        if mode is Mode.IN_PLACE and slot.live is not None:
+            # A restore skips the replace only when none was tried: one that raised may
+            # have stopped the old version already, whatever the instance still says.
+            if not (restoring and slot.live.version == version and not slot.replace_tried):
+                asked = slot.live
+                if hooks:
+                    yield from self.hook("before_replace", asked, version)
+                self._m.phase(slot, Phase.REPLACING, version)
+                slot.ready = False
+                slot.replace_tried = True
+                replaced = yield from self.call(
+                    slot, "replace", asked, version, "driver.replace", asked, version
+                )
+                yield from self._set_live(slot, replaced)
+                _check_answer("driver.replace", replaced, version, asked.id)
+                if hooks:
+                    yield from self.hook("after_replace", replaced)
+        else:
+            if slot.live is not None:
+                old = slot.live
+                slot.ready = False
+                yield from self._terminate(slot, old, version)
+                yield from self._set_live(slot, None)
+            slot.ready = False
+            launched = yield from self._launch(slot, version)
+            yield from self._set_live(slot, launched)
+            _check_answer("driver.launch", launched, version, None)
+            if hooks:
+                yield from self.hook("after_launch", launched)
+        yield from self._ready(slot, slot.live, version, restoring=restoring)
+        slot.ready = True
+        yield from self.attach(slot, slot.live, version)
+
+    def _apply_surge(self, slot: Slot, version: str) -> Program:
+        hooks = self._hooks
+        if slot.extra is not None:
+            # A failed earlier attempt: its instance goes before a new one comes.
+            yield from self._drop_extra(slot, version)
+        if hooks:
+            yield from self.hook("before_launch", version)
+        self._m.phase(slot, Phase.LAUNCHING, version)
+        slot.extra = yield from self.call(slot, "launch", None, version, "driver.launch", version)
+        self._m.phase(slot, Phase.LAUNCHED, version)
+        _check_answer("driver.launch", slot.extra, version, None)
+        if hooks:
+            yield from self.hook("after_launch", slot.extra)
+        yield from self._ready(slot, slot.extra, version)
+        yield from self.attach(slot, slot.extra, version, extra=True)
+        old = slot.live
+        if old is not None and slot.attached:
+            yield from self.detach(slot, old, version)
+        # From here the new instance is in traffic and the old one out: swap them first,
+        # so a failing terminate leaves a stray to report, not an instance to roll back.
+        new, slot.extra = slot.extra, None
+        yield from self._set_live(slot, new)
+        slot.attached, slot.extra_attached = True, False
+        slot.ready = True
+        if old is not None:
+            try:
+                yield from self._terminate(slot, old, version)
+            except Failed as exc:
+                slot.strays += (old,)
+                slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
+
+    def _drop_extra(self, slot: Slot, version: str) -> Program:
+        extra = slot.extra
+        try:
+            if slot.extra_attached:
+                yield from self.detach(slot, extra, version, extra=True)
+            yield from self._terminate(slot, extra, version)
+        except Failed:
+            slot.strays += (extra,)
+            raise
+        finally:
+            slot.extra = None
+
+    def _settle(self, slot: Slot, *, attach_if_healthy: bool) -> Program:
+        """Leave ``slot`` consistent: no surge instance out of traffic, nothing out unchecked."""
+        try:
+            if slot.extra is not None:
+                yield from self._drop_extra(slot, slot.old_version)
+            live = slot.live
+            if attach_if_healthy and live is not None and not slot.attached:
+                healthy = (yield Probe(live)) if self._s.has_check else True
+                if healthy:
+                    slot.ready = True
+                    yield from self.attach(slot, live, live.version)
+        except Failed as exc:
+            slot.reason = f"{slot.reason}; cleanup: {exc.reason}" if slot.reason else exc.reason
+
+
+def _check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
+    """A driver's answer must be what was asked for; trusting a wrong one hides a failure."""
+    if same_id is not None and instance.id != same_id:
+        msg = (
+            f"{what} returned instance {instance.id!r} for {same_id!r}: an in-place"
+            " replacement must keep the instance's id"
+        )
+        raise Failed(msg)
+    if instance.version != version:
+        msg = f"{what} returned version {instance.version!r}, but {version!r} was asked for"
+        raise Failed(msg)
