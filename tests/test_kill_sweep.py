@@ -387,7 +387,7 @@ class Sweep:
             assert fields[0] != "Z", entry
             assert int(fields[19]) == entry["start"], entry
         attached = await RemoteBalancerRouter(self.control).attached()
-        assert sorted(attached) == sorted(e["id"] for e in fleet)
+        assert sorted(attached) == sorted(e["id"] for e in fleet), self.tail()
         load = LoadGenerator("127.0.0.1", self.port)
         answers = [await load.request() for _ in range(2 * FLEET)]
         assert all(s.ok for s in answers), answers

@@ -1,0 +1,461 @@
+"""The machine alone, under random event sequences: the invariants hold on every step.
+
+No event loop, no driver: this test plays the runner. For each example it
+draws a fleet (1 to 500 instances, some unhealthy at the start), a strategy,
+budgets, steps and hooks, then answers the machine's effects in a random
+interleaving with random outcomes (a call fails, a driver answers the wrong
+version, readiness fails), with random control calls (pause, resume,
+promote, abort), timer firings, halts and cancellation. On every effect it
+checks the availability floor (no serving instance is taken out below it),
+the capacity ceiling (no launch above it) and that no instance is worked on
+twice at once; at the end, terminal truth, no leaks, and that the machine
+itself never stalls.
+
+``ROLLING_MACHINE_SEQUENCES`` sets the number of sequences (20,000 by default).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Generator
+from typing import Any
+
+import attrs
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from rolling import (
+    Advance,
+    Backoff,
+    Batches,
+    FailurePolicy,
+    Gate,
+    InstanceOutcome,
+    Order,
+    Pause,
+    ProgressDeadline,
+    Readiness,
+    RollbackMode,
+    RollingUpdate,
+    RolloutStatus,
+)
+from rolling._effects import (
+    IDLE,
+    Call,
+    CheckGate,
+    Failed,
+    Interrupted,
+    ListInstances,
+    LoadJournal,
+    Probe,
+    Record,
+    Sleep,
+    Spawn,
+    Survey,
+    WaitReady,
+    WaitStep,
+)
+from rolling._machine import INTERRUPT, STEP, WAKE, Machine, Start
+from rolling._settings import Settings
+
+SEQUENCES = int(os.environ.get("ROLLING_MACHINE_SEQUENCES", "20000"))
+MAX_STEPS = 200_000
+
+
+@attrs.define(eq=False)
+class Inst:
+    id: str
+    version: str
+
+
+async def _gate() -> bool:  # never called: the test answers gates itself
+    return True  # pragma: no cover
+
+
+@st.composite
+def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
+    size = draw(st.one_of(st.integers(1, 12), st.integers(1, 60), st.integers(1, 500)))
+    surge_ok = draw(st.booleans())
+    can_replace = draw(st.booleans()) or not surge_ok
+    if draw(st.booleans()):
+        sizes = draw(
+            st.lists(
+                st.one_of(st.integers(1, 8), st.sampled_from(["5%", "20%", "50%"])),
+                min_size=1,
+                max_size=3,
+            )
+        )
+        strategy: RollingUpdate | Batches = Batches(
+            *sizes,
+            surge=surge_ok and draw(st.booleans()),
+            pause=draw(st.sampled_from([None, Pause(5), Pause()])),
+        )
+    else:
+        count = st.one_of(st.integers(0, 6), st.sampled_from(["0%", "10%", "25%", "100%"]))
+        unavailable = draw(count)
+        surge = draw(count) if surge_ok else 0
+        if unavailable in {0, "0%"} and surge in {0, "0%"}:
+            unavailable = 1
+        strategy = RollingUpdate(max_unavailable=unavailable, max_surge=surge)
+    steps: list[Any] = []
+    if draw(st.booleans()):
+        steps = [Advance(draw(st.integers(1, 3))), Pause(), Advance("100%"), Gate(_gate)]
+    policy = FailurePolicy(
+        retries=draw(st.integers(0, 2)),
+        backoff=Backoff(initial=1, jitter=0.5),
+        max_failed=draw(st.sampled_from([0, 1, 3, "10%", "50%"])),
+        max_failed_per_batch="50%" if isinstance(strategy, Batches) and draw(st.booleans()) else None,
+        circuit_breaker=draw(st.sampled_from([None, 2, 5])),
+        restore_failed=draw(st.booleans()),
+    )
+    config = Settings(
+        target="v2",
+        strategy=strategy,
+        readiness=Readiness(),
+        failure=policy,
+        rollback=draw(st.sampled_from([RollbackMode.REVERT, RollbackMode.HALT])),
+        progress_deadline=draw(st.sampled_from([None, ProgressDeadline(30)])),
+        steps=tuple(steps),
+        order=draw(st.sampled_from([Order(), Order.shuffled(3)])),
+        waves=None,
+        hooks=frozenset(draw(st.sampled_from([(), ("before_batch", "after_replace")]))),
+        has_router=draw(st.booleans()),
+        has_check=draw(st.booleans()),
+        can_replace=can_replace,
+        can_launch=surge_ok,
+        journaled=draw(st.booleans()),
+        seed=1,
+    )
+    fault = draw(st.sampled_from([0.0, 0.02, 0.1, 0.4]))
+    return config, size, fault, draw(st.integers(0, 2**32 - 1))
+
+
+@attrs.define
+class Player:
+    """Plays the runner against one machine, checking the invariants as it goes."""
+
+    config: Settings
+    machine: Machine
+    rng: random.Random
+    fault: float
+    fleet: list[Inst]
+    now: float = 0.0
+    main: Generator[Any, Any, Any] | None = None
+    main_effect: Any = None
+    main_woken: bool = True
+    units: dict[int, list[Any]] = attrs.Factory(dict)
+    """Program id -> [program, pending effect, start, interrupted]."""
+    deferred: list[Start] = attrs.Factory(list)
+    working: set[str] = attrs.Factory(set)
+    launched: set[str] = attrs.Factory(set)
+    terminated: set[str] = attrs.Factory(set)
+    step_ended: bool = False
+    cancelled: bool = False
+    next_id: int = 0
+
+    # -- invariants at the moment of an effect
+
+    def serving(self) -> int:
+        return sum(
+            s.serving + (s.extra is not None and s.extra_attached) for s in self.machine.slots
+        )
+
+    def check_effect(self, effect: Any) -> None:
+        if not isinstance(effect, Call):
+            return
+        desired = len(self.fleet)
+        window = self.config.window(desired)
+        slots = self.machine.slots
+        if effect.op == "detach":
+            instance = effect.args[0]
+            slot = next(
+                (s for s in slots if s.live is instance or s.extra is instance), None
+            )
+            assert slot is not None, "detaching an instance the machine does not hold"
+            is_serving = (slot.live is instance and slot.serving) or (
+                slot.extra is instance and slot.extra_attached
+            )
+            if slot.live is instance and slot.extra is not None:
+                # Surge: the old instance leaves only once its replacement is in traffic.
+                assert slot.extra_attached, "surge detached the old before the new served"
+            elif is_serving and not self.cancelled:
+                assert self.serving() - 1 >= window.floor, (
+                    f"floor: {self.serving()} serve, floor {window.floor}"
+                )
+        elif effect.op == "launch":
+            existing = sum(s.existing for s in slots)
+            assert existing + 1 <= window.ceiling, (
+                f"ceiling: {existing} exist, ceiling {window.ceiling}"
+            )
+
+    # -- answers
+
+    def answer_call(self, effect: Call) -> Any:
+        if self.rng.random() < self.fault:
+            raise Failed(f"{effect.what} failed")
+        if effect.op == "replace":
+            asked, version = effect.args
+            if self.rng.random() < self.fault / 4:
+                version += "-wrong"
+            return Inst(asked.id, version)
+        if effect.op == "launch":
+            self.next_id += 1
+            instance = Inst(f"n{self.next_id}", effect.args[0])
+            self.launched.add(instance.id)
+            return instance
+        if effect.op == "terminate":
+            self.terminated.add(effect.args[0].id)
+        return None
+
+    def answer(self, effect: Any, interrupted: bool) -> tuple[bool, Any]:  # noqa: C901, PLR0911
+        """(thrown, value): what the runner would send into the program."""
+        try:
+            if isinstance(effect, Call):
+                return False, self.answer_call(effect)
+        except Failed as exc:
+            return True, exc
+        if isinstance(effect, Sleep | WaitReady):
+            if interrupted and effect.interruptible:
+                return True, Interrupted()
+            if self.cancelled:
+                return True, Interrupted()
+            if isinstance(effect, WaitReady):
+                ok = self.rng.random() >= self.fault
+                return False, (ok, "" if ok else "not ready")
+            return False, None
+        if isinstance(effect, Probe):
+            return False, self.rng.random() >= self.fault
+        if isinstance(effect, Record):
+            return False, None
+        if isinstance(effect, Survey):
+            return False, [self.rng.random() >= self.fault for _ in effect.instances]
+        if isinstance(effect, ListInstances):
+            return False, list(self.fleet)
+        if isinstance(effect, LoadJournal):
+            return False, []
+        if isinstance(effect, WaitStep):
+            return False, None
+        if isinstance(effect, CheckGate):
+            if self.step_ended:
+                return False, None
+            return False, self.rng.choice([(True, ""), (False, "bad metric")])
+        raise AssertionError(effect)
+
+    # -- driving
+
+    def signals(self) -> None:
+        signals = self.machine.take_signals()
+        self.machine.drain_events()
+        if signals & WAKE:
+            self.main_woken = True
+        if signals & STEP:
+            self.step_ended = True
+        if signals & INTERRUPT:
+            for entry in self.units.values():
+                entry[3] = True
+
+    def spawn(self, start: Start) -> None:
+        key = start.slot.key
+        assert key not in self.working, f"{key} worked on twice at once"
+        self.working.add(key)
+        program = self.machine.unit(start)
+        self.machine.clock(self.now)
+        effect = program.send(None)
+        self.check_effect(effect)
+        self.units[id(program)] = [program, effect, start, False]
+        self.signals()
+
+    def step_unit(self, key: int) -> None:
+        program, effect, start, interrupted = self.units[key]
+        thrown, value = self.answer(effect, interrupted)
+        self.units[key][3] = False
+        self.machine.clock(self.now)
+        try:
+            effect = program.throw(value) if thrown else program.send(value)
+        except StopIteration as stop:
+            del self.units[key]
+            self.working.discard(start.slot.key)
+            self.signals()
+            successors: list[Start] = stop.value
+            if self.cancelled:
+                for other in successors:
+                    self.machine.unstart(other)
+            else:
+                self.deferred.extend(successors)
+            self.signals()
+            return
+        self.check_effect(effect)
+        self.units[key][1] = effect
+        self.signals()
+
+    def step_main(self) -> bool:
+        """Advance the main program; False once it has ended."""
+        assert self.main is not None
+        effect = self.main_effect
+        if effect is IDLE:
+            if not self.main_woken:
+                return True
+            thrown, value = False, None
+            self.main_woken = False
+        elif isinstance(effect, Spawn):
+            for start in effect.units:
+                self.spawn(start)
+            thrown, value = False, None
+        elif isinstance(effect, WaitStep | CheckGate) and not self.step_ended:
+            if self.rng.random() < 0.5:
+                return True
+            thrown, value = self.answer(effect, interrupted=False)
+        else:
+            thrown, value = self.answer(effect, interrupted=False)
+        if isinstance(effect, WaitStep | CheckGate):
+            self.step_ended = False
+        self.machine.clock(self.now)
+        try:
+            self.main_effect = self.main.throw(value) if thrown else self.main.send(value)
+        except StopIteration:
+            self.signals()
+            return False
+        if isinstance(self.main_effect, WaitStep | CheckGate):
+            self.step_ended = False
+        self.signals()
+        return True
+
+    def control(self) -> None:
+        machine = self.machine
+        choice = self.rng.randrange(7)
+        if machine.result is not None:
+            return
+        if choice == 0:
+            machine.pause()
+        elif choice == 1:
+            machine.resume()
+        elif choice == 2:  # noqa: PLR2004 - choices
+            machine.promote(full=self.rng.random() < 0.3)
+        elif choice == 3:  # noqa: PLR2004
+            machine.abort(rollback=self.rng.random() < 0.7)
+        elif choice == 4:  # noqa: PLR2004
+            machine.fail("error: an observer raised")
+        else:
+            self.now += self.rng.choice([0.5, 5, 40])
+            machine.clock(self.now)
+            due = machine.progress_due()
+            if due is not None and self.now >= due:
+                machine.deadline_passed()
+        self.signals()
+
+    def run(self) -> None:
+        machine = self.machine
+        machine.start(0.0, 1_700_000_000.0)
+        self.main = machine.main()
+        self.main_effect = self.main.send(None)
+        self.signals()
+        controls = self.rng.random() < 0.5
+        cancel_at = self.rng.randrange(1, 400) if self.rng.random() < 0.1 else None
+        running = True
+        for step in range(MAX_STEPS):
+            if step == cancel_at:
+                self.cancel()
+                return
+            if controls and self.rng.random() < 0.01:
+                self.control()
+            movable = [k for k, e in self.units.items()]
+            choices = len(movable) + len(self.deferred) + (1 if running else 0)
+            if not choices:
+                return
+            pick = self.rng.randrange(choices)
+            if pick < len(movable):
+                self.step_unit(movable[pick])
+            elif pick < len(movable) + len(self.deferred):
+                start = self.deferred.pop(pick - len(movable))
+                if machine.go_on(start):
+                    self.spawn(start)
+                self.signals()
+            else:
+                before = self.main_effect
+                running = self.step_main()
+                idle = before is IDLE and self.main_effect is IDLE
+                if running and idle and not (self.units or self.deferred or self.main_woken):
+                    # Nothing runs and nothing will wake the main program: only an operator's
+                    # resume() may, after a pause(); anything else is a stalled machine.
+                    assert machine.paused, "the machine stalled"
+                    machine.resume()
+                    self.signals()
+                if running and isinstance(self.main_effect, WaitStep) and not self.units:
+                    if self.main_effect.seconds is None and self.rng.random() < 0.05:
+                        machine.promote(full=False)
+                        self.signals()
+        else:
+            raise AssertionError("no end after MAX_STEPS")
+
+    def cancel(self) -> None:
+        """The runner's cancellation: waits are interrupted, units settle, the run ends."""
+        self.cancelled = True
+        for start in self.deferred:
+            self.machine.unstart(start)
+        self.deferred.clear()
+        for entry in self.units.values():
+            entry[3] = True
+        for _ in range(MAX_STEPS):
+            if not self.units:
+                break
+            self.step_unit(next(iter(self.units)))
+        assert self.main is not None
+        self.main.close()
+        self.machine.clock(self.now)
+        self.machine.finish(RolloutStatus.CANCELLED, "cancelled")
+
+    # -- the end
+
+    def check_end(self) -> None:
+        machine = self.machine
+        result = machine.result
+        assert result is not None, "the main program ended without a result"
+        assert not self.units
+        assert not self.working
+        outcomes = {i.outcome for i in result.instances}
+        assert InstanceOutcome.IN_PROGRESS not in outcomes
+        target = self.config.target
+        if result.status is RolloutStatus.SUCCEEDED:
+            for slot in machine.slots:
+                assert slot.live is not None and slot.live.version == target, slot
+                assert slot.attached, slot
+        if result.status is RolloutStatus.ROLLED_BACK:
+            for item in result.instances:
+                back = item.version == item.old_version and item.serving
+                assert back or item.outcome in {
+                    InstanceOutcome.REVERT_FAILED,
+                    InstanceOutcome.FAILED,
+                    InstanceOutcome.INTERRUPTED,
+                    InstanceOutcome.PENDING,
+                }, item
+        # No leaks: every launched instance stands somewhere, was terminated, or is a stray.
+        standing = {s.live.id for s in machine.slots if s.live is not None}
+        strays = {x.id for s in machine.slots for x in s.strays}
+        assert all(s.extra is None for s in machine.slots)
+        leaked = self.launched - self.terminated - standing - strays
+        assert not leaked, f"leaked {sorted(leaked)}"
+        # The ledger agrees with the slots once nothing runs.
+        if len(machine.slots) == len(self.fleet):
+            assert len(result.instances) == len(self.fleet)
+
+
+@settings(
+    max_examples=SEQUENCES,
+    deadline=None,
+    database=None,
+    derandomize=os.environ.get("CI") == "true",
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+)
+@given(configurations())
+def test_random_event_sequences_keep_the_invariants(
+    configuration: tuple[Settings, int, float, int],
+) -> None:
+    config, size, fault, seed = configuration
+    rng = random.Random(seed)
+    fleet = [Inst(f"i{k}", "v2" if rng.random() < 0.1 else "v1") for k in range(size)]
+    machine = Machine(config, listening=rng.random() < 0.3)
+    player = Player(config=config, machine=machine, rng=rng, fault=fault, fleet=fleet)
+    player.run()
+    player.check_end()
