@@ -14,6 +14,8 @@ Rules, in the order they apply:
    b. otherwise, if surge is allowed and fewer than ``ceiling`` instances
       exist, it starts in SURGE mode (launch first), reserving one instance of
       capacity;
+   Either way, a unit whose instance is gone (after a failed restore or a
+   resume) launches one, and so also needs room under ``ceiling``.
    c. otherwise, if taking one more instance out leaves at least ``floor``
       serving, it starts in a take-out mode (in place when the driver can
       replace, else terminate-then-launch), reserving one serving instance;
@@ -68,10 +70,11 @@ class Barrier:
 
 @attrs.frozen
 class Start:
-    """Start unit ``index`` in ``mode``."""
+    """Start unit ``index`` in ``mode``; ``capacity``: one instance of capacity is reserved."""
 
     index: int
     mode: Mode
+    capacity: bool = False
 
 
 @attrs.frozen
@@ -101,6 +104,8 @@ class Ledger:
         surge: Whether SURGE mode may be used.
         in_place: Whether the driver can replace in place.
         barriers: Barriers, by increasing position; positions beyond the last unit are clipped.
+        absent: Per unit, whether nothing stands in its place (it launches, so it
+            needs capacity under the ceiling); all False by default.
     """
 
     def __init__(
@@ -116,8 +121,10 @@ class Ledger:
         surge: bool,
         in_place: bool,
         barriers: Sequence[Barrier] = (),
+        absent: Sequence[bool] | None = None,
     ) -> None:
         self._serving_at_start = serving_at_start
+        self._absent = absent if absent is not None else [False] * len(serving_at_start)
         self._count = len(serving_at_start)
         self._lockstep = lockstep
         self.floor = floor
@@ -182,7 +189,8 @@ class Ledger:
         mode = Mode.SURGE if surge else self._take_out_mode
         starts: list[Start] = []
         while self.cursor < limit:
-            if surge:
+            capacity = surge or self._absent[self.cursor]
+            if capacity:
                 # Even a batch may not pass the ceiling: an instance that could not be
                 # terminated still takes its place.
                 if self.existing >= self.ceiling:
@@ -194,7 +202,7 @@ class Ledger:
                 if self.serving - 1 < self.floor:
                     break
                 self.serving -= 1
-            starts.append(Start(self.cursor, mode))
+            starts.append(Start(self.cursor, mode, capacity))
             self.cursor += 1
         self.in_flight += len(starts)
         return starts
@@ -203,19 +211,27 @@ class Ledger:
         starts: list[Start] = []
         while self.cursor < limit:
             index = self.cursor
+            capacity = False
             if not self._serving_at_start[index]:
                 if self.in_flight >= self._cap:
                     break
+                if self._absent[index]:
+                    # Nothing stands in its place: the instance it launches is one more.
+                    if self.existing >= self.ceiling:
+                        break
+                    self.existing += 1
+                    capacity = True
                 mode = self._take_out_mode
             elif self._surge and self.existing < self.ceiling:
                 mode = Mode.SURGE
                 self.existing += 1
+                capacity = True
             elif self.serving - 1 >= self.floor:
                 mode = self._take_out_mode
                 self.serving -= 1
             else:
                 break
-            starts.append(Start(index, mode))
+            starts.append(Start(index, mode, capacity))
             self.cursor += 1
             self.in_flight += 1
         return starts
@@ -226,11 +242,11 @@ class Ledger:
         self.existing += existing
         self.in_flight -= 1
 
-    def unstart(self, *, serving_at_start: bool, mode: Mode) -> None:
+    def unstart(self, start: Start, *, serving_at_start: bool) -> None:
         """Hand back what :meth:`poll` reserved for a unit that will not run after all."""
-        if mode is Mode.SURGE:
+        if start.capacity:
             self.existing -= 1
-        elif serving_at_start:
+        elif serving_at_start and start.mode is not Mode.SURGE:
             self.serving += 1
         self.in_flight -= 1
 

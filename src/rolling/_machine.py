@@ -120,11 +120,16 @@ class Pass:
 
 @attrs.define(eq=False)
 class Start:
-    """A unit the ledger let start: which slot, in which mode, in which pass."""
+    """A unit the ledger let start: which slot, how, in which pass."""
 
     slot: Slot
-    mode: Mode
+    reserved: LedgerStart
     run: Pass
+
+    @property
+    def mode(self) -> Mode:
+        """How the unit replaces its instance."""
+        return self.reserved.mode
 
 
 class Machine:
@@ -496,11 +501,12 @@ class Machine:
             return
         ledger = Ledger(
             serving_at_start=[s.serving_at_start for s in plan.units],
+            absent=[s.live is None for s in plan.units],
             lockstep=settings.lockstep,
             floor=window.floor,
             ceiling=window.ceiling,
             serving=sum(1 for s in self.slots if s.serving_at_start),
-            existing=self._desired,
+            existing=sum(s.existing for s in self.slots),
             cap=window.max_unavailable + window.max_surge,
             surge=settings.surge_enabled,
             in_place=settings.can_replace,
@@ -536,6 +542,7 @@ class Machine:
         plan = plan_rollback(self._s, todo, self._desired)
         ledger = Ledger(
             serving_at_start=[s.serving_at_start for s in todo],
+            absent=[s.live is None for s in todo],
             lockstep=self._s.lockstep,
             floor=window.floor,
             ceiling=window.ceiling,
@@ -595,12 +602,12 @@ class Machine:
                 key = plan.wave_keys[wave] if plan.wave_keys else None
                 ids = tuple(u.key for u in units[first:end])
                 self.emit(WaveStarted, index=wave, key=key, instance_ids=ids)
-            result.append(Start(slot, start.mode, run))
+            result.append(Start(slot, start, run))
         return result
 
     def unstart(self, start: Start) -> None:
         """A unit that was allowed to start will not run after all (stopped, cancelled)."""
-        start.run.ledger.unstart(serving_at_start=start.slot.serving_at_start, mode=start.mode)
+        start.run.ledger.unstart(start.reserved, serving_at_start=start.slot.serving_at_start)
         self._signals |= WAKE
 
     def go_on(self, start: Start) -> bool:

@@ -141,6 +141,17 @@ def loop_clock() -> Callable[[], float]:
     return trio.current_time
 
 
+class _Deadline:
+    """When a call in flight must be cut, unless it is done by then."""
+
+    __slots__ = ("at", "done", "scope")
+
+    def __init__(self, at: float, scope: anyio.CancelScope) -> None:
+        self.at = at
+        self.scope = scope
+        self.done = False
+
+
 class Runner:
     """Runs one machine against a rollout's driver, router, hooks and journal."""
 
@@ -170,7 +181,9 @@ class Runner:
         self._wake = anyio.Event()
         self._step_event: anyio.Event | None = None
         self._interruptible: set[anyio.CancelScope] = set()
-        self._shields: set[anyio.CancelScope] = set()
+        self._deadlines: deque[_Deadline] = deque()
+        self._timer_wake = anyio.Event()
+        self._timer_on = False
         self._cancelling = False
         self._cleanup_deadline = math.inf
         self._finished = False
@@ -233,6 +246,8 @@ class Runner:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._cancel_watcher)
+                self._timer_on = True
+                tg.start_soon(self._effect_timer)
                 if self._rollout.progress_deadline is not None:
                     tg.start_soon(self._watchdog)
                 try:
@@ -456,20 +471,32 @@ class Runner:
         fn = self._calls[effect.op]
         timeout = self._effect_timeout
         limit = self._clock() + timeout
+        entry: _Deadline | None = None
         with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = limit
             if self._cancelling:
                 scope.deadline = min(
                     limit, self._cleanup_deadline if window == math.inf else window
                 )
-            self._shields.add(scope)
+            elif self._timer_on:
+                # One timer for every call of the run, not one per call: see _effect_timer.
+                entry = _Deadline(limit, scope)
+                deadlines = self._deadlines
+                if not deadlines:
+                    self._timer_wake.set()
+                deadlines.append(entry)
+            else:
+                scope.deadline = limit
             try:
                 return await fn(*effect.args)
             except Exception as exc:
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
             finally:
-                self._shields.discard(scope)
+                if entry is not None:
+                    entry.done = True
+                    deadlines = self._deadlines
+                    while deadlines and deadlines[0].done:
+                        deadlines.popleft()
         if scope.deadline < limit:
             msg = f"cancelled: {effect.what} was cut after cleanup_timeout={self._cleanup_timeout}s"
             raise Failed(msg)
@@ -542,8 +569,36 @@ class Runner:
                 # The run is being cancelled: shielded calls get a short leash from now on.
                 self._cancelling = True
                 self._cleanup_deadline = self._clock() + self._cleanup_timeout
-                for scope in self._shields:
-                    scope.deadline = min(scope.deadline, self._cleanup_deadline)
+                for entry in self._deadlines:
+                    if not entry.done:
+                        entry.scope.deadline = min(entry.at, self._cleanup_deadline)
+
+    async def _effect_timer(self) -> None:
+        """Cancel each call still running at its deadline.
+
+        Every call would otherwise arm a timer of its own, and arming and
+        disarming one costs more than most calls the engine makes. Deadlines
+        are in start order (one ``effect_timeout`` for the run), so the oldest
+        call is always the next to expire.
+        """
+        deadlines = self._deadlines
+        clock = self._clock
+        try:
+            while True:
+                if not deadlines:
+                    await self._timer_wake.wait()
+                    self._timer_wake = anyio.Event()
+                    continue
+                first = deadlines[0]
+                now = clock()
+                if first.at > now:
+                    await anyio.sleep(first.at - now)
+                    continue
+                deadlines.popleft()
+                if not first.done:
+                    first.scope.cancel()
+        finally:
+            self._timer_on = False
 
     async def _watchdog(self) -> None:
         machine = self._m

@@ -60,7 +60,7 @@ class UnitPrograms:
         counted_before = slot.serving_at_start
         taken = counted_before and mode is not Mode.SURGE
         existed_before = slot.existing
-        reserved = 1 if mode is Mode.SURGE else 0
+        reserved = int(start.reserved.capacity)
         if rolling_back:
             machine.phase(slot, Phase.REVERTING, goal)
         try:
@@ -101,11 +101,15 @@ class UnitPrograms:
     ) -> Generator[Any, Any, tuple[bool, str]]:
         policy = self._s.failure
         reason = ""
+        strays = len(slot.strays)
         for attempt in range(1, policy.retries + 2):
             if not rolling_back:
                 slot.attempts += 1
             try:
-                yield from self._apply(slot, mode, version, restoring=False)
+                if mode is Mode.SURGE:
+                    yield from self._apply_surge(slot, version, strays)
+                else:
+                    yield from self._apply(slot, mode, version, restoring=False)
             except Failed as exc:
                 reason = exc.reason
             else:
@@ -271,10 +275,7 @@ class UnitPrograms:
             yield from self.hook("after_ready", instance)
 
     def _apply(self, slot: Slot, mode: Mode, version: str, *, restoring: bool) -> Program:
-        """Carry ``slot`` to ``version`` in ``mode`` from whatever state it is in."""
-        if mode is Mode.SURGE:
-            yield from self._apply_surge(slot, version)
-            return
+        """Carry ``slot`` to ``version`` by taking it out first (in place or terminate-launch)."""
         hooks = self._hooks
         if slot.attached and slot.live is not None:
             yield from self.detach(slot, slot.live, version)
@@ -311,11 +312,16 @@ class UnitPrograms:
         slot.ready = True
         yield from self.attach(slot, slot.live, version)
 
-    def _apply_surge(self, slot: Slot, version: str) -> Program:
+    def _apply_surge(self, slot: Slot, version: str, strays: int) -> Program:
+        """Add the new instance first; ``strays`` is how many the slot had when the unit began."""
         hooks = self._hooks
         if slot.extra is not None:
             # A failed earlier attempt: its instance goes before a new one comes.
             yield from self._drop_extra(slot, version)
+        if len(slot.strays) > strays:
+            # The unit's one instance of surge is held by what it could not terminate.
+            msg = f"no room to launch: {slot.strays[-1].id} could not be terminated"
+            raise Failed(msg)
         if hooks:
             yield from self.hook("before_launch", version)
         self._m.phase(slot, Phase.LAUNCHING, version)
@@ -331,10 +337,12 @@ class UnitPrograms:
             yield from self.detach(slot, old, version)
         # From here the new instance is in traffic and the old one out: swap them first,
         # so a failing terminate leaves a stray to report, not an instance to roll back.
+        # Every flag changes before the swap's journal record is awaited, so nobody sees
+        # the new instance in place but out of traffic.
         new, slot.extra = slot.extra, None
-        yield from self._set_live(slot, new)
         slot.attached, slot.extra_attached = True, False
         slot.ready = True
+        yield from self._set_live(slot, new)
         if old is not None:
             try:
                 yield from self._terminate(slot, old, version)
