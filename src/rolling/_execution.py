@@ -215,8 +215,17 @@ class Execution:
         event = event_type(at=anyio.current_time(), wall=_wall(), **fields)
         for observer in self._observers:
             observer(event)
+        closed: list[MemoryObjectSendStream[Event]] = []
         for stream in self._streams:
-            stream.send_nowait(event)
+            try:
+                stream.send_nowait(event)
+            except anyio.BrokenResourceError:
+                # The consumer closed its end (left its ``async for`` early). A reader that
+                # goes away must never affect the fleet: stop sending to it and go on.
+                closed.append(stream)
+        for stream in closed:
+            self._streams.remove(stream)
+            stream.close()
 
     def _phase(
         self, slot: Slot, phase: Phase, version: str, reason: str = "", instance: Any = None
