@@ -63,3 +63,115 @@ async def test_defect_1_leaving_the_event_stream_early() -> None:
     assert result.counts == {InstanceOutcome.UPDATED: 4}
     assert set(fleet.attached_ids) == {"i-000", "i-001", "i-002", "i-003"}
     monitor.check_result(result, fleet)
+
+
+# -- 2 and 3. a driver that breaks its promises --------------------------------------------------
+
+
+@attrs.frozen
+class _Box:
+    id: str
+    version: str
+
+
+class _LyingDriver:
+    """An in-place driver and router over a dict, whose ``replace`` can be told to lie.
+
+    ``wrong_version`` maps an asked version to the one really installed;
+    ``new_id_for`` lists asked versions for which the instance comes back under a
+    new id (the old one is gone). Every call is checked against what exists.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        wrong_version: dict[str, str] | None = None,
+        new_id_for: frozenset[str] = frozenset(),
+    ) -> None:
+        self.versions = {f"h-{n}": "v1" for n in range(size)}
+        self.attached = set(self.versions)
+        self.wrong_version = wrong_version or {}
+        self.new_id_for = new_id_for
+        self.replaced: list[tuple[str, str]] = []
+        self._made = 0
+
+    def _known(self, instance: _Box) -> None:
+        if instance.id not in self.versions:
+            raise LookupError(f"{instance.id} does not exist")
+
+    async def list_instances(self) -> list[_Box]:
+        return [_Box(key, version) for key, version in self.versions.items()]
+
+    async def replace(self, instance: _Box, version: str) -> _Box:
+        self._known(instance)
+        self.replaced.append((instance.id, version))
+        installed = self.wrong_version.get(version, version)
+        key = instance.id
+        if version in self.new_id_for:
+            del self.versions[key]
+            self.attached.discard(key)
+            key = f"x-{self._made}"
+            self._made += 1
+        self.versions[key] = installed
+        return _Box(key, installed)
+
+    async def detach(self, instance: _Box) -> None:
+        self._known(instance)
+        self.attached.discard(instance.id)
+
+    async def attach(self, instance: _Box) -> None:
+        self._known(instance)
+        self.attached.add(instance.id)
+
+
+async def test_defect_2_replace_returning_the_wrong_version() -> None:
+    driver = _LyingDriver(3, wrong_version={"v2": "v1.9"})
+    rollout: Rollout[Any] = Rollout(
+        driver, "v2", router=driver, failure=FailurePolicy(retries=1)
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    first = result.by_id("h-0")
+    assert first.outcome is InstanceOutcome.FAILED
+    assert "v2" in first.reason
+    assert "v1.9" in first.reason
+    # A failed attempt like any other: retried once, then restored to what it ran.
+    assert first.attempts == 2
+    assert driver.replaced == [("h-0", "v2"), ("h-0", "v2"), ("h-0", "v1")]
+    assert first.version == "v1"
+    assert first.serving
+    assert driver.versions == {"h-0": "v1", "h-1": "v1", "h-2": "v1"}
+    assert driver.attached == {"h-0", "h-1", "h-2"}
+
+
+@pytest.mark.parametrize("max_surge", [0, 1])
+async def test_defect_2_launch_returning_the_wrong_version(max_surge: int) -> None:
+    fleet = SimulatedFleet(3)
+
+    class WrongLaunch:
+        """Elastic only; launching v2 starts v1.9."""
+
+        async def list_instances(self) -> Any:
+            return await fleet.list_instances()
+
+        async def launch(self, version: str) -> Any:
+            return await fleet.launch("v1.9" if version == "v2" else version)
+
+        async def terminate(self, instance: Any) -> None:
+            await fleet.terminate(instance)
+
+    rollout: Rollout[Any] = Rollout(
+        WrongLaunch(),
+        "v2",
+        router=fleet,
+        strategy=RollingUpdate(max_unavailable=1 - max_surge, max_surge=max_surge),
+    )
+    monitor = InvariantMonitor(fleet, max_unavailable=1 - max_surge, max_surge=max_surge)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    first = result.by_id("i-000")
+    assert first.outcome is InstanceOutcome.FAILED
+    assert "asked v2, got v1.9" in first.reason
+    assert fleet.version_counts() == {"v1": 3}
+    monitor.check_result(result, fleet)

@@ -1296,7 +1296,11 @@ class Execution:
                     slot.live,
                     version,
                 )
+                # Whatever the driver returned is what stands there now: track it even when
+                # it breaks the contract, so the failure below (and the restore) start from
+                # what really exists.
                 await self._set_live(slot, replaced)
+                _check_returned("driver.replace", replaced, version)
                 await self._hook("after_replace", replaced)
         else:
             if slot.live is not None:
@@ -1307,6 +1311,7 @@ class Execution:
             slot.ready = False
             launched = await self._launch(slot, version)
             await self._set_live(slot, launched)
+            _check_returned("driver.launch", launched, version)
             await self._hook("after_launch", launched)
         await self._ready(slot, slot.live, version, restoring=restoring)
         slot.ready = True
@@ -1322,6 +1327,8 @@ class Execution:
             slot, "launch", None, version, "driver.launch", self._elastic_driver.launch, version
         )
         self._phase(slot, Phase.LAUNCHED, version)
+        # Checked once it is held as the surge instance, so a failure drops it.
+        _check_returned("driver.launch", slot.extra, version)
         await self._hook("after_launch", slot.extra)
         await self._ready(slot, slot.extra, version)
         await self._attach(slot, slot.extra, version, extra=True)
@@ -1457,6 +1464,18 @@ def _unstart(sched: Scheduler, slot: Slot, mode: Mode) -> None:
     elif slot.serving_at_start:
         sched.adjust(serving=1)
     sched.finished()
+
+
+def _check_returned(what: str, returned: Any, version: str) -> None:
+    """Fail the attempt when ``replace()`` or ``launch()`` returned another version.
+
+    writing-a-driver.md requires the version asked for; trusting another one would
+    report SUCCEEDED for a fleet that is not on the target.
+    """
+    if returned.version != version:
+        raise _StepFailedError(
+            f"{what} returned the wrong version: asked {version}, got {returned.version}"
+        )
 
 
 def _instance_result(slot: Slot) -> InstanceResult:
