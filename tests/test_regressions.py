@@ -175,3 +175,22 @@ async def test_defect_2_launch_returning_the_wrong_version(max_surge: int) -> No
     assert "asked v2, got v1.9" in first.reason
     assert fleet.version_counts() == {"v1": 3}
     monitor.check_result(result, fleet)
+
+
+async def test_defect_3_replace_returning_a_different_id() -> None:
+    driver = _LyingDriver(3, new_id_for=frozenset({"v2"}))
+    rollout: Rollout[Any] = Rollout(driver, "v2", router=driver)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    first = result.by_id("h-0")
+    assert first.outcome is InstanceOutcome.FAILED
+    assert "h-0" in first.reason
+    assert "x-0" in first.reason
+    # The result names what really stands there now, and nothing the driver does not know.
+    assert first.current_id == "x-0"
+    assert first.version == "v1"
+    assert first.serving
+    for instance in result.instances:
+        assert instance.current_id in driver.versions
+    assert driver.versions == {"x-0": "v1", "h-1": "v1", "h-2": "v1"}
+    assert driver.attached == {"x-0", "h-1", "h-2"}

@@ -1296,10 +1296,18 @@ class Execution:
                     slot.live,
                     version,
                 )
+                asked_id = slot.live.id
                 # Whatever the driver returned is what stands there now: track it even when
                 # it breaks the contract, so the failure below (and the restore) start from
-                # what really exists.
+                # what really exists, and the result never names an instance that is gone.
                 await self._set_live(slot, replaced)
+                if replaced.id != asked_id:
+                    # In place means the same instance (writing-a-driver.md): a new id is a
+                    # failed attempt, like a wrong version.
+                    raise _StepFailedError(
+                        "driver.replace returned a different instance:"
+                        f" asked id {asked_id}, got id {replaced.id}"
+                    )
                 _check_returned("driver.replace", replaced, version)
                 await self._hook("after_replace", replaced)
         else:
