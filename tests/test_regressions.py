@@ -194,3 +194,40 @@ async def test_defect_3_replace_returning_a_different_id() -> None:
         assert instance.current_id in driver.versions
     assert driver.versions == {"x-0": "v1", "h-1": "v1", "h-2": "v1"}
     assert driver.attached == {"x-0", "h-1", "h-2"}
+
+
+# -- 4. a step configuration error ----------------------------------------------------------------
+
+
+async def test_defect_4_step_configuration_errors_come_early_and_unwrapped() -> None:
+    # Counts and percentages that go back: checkable only with the fleet's size.
+    fleet = SimulatedFleet(20)
+    rollout, _ = _rollout(fleet, steps=[Advance(5), Advance("10%")])
+    with pytest.raises(rolling.ConfigError) as caught:
+        await rollout.run()
+    assert caught.value.field == "Rollout.steps[1]"
+    # Nothing but the inventory was asked: no health check, nothing changed.
+    assert [call.op for call in fleet.calls] == ["list_instances"]
+    # Checkable from the configuration alone: refused at construction.
+    with pytest.raises(rolling.ConfigError):
+        Rollout(fleet, "v2", steps=[Advance("50%"), Advance("10%")])
+    with pytest.raises(rolling.ConfigError):
+        Rollout(fleet, "v2", steps=[Advance(10), Advance("100%"), Advance(5)])
+
+    # A driver's own error comes out as itself, never in an ExceptionGroup.
+    class Broken:
+        async def list_instances(self) -> list[_Box]:
+            return [_Box("h-0", "v1"), _Box("h-1", "v1")]
+
+        async def replace(self, instance: _Box, version: str) -> _Box:
+            raise AssertionError("not called")
+
+    class Boom(Exception):
+        pass
+
+    def explode(event: rolling.Event) -> None:
+        if isinstance(event, rolling.RolloutStarted):
+            raise Boom("observer")
+
+    with pytest.raises(Boom):
+        await Rollout(Broken(), "v2", observers=[explode]).run()

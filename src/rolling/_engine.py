@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import anyio
 import attrs
 
-from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError
+from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
 from ._events import Event
 from ._execution import Execution
 from ._journal import FileJournal, Journal
@@ -227,9 +227,29 @@ class Rollout(Generic[InstanceT]):
         Cancelling the task that awaits this leaves the fleet consistent:
         in-flight work is finished or put back under a shielded clean-up
         bounded by ``cleanup_timeout``, then the cancellation propagates.
+
+        It never raises an :class:`ExceptionGroup`: an error that ends the
+        rollout (from a driver, hook or observer of yours, or a
+        :class:`~rolling.RollingError`) comes out as itself, with its
+        traceback; when several end it at once, a
+        :class:`~rolling.RollingError` comes out whose ``__cause__`` is the
+        group of them. Cancellation propagates as cancellation.
+
+        Raises:
+            ConfigError: The steps do not fit the fleet the driver listed
+                (checked before any health check or change).
+            RollingError: The rollout could not run (duplicate instance ids,
+                a journal or lock failure), or several errors ended it.
         """
         self._claim()
-        return await Execution(self).run()
+        error: BaseException
+        try:
+            return await Execution(self).run()
+        except BaseExceptionGroup as group:
+            error = _sole_error(group)
+        # Raised outside the except block, so the error is not chained to the group
+        # that carried it; its own traceback, cause and context are kept.
+        raise error
 
     @contextlib.asynccontextmanager
     async def start(self) -> AsyncGenerator[RolloutHandle, None]:
@@ -245,6 +265,31 @@ class Rollout(Generic[InstanceT]):
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle._run)  # noqa: SLF001 - the handle and the rollout are one unit
             yield handle
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What :meth:`Rollout.run` raises for ``group``: never a group of plain errors.
+
+    Task groups inside the engine wrap whatever ends them; a user catching
+    ``ConfigError`` or their own driver's exception must not need ``except*``.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            members = cast("BaseExceptionGroup[BaseException]", exc).exceptions
+            pending.extend(reversed(members))
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1:
+        return leaves[0]
+    if all(isinstance(leaf, Exception) for leaf in leaves):
+        error = RollingError(f"the rollout ended with {len(leaves)} errors: {leaves!r}")
+        error.__cause__ = group
+        return error
+    # A cancellation or an interrupt among several: it must propagate as it is.
+    return group
 
 
 def _is_nonempty_str(value: object) -> bool:

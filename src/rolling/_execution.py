@@ -463,6 +463,11 @@ class Execution:
             duplicates = sorted(i for i, count in ids.items() if count > 1)
             msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
             raise RollingError(msg)
+        # Steps that mix counts and percentages can only be checked against the fleet's
+        # size: do it now, before any probe or change (the rest was checked at Rollout()).
+        _check_advance_order(
+            rollout.steps, len(instances) if recovered is None else len(recovered.fleet)
+        )
         if recovered is not None:
             await self._plan_resume(recovered, instances)
         else:
@@ -704,17 +709,10 @@ class Execution:
                 if "batch" in info and end < total:
                     steps_at.setdefault(end, []).append(strategy.pause)
         at = 0
-        previous_target = -1
-        for index, step in enumerate(rollout.steps):
+        for step in rollout.steps:
             if isinstance(step, Advance):
+                # Their order was checked by _plan, right after list_instances().
                 on_target = _resolve_advance(step.to, self._desired)
-                if on_target < previous_target:
-                    raise ConfigError(
-                        f"Rollout.steps[{index}]",
-                        f"Advance({step.to!r}) goes back from an earlier Advance",
-                        "list Advance targets in increasing order",
-                    )
-                previous_target = on_target
                 at = min(total, max(0, on_target - skipped))
                 if isinstance(strategy, Batches):
                     at = min((end for end in ends if end >= at), default=total)
@@ -1516,6 +1514,22 @@ def _needs_revert(slot: Slot) -> bool:
 
 def _status_for(mode: RollbackMode) -> RolloutStatus:
     return RolloutStatus.ROLLED_BACK if mode is RollbackMode.REVERT else RolloutStatus.HALTED
+
+
+def _check_advance_order(steps: Sequence[Step], desired: int) -> None:
+    """Refuse Advance targets that go back once resolved against ``desired`` instances."""
+    previous_target = -1
+    for index, step in enumerate(steps):
+        if isinstance(step, Advance):
+            on_target = _resolve_advance(step.to, desired)
+            if on_target < previous_target:
+                raise ConfigError(
+                    f"Rollout.steps[{index}]",
+                    f"Advance({step.to!r}) goes back from an earlier Advance"
+                    f" for a fleet of {desired}",
+                    "list Advance targets in increasing order",
+                )
+            previous_target = on_target
 
 
 def _resolve_advance(to: int | str, desired: int) -> int:
