@@ -231,3 +231,33 @@ async def test_defect_4_step_configuration_errors_come_early_and_unwrapped() -> 
 
     with pytest.raises(Boom):
         await Rollout(Broken(), "v2", observers=[explode]).run()
+
+
+# -- 5. no new work after a halt ------------------------------------------------------------------
+
+
+async def test_defect_5_no_new_unit_starts_after_a_fatal_observer_error() -> None:
+    fleet = SimulatedFleet(6, latency=Latency(replace=2, detach=1))
+    fleet.set_latency("i-000", replace=1)
+
+    class Boom(Exception):
+        pass
+
+    def explode(event: rolling.Event) -> None:
+        if (
+            isinstance(event, rolling.InstancePhaseChanged)
+            and event.phase is Phase.UPDATED
+            and event.instance_id == "i-000"
+        ):
+            raise Boom("observer failed")
+
+    rollout, monitor = _rollout(
+        fleet, strategy=RollingUpdate(max_unavailable=2), observers=[explode]
+    )
+    with pytest.raises(Boom):
+        await rollout.run()
+    # i-000 and i-001 were in flight when the observer failed; nothing else began.
+    touched = {call.instance_id for call in fleet.calls if call.op in {"detach", "replace"}}
+    assert touched == {"i-000", "i-001"}
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    monitor.assert_ok()

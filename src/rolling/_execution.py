@@ -801,6 +801,11 @@ class Execution:
                     self._notify()
                     unit = None
         except BaseException:
+            # An error (an observer that raised, a bug) or a cancellation ends the run: the
+            # task group cancels everyone, but a unit started meanwhile (by the drive loop or
+            # another worker) would get past that, as its first awaits are shielded effects.
+            # So decide now: nothing new starts; what is in flight settles.
+            sched.stop()
             self._notify()
             raise
 
