@@ -261,3 +261,30 @@ async def test_defect_5_no_new_unit_starts_after_a_fatal_observer_error() -> Non
     assert touched == {"i-000", "i-001"}
     assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
     monitor.assert_ok()
+
+
+# -- 6. readiness period -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("check_takes", "expected_gaps"),
+    [(0.5, [2.0, 2.0, 2.0, 2.0]), (3.0, [3.0, 3.0])],
+)
+async def test_defect_6_readiness_period_is_start_to_start(
+    check_takes: float, expected_gaps: list[float]
+) -> None:
+    fleet = SimulatedFleet(1, latency=Latency(check=check_takes))
+    fleet.fault(version="v2", never_ready=True)
+    starts: list[float] = []
+
+    async def check(instance: Any) -> rolling.HealthResult:
+        if instance.version == "v2":  # the readiness wait (not the survey, not the restore)
+            starts.append(anyio.current_time())
+        return await fleet.check(instance)
+
+    rollout, _ = _rollout(
+        fleet, readiness=Readiness(check=check, period=2, timeout=5, deadline=9)
+    )
+    await rollout.run()
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps == pytest.approx(expected_gaps, abs=0.01)

@@ -47,8 +47,11 @@ def _check_health_check(field: str, value: object) -> None:
 class Readiness:
     """How an updated instance proves it is ready, with Kubernetes probe semantics.
 
-    After ``initial_delay`` the check runs every ``period`` seconds, each call
-    bounded by ``timeout`` (a time-out counts as a failure).
+    After ``initial_delay`` the check runs every ``period`` seconds, counted
+    from the start of one probe to the start of the next, as Kubernetes'
+    ``periodSeconds`` is (a probe that takes its whole period or more is
+    followed at once); each call is bounded by ``timeout`` (a time-out counts
+    as a failure).
     ``success_threshold`` passes in a row make the instance ready; it must then
     stay healthy for ``min_ready`` seconds (Kubernetes' ``minReadySeconds``,
     Nomad's ``min_healthy_time``): a failure meanwhile restarts the count.
