@@ -288,3 +288,22 @@ async def test_defect_6_readiness_period_is_start_to_start(
     await rollout.run()
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert gaps == pytest.approx(expected_gaps, abs=0.01)
+
+
+# -- 7. batches with instances already on the target ---------------------------------------------
+
+
+async def test_defect_7_batches_count_the_whole_fleet() -> None:
+    fleet = SimulatedFleet(20)
+    for n in range(10):
+        await fleet.replace(fleet.get(f"i-{n:03d}"), "v2")
+    recorder = EventRecorder()
+    rollout, _ = _rollout(fleet, strategy=Batches("30%"), observers=[recorder])
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    sizes = [len(e.instance_ids) for e in recorder.of_type(rolling.BatchStarted)]
+    assert sizes == [6, 4]
+    # And the concepts page says so (it used to promise 3, 3, 3 and 1).
+    concepts = " ".join((DOCS / "concepts.md").read_text().split())
+    assert '`Batches("30%")` batches of 6 and 4' in concepts
+    assert "3, 3, 3 and 1" not in concepts
