@@ -307,3 +307,68 @@ async def test_defect_7_batches_count_the_whole_fleet() -> None:
     concepts = " ".join((DOCS / "concepts.md").read_text().split())
     assert '`Batches("30%")` batches of 6 and 4' in concepts
     assert "3, 3, 3 and 1" not in concepts
+
+
+# -- 8. a hung call cut by cancellation ----------------------------------------------------------
+
+
+async def test_defect_8_cancelled_hung_call_reason_and_restore_time() -> None:
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-000", version="v2", hang="replace")
+    rollout, monitor = _rollout(fleet, cleanup_timeout=30)
+    with anyio.move_on_after(5):
+        async with rollout.start() as handle:
+            pass
+    result = handle.result
+    assert result.status is RolloutStatus.CANCELLED
+    first = result.by_id("i-000")
+    assert "did not return within" not in first.reason
+    assert "cancelled" in first.reason
+    assert "cleanup_timeout=30" in first.reason
+    # The restore had time of its own: i-000 is back on v1 and in traffic.
+    assert first.version == "v1"
+    assert first.serving
+    assert fleet.get("i-000").version == "v1"
+    assert fleet.is_attached("i-000")
+    # Cut about cleanup_timeout after the cancellation, restored at once.
+    assert first.finished_at == pytest.approx(35, abs=0.5)
+    monitor.check_result(result, fleet)
+
+
+async def test_defect_8_a_hung_restore_is_bounded_too() -> None:
+    # The worst case the docs state: cut after cleanup_timeout, then a restore that hangs
+    # as well, cut after cleanup_timeout of its own; the instance is reported out of traffic.
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-000", hang="replace")
+    rollout, monitor = _rollout(fleet, cleanup_timeout=30)
+    with anyio.move_on_after(5):
+        async with rollout.start() as handle:
+            pass
+    result = handle.result
+    assert result.status is RolloutStatus.CANCELLED
+    first = result.by_id("i-000")
+    assert first.reason.count("cancelled:") == 2
+    assert "restoring v1 failed too" in first.reason
+    assert not first.serving
+    assert result.finished_at == pytest.approx(65, abs=0.5)
+    monitor.check_result(result, fleet)
+
+
+async def test_defect_8_a_surge_instance_cut_by_cancellation_is_terminated() -> None:
+    # With surge the restore is dropping the new instance: it gets its own time as well.
+    fleet = SimulatedFleet(3)
+    fleet.fault("n-000", hang="attach")
+    rollout, monitor = _rollout(
+        fleet, strategy=RollingUpdate(max_unavailable=0, max_surge=1), cleanup_timeout=30
+    )
+    with anyio.move_on_after(5):
+        async with rollout.start() as handle:
+            pass
+    result = handle.result
+    first = result.by_id("i-000")
+    assert "cancelled: router.attach was cut after cleanup_timeout=30" in first.reason
+    assert first.strays == ()
+    assert fleet.terminated_ids == ("n-000",)
+    assert first.current_id == "i-000"
+    assert first.serving
+    monitor.check_result(result, fleet)

@@ -70,7 +70,8 @@ class Rollout(Generic[InstanceT]):
         effect_timeout: Longest a driver, router or hook call may take; past
             it the attempt fails.
         cleanup_timeout: Longest the shielded clean-up may take once the run
-            is cancelled.
+            is cancelled; an instance whose attempt was cut short by it gets
+            as long again to be restored.
         seed: Seed for back-off jitter.
         journal: Where to record every change, so a rollout that dies can be
             resumed by running the same rollout again on the same journal.

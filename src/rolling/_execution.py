@@ -1082,20 +1082,50 @@ class Execution:
         if self.rollout.failure.restore_failed and not in_traffic_on_old:
             restore_mode = Mode.TAKE_OUT if slot.live is None else mode
             if restore_mode is Mode.SURGE:
-                await self._settle(slot, attach_if_healthy=True)
+                # Dropping the surge instance is this mode's restore: it gets the same time.
+                with self._restore_scope():
+                    await self._settle(slot, attach_if_healthy=True)
                 return
             try:
                 self._phase(slot, Phase.REVERTING, slot.old_version)
-                await self._apply(slot, restore_mode, slot.old_version, restoring=True)
+                with self._restore_scope() as scope:
+                    await self._apply(slot, restore_mode, slot.old_version, restoring=True)
             except _StepFailedError as exc:
                 slot.reason = f"{reason}; restoring {slot.old_version} failed too: {exc.reason}"
                 await self._settle(slot, attach_if_healthy=False)
             except _InterruptedError:
                 await self._settle(slot, attach_if_healthy=True)
             else:
-                slot.reason = f"{reason}; restored to {slot.old_version}"
+                if scope.cancelled_caught:  # its own clean-up time ran out during a wait
+                    slot.reason = (
+                        f"{reason}; restoring {slot.old_version} failed too: cancelled: the"
+                        f" restore was cut after cleanup_timeout={self.rollout.cleanup_timeout}s"
+                    )
+                    await self._settle(slot, attach_if_healthy=False)
+                else:
+                    slot.reason = f"{reason}; restored to {slot.old_version}"
         else:
-            await self._settle(slot, attach_if_healthy=False)
+            # Still drops a surge instance (the old one serves on): the same time for that.
+            with self._restore_scope():
+                await self._settle(slot, attach_if_healthy=False)
+
+    def _restore_scope(self) -> anyio.CancelScope:
+        """The scope a failed instance's restore runs in.
+
+        Once the run is being cancelled, the attempt that just failed may have used
+        up the clean-up time (a hung call cut at ``cleanup_timeout``): the restore
+        then gets ``cleanup_timeout`` of its own, shielded, so the instance goes back
+        in traffic rather than being left out. This bounds a cancellation's latency
+        at about twice ``cleanup_timeout`` (docs/concepts.md, Cancellation).
+        """
+        scope = anyio.CancelScope()
+        if self._cancelling:
+            scope.shield = True
+            scope.deadline = anyio.current_time() + self.rollout.cleanup_timeout
+            # The restore's effects are bounded by the clean-up deadline: move it to the
+            # restore's own end, or they would be cut before they start.
+            self._cleanup_deadline = max(self._cleanup_deadline, scope.deadline)
+        return scope
 
     def _record_failure(self, slot: Slot) -> None:
         policy = self.rollout.failure
@@ -1183,8 +1213,9 @@ class Execution:
     async def _effect(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run one driver, router or hook call to completion, shielded and bounded."""
         timeout = self.rollout.effect_timeout
+        own_deadline = anyio.current_time() + timeout
         with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + timeout
+            scope.deadline = own_deadline
             if self._cancelling:
                 scope.deadline = min(scope.deadline, self._cleanup_deadline)
             self._shields.add(scope)
@@ -1194,6 +1225,11 @@ class Execution:
                 raise _StepFailedError(f"{what} raised {type(exc).__name__}: {exc}") from exc
             finally:
                 self._shields.discard(scope)
+        if scope.deadline < own_deadline:
+            # Tightened by _cancel_watcher: the run's cancellation cut it, not effect_timeout.
+            raise _StepFailedError(
+                f"cancelled: {what} was cut after cleanup_timeout={self.rollout.cleanup_timeout}s"
+            )
         raise _StepFailedError(f"{what} did not return within {timeout}s")
 
     async def _hook(self, name: str, *args: Any) -> None:
