@@ -372,3 +372,21 @@ async def test_defect_8_a_surge_instance_cut_by_cancellation_is_terminated() -> 
     assert first.current_id == "i-000"
     assert first.serving
     monitor.check_result(result, fleet)
+
+
+# -- 9. surge above 100 % -----------------------------------------------------------------------
+
+
+async def test_defect_9_max_surge_above_100_percent() -> None:
+    strategy = RollingUpdate(max_unavailable=0, max_surge="200%")
+    assert strategy.resolve(3).max_surge == 6
+    assert strategy.resolve(3).ceiling == 9
+    fleet = SimulatedFleet(3)
+    rollout, monitor = _rollout(fleet, strategy=strategy)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    monitor.check_result(result, fleet)
+    assert monitor.max_existing == 6  # every replacement at once, old ones still there
+    # max_unavailable stays capped at 100 %.
+    with pytest.raises(rolling.ConfigError):
+        RollingUpdate(max_unavailable="101%")
