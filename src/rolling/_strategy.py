@@ -137,6 +137,13 @@ class Batches:
     With ``surge=True`` each batch launches its replacements before taking the
     old instances out (needs an :class:`~rolling.typing.ElasticDriver`).
 
+    Attributes:
+        sizes: The batch sizes as given, counts or percentages of the fleet;
+            the last one repeats.
+        pause: The :class:`~rolling.Pause` or :class:`~rolling.Gate` run
+            between batches, if any.
+        surge: Whether each batch launches its replacements first.
+
     .. versionadded:: 0.1.0
     """
 
