@@ -6,6 +6,7 @@ so that it keeps working whatever the engine looks like inside.
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 from typing import Any
 
@@ -43,6 +44,15 @@ def _rollout(fleet: SimulatedFleet, **options: Any) -> tuple[Rollout[Any], Invar
     return rollout, monitor
 
 
+async def _cancelled_after(rollout: Rollout[Any], seconds: float) -> rolling.RolloutResult:
+    """Start ``rollout``, cancel it after ``seconds``, and return its result."""
+    handles: list[rolling.RolloutHandle] = []
+    with anyio.move_on_after(seconds):
+        async with rollout.start() as handle:
+            handles.append(handle)
+    return handles[0].result
+
+
 # -- 1. a consumer that leaves the event stream early ------------------------------------------
 
 
@@ -50,12 +60,11 @@ async def test_defect_1_leaving_the_event_stream_early() -> None:
     fleet = SimulatedFleet(4, latency=Latency(replace=1))
     rollout, monitor = _rollout(fleet)
     seen: list[rolling.Event] = []
-    async with rollout.start() as handle:
-        async with handle.events() as events:
-            async for event in events:
-                seen.append(event)
-                if isinstance(event, rolling.InstancePhaseChanged) and event.phase is Phase.UPDATED:
-                    break
+    async with rollout.start() as handle, handle.events() as events:
+        async for event in events:
+            seen.append(event)
+            if isinstance(event, rolling.InstancePhaseChanged) and event.phase is Phase.UPDATED:
+                break
     # The consumer went away after the first instance; the rollout went on without it.
     assert isinstance(seen[-1], rolling.InstancePhaseChanged)
     result = handle.result
@@ -127,9 +136,7 @@ class _LyingDriver:
 
 async def test_defect_2_replace_returning_the_wrong_version() -> None:
     driver = _LyingDriver(3, wrong_version={"v2": "v1.9"})
-    rollout: Rollout[Any] = Rollout(
-        driver, "v2", router=driver, failure=FailurePolicy(retries=1)
-    )
+    rollout: Rollout[Any] = Rollout(driver, "v2", router=driver, failure=FailurePolicy(retries=1))
     result = await rollout.run()
     assert result.status is RolloutStatus.ROLLED_BACK
     first = result.by_id("h-0")
@@ -220,16 +227,16 @@ async def test_defect_4_step_configuration_errors_come_early_and_unwrapped() -> 
             return [_Box("h-0", "v1"), _Box("h-1", "v1")]
 
         async def replace(self, instance: _Box, version: str) -> _Box:
-            raise AssertionError("not called")
+            raise AssertionError(f"replace({instance.id}, {version}) should not be called")
 
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
     def explode(event: rolling.Event) -> None:
         if isinstance(event, rolling.RolloutStarted):
-            raise Boom("observer")
+            raise BoomError("observer")
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         await Rollout(Broken(), "v2", observers=[explode]).run()
 
 
@@ -240,7 +247,7 @@ async def test_defect_5_no_new_unit_starts_after_a_fatal_observer_error() -> Non
     fleet = SimulatedFleet(6, latency=Latency(replace=2, detach=1))
     fleet.set_latency("i-000", replace=1)
 
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
     def explode(event: rolling.Event) -> None:
@@ -249,12 +256,12 @@ async def test_defect_5_no_new_unit_starts_after_a_fatal_observer_error() -> Non
             and event.phase is Phase.UPDATED
             and event.instance_id == "i-000"
         ):
-            raise Boom("observer failed")
+            raise BoomError("observer failed")
 
     rollout, monitor = _rollout(
         fleet, strategy=RollingUpdate(max_unavailable=2), observers=[explode]
     )
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         await rollout.run()
     # i-000 and i-001 were in flight when the observer failed; nothing else began.
     touched = {call.instance_id for call in fleet.calls if call.op in {"detach", "replace"}}
@@ -282,11 +289,9 @@ async def test_defect_6_readiness_period_is_start_to_start(
             starts.append(anyio.current_time())
         return await fleet.check(instance)
 
-    rollout, _ = _rollout(
-        fleet, readiness=Readiness(check=check, period=2, timeout=5, deadline=9)
-    )
+    rollout, _ = _rollout(fleet, readiness=Readiness(check=check, period=2, timeout=5, deadline=9))
     await rollout.run()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps == pytest.approx(expected_gaps, abs=0.01)
 
 
@@ -316,10 +321,7 @@ async def test_defect_8_cancelled_hung_call_reason_and_restore_time() -> None:
     fleet = SimulatedFleet(3)
     fleet.fault("i-000", version="v2", hang="replace")
     rollout, monitor = _rollout(fleet, cleanup_timeout=30)
-    with anyio.move_on_after(5):
-        async with rollout.start() as handle:
-            pass
-    result = handle.result
+    result = await _cancelled_after(rollout, 5)
     assert result.status is RolloutStatus.CANCELLED
     first = result.by_id("i-000")
     assert "did not return within" not in first.reason
@@ -341,10 +343,7 @@ async def test_defect_8_a_hung_restore_is_bounded_too() -> None:
     fleet = SimulatedFleet(3)
     fleet.fault("i-000", hang="replace")
     rollout, monitor = _rollout(fleet, cleanup_timeout=30)
-    with anyio.move_on_after(5):
-        async with rollout.start() as handle:
-            pass
-    result = handle.result
+    result = await _cancelled_after(rollout, 5)
     assert result.status is RolloutStatus.CANCELLED
     first = result.by_id("i-000")
     assert first.reason.count("cancelled:") == 2
@@ -361,10 +360,7 @@ async def test_defect_8_a_surge_instance_cut_by_cancellation_is_terminated() -> 
     rollout, monitor = _rollout(
         fleet, strategy=RollingUpdate(max_unavailable=0, max_surge=1), cleanup_timeout=30
     )
-    with anyio.move_on_after(5):
-        async with rollout.start() as handle:
-            pass
-    result = handle.result
+    result = await _cancelled_after(rollout, 5)
     first = result.by_id("i-000")
     assert "cancelled: router.attach was cut after cleanup_timeout=30" in first.reason
     assert first.strays == ()
