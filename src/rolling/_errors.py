@@ -17,6 +17,8 @@ class ConfigError(RollingError, ValueError):
 
     Attributes:
         field: Dotted name of the offending field, such as ``"RollingUpdate.max_surge"``.
+        problem: What is wrong with its value.
+        fix: What to do instead.
     """
 
     def __init__(self, field: str, problem: str, fix: str) -> None:

@@ -47,8 +47,11 @@ def _check_health_check(field: str, value: object) -> None:
 class Readiness:
     """How an updated instance proves it is ready, with Kubernetes probe semantics.
 
-    After ``initial_delay`` the check runs every ``period`` seconds, each call
-    bounded by ``timeout`` (a time-out counts as a failure).
+    After ``initial_delay`` the check runs every ``period`` seconds, counted
+    from the start of one probe to the start of the next, as Kubernetes'
+    ``periodSeconds`` is (a probe that takes its whole period or more is
+    followed at once); each call is bounded by ``timeout`` (a time-out counts
+    as a failure).
     ``success_threshold`` passes in a row make the instance ready; it must then
     stay healthy for ``min_ready`` seconds (Kubernetes' ``minReadySeconds``,
     Nomad's ``min_healthy_time``): a failure meanwhile restarts the count.
@@ -56,6 +59,19 @@ class Readiness:
     keep trying); the whole wait is bounded by ``deadline`` (Nomad's
     ``healthy_deadline``). Without ``check``, an instance is ready as soon as
     the driver returns it, after ``min_ready``.
+
+    Attributes:
+        check: A :class:`~rolling.typing.HealthCheck` or a plain
+            ``async def check(instance)``; None: no probing.
+        initial_delay: Seconds to wait before the first probe.
+        period: Seconds from the start of one probe to the start of the next.
+        timeout: Longest one probe may take; longer counts as a failed probe.
+        success_threshold: Passing probes in a row that make the instance ready.
+        failure_threshold: Failing probes in a row that fail the attempt at
+            once; None: keep probing until ``deadline``.
+        min_ready: Seconds the instance must stay healthy once ready.
+        deadline: Longest the whole wait may take, ``initial_delay`` and
+            ``min_ready`` included.
 
     .. versionadded:: 0.1.0
     """
@@ -101,6 +117,12 @@ class Backoff:
 
     ``jitter`` is the fraction (0 to 1) of each delay that is randomised, so
     retries of many instances do not land together.
+
+    Attributes:
+        initial: Seconds before the first retry.
+        factor: What each delay is multiplied by for the next retry.
+        maximum: The longest delay, in seconds.
+        jitter: Fraction (0 to 1) of each delay that is drawn at random.
 
     .. versionadded:: 0.1.0
     """
@@ -239,6 +261,10 @@ class ProgressDeadline:
     The clock restarts whenever an instance completes (and while paused for a
     promotion); when it runs out, ``action`` applies.
 
+    Attributes:
+        seconds: The longest the rollout may go without an instance completing.
+        action: What happens then: roll back (the default), halt, or only report.
+
     .. versionadded:: 0.1.0
     """
 
@@ -254,6 +280,13 @@ class Order:
     """The order in which instances are updated. Build one with the class methods.
 
     Already-unhealthy instances always go first, whatever the order.
+
+    Attributes:
+        kind: ``"inventory"``, ``"sorted"``, ``"shuffled"`` or ``"key"``:
+            which class method built it.
+        key: The key function of :meth:`by`, or None.
+        seed: The seed of :meth:`shuffled`, or None.
+        reverse: Whether the order of :meth:`sorted` or :meth:`by` is reversed.
 
     .. versionadded:: 0.1.0
     """
@@ -322,6 +355,11 @@ class Waves:
 
     Groups go in the order their keys first appear in the rollout's order,
     unless ``order`` lists the keys explicitly (keys not listed go last).
+
+    Attributes:
+        key: A function of an instance that returns its group (its zone, say).
+        order: The keys in the order their groups go, or None for the order
+            they first appear in.
 
     .. versionadded:: 0.1.0
     """

@@ -93,6 +93,7 @@ async def wait_ready(
         failures = 0
         ready_at: float | None = None
         while True:
+            probe_started = anyio.current_time()
             result = await probe_once(check, instance, policy.timeout)
             probes += 1
             now = anyio.current_time()
@@ -119,7 +120,9 @@ async def wait_ready(
                         reason=f"{failures} failed probes in a row: {last_reason}",
                         probes=probes,
                     )
-            delay = policy.period
+            # The period runs from one probe's start to the next (Kubernetes' periodSeconds):
+            # a probe that took its whole period or more is followed at once.
+            delay = max(0.0, probe_started + policy.period - now)
             if ready_at is not None:
                 delay = min(delay, ready_at - now)
             await anyio.sleep(delay)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import anyio
 import attrs
 
-from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError
+from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
 from ._events import Event
 from ._journal import FileJournal, Journal
 from ._lock import FileLock, Lock
@@ -72,7 +72,8 @@ class Rollout(Generic[InstanceT]):
         effect_timeout: Longest a driver, router or hook call may take; past
             it the attempt fails.
         cleanup_timeout: Longest the shielded clean-up may take once the run
-            is cancelled.
+            is cancelled; an instance whose attempt was cut short by it gets
+            as long again to be restored.
         seed: Seed for back-off jitter.
         journal: Where to record every change, so a rollout that dies can be
             resumed by running the same rollout again on the same journal.
@@ -247,8 +248,28 @@ class Rollout(Generic[InstanceT]):
         Cancelling the task that awaits this leaves the fleet consistent:
         in-flight work is finished or put back under a shielded clean-up
         bounded by ``cleanup_timeout``, then the cancellation propagates.
+
+        It never raises an :class:`ExceptionGroup`: an error that ends the
+        rollout (from a driver, hook or observer of yours, or a
+        :class:`~rolling.RollingError`) comes out as itself, with its
+        traceback; when several end it at once, a
+        :class:`~rolling.RollingError` comes out whose ``__cause__`` is the
+        group of them. Cancellation propagates as cancellation.
+
+        Raises:
+            ConfigError: The steps do not fit the fleet the driver listed
+                (checked before any health check or change).
+            RollingError: The rollout could not run (duplicate instance ids,
+                a journal or lock failure), or several errors ended it.
         """
-        return await self._runner().run()
+        error: BaseException
+        try:
+            return await self._runner().run()
+        except BaseExceptionGroup as group:  # a safety net: the runner raises errors alone
+            error = _sole_error(group)
+        # Raised outside the except block, so the error is not chained to the group
+        # that carried it; its own traceback, cause and context are kept.
+        raise error
 
     @contextlib.asynccontextmanager
     async def start(self) -> AsyncGenerator[RolloutHandle, None]:
@@ -263,6 +284,31 @@ class Rollout(Generic[InstanceT]):
             tg.start_soon(handle._run)  # noqa: SLF001 - the handle and the rollout are one unit
             yield handle
         handle._raise()  # noqa: SLF001 - as above
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What :meth:`Rollout.run` raises for ``group``: never a group of plain errors.
+
+    Task groups inside the engine wrap whatever ends them; a user catching
+    ``ConfigError`` or their own driver's exception must not need ``except*``.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            members = cast("BaseExceptionGroup[BaseException]", exc).exceptions
+            pending.extend(reversed(members))
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1:
+        return leaves[0]
+    if all(isinstance(leaf, Exception) for leaf in leaves):
+        error = RollingError(f"the rollout ended with {len(leaves)} errors: {leaves!r}")
+        error.__cause__ = group
+        return error
+    # A cancellation or an interrupt among several: it must propagate as it is.
+    return group
 
 
 def _is_nonempty_str(value: object) -> bool:

@@ -27,6 +27,9 @@ class Pause:
 
     Instances already in flight finish; no new one starts while paused.
 
+    Attributes:
+        seconds: How long to wait; None: until promoted.
+
     .. versionadded:: 0.1.0
     """
 
@@ -51,6 +54,11 @@ class Gate:
     tuple; an exception counts as a false answer, and so does taking longer
     than ``timeout`` seconds.
 
+    Attributes:
+        check: The async function with no arguments that answers.
+        name: A short label, used in events and reasons.
+        timeout: Longest ``check`` may take, in seconds; None: no limit.
+
     .. versionadded:: 0.1.0
     """
 
@@ -68,6 +76,9 @@ class Advance:
     The steps after it run once that share is reached. With
     :class:`~rolling.Batches`, the share is checked at batch boundaries, so the
     batch that crosses it completes first.
+
+    Attributes:
+        to: Count, or percentage of the fleet (rounded up), to have on the target.
 
     .. versionadded:: 0.1.0
     """

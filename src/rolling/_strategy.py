@@ -62,8 +62,10 @@ class RollingUpdate:
     first; with ``max_surge == 0`` old ones are taken out first.
 
     Attributes:
-        max_unavailable: Count or percentage of the fleet that may be out at once.
-        max_surge: Count or percentage of the fleet that may exist above its size.
+        max_unavailable: Count or percentage (up to 100%) of the fleet that may
+            be out at once.
+        max_surge: Count or percentage (any, such as ``"200%"``) of the fleet
+            that may exist above its size.
 
     .. versionadded:: 0.1.0
     """
@@ -71,7 +73,11 @@ class RollingUpdate:
     max_unavailable: CountOrPercent = attrs.field(
         default=1, validator=validator(check_count_or_percent)
     )
-    max_surge: CountOrPercent = attrs.field(default=0, validator=validator(check_count_or_percent))
+    # Uncapped, as in Kubernetes: the ceiling is desired + surge, whatever its size; only
+    # max_unavailable stops at 100 %.
+    max_surge: CountOrPercent = attrs.field(
+        default=0, validator=validator(check_count_or_percent, capped=False)
+    )
 
     def __attrs_post_init__(self) -> None:
         if _is_zero(self.max_unavailable) and _is_zero(self.max_surge):
@@ -130,6 +136,13 @@ class Batches:
 
     With ``surge=True`` each batch launches its replacements before taking the
     old instances out (needs an :class:`~rolling.typing.ElasticDriver`).
+
+    Attributes:
+        sizes: The batch sizes as given, counts or percentages of the fleet;
+            the last one repeats.
+        pause: The :class:`~rolling.Pause` or :class:`~rolling.Gate` run
+            between batches, if any.
+        surge: Whether each batch launches its replacements first.
 
     .. versionadded:: 0.1.0
     """

@@ -378,13 +378,14 @@ class UnitPrograms:
 
 
 def _check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
-    """A driver's answer must be what was asked for; trusting a wrong one hides a failure."""
+    """A driver's answer must be what was asked for; trusting a wrong one hides a failure.
+
+    writing-a-driver.md requires the version asked for, and the same id in place;
+    the answer is tracked first (it is what stands there now), then the attempt fails.
+    """
     if same_id is not None and instance.id != same_id:
-        msg = (
-            f"{what} returned instance {instance.id!r} for {same_id!r}: an in-place"
-            " replacement must keep the instance's id"
-        )
+        msg = f"{what} returned a different instance: asked id {same_id}, got id {instance.id}"
         raise Failed(msg)
     if instance.version != version:
-        msg = f"{what} returned version {instance.version!r}, but {version!r} was asked for"
+        msg = f"{what} returned the wrong version: asked {version}, got {instance.version}"
         raise Failed(msg)

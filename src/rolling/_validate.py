@@ -37,8 +37,13 @@ def percent_of(value: str) -> Fraction:
     return Fraction(match.group(1))
 
 
-def check_count_or_percent(field: str, value: object, *, allow_zero: bool = True) -> None:
-    """Check that ``value`` is a non-negative int or a percentage string from 0% to 100%."""
+def check_count_or_percent(
+    field: str, value: object, *, allow_zero: bool = True, capped: bool = True
+) -> None:
+    """Check that ``value`` is a non-negative int or a percentage string from 0% to 100%.
+
+    With ``capped=False`` any percentage is allowed (Kubernetes' ``maxSurge``).
+    """
     smallest = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(
@@ -60,7 +65,7 @@ def check_count_or_percent(field: str, value: object, *, allow_zero: bool = True
             'write a percentage as digits followed by "%", such as "25%"',
         )
     pct = Fraction(match.group(1))
-    if pct > 100:  # noqa: PLR2004 - a percentage's upper bound
+    if capped and pct > 100:  # noqa: PLR2004 - a percentage's upper bound
         raise ConfigError(field, f"{value!r} is more than 100%", "pass a percentage up to 100%")
     if pct == 0 and not allow_zero:
         raise ConfigError(field, f"{value!r} is 0%", "pass a percentage above 0%")
