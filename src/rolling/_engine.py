@@ -11,10 +11,9 @@ import anyio
 import attrs
 
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError
-from ._events import Event
 from ._execution import Execution
-from ._journal import FileJournal, Journal
-from ._lock import FileLock, Lock
+from ._journal import FileJournal
+from ._lock import FileLock
 from ._policies import (
     DeadlineAction,
     FailurePolicy,
@@ -24,16 +23,15 @@ from ._policies import (
     RollbackMode,
     Waves,
 )
-from ._probe import CheckFunction, as_check_function
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from ._validate import percent_of
-from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Router
+from .events import Event
+from .health import CheckFunction, as_check_function
+from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Journal, Lock, Observer, Router
 
 __all__ = ["Rollout", "RolloutHandle", "RolloutSnapshot"]
-
-Observer = Callable[[Event], object]
 
 
 def _has(obj: object, name: str) -> bool:

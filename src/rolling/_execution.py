@@ -31,7 +31,16 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import ConfigError, RollingError
-from ._events import (
+from ._journal import begin_record
+from ._policies import DeadlineAction, RollbackMode
+from ._probe import wait_ready
+from ._recovery import Recovered, reconcile, recover
+from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
+from ._scheduler import Barrier, Mode, Scheduler, Start
+from ._steps import Advance, Gate, Pause, Step
+from ._strategy import Batches
+from ._validate import percent_of
+from .events import (
     BatchFinished,
     BatchStarted,
     ControlRequested,
@@ -48,19 +57,11 @@ from ._events import (
     StepStarted,
     WaveStarted,
 )
-from ._journal import Journal, begin_record
-from ._policies import DeadlineAction, RollbackMode
-from ._probe import probe_once, wait_ready
-from ._recovery import Recovered, reconcile, recover
-from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
-from ._scheduler import Barrier, Mode, Scheduler, Start
-from ._steps import Advance, Gate, Pause, Step
-from ._strategy import Batches
-from ._validate import percent_of
+from .health import probe_once
 
 if TYPE_CHECKING:
     from ._engine import Rollout
-    from .typing import Driver, ElasticDriver
+    from .typing import Driver, ElasticDriver, Journal
 
 __all__ = ["Execution", "Slot"]
 

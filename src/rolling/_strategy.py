@@ -14,7 +14,8 @@ import attrs
 
 from ._errors import ConfigError
 from ._steps import Gate, Pause
-from ._validate import CountOrPercent, check_count_or_percent, percent_of, validator
+from ._validate import CountOrPercent, check_count_or_percent, percent_of
+from .validate import validator
 
 __all__ = ["Batches", "ResolvedWindow", "RollingUpdate", "Strategy"]
 

@@ -64,9 +64,8 @@ import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
-from rolling._errors import ConfigError, RollingError
-from rolling._lock import FileLock, LockedError
-from rolling._validate import check_callable, check_int, check_seconds
+from rolling import ConfigError, FileLock, LockedError, RollingError
+from rolling.validate import check_callable, check_int, check_seconds
 
 __all__ = ["Command", "ProcessDriver", "ProcessDriverError", "ProcessInstance"]
 

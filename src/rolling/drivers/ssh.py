@@ -61,9 +61,9 @@ import anyio.to_thread
 import asyncssh
 import attrs
 
-from rolling._errors import ConfigError, RollingError
-from rolling._events import Event
-from rolling._validate import check_callable, check_int, check_seconds, validator
+from rolling import ConfigError, RollingError
+from rolling.events import Event
+from rolling.validate import check_callable, check_int, check_seconds, validator
 
 __all__ = [
     "CommandFinished",
