@@ -110,7 +110,7 @@ def test_shell_state_lets_a_field_stand_as_a_bare_word(text: str) -> None:
 @pytest.mark.parametrize(
     ("template", "fields"),
     [
-        ("true", set()),
+        ("true", set[str]()),
         ("install {version}", {"version"}),
         ("deploy {version} --id {id} --host {host}:{port}", {"version", "id", "host", "port"}),
         ("echo 'literal' {version} \"$HOME\"", {"version"}),

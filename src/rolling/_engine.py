@@ -241,7 +241,7 @@ class Rollout(Generic[InstanceT]):
         execution = Execution(self)
         handle = RolloutHandle(execution)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handle._run)  # noqa: SLF001 - the handle and the rollout are one unit
+            tg.start_soon(handle._run)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - the handle and the rollout are one unit
             yield handle
 
 
