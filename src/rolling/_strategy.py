@@ -83,7 +83,13 @@ class RollingUpdate:
             )
 
     def resolve(self, desired: int) -> ResolvedWindow:
-        """Resolve the percentages against a fleet of ``desired`` instances."""
+        """Resolve the percentages against a fleet of ``desired`` instances.
+
+        Returns:
+            The window: ``desired``, ``max_unavailable`` and ``max_surge`` as counts,
+            with ``floor`` (the fewest serving instances, ``desired - max_unavailable``)
+            and ``ceiling`` (the most existing ones, ``desired + max_surge``).
+        """
         surge = _resolve(self.max_surge, desired, round_up=True)
         unavailable = min(_resolve(self.max_unavailable, desired, round_up=False), desired)
         if surge == 0 and unavailable == 0 and desired > 0:
