@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sphinx.util import logging
 
 import rolling
+import rolling.events
+import rolling.health
+import rolling.net
 import rolling.testing
 import rolling.typing
+import rolling.validate
 
 if TYPE_CHECKING:
     from docutils.nodes import Element, TextElement
@@ -75,11 +79,24 @@ _logger = logging.getLogger(__name__)
 
 # Public objects live in private modules (rolling._strategy.RollingUpdate) and are documented
 # where users import them from (rolling.RollingUpdate); these are the namespaces to look in.
+# Each public name is documented in one of them only (rolling.Event is rolling.events.Event, and
+# documented there): a reference to another resolves to that one.
 _PUBLIC_NAMESPACES = {
     "rolling": rolling,
+    "rolling.events": rolling.events,
     "rolling.typing": rolling.typing,
+    "rolling.net": rolling.net,
+    "rolling.health": rolling.health,
+    "rolling.validate": rolling.validate,
     "rolling.testing": rolling.testing,
 }
+
+
+# Internal types that public signatures mention: RollingUpdate.resolve() and Rollout.window()
+# return a ResolvedWindow, whose fields their docstrings describe. Not part of the API (so not
+# exported, nor documented on their own): shown as plain text. Any other unresolved reference to
+# one of our objects stays an error.
+_INTERNAL_TYPES = {"rolling._strategy.ResolvedWindow", "ResolvedWindow"}
 
 
 def _public_target(target: str) -> list[str]:
@@ -88,6 +105,12 @@ def _public_target(target: str) -> list[str]:
     if prefix and not prefix.startswith("rolling"):
         return []
     found = []
+    # An adapter's private module (rolling.drivers.ssh._config.SSHHost): its package documents it.
+    public_prefix = ".".join(part for part in prefix.split(".") if not part.startswith("_"))
+    if public_prefix != prefix and public_prefix.startswith("rolling."):
+        package = sys.modules.get(public_prefix)
+        if name in getattr(package, "__all__", ()):
+            found.append(f"{public_prefix}.{name}")
     for namespace, module in _PUBLIC_NAMESPACES.items():
         if name in getattr(module, "__all__", ()):
             found.append(f"{namespace}.{name}")
@@ -113,8 +136,10 @@ def _resolve_to_public(
         )
         if resolved is not None:
             return resolved  # type: ignore[no-any-return]
+    if node["reftarget"] in _INTERNAL_TYPES:
+        return contnode
     if _is_private_type_name(node["reftarget"]):
-        # Private type variables and aliases (``EventT``, ``Observer``) have no page: plain text.
+        # Private type variables and aliases (``EventT``, ``GateCheck``) have no page: plain text.
         return contnode
     return None
 

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rolling
+from rolling._strategy import ResolvedWindow  # internal: what Rollout.window() returns
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -407,9 +408,7 @@ def test_rolling_update_resolves_like_kubernetes(
     window = rolling.RollingUpdate(max_unavailable=max_unavailable, max_surge=max_surge).resolve(
         desired
     )
-    assert window == rolling.ResolvedWindow(
-        desired=desired, max_unavailable=unavailable, max_surge=surge
-    )
+    assert window == ResolvedWindow(desired=desired, max_unavailable=unavailable, max_surge=surge)
     assert window.floor == desired - unavailable
     assert window.ceiling == desired + surge
 
@@ -425,8 +424,8 @@ def test_resolved_window_floor_and_ceiling() -> None:
     window = rolling.RollingUpdate(max_unavailable="25%", max_surge="25%").resolve(10)
     assert window.floor == 8
     assert window.ceiling == 13
-    assert rolling.ResolvedWindow(desired=2, max_unavailable=5, max_surge=0).floor == 0
-    assert rolling.ResolvedWindow(desired=0, max_unavailable=0, max_surge=2).ceiling == 2
+    assert ResolvedWindow(desired=2, max_unavailable=5, max_surge=0).floor == 0
+    assert ResolvedWindow(desired=0, max_unavailable=0, max_surge=2).ceiling == 2
 
 
 # -- 3. Ansible serial --------------------------------------------------------
@@ -729,7 +728,7 @@ def test_steps_keep_their_values() -> None:
 FROZEN = [
     pytest.param(rolling.RollingUpdate(), "max_surge", id="RollingUpdate"),
     pytest.param(
-        rolling.ResolvedWindow(desired=1, max_unavailable=1, max_surge=0),
+        ResolvedWindow(desired=1, max_unavailable=1, max_surge=0),
         "desired",
         id="ResolvedWindow",
     ),

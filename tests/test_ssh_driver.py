@@ -41,8 +41,8 @@ from rolling.drivers.ssh import (
     SSHHost,
     SSHHostKeyError,
     SSHInstance,
-    _render,
 )
+from rolling.drivers.ssh._template import render
 
 pytestmark = pytest.mark.anyio
 
@@ -147,7 +147,7 @@ def test_rendered_commands_keep_values_literal(template: str, tmp_path: Path) ->
     # The rendered command, run by a real POSIX shell, prints the value and runs nothing else.
     marker = tmp_path / "pwned"
     version = template.format(marker=marker)
-    command = _render("printf %s {version}", {"version": version})
+    command = render("printf %s {version}", {"version": version})
     result = subprocess.run(  # noqa: S603 - the point of the test: a shell parses it
         ["/bin/sh", "-c", command], capture_output=True, text=True, check=True
     )

@@ -10,18 +10,16 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 
 import rolling
+import rolling.typing
 from rolling.checks import HTTPCheck
 from rolling.drivers.ssh import SSHCommands, SSHDriver, SSHHost, SSHInstance
 from rolling.routers.haproxy import HAProxyRouter, Socket
-
-Observer = Callable[[rolling.Event], object]
-"""Called with every event: the rollout's, and each SSH command's CommandFinished."""
 
 # One SSHHost per `server` line of the HAProxy backend: the name is the server's name (and the
 # instance id), the address and app_port are what the server line points at.
@@ -75,7 +73,7 @@ def build_driver(
     known_hosts: str | Path = KNOWN_HOSTS,
     client_keys: Sequence[str | Path] | None = None,
     timeouts: Timeouts = Timeouts(),
-    observers: Sequence[Observer] = (),
+    observers: Sequence[rolling.typing.Observer] = (),
 ) -> SSHDriver:
     """The SSH driver: enter it with ``async with`` (it holds one connection per host)."""
     return SSHDriver(
@@ -97,7 +95,7 @@ def build_rollout(
     timeouts: Timeouts = Timeouts(),
     failure: rolling.FailurePolicy | None = None,
     rollback: rolling.RollbackMode = rolling.RollbackMode.REVERT,
-    observers: Sequence[Observer] = (),
+    observers: Sequence[rolling.typing.Observer] = (),
 ) -> rolling.Rollout[SSHInstance]:
     """One host at a time: out of HAProxy, updated over SSH, ready, back into HAProxy."""
     health = HTTPCheck("/healthz", timeout=timeouts.check)

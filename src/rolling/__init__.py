@@ -5,10 +5,27 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib.metadata
 
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
-from ._events import (
+from ._journal import FileJournal, JournalError
+from ._lock import FileLock, LockedError
+from ._observers import LoggingObserver
+from ._policies import (
+    Backoff,
+    DeadlineAction,
+    FailurePolicy,
+    Order,
+    ProgressDeadline,
+    Readiness,
+    RollbackMode,
+    Waves,
+)
+from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
+from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
+from ._steps import Advance, Gate, Pause, Step
+from ._strategy import Batches, RollingUpdate, Strategy
+from .events import (
     BatchFinished,
     BatchStarted,
     ControlRequested,
@@ -25,24 +42,10 @@ from ._events import (
     StepStarted,
     WaveStarted,
 )
-from ._journal import FileJournal, Journal, JournalError
-from ._lock import FileLock, Lock, LockedError
-from ._observers import LoggingObserver
-from ._policies import (
-    Backoff,
-    DeadlineAction,
-    FailurePolicy,
-    Order,
-    ProgressDeadline,
-    Readiness,
-    RollbackMode,
-    Waves,
-)
-from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
-from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
-from ._steps import Advance, Gate, Pause, Step
-from ._strategy import Batches, ResolvedWindow, RollingUpdate, Strategy
-from .typing import HealthResult, Hooks
+from .typing import HealthResult, Hooks, Journal, Lock
+
+__version__ = importlib.metadata.version("rolling")
+"""The installed version of rolling, read from the package's metadata."""
 
 __all__ = [
     "Advance",
@@ -76,7 +79,6 @@ __all__ = [
     "ProgressDeadline",
     "ProgressDeadlineExceeded",
     "Readiness",
-    "ResolvedWindow",
     "RollbackMode",
     "RollbackStarted",
     "RollingError",

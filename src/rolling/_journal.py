@@ -14,16 +14,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import cast
 
 import anyio
 
 from ._errors import RollingError
+from .typing import JournalRecord
 
-__all__ = ["FileJournal", "Journal", "JournalError", "Record"]
-
-Record = dict[str, Any]
-"""One journal record: a JSON object."""
+__all__ = ["FileJournal", "JournalError"]
 
 _FORMAT = 1
 _BATCH = 512
@@ -34,26 +32,6 @@ class JournalError(RollingError, ValueError):
 
     Raised before anything touches the fleet.
     """
-
-
-@runtime_checkable
-class Journal(Protocol):
-    """Where a rollout records what it does.
-
-    .. versionadded:: 0.1.0
-    """
-
-    async def load(self) -> Sequence[Record]:
-        """Return every record written so far, oldest first (empty for a new journal)."""
-        ...
-
-    async def append(self, record: Record, *, sync: bool = False) -> None:
-        """Add ``record``; with ``sync``, return only once it (and all before it) is durable."""
-        ...
-
-    async def close(self) -> None:
-        """Make everything durable and release resources."""
-        ...
 
 
 class FileJournal:
@@ -78,17 +56,17 @@ class FileJournal:
         self.syncs = 0
         """How many fsyncs ran (for benchmarks and tests)."""
 
-    async def load(self) -> list[Record]:
+    async def load(self) -> list[JournalRecord]:
         """Read every record; see the class docstring for damaged lines."""
         return await anyio.to_thread.run_sync(self._read)
 
-    def _read(self) -> list[Record]:
+    def _read(self) -> list[JournalRecord]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
         lines = text.split("\n")
-        records: list[Record] = []
+        records: list[JournalRecord] = []
         last = len(lines) - 1
         for number, line in enumerate(lines):
             if not line.strip():
@@ -106,10 +84,10 @@ class FileJournal:
                 raise JournalError(
                     f"{self.path}: line {number + 1} is not a journal record ({line[:60]!r})"
                 )
-            records.append(cast("Record", record))
+            records.append(cast("JournalRecord", record))
         return records
 
-    async def append(self, record: Record, *, sync: bool = False) -> None:
+    async def append(self, record: JournalRecord, *, sync: bool = False) -> None:
         """Queue ``record``; with ``sync``, wait until it is on disk."""
         self._buffer.append(json.dumps(record, separators=(",", ":")))
         self._queued += 1
@@ -144,6 +122,6 @@ class FileJournal:
             self._fd = None
 
 
-def begin_record(target: str, fleet: Sequence[tuple[str, str]]) -> Record:
+def begin_record(target: str, fleet: Sequence[tuple[str, str]]) -> JournalRecord:
     """The first record of a rollout."""
     return {"t": "begin", "format": _FORMAT, "target": target, "fleet": [list(i) for i in fleet]}

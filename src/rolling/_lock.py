@@ -8,13 +8,12 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import anyio
 
 from ._errors import RollingError
 
-__all__ = ["FileLock", "Lock", "LockedError"]
+__all__ = ["FileLock", "LockedError"]
 
 
 class LockedError(RollingError, RuntimeError):
@@ -30,22 +29,6 @@ class LockedError(RollingError, RuntimeError):
             f"{where} is locked by another rollout ({holder}); wait for it to finish, "
             "or stop it, before starting this one"
         )
-
-
-@runtime_checkable
-class Lock(Protocol):
-    """Excludes a second controller; any backend (a file, etcd, a database row) will do.
-
-    .. versionadded:: 0.1.0
-    """
-
-    async def acquire(self) -> None:
-        """Take the lock or raise :class:`LockedError` naming the holder; never wait."""
-        ...
-
-    async def release(self) -> None:
-        """Give the lock back."""
-        ...
 
 
 class FileLock:

@@ -65,7 +65,18 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import RollingError
-from ._events import (
+from ._journal import begin_record
+from ._ledger import Barrier, Ledger, Mode
+from ._ledger import Start as LedgerStart
+from ._plan import Plan, plan_forward, plan_rollback
+from ._policies import DeadlineAction, RollbackMode
+from ._recovery import Recovered, reconcile, recover
+from ._result import InstanceOutcome, RolloutResult, RolloutStatus
+from ._settings import Settings, check_fleet
+from ._slot import Slot, changed, instance_result, needs_revert
+from ._steps import Gate, Pause, Step
+from ._unit import UnitPrograms
+from .events import (
     BatchFinished,
     BatchStarted,
     ControlRequested,
@@ -82,17 +93,6 @@ from ._events import (
     StepStarted,
     WaveStarted,
 )
-from ._journal import begin_record
-from ._ledger import Barrier, Ledger, Mode
-from ._ledger import Start as LedgerStart
-from ._plan import Plan, plan_forward, plan_rollback
-from ._policies import DeadlineAction, RollbackMode
-from ._recovery import Recovered, reconcile, recover
-from ._result import InstanceOutcome, RolloutResult, RolloutStatus
-from ._settings import Settings, check_fleet
-from ._slot import Slot, changed, instance_result, needs_revert
-from ._steps import Gate, Pause, Step
-from ._unit import UnitPrograms
 
 __all__ = ["INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"]
 

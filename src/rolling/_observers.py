@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ._events import (
+from .events import (
     Event,
     GateChecked,
     InstancePhaseChanged,

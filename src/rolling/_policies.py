@@ -11,15 +11,8 @@ from typing import Any, Literal, cast
 import attrs
 
 from ._errors import ConfigError
-from ._validate import (
-    CountOrPercent,
-    check_callable,
-    check_count_or_percent,
-    check_int,
-    check_seconds,
-    percent_of,
-    validator,
-)
+from ._validate import CountOrPercent, check_count_or_percent, percent_of
+from .validate import check_callable, check_int, check_seconds, validator
 
 __all__ = [
     "Backoff",

@@ -2,64 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
-
 import anyio
 import attrs
 
 from ._policies import Readiness
-from .typing import HealthResult
+from .health import CheckFunction, probe_once
 
-__all__ = ["ProbeOutcome", "as_check_function", "probe_once", "wait_ready"]
-
-CheckFunction = Callable[[Any], Awaitable[object]]
-
-
-def as_check_function(check: object) -> CheckFunction | None:
-    """Accept a HealthCheck object (with ``check``) or a plain async function."""
-    if check is None:
-        return None
-    # callable() cannot tell an async function from a sync one: Readiness documents the
-    # signature, and probe_once copes with a check that returns a plain answer.
-    method = getattr(check, "check", None)
-    if method is not None and callable(method):
-        return cast("CheckFunction", method)  # a HealthCheck's bound method
-    if callable(check):
-        return cast("CheckFunction", check)  # a plain async function
-    msg = f"not a health check: {check!r}"  # pragma: no cover - validated earlier
-    raise TypeError(msg)
-
-
-def normalise(answer: object) -> HealthResult:
-    """Turn what a check returned into a :class:`HealthResult`."""
-    if isinstance(answer, HealthResult):
-        return answer
-    if isinstance(answer, bool):
-        return HealthResult(healthy=answer, reason="" if answer else "check returned False")
-    if isinstance(answer, tuple):
-        items = cast("tuple[object, ...]", answer)  # isinstance cannot know the item types
-        if len(items) == 2:  # noqa: PLR2004 - (healthy, reason)
-            healthy, reason = items
-            return HealthResult(healthy=bool(healthy), reason=str(reason))
-    return HealthResult(
-        healthy=False, reason=f"check returned {answer!r}, not a bool or HealthResult"
-    )
-
-
-async def probe_once(check: CheckFunction, instance: object, limit: float) -> HealthResult:
-    """Run one probe; a time-out or an exception is an unhealthy answer, not an error."""
-    try:
-        with anyio.fail_after(limit):
-            answer: object = check(instance)
-            if inspect.isawaitable(answer):
-                answer = await answer
-    except TimeoutError:
-        return HealthResult(healthy=False, reason=f"check timed out after {limit}s")
-    except Exception as exc:  # noqa: BLE001 - a crashing check means "not healthy", with the cause
-        return HealthResult(healthy=False, reason=f"check raised {type(exc).__name__}: {exc}")
-    return normalise(answer)
+__all__ = ["ProbeOutcome", "wait_ready"]
 
 
 @attrs.frozen

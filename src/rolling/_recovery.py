@@ -32,7 +32,8 @@ from typing import Any
 
 import attrs
 
-from ._journal import JournalError, Record
+from ._journal import JournalError
+from .typing import JournalRecord
 
 __all__ = ["Reconciled", "Recovered", "reconcile", "recover"]
 
@@ -65,7 +66,7 @@ class Recovered:
     reason: str
 
 
-def recover(records: Sequence[Record], *, target: str) -> Recovered | None:  # noqa: C901 - one pass, one branch per record kind, in the order the rules list them
+def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | None:  # noqa: C901 - one pass, one branch per record kind, in the order the rules list them
     """Read the last rollout back, or return None when there is nothing to resume."""
     start = None
     for index, record in enumerate(records):
@@ -122,7 +123,7 @@ def recover(records: Sequence[Record], *, target: str) -> Recovered | None:  # n
 
 
 def _effect(
-    record: Record, attached: dict[str, bool], launched: set[str], terminated: set[str]
+    record: JournalRecord, attached: dict[str, bool], launched: set[str], terminated: set[str]
 ) -> int:
     """Apply one effect record; return the change in launches not reported back."""
     op, stage, instance = record.get("op"), record.get("s"), record.get("i")

@@ -11,9 +11,8 @@ import anyio
 import attrs
 
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
-from ._events import Event
-from ._journal import FileJournal, Journal
-from ._lock import FileLock, Lock
+from ._journal import FileJournal
+from ._lock import FileLock
 from ._machine import Machine
 from ._policies import (
     DeadlineAction,
@@ -24,18 +23,17 @@ from ._policies import (
     RollbackMode,
     Waves,
 )
-from ._probe import CheckFunction, as_check_function
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
 from ._settings import Settings
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from ._validate import percent_of
-from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Router
+from .events import Event
+from .health import CheckFunction, as_check_function
+from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Journal, Lock, Observer, Router
 
 __all__ = ["Rollout", "RolloutHandle", "RolloutSnapshot"]
-
-Observer = Callable[[Event], object]
 
 
 def _has(obj: object, name: str) -> bool:
@@ -281,9 +279,9 @@ class Rollout(Generic[InstanceT]):
         """
         handle = RolloutHandle(self._runner())
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handle._run)  # noqa: SLF001 - the handle and the rollout are one unit
+            tg.start_soon(handle._run)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - the handle and the rollout are one unit
             yield handle
-        handle._raise()  # noqa: SLF001 - as above
+        handle._raise()  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - as above
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

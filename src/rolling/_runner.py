@@ -48,10 +48,11 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import RollingError
-from ._events import Event
 from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
-from ._probe import probe_once, wait_ready
+from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
+from .events import Event
+from .health import probe_once
 
 if TYPE_CHECKING:
     from ._rollout import Rollout

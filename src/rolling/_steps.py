@@ -7,13 +7,8 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from ._errors import ConfigError
-from ._validate import (
-    CountOrPercent,
-    check_callable,
-    check_count_or_percent,
-    check_seconds,
-    validator,
-)
+from ._validate import CountOrPercent, check_count_or_percent
+from .validate import check_callable, check_seconds, validator
 
 __all__ = ["Advance", "Gate", "GateCheck", "Pause", "Step"]
 

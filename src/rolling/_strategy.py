@@ -14,7 +14,8 @@ import attrs
 
 from ._errors import ConfigError
 from ._steps import Gate, Pause
-from ._validate import CountOrPercent, check_count_or_percent, percent_of, validator
+from ._validate import CountOrPercent, check_count_or_percent, percent_of
+from .validate import validator
 
 __all__ = ["Batches", "ResolvedWindow", "RollingUpdate", "Strategy"]
 
@@ -88,7 +89,13 @@ class RollingUpdate:
             )
 
     def resolve(self, desired: int) -> ResolvedWindow:
-        """Resolve the percentages against a fleet of ``desired`` instances."""
+        """Resolve the percentages against a fleet of ``desired`` instances.
+
+        Returns:
+            The window: ``desired``, ``max_unavailable`` and ``max_surge`` as counts,
+            with ``floor`` (the fewest serving instances, ``desired - max_unavailable``)
+            and ``ceiling`` (the most existing ones, ``desired + max_surge``).
+        """
         surge = _resolve(self.max_surge, desired, round_up=True)
         unavailable = min(_resolve(self.max_unavailable, desired, round_up=False), desired)
         if surge == 0 and unavailable == 0 and desired > 0:

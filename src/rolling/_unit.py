@@ -23,11 +23,11 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ._effects import Call, Failed, Interrupted, Probe, Record, Sleep, WaitReady
-from ._events import Phase
 from ._ledger import Mode
 from ._result import InstanceOutcome
 from ._settings import Settings
 from ._slot import Slot
+from .events import Phase
 
 if TYPE_CHECKING:
     from ._machine import Machine, Start

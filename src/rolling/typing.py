@@ -5,14 +5,20 @@ Nothing here needs subclassing: any object with the right attributes and
 these protocols name.
 
 .. versionadded:: 0.1.0
+
+.. versionchanged:: 0.2.0
+   Every protocol lives here: :class:`Journal` and :class:`Lock` too, and the
+   :data:`Observer` and :data:`JournalRecord` types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
+
+from .events import Event
 
 if TYPE_CHECKING:
     from ._result import RolloutResult
@@ -26,6 +32,10 @@ __all__ = [
     "Hooks",
     "Instance",
     "InstanceT",
+    "Journal",
+    "JournalRecord",
+    "Lock",
+    "Observer",
     "Router",
 ]
 
@@ -132,6 +142,71 @@ class HealthCheck(Protocol[_InstanceT_contra]):
 
 HealthCheckFunction = Callable[[InstanceT], Awaitable["HealthResult | bool | tuple[bool, str]"]]
 """A plain async function that checks one instance."""
+
+
+Observer = Callable[[Event], object]
+"""Called with every :class:`~rolling.events.Event`, as it happens; what it returns is ignored.
+
+Pass observers to ``Rollout(observers=...)`` (and to adapters that report
+events of their own, such as :class:`~rolling.drivers.ssh.SSHDriver`). An
+observer runs inside the rollout: keep it quick, and do not let it raise.
+
+.. versionadded:: 0.2.0
+"""
+
+
+JournalRecord = dict[str, Any]
+"""One journal record: a JSON object (its ``"t"`` key names its kind).
+
+.. versionadded:: 0.2.0
+"""
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """Where a rollout records what it does, so that another process can pick up where it died.
+
+    :class:`~rolling.FileJournal` keeps it in a local file; implement this to
+    keep it elsewhere (a database, etcd, object storage).
+
+    .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.2.0
+       Defined here; still importable as ``rolling.Journal``.
+    """
+
+    async def load(self) -> Sequence[JournalRecord]:
+        """Return every record written so far, oldest first (empty for a new journal)."""
+        ...
+
+    async def append(self, record: JournalRecord, *, sync: bool = False) -> None:
+        """Add ``record``; with ``sync``, return only once it (and all before it) is durable."""
+        ...
+
+    async def close(self) -> None:
+        """Make everything durable and release resources."""
+        ...
+
+
+@runtime_checkable
+class Lock(Protocol):
+    """Excludes a second controller; any backend (a file, etcd, a database row) will do.
+
+    :class:`~rolling.FileLock` is an advisory lock on a local file.
+
+    .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.2.0
+       Defined here; still importable as ``rolling.Lock``.
+    """
+
+    async def acquire(self) -> None:
+        """Take the lock or raise :class:`~rolling.LockedError` naming the holder; never wait."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lock back."""
+        ...
 
 
 class Hooks(Generic[InstanceT]):

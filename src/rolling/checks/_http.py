@@ -20,10 +20,10 @@ import anyio.to_thread
 import attrs
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from rolling._errors import ConfigError
-from rolling._net import Address, address_of, default_address, describe_connect_error, is_text
-from rolling._validate import check_callable, check_seconds, validator
+from rolling import ConfigError
+from rolling.net import Address, address_of, default_address, describe_connect_error, is_text
 from rolling.typing import HealthResult
+from rolling.validate import check_callable, check_seconds, validator
 
 __all__ = ["HTTPCheck"]
 

@@ -8,9 +8,9 @@ import anyio
 import anyio.abc
 import attrs
 
-from rolling._net import Address, address_of, default_address, describe_connect_error
-from rolling._validate import check_callable, check_seconds, validator
+from rolling.net import Address, address_of, default_address, describe_connect_error
 from rolling.typing import HealthResult
+from rolling.validate import check_callable, check_seconds, validator
 
 __all__ = ["TCPCheck"]
 

@@ -7,7 +7,7 @@ from typing import TextIO
 
 import anyio
 
-from rolling._events import Event, InstancePhaseChanged, Phase
+from rolling.events import Event, InstancePhaseChanged, Phase
 
 from ._load import LoadGenerator
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from rolling._result import RolloutResult, RolloutStatus
+from rolling import RolloutResult, RolloutStatus
 
 from ._load import Sample, percentile
 

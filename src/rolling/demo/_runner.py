@@ -11,10 +11,7 @@ from typing import TextIO
 import anyio
 import attrs
 
-from rolling._policies import FailurePolicy, Readiness
-from rolling._result import RolloutResult
-from rolling._rollout import Rollout
-from rolling._strategy import Batches, RollingUpdate
+from rolling import Batches, FailurePolicy, Readiness, RollingUpdate, Rollout, RolloutResult
 from rolling.checks import HTTPCheck
 from rolling.drivers.process import ProcessDriver, ProcessInstance
 from rolling.routers.balancer import Balancer

@@ -40,9 +40,9 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from rolling._errors import ConfigError, RollingError
-from rolling._net import Address, address_of, default_address, describe_connect_error, is_text
-from rolling._validate import check_callable, check_int, check_seconds
+from rolling import ConfigError, RollingError
+from rolling.net import Address, address_of, default_address, describe_connect_error, is_text
+from rolling.validate import check_callable, check_int, check_seconds
 
 __all__ = ["BackendStats", "Balancer", "BalancerError", "BalancerStats"]
 

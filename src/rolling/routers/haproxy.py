@@ -52,10 +52,10 @@ import anyio
 import anyio.abc
 import attrs
 
-from rolling._errors import ConfigError, RollingError
-from rolling._net import _causes, address_of, describe_connect_error, is_text
-from rolling._probe import as_check_function, probe_once
-from rolling._validate import check_callable, check_seconds, validator
+from rolling import ConfigError, RollingError
+from rolling.health import as_check_function, probe_once
+from rolling.net import address_of, causes_of, describe_connect_error, is_text
+from rolling.validate import check_callable, check_seconds, validator
 
 __all__ = [
     "HAProxyConnectionError",
@@ -596,7 +596,7 @@ class HAProxyRouter:
                 return await anyio.connect_tcp(*self.socket)
             return await anyio.connect_unix(self.socket)
         except OSError as exc:
-            causes = _causes(exc)
+            causes = causes_of(exc)
             if any(isinstance(cause, PermissionError) for cause in causes):
                 raise HAProxyPermissionError(
                     f"permission denied on HAProxy's socket {where}: run as a user that may "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rolling._errors import RollingError
+from rolling import RollingError
 
 __all__ = ["SimulatedFault", "SimulationError"]
 

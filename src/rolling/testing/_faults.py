@@ -9,8 +9,8 @@ from typing import Literal, get_args
 
 import attrs
 
-from rolling._errors import ConfigError
-from rolling._validate import check_seconds, validator
+from rolling import ConfigError
+from rolling.validate import check_seconds, validator
 
 __all__ = [
     "OPERATIONS",

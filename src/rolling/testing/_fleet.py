@@ -27,9 +27,9 @@ import anyio
 import attrs
 from anyio.lowlevel import checkpoint
 
-from rolling._errors import ConfigError
-from rolling._validate import check_int
+from rolling import ConfigError
 from rolling.typing import HealthResult, Instance
+from rolling.validate import check_int
 
 from ._errors import SimulatedFault, SimulationError
 from ._faults import Fault, Latency, LatencyValue, Operation, check_latency, sample

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 
-from rolling._journal import Record
+from rolling.typing import JournalRecord
 
 __all__ = ["MemoryJournal"]
 
 
 class MemoryJournal:
-    """A :class:`~rolling.Journal` kept in a list, shared by the rollouts given the same object.
+    """A :class:`~rolling.typing.Journal` in a list, shared by the rollouts given the same object.
 
     ``durable`` holds what a :class:`~rolling.FileJournal` would have on disk:
     records appended with ``sync=False`` become durable only with the next
@@ -21,14 +21,14 @@ class MemoryJournal:
     """
 
     def __init__(self) -> None:
-        self.durable: list[Record] = []
-        self.pending: list[Record] = []
+        self.durable: list[JournalRecord] = []
+        self.pending: list[JournalRecord] = []
 
-    async def load(self) -> list[Record]:
+    async def load(self) -> list[JournalRecord]:
         """Every durable record, oldest first."""
         return copy.deepcopy(self.durable)
 
-    async def append(self, record: Record, *, sync: bool = False) -> None:
+    async def append(self, record: JournalRecord, *, sync: bool = False) -> None:
         """Queue ``record``; with ``sync``, make it and all before it durable."""
         self.pending.append(copy.deepcopy(record))
         if sync:

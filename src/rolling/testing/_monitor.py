@@ -22,7 +22,7 @@ The rules, as the monitor applies them:
 
 from __future__ import annotations
 
-from rolling._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
+from rolling import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
 
 from ._fleet import DISRUPTIVE_OPERATIONS, FleetChange, SimulatedFleet
 

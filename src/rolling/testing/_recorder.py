@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from rolling._events import Event, InstancePhaseChanged, Phase
+from rolling.events import Event, InstancePhaseChanged, Phase
 
 __all__ = ["EventRecorder"]
 

@@ -1,7 +1,22 @@
 """Frozen, typed events: everything a rollout does, as it happens.
 
 Every event carries ``at``, the event loop's clock (virtual under trio's
-``MockClock``), and ``wall``, seconds since the epoch.
+``MockClock``), and ``wall``, seconds since the epoch. Observers
+(:data:`rolling.typing.Observer`) are called with each one, and
+:meth:`RolloutHandle.events() <rolling.RolloutHandle.events>` streams them.
+
+Adapters may define their own events by subclassing :class:`Event` (as
+:class:`~rolling.drivers.ssh.CommandFinished` does), so that they travel
+through the same observers.
+
+This module is the events' one documented home; they are importable from
+:mod:`rolling` too.
+
+.. versionadded:: 0.1.0
+   As part of :mod:`rolling`.
+
+.. versionchanged:: 0.2.0
+   Documented here, in :mod:`rolling.events`.
 """
 
 from __future__ import annotations

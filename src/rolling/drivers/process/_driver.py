@@ -1,150 +1,45 @@
-"""A driver for local OS processes, each serving on its own loopback port.
-
-:class:`ProcessDriver` is both a :class:`~rolling.typing.Driver` (``replace``
-restarts a process on the same port, under the same id) and an
-:class:`~rolling.typing.ElasticDriver` (``launch`` starts one more process on a
-fresh port, ``terminate`` stops one for good)::
-
-    def command(version: str, port: int) -> list[str]:
-        return ["/opt/app/" + version + "/bin/serve", "--port", str(port)]
-
-    async with ProcessDriver(command, grace=10) as driver:
-        await driver.spawn(3, "v1")
-        result = await rolling.Rollout(driver, "v2", readiness=...).run()
-
-Rules the driver keeps:
-
-* no shell, ever: ``command`` returns the argument vector;
-* every child runs in its own session and process group, and signals go to the
-  whole group, so whatever a child starts goes down with it;
-* stopping is SIGTERM, up to ``grace`` seconds for the group to exit, then
-  SIGKILL, and the child is always reaped: no zombie is left behind (what the
-  child started itself is orphaned when the child exits, and reaped by init);
-* leaving the ``async with`` block (normally, on an error or on cancellation)
-  stops every process the driver started, shielded from cancellation;
-* starting and stopping are shielded too, so a cancelled caller never leaves a
-  process the driver does not know about.
-
-With ``state_file``, the fleet outlives the controller: the driver keeps a
-small JSON file listing every process (id, version, address, pid and start
-time), rewritten atomically on every change, and a new driver given the same
-file *adopts* the processes still running when it is entered. A controller
-that is killed (even with SIGKILL) leaves its fleet serving, and the next one
-picks it up::
-
-    async with ProcessDriver(command, state_file=Path("fleet.json")) as driver:
-        result = await rolling.Rollout(driver, "v2", journal=...).run()
-    # leaving the block leaves the fleet running (keep_on_exit)
-
-It needs POSIX process groups (Linux, macOS, the BSDs), not Windows;
-``state_file`` needs Linux (it reads ``/proc``).
-
-.. versionadded:: 0.1.0
-"""
+"""The process driver: a fleet of local processes, each on its own port."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
-import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, Self, TypeVar
+from typing import IO, Final, Literal, Self, TypeVar
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
-from rolling._errors import ConfigError, RollingError
-from rolling._lock import FileLock, LockedError
-from rolling._validate import check_callable, check_int, check_seconds
+from rolling import ConfigError, FileLock, LockedError
+from rolling.validate import check_callable, check_int, check_seconds
 
-__all__ = ["Command", "ProcessDriver", "ProcessDriverError", "ProcessInstance"]
+from ._children import (
+    Child,
+    close_log,
+    make_dir,
+    open_log,
+    posix_spawn,
+    stop_and_reap,
+    stop_by_pid,
+)
+from ._proc import TOKEN_VARIABLE, find_processes, start_time
+from ._state import Entry, dump_state, read_state, write_state
+from ._types import Command, ProcessDriverError, ProcessInstance
 
-_PORT_ATTEMPTS = 32
+__all__ = ["ProcessDriver"]
+
+_PORT_ATTEMPTS: Final = 32
 """How many ports the kernel may hand out before one not used by the fleet comes up."""
 
-_KILL_WAIT = 30.0
-"""Seconds to wait for a process to exit after SIGKILL before reporting it stuck."""
-
-_GROUP_POLL = 0.05
-"""Seconds between checks that a stopped child's process group is gone."""
-
-_STATE_FORMAT = 1
-"""The version of the state file's layout."""
-
-_TOKEN_VARIABLE = "ROLLING_PROCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
-"""Environment variable that marks each process started with a ``state_file``.
-
-Its value is a random token written to the state file *before* the process
-starts, so a process whose pid never reached the file (the controller died in
-between) is still found, in ``/proc/<pid>/environ``, and adopted.
-"""
-
 _T = TypeVar("_T")
-
-Command = Callable[[str, int], Sequence[str]]
-"""Builds the argv of one process from the version and the port it must serve on."""
-"""Builds the argument vector of the process for ``(version, port)``."""
-
-
-class ProcessDriverError(RollingError, RuntimeError):
-    """A :class:`ProcessDriver` was misused, or a process could not be started.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-@attrs.frozen(kw_only=True)
-class ProcessInstance:
-    """One process of a :class:`ProcessDriver` fleet, as it was when handed out.
-
-    Attributes:
-        id: Identifier, unique in the fleet (``"p-0"``, ``"p-1"``, ...); kept
-            when the instance is replaced.
-        version: The version the process was started with.
-        host: The address the process is expected to serve on.
-        port: The port the process serves on; kept when the instance is replaced.
-        pid: The process id; a replaced instance gets a new one.
-
-    .. versionadded:: 0.1.0
-    """
-
-    id: str
-    version: str
-    host: str = "127.0.0.1"
-    port: int
-    pid: int
-
-
-@attrs.define(eq=False)
-class _Child:
-    """A process of the fleet that the driver has not seen exit yet.
-
-    Without a state file, ``process`` is the :mod:`anyio` process the driver
-    started. With one, ``process`` is None and the process is known by its pid
-    and start time only: it may be the driver's child (started by it, and then
-    reaped by it) or one adopted from a dead controller (reaped by init).
-    """
-
-    pid: int
-    process: anyio.abc.Process | None = None
-    start: int | None = None
-    token: str | None = None
-    exited: bool = False
-    ours: bool = False
-    """Whether it turned out to be this process's child (``waitpid`` could reap it)."""
-    stopping: bool = False
-    stopped: anyio.Event = attrs.Factory(anyio.Event)
 
 
 @attrs.define(eq=False)
@@ -157,7 +52,7 @@ class _Member:
     """
 
     instance: ProcessInstance
-    child: _Child | None
+    child: Child | None
     busy: bool = False
 
 
@@ -275,12 +170,13 @@ class ProcessDriver:
         self._id_prefix = id_prefix
         self._state: Literal["new", "open", "closed"] = "new"
         self._members: dict[str, _Member] = {}
-        self._children: dict[int, _Child] = {}
+        self._children: dict[int, Child] = {}
         self._pending_ports: set[int] = set()
         self._next_index = 0
         self._state_file = None if state_file is None else Path(state_file)
         self._keep_on_exit = keep_on_exit
-        self._starting: dict[str, dict[str, object]] = {}
+        self._starting: dict[str, Entry] = {}
+        """Processes announced in the state file and not started yet, by instance id."""
         self._save_lock = anyio.Lock()
         self._file_lock: FileLock | None = None
         self.adopted: tuple[ProcessInstance, ...] = ()
@@ -294,7 +190,7 @@ class ProcessDriver:
         if self._state != "new":
             raise ProcessDriverError("a ProcessDriver can be entered only once; build a new one")
         if self._log_dir is not None:
-            await anyio.to_thread.run_sync(_make_dir, self._log_dir)
+            await anyio.to_thread.run_sync(make_dir, self._log_dir)
         if self._state_file is not None:
             await self._adopt(self._state_file)
         self._state = "open"
@@ -525,7 +421,7 @@ class ProcessDriver:
     ) -> ProcessInstance:
         log = None
         if self._log_dir is not None:
-            log = await anyio.to_thread.run_sync(_open_log, self._log_dir, instance_id)
+            log = await anyio.to_thread.run_sync(open_log, self._log_dir, instance_id)
         output: int | IO[bytes] = subprocess.DEVNULL if log is None else log[0]
         try:
             if self._state_file is None:
@@ -537,13 +433,13 @@ class ProcessDriver:
                     env=self._env,
                     start_new_session=True,
                 )
-                child = _Child(process.pid, process=process)
+                child = Child(process.pid, process=process)
             else:
                 fd = None if log is None else log[0].fileno()
                 child = await self._spawn_tracked(argv, instance_id, version, port, fd)
         except OSError as exc:
             if log is not None:
-                await anyio.to_thread.run_sync(_close_log, log, None)
+                await anyio.to_thread.run_sync(close_log, log, None)
             raise ProcessDriverError(f"could not start {argv!r}: {exc}") from exc
         self._children[child.pid] = child
         instance = ProcessInstance(
@@ -557,7 +453,7 @@ class ProcessDriver:
         await self._save()
         if log is not None:
             final = log[1].with_name(f"{instance_id}-{child.pid}.log")
-            await anyio.to_thread.run_sync(_close_log, log, final)
+            await anyio.to_thread.run_sync(close_log, log, final)
         if self._state == "closed" and not self._keep_on_exit:
             # The driver closed while this process was starting: it must not outlive it.
             self._members.pop(instance_id, None)
@@ -568,7 +464,7 @@ class ProcessDriver:
 
     async def _spawn_tracked(
         self, argv: list[str], instance_id: str, version: str, port: int, output: int | None
-    ) -> _Child:
+    ) -> Child:
         """Start a process for a driver with a state file: announced first, then recorded.
 
         The announcement (with the token the process will carry in its
@@ -576,25 +472,25 @@ class ProcessDriver:
         killed at any point leaves a file from which the process can be found.
         """
         token = secrets.token_hex(8)
-        self._starting[instance_id] = {
-            "id": instance_id,
-            "version": version,
-            "host": self._host,
-            "port": port,
-            "pid": None,
-            "start": None,
-            "token": token,
-        }
+        self._starting[instance_id] = Entry(
+            id=instance_id,
+            version=version,
+            host=self._host,
+            port=port,
+            pid=None,
+            start=None,
+            token=token,
+        )
         await self._save()
-        env = {**(os.environ if self._env is None else self._env), _TOKEN_VARIABLE: token}
+        env = {**(os.environ if self._env is None else self._env), TOKEN_VARIABLE: token}
         try:
-            pid = _posix_spawn(argv, env, output)
+            pid = posix_spawn(argv, env, output)
         except OSError:
             self._starting.pop(instance_id, None)
             await self._save()
             raise
         # Our child, not reaped yet: its /proc entry exists even if it exited already.
-        return _Child(pid, start=_start_time(pid), token=token)
+        return Child(pid, start=start_time(pid), token=token)
 
     async def _adopt(self, path: Path) -> None:
         """Lock ``path``, take over the processes it lists that still run, drop the rest."""
@@ -606,8 +502,8 @@ class ProcessDriver:
                 f"{path} is in use by another ProcessDriver ({exc.holder}); one driver per fleet"
             ) from None
         try:
-            entries, next_index = await anyio.to_thread.run_sync(_read_state, path)
-            found = await anyio.to_thread.run_sync(_find_processes, entries)
+            entries, next_index = await anyio.to_thread.run_sync(read_state, path)
+            found = await anyio.to_thread.run_sync(find_processes, entries)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await lock.release()
@@ -623,7 +519,7 @@ class ProcessDriver:
                 instance = ProcessInstance(
                     id=entry.id, version=version, host=entry.host, port=entry.port, pid=pid
                 )
-                child = _Child(pid, start=start, token=entry.token)
+                child = Child(pid, start=start, token=entry.token)
                 if entry.next_version is not None and version == entry.next_version:
                     child.token = entry.next_token
                 self._children[pid] = child
@@ -654,31 +550,32 @@ class ProcessDriver:
         with anyio.CancelScope(shield=True):
             async with self._save_lock:
                 # Built under the lock: whoever writes, writes the latest fleet.
-                await anyio.to_thread.run_sync(_write_state, path, self._snapshot())
+                await anyio.to_thread.run_sync(write_state, path, self._snapshot())
 
     def _snapshot(self) -> str:
-        entries: list[dict[str, object]] = []
+        entries: list[Entry] = []
         for member in self._members.values():
             instance, child = member.instance, member.child
-            entry: dict[str, object] = {
-                "id": instance.id,
-                "version": instance.version,
-                "host": instance.host,
-                "port": instance.port,
-                "pid": instance.pid,
-                # No start time, no process: a member without one is adopted as such.
-                "start": None if child is None else child.start,
-                "token": None if child is None else child.token,
-            }
             starting = self._starting.get(instance.id)
-            if starting is not None:  # being replaced: the old process is stopped (or stopping)
-                entry["next"] = {"version": starting["version"], "token": starting["token"]}
-            entries.append(entry)
+            entries.append(
+                Entry(
+                    id=instance.id,
+                    version=instance.version,
+                    host=instance.host,
+                    port=instance.port,
+                    pid=instance.pid,
+                    # No start time, no process: a member without one is adopted as such.
+                    start=None if child is None else child.start,
+                    token=None if child is None else child.token,
+                    # Being replaced: the old process is stopped (or stopping).
+                    next_version=None if starting is None else starting.version,
+                    next_token=None if starting is None else starting.token,
+                )
+            )
         entries += [e for key, e in self._starting.items() if key not in self._members]
-        state = {"format": _STATE_FORMAT, "next": self._next_index, "instances": entries}
-        return json.dumps(state, indent=1) + "\n"
+        return dump_state(entries, self._next_index)
 
-    async def _stop(self, child: _Child) -> None:
+    async def _stop(self, child: Child) -> None:
         """Stop and reap ``child``, shielded; a second caller waits for the first."""
         if child.stopping:
             await child.stopped.wait()
@@ -687,101 +584,12 @@ class ProcessDriver:
         try:
             with anyio.CancelScope(shield=True):
                 if child.process is not None:
-                    await self._signal_and_reap(child.process)
+                    await stop_and_reap(child.process, grace=self._grace)
                 else:
-                    await self._signal_and_wait(child)
+                    await stop_by_pid(child, grace=self._grace)
             self._children.pop(child.pid, None)
         finally:
             child.stopped.set()
-
-    async def _signal_and_wait(self, child: _Child) -> None:
-        """Stop a process known by pid only (started with a state file, or adopted)."""
-        group = child.pid
-        deadline = anyio.current_time() + self._grace
-        if not _running(child):
-            if not child.ours:
-                return  # exited before, reaped elsewhere: its pid may belong to another now
-        else:
-            _signal_group(group, signal.SIGTERM)
-            if not await _gone(child, within=self._grace):
-                _signal_group(group, signal.SIGKILL)
-                if not await _gone(child, within=_KILL_WAIT):
-                    raise ProcessDriverError(
-                        f"pid {child.pid} did not exit {_KILL_WAIT:.0f}s after SIGKILL"
-                    )
-                return
-        # The leader is gone; as in _signal_and_reap, what is left of its group gets the
-        # rest of the grace period. Read from /proc: zombies (which init may never reap)
-        # would keep killpg(group, 0) succeeding forever.
-        while await anyio.to_thread.run_sync(_group_members, group):
-            if anyio.current_time() >= deadline:
-                _signal_group(group, signal.SIGKILL)
-                return
-            await anyio.sleep(_GROUP_POLL)
-
-    async def _signal_and_reap(self, process: anyio.abc.Process) -> None:
-        # The child leads its own process group (start_new_session), so its pid is the
-        # group id. A group id stays reserved while any member lives, so signalling the
-        # group of a reaped leader reaches only what it left behind.
-        group = process.pid
-        deadline = anyio.current_time() + self._grace
-        _signal_group(group, signal.SIGTERM)
-        if not await _exited(process, within=self._grace):
-            _signal_group(group, signal.SIGKILL)
-            # Bounded even now: a process stuck in the kernel (say, on a dead NFS mount)
-            # ignores SIGKILL, and a clean-up must not hang forever on it.
-            if not await _exited(process, within=_KILL_WAIT):
-                raise ProcessDriverError(
-                    f"pid {process.pid} did not exit {_KILL_WAIT:.0f}s after SIGKILL"
-                )
-            return
-        # The leader is gone; the rest of its group gets what is left of the grace period,
-        # then SIGKILL. Their exit is not awaited: they are not our children, and where
-        # init does not reap orphans their zombies would keep the group "alive" anyway.
-        while _group_alive(group):
-            if anyio.current_time() >= deadline:
-                _signal_group(group, signal.SIGKILL)
-                return
-            await anyio.sleep(_GROUP_POLL)
-
-
-async def _exited(process: anyio.abc.Process, *, within: float) -> bool:
-    """Wait up to ``within`` seconds for ``process`` to exit (and reap it); say whether it did."""
-    with anyio.move_on_after(within):
-        await process.wait()
-        return True
-    return False
-
-
-def _running(child: _Child) -> bool:
-    """Whether ``child`` still runs; reaps it if it is ours and has exited.
-
-    Reads ``/proc/<pid>/stat`` (no disk I/O) for a process that is not ours: a
-    zombie has exited, and another start time means the pid was reused.
-    """
-    if child.exited:
-        return False
-    try:
-        reaped, _ = os.waitpid(child.pid, os.WNOHANG)
-    except ChildProcessError:
-        stat = _proc_stat(child.pid)
-        running = stat is not None and stat.state != "Z" and stat.start == child.start
-    else:
-        child.ours = True
-        running = reaped == 0
-    if not running:
-        child.exited = True
-    return running
-
-
-async def _gone(child: _Child, *, within: float) -> bool:
-    """Wait up to ``within`` seconds for ``child`` to exit; say whether it did."""
-    deadline = anyio.current_time() + within
-    while _running(child):
-        if anyio.current_time() >= deadline:
-            return False
-        await anyio.sleep(_GROUP_POLL)
-    return True
 
 
 async def _shielded(function: Callable[[], Awaitable[_T]]) -> _T:
@@ -795,232 +603,3 @@ async def _shielded(function: Callable[[], Awaitable[_T]]) -> _T:
 def _check_text(field: str, value: object, fix: str) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(field, f"expected a non-empty str, got {value!r}", fix)
-
-
-def _signal_group(group: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
-        os.killpg(group, signum)
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # a member exists, but changed its credentials
-    return True
-
-
-def _make_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-
-
-def _open_log(log_dir: Path, instance_id: str) -> tuple[IO[bytes], Path]:
-    # The pid is known only once the process runs: write under a unique name, rename after.
-    path = log_dir / f"{instance_id}-starting-{secrets.token_hex(4)}.log"
-    return path.open("xb"), path
-
-
-def _close_log(log: tuple[IO[bytes], Path], final: Path | None) -> None:
-    file, path = log
-    file.close()
-    if final is None:
-        path.unlink(missing_ok=True)
-    else:
-        path.replace(final)
-
-
-# ------------------------------------------------------------- the state file
-
-
-@attrs.frozen
-class _ProcStat:
-    state: str
-    group: int
-    start: int
-
-
-@attrs.frozen
-class _Entry:
-    """One instance as the state file lists it."""
-
-    id: str
-    version: str
-    host: str
-    port: int
-    pid: int | None
-    """None for a launch announced but never recorded."""
-    start: int | None
-    """None when the driver knew of no process for it (a failed restart)."""
-    token: str | None
-    next_version: str | None = None
-    """Set while the instance was being replaced: the version being started."""
-    next_token: str | None = None
-
-
-def _proc_stat(pid: int) -> _ProcStat | None:
-    """State, process group and start time (clock ticks after boot) of ``pid``, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:  # noqa: PTH123 - one small procfs read
-            text = file.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    fields = text.rpartition(b")")[2].split()
-    return _ProcStat(state=fields[0].decode(), group=int(fields[2]), start=int(fields[19]))
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return None if stat is None else stat.start
-
-
-def _group_members(group: int) -> list[int]:
-    """Pids of the processes of ``group`` that have not exited (zombies excluded)."""
-    members: list[int] = []
-    for pid in _all_pids():
-        stat = _proc_stat(pid)
-        if stat is not None and stat.group == group and stat.state != "Z":
-            members.append(pid)
-    return members
-
-
-def _all_pids() -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-
-
-def _posix_spawn(argv: list[str], env: Mapping[str, str], output: int | None) -> int:
-    """Start ``argv`` in a new session, stdin from /dev/null, output to ``output`` or nowhere.
-
-    Not :mod:`subprocess`: a ``Popen`` (or an asyncio transport) left behind
-    kills or warns about a process meant to outlive it. The descriptors the
-    driver opens are non-inheritable (PEP 446), so the child gets none of them.
-    """
-    actions: list[tuple[object, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    if output is None:
-        actions += [
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ]
-    else:
-        actions += [(os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
-    return os.posix_spawnp(
-        argv[0],
-        argv,
-        env,
-        file_actions=actions,
-        setsid=True,
-        setsigmask=(),
-        # Python ignores SIGPIPE and SIGXFSZ; an ignored signal would stay ignored past exec.
-        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-    )
-
-
-def _read_state(path: Path) -> tuple[list[_Entry], int]:
-    """The instances a state file lists and the next free index (nothing for a missing file)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)  # a write cut short by a kill; the file itself is whole
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [], 0
-    except (OSError, ValueError) as exc:
-        raise ProcessDriverError(
-            f"{path} is not a ProcessDriver state file ({exc}); move it aside and reconcile"
-            " the processes by hand"
-        ) from None
-    try:
-        if data["format"] != _STATE_FORMAT:
-            raise ProcessDriverError(
-                f"{path} has format {data['format']!r}; this driver reads {_STATE_FORMAT}"
-            )
-        entries = [
-            _Entry(
-                id=_typed(item["id"], str),
-                version=_typed(item["version"], str),
-                host=_typed(item["host"], str),
-                port=_typed(item["port"], int),
-                pid=None if item["pid"] is None else _typed(item["pid"], int),
-                start=None if item["start"] is None else _typed(item["start"], int),
-                token=None if item["token"] is None else _typed(item["token"], str),
-                next_version=None if "next" not in item else _typed(item["next"]["version"], str),
-                next_token=None if "next" not in item else _typed(item["next"]["token"], str),
-            )
-            for item in data["instances"]
-        ]
-        next_index = _typed(data["next"], int)
-    except (KeyError, TypeError) as exc:
-        raise ProcessDriverError(
-            f"{path} is not a ProcessDriver state file (bad or missing {exc}); move it aside"
-            " and reconcile the processes by hand"
-        ) from None
-    return entries, next_index
-
-
-def _typed(value: object, kind: type[_T]) -> _T:
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise TypeError(repr(value))
-
-
-def _find_processes(entries: list[_Entry]) -> dict[str, tuple[int, int, str]]:
-    """Locate each entry's running process: ``id -> (pid, start time, version)``.
-
-    A recorded pid counts only with the recorded start time (else the pid was
-    reused) and if it is not a zombie. A process announced but never recorded
-    (the controller died while starting it: a launch, or the new process of a
-    replace) is looked up by its token in the environment of every process.
-    """
-    found: dict[str, tuple[int, int, str]] = {}
-    tokens: dict[bytes, tuple[str, str]] = {}
-    for entry in entries:
-        if entry.next_token is not None and entry.next_version is not None:
-            tokens[f"{_TOKEN_VARIABLE}={entry.next_token}".encode()] = (
-                entry.id,
-                entry.next_version,
-            )
-        if entry.pid is None:
-            if entry.token is not None:
-                tokens[f"{_TOKEN_VARIABLE}={entry.token}".encode()] = (entry.id, entry.version)
-            continue
-        stat = _proc_stat(entry.pid)
-        if stat is not None and stat.state != "Z" and stat.start == entry.start:
-            found[entry.id] = (entry.pid, stat.start, entry.version)
-    if tokens:
-        found.update(_find_tokens(tokens))  # a replace's new process wins over its old one
-    return found
-
-
-def _find_tokens(tokens: dict[bytes, tuple[str, str]]) -> dict[str, tuple[int, int, str]]:
-    """Processes whose environment holds one of ``tokens`` (``VARIABLE=token -> id, version``)."""
-    found: dict[str, tuple[int, int, str]] = {}
-    for pid in _all_pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as file:  # noqa: PTH123 - procfs
-                environment = file.read().split(b"\0")
-        except OSError:  # exited meanwhile, or not ours to read
-            continue
-        for variable in environment:
-            key = tokens.get(variable)
-            stat = None if key is None else _proc_stat(pid)
-            if key is not None and stat is not None and stat.state != "Z":
-                found[key[0]] = (pid, stat.start, key[1])
-    return found
-
-
-def _write_state(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically and durably (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power loss
-    finally:
-        os.close(directory)

@@ -1,8 +1,32 @@
-"""Where a networked instance listens, shared by the built-in routers and checks.
+"""Network helpers for adapter authors: where an instance listens, and why a connection failed.
+
+The built-in routers and checks use these; a third-party router or check can
+too, so that it reads addresses and reports errors the way ours do.
 
 The contract: an instance served on the network has ``host: str`` and
 ``port: int`` attributes. Routers and checks take an optional ``address``
-callable for instances that keep their address elsewhere.
+callable (an :data:`Address`) for instances that keep their address
+elsewhere, and check what it returns with :func:`address_of`::
+
+    from rolling.net import Address, address_of, default_address, describe_connect_error
+
+    class PortCheck:
+        def __init__(self, address: Address | None = None) -> None:
+            self._address = default_address if address is None else address
+
+        async def check(self, instance: object) -> rolling.HealthResult:
+            try:
+                host, port = address_of(self._address, instance)
+            except ValueError as exc:
+                return rolling.HealthResult(healthy=False, reason=str(exc))
+            try:
+                stream = await anyio.connect_tcp(host, port)
+            except OSError as exc:
+                return rolling.HealthResult(healthy=False, reason=describe_connect_error(exc))
+            await stream.aclose()
+            return rolling.HealthResult(healthy=True)
+
+.. versionadded:: 0.2.0
 """
 
 from __future__ import annotations
@@ -11,26 +35,49 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Address", "address_of", "default_address", "describe_connect_error", "is_text"]
+__all__ = [
+    "Address",
+    "address_of",
+    "causes_of",
+    "default_address",
+    "describe_connect_error",
+    "is_text",
+]
 
 Address = Callable[[Any], tuple[str, int]]
-"""Maps an instance to the ``(host, port)`` it serves on."""
+"""Maps an instance to the ``(host, port)`` it serves on (:func:`default_address` reads both)."""
 
 _MAX_PORT = 65535
 
 
 def is_text(value: object) -> bool:
-    """Whether ``value`` is a non-empty str (a check mypy cannot call redundant)."""
+    """Whether ``value`` is a non-empty str.
+
+    Handy in validators of values typed ``str``: there, ``isinstance(value, str)``
+    is what mypy calls redundant, and a call is not.
+    """
     return isinstance(value, str) and bool(value)
 
 
 def default_address(instance: Any) -> tuple[str, int]:
-    """Read ``instance.host`` and ``instance.port``."""
+    """Read ``instance.host`` and ``instance.port``: the default :data:`Address`.
+
+    Raises:
+        AttributeError: The instance has no ``host`` or no ``port``
+            (:func:`address_of` turns that into a ``ValueError`` that says what to do).
+    """
     return (instance.host, instance.port)
 
 
 def address_of(address: Address, instance: object) -> tuple[str, int]:
     """Call ``address`` on ``instance`` and check that it gave a usable ``(host, port)``.
+
+    Args:
+        address: The mapping, such as :func:`default_address` or one a user passed.
+        instance: The instance to look up.
+
+    Returns:
+        A non-empty host and a port from 1 to 65535.
 
     Raises:
         ValueError: The callable failed or returned something else; the message
@@ -54,8 +101,16 @@ def address_of(address: Address, instance: object) -> tuple[str, int]:
     return host, port
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and everything it wraps: causes, contexts and group members."""
+def causes_of(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps: its causes, contexts and exception group members.
+
+    Each exception is listed once, ``exc`` first; cycles are safe. Use it to
+    look for the error that matters inside what a library wrapped, say any
+    :class:`PermissionError` behind a failed connection::
+
+        if any(isinstance(cause, PermissionError) for cause in causes_of(exc)):
+            ...
+    """
     seen: list[BaseException] = []
     pending = [exc]
     while pending:
@@ -75,9 +130,11 @@ def describe_connect_error(exc: OSError) -> str:
     """A short reason for a failed connection, such as ``"connection refused"``.
 
     anyio reports a failed ``connect_tcp`` as one ``OSError`` that wraps the
-    error of every address it tried, so look through the wrapped ones.
+    error of every address it tried, so this looks through the wrapped ones
+    (:func:`causes_of`): a refused connection first, then a TLS error, then
+    the first OS error with a message.
     """
-    causes = _causes(exc)
+    causes = causes_of(exc)
     for cause in causes:
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
