@@ -49,7 +49,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,6 +65,7 @@ DESCRIPTION = "Probes per second of HTTPCheck (before and after), aiohttp and ht
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 TIMEOUT = 5.0
 TIME_WAIT = "06"  # the state's code in /proc/net/tcp
+TIME_WAIT_SECONDS = 61  # Linux's TCP_TIMEWAIT_LEN (60 s), and a second to spare
 
 Probe = Callable[[int], Awaitable[str | None]]
 """Probes the endpoint on a port of 127.0.0.1; returns None when healthy, else a reason."""
@@ -168,11 +169,18 @@ def time_wait_count(ports: Collection[int]) -> int:
     return count
 
 
-def settle(ports: Collection[int], limit: float) -> str:
-    """Wait until no TIME_WAIT socket is left on ``ports``, at most ``limit`` seconds."""
+def settle(ports: Collection[int], limit: float, last_row_ended: float | None) -> str:
+    """Wait until the TIME_WAIT sockets on ``ports`` are gone, at most ``limit`` seconds.
+
+    A connection of another program on this machine may show one of ``ports`` too (as its
+    peer's ephemeral port), so the wait also ends once every TIME_WAIT socket of the last
+    row has expired (Linux keeps them for 60 s, a constant of the kernel).
+    """
     started = time.monotonic()
     first = left = time_wait_count(ports)
     while left and time.monotonic() - started < limit:
+        if last_row_ended is not None and time.monotonic() - last_row_ended > TIME_WAIT_SECONDS:
+            break
         time.sleep(1.0)
         left = time_wait_count(ports)
     waited = time.monotonic() - started
@@ -188,7 +196,7 @@ async def connect_tcp(host: str, port: int) -> anyio.abc.SocketStream:
 
 
 @contextlib.contextmanager
-def connect_tcp_in_httpcheck() -> Iterator[None]:
+def connect_tcp_in_httpcheck() -> Generator[None]:
     # The one place HTTPCheck opens its connection, swapped for the old way for this row only:
     # everything else (request, parsing, timeout, close) is the same code.
     direct = _http.connect
@@ -354,6 +362,7 @@ def measure(
 ) -> list[list[Figures]]:
     """Every row ``args.rounds`` times; per row, the figures of each round."""
     results: list[list[Figures]] = [[] for _ in rows]
+    last_row_ended: float | None = None
     for round_ in range(args.rounds):
         # Alternate the order so drift on this shared machine does not favour one row.
         order = list(range(len(rows)))
@@ -361,7 +370,7 @@ def measure(
             order.reverse()
         for index in order:
             row = rows[index]
-            waited = settle(ports, args.settle)
+            waited = settle(ports, args.settle, last_row_ended)
             print(
                 f"  round {round_ + 1}: {row.label} on {row.backend} ({waited}) ...",
                 end=" ",
@@ -377,6 +386,7 @@ def measure(
                 backend=row.backend,
             )
             figures = figures._replace(server_cpu=cpu_seconds(server) - server_cpu)
+            last_row_ended = time.monotonic()
             print(f"{figures.probes / figures.elapsed:,.0f} probes/s", flush=True)
             if figures.failures:
                 print(f"    failures: {figures.failures}")
@@ -408,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=30)
-    print(f"  after the last row: {settle(ports, 0)}")
+    print(f"  after the last row: {settle(ports, 0, None)}")
     table_rows: list[list[object]] = []
     rates: dict[tuple[str, str], float] = {}
     missed = False
