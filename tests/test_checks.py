@@ -9,6 +9,7 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from pathlib import Path
@@ -403,6 +404,32 @@ async def test_cancelled_check_closes_its_socket(check: HTTPCheck | TCPCheck) ->
             tg.cancel_scope.cancel()
         assert await fds_back_to(before) == before
     assert returned == []  # the cancellation went through the check, not into a result
+
+
+async def test_connection_reset_as_it_opens_is_a_failed_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wait_writable = anyio.wait_writable
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+
+        async def reset_once_open(obj: Any) -> None:
+            await wait_writable(obj)
+            # The connection is open: the server takes it and resets it (close with a zero
+            # linger sends RST) before the check has handed its socket to anyio.
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+        monkeypatch.setattr(anyio, "wait_writable", reset_once_open)
+        node = Node("reset", listener.getsockname()[1])
+        before = open_fds()
+        result = await HTTPCheck().check(node)
+        assert open_fds() == before
+    assert result == HealthResult(
+        healthy=False, reason="connection failed: connection reset by peer"
+    )
 
 
 async def test_ipv6_literal() -> None:
