@@ -4,12 +4,12 @@
 #
 # A server process listens on N ports of 127.0.0.1 (500 by default), each answering any request
 # with "HTTP/1.1 200 OK" and closing (a bare epoll loop, so the server's core is not what limits
-# the clients: it spends about a third of a client's CPU per connection). This
-# process then keeps one probe in flight per endpoint, for a few seconds, with each client:
+# the clients: its CPU per connection is shown, and is a fifth of the cheapest client's or less).
+# This process then keeps one probe in flight per endpoint, for a few seconds, with each client:
 #
 #   HTTPCheck, connect_tcp   rolling.checks.HTTPCheck("/healthz") with its connection opened by
-#                            anyio.connect_tcp, as before 0.1.0's direct connect (Happy Eyeballs:
-#                            a task group, a task, an event and a timer per probe)
+#                            anyio.connect_tcp, as it was before it connected IP literals itself
+#                            (Happy Eyeballs: a task group, a task, an event and a timer a probe)
 #   HTTPCheck                rolling.checks.HTTPCheck("/healthz") as it is: an IP literal is
 #                            connected directly (a non-blocking socket handed to anyio)
 #   aiohttp                  one ClientSession, TCPConnector(force_close=True, limit=0): asyncio
@@ -21,11 +21,13 @@
 # per second, the prober's CPU per probe, latency and failures, the median of --rounds rounds
 # (each round runs every row, in alternating order), and HTTPCheck's ratio after / before.
 #
-# Every probe leaves a socket in TIME_WAIT for 60 s (Linux), most of them on the server's ports.
-# Thousands of them left by one row slow the next (SYNs that meet an old 4-tuple, fuller hash
-# tables), so before each row this waits, at most --settle seconds, until no TIME_WAIT socket
-# on the server's ports is left (read from /proc/net/tcp and tcp6), and prints how many there
-# were. Request loops are bounded in time (--seconds) and count (--max-probes); loopback only.
+# Every probe leaves a socket in TIME_WAIT for 60 s (Linux), most of them on the server's ports
+# (it closes first). Thousands of them left by one row slow the next (SYNs that meet an old
+# 4-tuple, fuller hash tables), so before each row this waits, at most --settle seconds, until
+# no TIME_WAIT socket on the server's ports is left or 70 s have passed since the last row (by
+# then every one of its sockets has expired, on either side), and prints how many there were
+# (read from /proc/net/tcp and tcp6). Request loops are bounded in time (--seconds) and count
+# (--max-probes); every address is 127.0.0.1.
 #
 # The file-descriptor soft limit is raised to the hard limit in both processes (each probe holds
 # one socket; the server holds N listeners plus one socket per connection).
@@ -65,7 +67,7 @@ DESCRIPTION = "Probes per second of HTTPCheck (before and after), aiohttp and ht
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 TIMEOUT = 5.0
 TIME_WAIT = "06"  # the state's code in /proc/net/tcp
-TIME_WAIT_SECONDS = 61  # Linux's TCP_TIMEWAIT_LEN (60 s), and a second to spare
+TIME_WAIT_SECONDS = 70  # Linux keeps them 60 s (TCP_TIMEWAIT_LEN), plus its timers' slack
 
 Probe = Callable[[int], Awaitable[str | None]]
 """Probes the endpoint on a port of 127.0.0.1; returns None when healthy, else a reason."""
@@ -153,9 +155,14 @@ def answer(
 # -- TIME_WAIT ------------------------------------------------------------------------------
 
 
-def time_wait_count(ports: Collection[int]) -> int:
-    """Sockets in TIME_WAIT whose local or remote port is one of ``ports``."""
-    count = 0
+def time_wait_count(ports: Collection[int]) -> tuple[int, int]:
+    """Sockets in TIME_WAIT with one of ``ports`` as their local port, and as their peer's.
+
+    The first are the server's: it closes first, so most of a row's end up there. The second
+    are clients' that closed first, mixed with other programs' connections whose ephemeral
+    port happens to be one of ``ports`` (on a busy machine, hundreds).
+    """
+    local = remote = 0
     for table_path in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
         if not table_path.exists():
             continue
@@ -163,28 +170,32 @@ def time_wait_count(ports: Collection[int]) -> int:
             fields = line.split()
             if fields[3] != TIME_WAIT:
                 continue
-            local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
-            if local in ports or remote in ports:
-                count += 1
-    return count
+            mine, peer = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+            local += mine in ports
+            remote += peer in ports and mine not in ports
+    return local, remote
 
 
 def settle(ports: Collection[int], limit: float, last_row_ended: float | None) -> str:
-    """Wait until the TIME_WAIT sockets on ``ports`` are gone, at most ``limit`` seconds.
+    """Wait until the server's TIME_WAIT sockets are gone, at most ``limit`` seconds.
 
-    A connection of another program on this machine may show one of ``ports`` too (as its
-    peer's ephemeral port), so the wait also ends once every TIME_WAIT socket of the last
-    row has expired (Linux keeps them for 60 s, a constant of the kernel).
+    The wait also ends once every TIME_WAIT socket of the last row, on either side, has
+    expired: Linux keeps them for 60 s (a constant of the kernel), give or take the slack of
+    its timers.
     """
     started = time.monotonic()
-    first = left = time_wait_count(ports)
+    first, first_remote = time_wait_count(ports)
+    left = first
     while left and time.monotonic() - started < limit:
         if last_row_ended is not None and time.monotonic() - last_row_ended > TIME_WAIT_SECONDS:
             break
         time.sleep(1.0)
-        left = time_wait_count(ports)
+        left, _ = time_wait_count(ports)
     waited = time.monotonic() - started
-    return f"{first} in TIME_WAIT, waited {waited:.0f} s, {left} left"
+    return (
+        f"{first} in TIME_WAIT on the server's ports, {first_remote} with one as the peer's;"
+        f" waited {waited:.0f} s, {left} left"
+    )
 
 
 # -- the clients ----------------------------------------------------------------------------
@@ -481,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", default=["asyncio", "trio"])
     parser.add_argument("--clients", nargs="+", default=clients, choices=clients)
     parser.add_argument(
-        "--settle", type=float, default=75.0, help="longest wait for TIME_WAIT to clear, s"
+        "--settle", type=float, default=80.0, help="longest wait for TIME_WAIT to clear, s"
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 s per row, one round, no waiting for TIME_WAIT"
