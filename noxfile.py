@@ -86,7 +86,8 @@ def bench(session: nox.Session) -> None:
     unknown = sorted(set(chosen) - set(scripts))
     if unknown:
         session.error(f"unknown benchmarks {unknown}; choose from {sorted(scripts)} or --quick")
-    # trio for the trio rows; ansible-core for the side-by-side (never a library dependency).
-    session.install(".", "trio>=0.26", "ansible-core")
+    # trio for the trio rows; ansible-core for the side-by-side; aiohttp and httpx for the
+    # probe benchmark's rows beside HTTPCheck. None of them is a library dependency.
+    session.install(".", "trio>=0.26", "ansible-core", "aiohttp", "httpx")
     for name in chosen or scripts:
         session.run("python", str(scripts[name].relative_to(ROOT)), *(["--quick"] if quick else []))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -67,24 +70,85 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncGenerator[Node]:
+async def serving(
+    handler: Handler, tls: ssl.SSLContext | None = None, host: str = LOOPBACK
+) -> AsyncGenerator[Node]:
     """Serve ``handler`` on a free loopback port; yield an instance that points at it."""
-    tcp = await anyio.create_tcp_listener(local_host=LOOPBACK, local_port=0)
+    tcp = await anyio.create_tcp_listener(local_host=host, local_port=0)
     port = port_of(tcp)
     listener: anyio.abc.Listener[Any] = (
         tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
     )
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handler)
-        yield Node("web-1", port)
+        yield Node("web-1", port, host=host)
         tg.cancel_scope.cancel()
 
 
-async def closed_node() -> Node:
-    listener = await anyio.create_tcp_listener(local_host=LOOPBACK, local_port=0)
+async def closed_node(host: str = LOOPBACK) -> Node:
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
     port = port_of(listener)
     await listener.aclose()
-    return Node("gone", port)
+    return Node("gone", port, host=host)
+
+
+@contextlib.contextmanager
+def never_accepted(*, connects: bool) -> Generator[Node]:
+    """A loopback port nobody serves: connections wait in a listener nobody accepts from.
+
+    With ``connects``, connections open (they queue in the backlog) and nothing ever answers.
+    Without, the accept queue is full first, so Linux drops every new SYN and a connection
+    never opens: the client retransmits until it gives up, and nothing leaves the machine.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(8 if connects else 0)
+        port: int = listener.getsockname()[1]
+        while not connects:
+            if len(fillers) > 8:  # far more than a listen(0) socket queues
+                pytest.fail("the accept queue of a listen(0) socket never filled")
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex((LOOPBACK, port))
+            # On loopback a connection with room in the queue opens at once; one that does not
+            # open within 0.2 s met a full queue, and so will the check's.
+            if not select.select([], [filler], [], 0.2)[1]:
+                break
+        yield Node("silent", port)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+async def fds_back_to(count: int) -> int:
+    """The open file descriptors once they are back to ``count``, or after 2 s of waiting.
+
+    asyncio closes a transport's socket one loop turn after it is closed, so a closed
+    connection may hold its descriptor a moment longer; a leaked one holds it forever.
+    """
+    with anyio.move_on_after(2):
+        while open_fds() != count:  # noqa: ASYNC110 - nothing to wait on: polls the kernel's count
+            await anyio.sleep(0.01)
+    return open_fds()
+
+
+def ipv6_loopback() -> None:
+    """Skip (or, in CI, fail) when this machine has no IPv6 loopback address."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe_socket:
+            probe_socket.bind(("::1", 0))
+    except OSError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"::1 is not available: {exc}")
+        pytest.skip(f"::1 is not available: {exc}")
 
 
 def response(status: str = "200 OK", body: bytes = b"ok", *headers: str) -> bytes:
@@ -271,6 +335,114 @@ async def test_http_missing_address() -> None:
     result = await HTTPCheck().check(object())
     assert not result.healthy
     assert "cannot find the address" in result.reason
+
+
+# -- connecting: IP literals directly, host names through anyio ----------------------------
+
+
+async def test_ip_literals_connect_directly_and_host_names_through_anyio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hosts: list[str] = []
+    connect_tcp = anyio.connect_tcp
+
+    async def counting_connect_tcp(host: str, port: int) -> anyio.abc.SocketStream:
+        hosts.append(host)
+        return await connect_tcp(host, port)
+
+    monkeypatch.setattr(anyio, "connect_tcp", counting_connect_tcp)
+    async with serving(Server()) as node:
+        assert (await HTTPCheck().check(node)).healthy
+        assert (await TCPCheck().check(node)).healthy
+        assert hosts == []
+        by_name = attrs.evolve(node, host="localhost")
+        assert (await HTTPCheck().check(by_name)).healthy
+        assert (await TCPCheck().check(by_name)).healthy
+    assert hosts == ["localhost", "localhost"]
+
+
+@pytest.mark.parametrize("check", [HTTPCheck(timeout=0.3), TCPCheck(timeout=0.3)])
+async def test_connection_that_never_opens_times_out_and_is_closed(
+    check: HTTPCheck | TCPCheck,
+) -> None:
+    with never_accepted(connects=False) as node:
+        before = open_fds()
+        started = anyio.current_time()
+        result = await check.check(node)
+        assert anyio.current_time() - started < 1
+        assert await fds_back_to(before) == before
+    assert result == HealthResult(healthy=False, reason="timed out after 0.3s")
+
+
+async def test_unanswered_request_and_tls_handshake_time_out_and_are_closed(
+    certificate: tuple[Path, Path],
+) -> None:
+    trusting = ssl.create_default_context(cafile=str(certificate[0]))
+    with never_accepted(connects=True) as node:
+        before = open_fds()
+        plain = await HTTPCheck(timeout=0.3).check(node)
+        assert await fds_back_to(before) == before
+        tls = await HTTPCheck(timeout=0.3, tls=trusting).check(node)
+        assert await fds_back_to(before) == before
+    assert plain == HealthResult(healthy=False, reason="timed out after 0.3s")
+    assert tls == HealthResult(healthy=False, reason="timed out after 0.3s")
+
+
+@pytest.mark.parametrize("check", [HTTPCheck(timeout=30), TCPCheck(timeout=30)])
+async def test_cancelled_check_closes_its_socket(check: HTTPCheck | TCPCheck) -> None:
+    returned: list[HealthResult] = []
+    with never_accepted(connects=False) as node:
+        before = open_fds()
+        async with anyio.create_task_group() as tg:
+
+            async def probe() -> None:
+                returned.append(await check.check(node))
+
+            tg.start_soon(probe)
+            await anyio.sleep(0.2)
+            assert open_fds() == before + 1  # the socket of the connection under way
+            tg.cancel_scope.cancel()
+        assert await fds_back_to(before) == before
+    assert returned == []  # the cancellation went through the check, not into a result
+
+
+async def test_connection_reset_as_it_opens_is_a_failed_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wait_writable = anyio.wait_writable
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+
+        async def reset_once_open(obj: Any) -> None:
+            await wait_writable(obj)
+            # The connection is open: the server takes it and resets it (close with a zero
+            # linger sends RST) before the check has handed its socket to anyio.
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+        monkeypatch.setattr(anyio, "wait_writable", reset_once_open)
+        node = Node("reset", listener.getsockname()[1])
+        before = open_fds()
+        result = await HTTPCheck().check(node)
+        assert open_fds() == before
+    assert result == HealthResult(
+        healthy=False, reason="connection failed: connection reset by peer"
+    )
+
+
+async def test_ipv6_literal() -> None:
+    ipv6_loopback()
+    server = Server()
+    async with serving(server, host="::1") as node:
+        assert await HTTPCheck().check(node) == HealthResult(healthy=True, reason="HTTP 200")
+        assert await TCPCheck().check(node) == HealthResult(healthy=True)
+    assert f"Host: [::1]:{node.port}" in server.requests[0].decode().split("\r\n")
+    gone = await closed_node("::1")
+    refused = HealthResult(healthy=False, reason="connection refused")
+    assert await HTTPCheck().check(gone) == refused
+    assert await TCPCheck().check(gone) == refused
 
 
 # -- HTTPCheck over TLS ---------------------------------------------------------------

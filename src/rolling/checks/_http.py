@@ -19,11 +19,14 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.tls import TLSStream
 
 from rolling import ConfigError
 from rolling.net import Address, address_of, default_address, describe_connect_error, is_text
 from rolling.typing import HealthResult
 from rolling.validate import check_callable, check_seconds, validator
+
+from ._connect import connect
 
 __all__ = ["HTTPCheck"]
 
@@ -179,18 +182,7 @@ class HTTPCheck:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         host_header = authority if self.host_header is None else self.host_header
         try:
-            if context is None:
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
-            else:
-                stream = await anyio.connect_tcp(
-                    host,
-                    port,
-                    ssl_context=context,
-                    tls_hostname=_hostname(host_header),
-                    # Responses here end with the connection, so a server that
-                    # closes without a TLS close_notify is no error.
-                    tls_standard_compatible=False,
-                )
+            stream = await _open(host, port, context, host_header)
         except (OSError, anyio.BrokenResourceError) as exc:
             return HealthResult(healthy=False, reason=describe_connect_error(_as_os_error(exc)))
         try:
@@ -227,6 +219,28 @@ class HTTPCheck:
         if not matched:
             return HealthResult(healthy=False, reason=f"body did not match {shown!r}")
         return HealthResult(healthy=True, reason=f"HTTP {status}")
+
+
+async def _open(
+    host: str, port: int, context: ssl.SSLContext | None, host_header: str
+) -> anyio.abc.ByteStream:
+    """A connection to ``host``:``port``, over TLS when there is a ``context``."""
+    stream = await connect(host, port)
+    if context is None:
+        return stream
+    try:
+        return await TLSStream.wrap(
+            stream,
+            hostname=_hostname(host_header) or host,
+            ssl_context=context,
+            # Responses here end with the connection, so a server that
+            # closes without a TLS close_notify is no error.
+            standard_compatible=False,
+        )
+    except BaseException:
+        # Closed on every way out (a failed handshake, the timeout, cancellation).
+        await anyio.aclose_forcefully(stream)
+        raise
 
 
 def _hostname(authority: str) -> str:

@@ -12,6 +12,8 @@ from rolling.net import Address, address_of, default_address, describe_connect_e
 from rolling.typing import HealthResult
 from rolling.validate import check_callable, check_seconds, validator
 
+from ._connect import connect
+
 __all__ = ["TCPCheck"]
 
 
@@ -50,7 +52,7 @@ class TCPCheck:
         stream: anyio.abc.SocketStream | None = None
         with anyio.move_on_after(self.timeout):
             try:
-                stream = await anyio.connect_tcp(host, port)
+                stream = await connect(host, port)
             except OSError as exc:
                 return HealthResult(healthy=False, reason=describe_connect_error(exc))
         if stream is None:
