@@ -55,16 +55,15 @@ import attrs
 
 from ._effects import (
     IDLE,
-    CheckGate,
     Failed,
     ListInstances,
     LoadJournal,
     Record,
     Spawn,
     Survey,
-    WaitStep,
 )
 from ._errors import RollingError
+from ._holds import Holds
 from ._journal import begin_record
 from ._ledger import Barrier, Ledger, Mode
 from ._ledger import Start as LedgerStart
@@ -74,14 +73,13 @@ from ._recovery import Recovered, reconcile, recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._settings import Settings, check_fleet
 from ._slot import Slot, changed, instance_result, needs_revert
-from ._steps import Gate, Pause, Step
+from ._steps import Step
 from ._unit import UnitPrograms
 from .events import (
     BatchFinished,
     BatchStarted,
     ControlRequested,
     Event,
-    GateChecked,
     InstancePhaseChanged,
     Phase,
     ProgressDeadlineExceeded,
@@ -89,8 +87,6 @@ from .events import (
     RolloutFinished,
     RolloutStarted,
     StatusChanged,
-    StepFinished,
-    StepStarted,
     WaveStarted,
 )
 
@@ -148,9 +144,7 @@ class Machine:
         self._tally: dict[InstanceOutcome, int] = {}
         self._busy: set[Slot] = set()
         self._paused = False
-        self._step: Step | None = None
-        self._promote_one = False
-        self._promote_full = False
+        self._holds = Holds(self)
         self.stop_reason = ""
         self._stop_mode: RollbackMode | None = None
         self._stop_status: RolloutStatus | None = None
@@ -179,7 +173,7 @@ class Machine:
         """The run starts at loop time ``now``, wall time ``wall``."""
         self._now = self._started_at = self._progress_at = now
         self._wall_offset = wall - now
-        self._set_status(RolloutStatus.RUNNING)
+        self.set_status(RolloutStatus.RUNNING)
 
     def drain_events(self) -> list[Event]:
         """Events made since the last call, oldest first."""
@@ -248,7 +242,8 @@ class Machine:
             rollback=self._rolling_back,
         )
 
-    def _set_status(self, status: RolloutStatus) -> None:
+    def set_status(self, status: RolloutStatus) -> None:
+        """Change the status, announcing it."""
         if status is not self.status:
             self.status = status
             self.emit(StatusChanged, status=status)
@@ -262,7 +257,7 @@ class Machine:
         if self._pass is not None:
             self._pass.ledger.paused = True
         if self.status is RolloutStatus.RUNNING:
-            self._set_status(RolloutStatus.PAUSED)
+            self.set_status(RolloutStatus.PAUSED)
 
     def resume(self) -> None:
         """Undo :meth:`pause`."""
@@ -271,18 +266,15 @@ class Machine:
         if self._pass is not None:
             self._pass.ledger.paused = False
         self._progress_at = self._now
-        if self.status is RolloutStatus.PAUSED and self._step is None:
-            self._set_status(RolloutStatus.RUNNING)
+        if self.status is RolloutStatus.PAUSED and self._holds.current is None:
+            self.set_status(RolloutStatus.RUNNING)
         self._signals |= WAKE
 
     def promote(self, *, full: bool) -> bool:
         """End the running pause or gate (every one left with ``full``); False if none runs."""
         self.emit(ControlRequested, action="promote", detail=f"full={full}")
-        if full:
-            self._promote_full = True
-        elif not isinstance(self._step, Pause | Gate):
+        if not self._holds.promote(full=full):
             return False
-        self._promote_one = True
         self._signals |= STEP | WAKE
         return True
 
@@ -342,7 +334,7 @@ class Machine:
         if deadline is None or self._stop_mode is not None:
             return
         now = self._now
-        if self._paused or self._step is not None:
+        if self._paused or self._holds.current is not None:
             # Waiting for an operator is not a lack of progress.
             self._progress_at = now
             return
@@ -520,7 +512,7 @@ class Machine:
 
     def _revert(self) -> Program:
         self._rolling_back = True
-        self._set_status(RolloutStatus.ROLLING_BACK)
+        self.set_status(RolloutStatus.ROLLING_BACK)
         if self._s.journaled:
             yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
         todo = [s for s in self.slots if needs_revert(s)]
@@ -672,45 +664,7 @@ class Machine:
         for index, step in enumerate(barrier.steps):
             if self._stop_mode is not None:
                 return
-            yield from self._run_step(index, step)
-
-    def _run_step(self, index: int, step: Step) -> Program:
-        if self._promote_full:
-            self.emit(StepStarted, index=index, step=step)
-            self.emit(StepFinished, index=index, step=step, promoted=True)
-            return
-        self._step = step
-        self._promote_one = False
-        self.emit(StepStarted, index=index, step=step)
-        promoted = False
-        if isinstance(step, Pause):
-            self._set_status(RolloutStatus.PAUSED)
-            yield WaitStep(step.seconds)
-            promoted = self._promote_one or self._promote_full
-        elif isinstance(step, Gate):
-            promoted = yield from self._run_gate(step)
-        self._step = None
-        self._progress_at = self._now
-        if self._stop_mode is None:
-            self._set_status(RolloutStatus.PAUSED if self._paused else RolloutStatus.RUNNING)
-        self.emit(StepFinished, index=index, step=step, promoted=promoted)
-
-    def _run_gate(self, gate: Gate) -> Generator[Any, Any, bool]:
-        outcome: tuple[bool, str] | None = yield CheckGate(gate)
-        if outcome is None:
-            promoted = self._promote_one or self._promote_full
-            self.emit(
-                GateChecked,
-                name=gate.name,
-                passed=promoted,
-                reason="promoted" if promoted else "stopped",
-            )
-            return promoted
-        passed, reason = outcome
-        self.emit(GateChecked, name=gate.name, passed=passed, reason=reason)
-        if not passed:
-            self.policy_trigger(f"gate {gate.name} failed" + (f": {reason}" if reason else ""))
-        return False
+            yield from self._holds.run(index, step)
 
     # -------------------------------------------------------------- units
 
@@ -815,4 +769,4 @@ class Machine:
     @property
     def current_step(self) -> Step | None:
         """The pause or gate being waited on, if any."""
-        return self._step
+        return self._holds.current

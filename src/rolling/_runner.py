@@ -24,7 +24,7 @@ import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -51,95 +51,16 @@ from ._errors import RollingError
 from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
+from ._stream import EventStream, loop_checkpoint, loop_clock
 from .events import Event
 from .health import probe_once
 
 if TYPE_CHECKING:
     from ._rollout import Rollout
 
-__all__ = ["EventStream", "Runner"]
+__all__ = ["Runner"]
 
 _SURVEY_WORKERS = 64
-# A consumer that finds events waiting takes them without a loop turn each; it still yields
-# to the loop this often, so a fast producer cannot starve everything else.
-_CHECKPOINT_EVERY = 64
-
-
-class EventStream(anyio.abc.ObjectReceiveStream[Event]):
-    """The events of one subscriber, in order; ends after :class:`~rolling.RolloutFinished`.
-
-    Closing it early (leaving ``async with`` or breaking out of ``async for``
-    and closing) only stops delivery to it: the rollout goes on as if nobody
-    had subscribed.
-    """
-
-    def __init__(self) -> None:
-        self._buffer: deque[Event] = deque()
-        self._ended = False
-        self._closed = False
-        self._waiter: anyio.Event | None = None
-        self._streak = 0
-
-    def push(self, event: Event) -> None:
-        """Hand an event over (the runner's side)."""
-        if not self._closed:
-            self._buffer.append(event)
-            if self._waiter is not None:
-                self._waiter.set()
-
-    def end(self) -> None:
-        """No more events will come (the runner's side)."""
-        self._ended = True
-        if self._waiter is not None:
-            self._waiter.set()
-
-    @property
-    def closed(self) -> bool:
-        """Whether the subscriber closed the stream."""
-        return self._closed
-
-    async def receive(self) -> Event:
-        """The next event; ``anyio.EndOfStream`` after the last one."""
-        while True:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if self._buffer:
-                self._streak += 1
-                if self._streak >= _CHECKPOINT_EVERY:
-                    self._streak = 0
-                    await anyio.lowlevel.checkpoint()
-                    if self._closed:  # pragma: no cover - closed by another task meanwhile
-                        raise anyio.ClosedResourceError
-                return self._buffer.popleft()
-            if self._ended:
-                raise anyio.EndOfStream
-            self._streak = 0
-            waiter = self._waiter = anyio.Event()
-            try:
-                await waiter.wait()
-            finally:
-                self._waiter = None
-
-    async def aclose(self) -> None:
-        """Stop receiving; events not received yet are dropped."""
-        self._closed = True
-        self._buffer.clear()
-        if self._waiter is not None:
-            self._waiter.set()
-        await anyio.lowlevel.checkpoint()
-
-
-def loop_clock() -> Callable[[], float]:
-    """The running event loop's clock, looked up once (``anyio.current_time`` asks every call)."""
-    try:
-        import trio  # noqa: PLC0415 - trio is optional; only look if it is imported
-
-        trio.lowlevel.current_task()
-    except (ImportError, RuntimeError):
-        import asyncio  # noqa: PLC0415 - paired with the trio branch
-
-        return asyncio.get_running_loop().time
-    return trio.current_time
 
 
 class _Deadline:
@@ -178,6 +99,7 @@ class Runner:
         self._observers = list(rollout.observers)
         self._streams: list[EventStream] = []
         self._clock: Callable[[], float] = time.monotonic
+        self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
         self._step_event: anyio.Event | None = None
@@ -223,6 +145,7 @@ class Runner:
         """Run to the end; see the module docstring for errors and cancellation."""
         machine = self._m
         self._clock = loop_clock()
+        self._checkpoint = loop_checkpoint()
         machine.start(self._clock(), time.time())
         self._flush()
         lock = self._rollout.lock
@@ -369,7 +292,7 @@ class Runner:
                 # Let other tasks run, and a cancellation land, before the next unit: a
                 # driver that never waits must not keep the event loop to itself.
                 try:
-                    await anyio.lowlevel.checkpoint()
+                    await self._checkpoint()
                 except BaseException:
                     machine.unstart(unit)
                     raise

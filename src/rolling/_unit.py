@@ -19,7 +19,7 @@ check (unless the coming rollback will handle it).
 from __future__ import annotations
 
 import random
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._effects import Call, Failed, Interrupted, Probe, Record, Sleep, WaitReady
@@ -196,21 +196,46 @@ class UnitPrograms:
         yield Record(done, sync=op == "launch")
         return result
 
-    def hook(self, name: str, *args: Any) -> Program:
+    def hook(self, name: str, *args: Any) -> Iterable[Any]:
         """Call the hook ``name``, if the hooks object has it."""
         if name in self._hooks:
-            yield Call(name, args, f"hook {name}")
+            return self._hook(name, args)
+        return ()
 
-    def _set_live(self, slot: Slot, instance: Any) -> Program:
+    def _hook(self, name: str, args: tuple[Any, ...]) -> Program:
+        # A generator, not a tuple: whatever the hook returns is sent back into it.
+        yield Call(name, args, f"hook {name}")
+
+    def _set_live(self, slot: Slot, instance: Any) -> Iterable[Any]:
         """Put ``instance`` in ``slot``'s place, journaling the swap when the id changes."""
-        before = None if slot.live is None else slot.live.id
-        after = None if instance is None else instance.id
+        before = slot.live
         slot.live = instance
-        if before != after and self._journaled:
-            yield Record({"t": "swap", "k": slot.key, "i": after})
+        if self._journaled:
+            after = None if instance is None else instance.id
+            if (None if before is None else before.id) != after:
+                return self._record({"t": "swap", "k": slot.key, "i": after})
+        return ()
 
-    def detach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> Program:
+    def _record(self, record: dict[str, Any]) -> Program:
+        yield Record(record)
+
+    def detach(
+        self, slot: Slot, instance: Any, version: str, *, extra: bool = False
+    ) -> Iterable[Any]:
         """Take ``instance`` out of traffic."""
+        if self._router or self._hooks:
+            return self._detach(slot, instance, version, extra=extra)
+        # Nothing to call: only the bookkeeping, without a generator per instance.
+        machine = self._m
+        machine.phase(slot, Phase.DETACHING, version, instance=instance)
+        if extra:
+            slot.extra_attached = False
+        else:
+            slot.attached = False
+        machine.phase(slot, Phase.DETACHED, version, instance=instance)
+        return ()
+
+    def _detach(self, slot: Slot, instance: Any, version: str, *, extra: bool) -> Program:
         hooks = self._hooks
         if hooks:
             yield from self.hook("before_detach", instance)
@@ -225,8 +250,22 @@ class UnitPrograms:
         if hooks:
             yield from self.hook("after_detach", instance)
 
-    def attach(self, slot: Slot, instance: Any, version: str, *, extra: bool = False) -> Program:
+    def attach(
+        self, slot: Slot, instance: Any, version: str, *, extra: bool = False
+    ) -> Iterable[Any]:
         """Put ``instance`` in traffic."""
+        if self._router or self._hooks:
+            return self._attach(slot, instance, version, extra=extra)
+        machine = self._m
+        machine.phase(slot, Phase.ATTACHING, version, instance=instance)
+        if extra:
+            slot.extra_attached = True
+        else:
+            slot.attached = True
+        machine.phase(slot, Phase.ATTACHED, version, instance=instance)
+        return ()
+
+    def _attach(self, slot: Slot, instance: Any, version: str, *, extra: bool) -> Program:
         hooks = self._hooks
         if hooks:
             yield from self.hook("before_attach", instance)
@@ -261,7 +300,14 @@ class UnitPrograms:
 
     def _ready(
         self, slot: Slot, instance: Any, version: str, *, restoring: bool = False
-    ) -> Program:
+    ) -> Iterable[Any]:
+        if self._hooks or not self._s.instant_ready:
+            return self._wait_ready(slot, instance, version, restoring=restoring)
+        self._m.phase(slot, Phase.WAITING_READY, version)
+        self._m.phase(slot, Phase.READY, version)
+        return ()
+
+    def _wait_ready(self, slot: Slot, instance: Any, version: str, *, restoring: bool) -> Program:
         hooks = self._hooks
         if hooks:
             yield from self.hook("before_ready", instance)

@@ -1,0 +1,92 @@
+"""Holds: the pauses and gates that steps put at barriers, and promote.
+
+Part of the machine (:mod:`rolling._machine`), sans-io like it:
+
+1. A step runs when the pass reaches its barrier and no trigger has fired.
+2. ``Pause(seconds)`` holds until its time passes or a promote; ``Pause()``
+   until a promote. The status is PAUSED meanwhile.
+3. ``Gate(check)`` holds until the check answers (bounded by its timeout), a
+   promote (it passes) or a stop. A false answer, an exception or a time-out
+   is a trigger, handled by the rollback policy.
+4. ``promote()`` ends the running pause or gate; ``promote(full=True)`` also
+   skips every step left, including ones not reached yet.
+5. Waiting on a hold is not a lack of progress: the progress deadline starts
+   again when it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from ._effects import CheckGate, WaitStep
+from ._result import RolloutStatus
+from ._steps import Gate, Pause, Step
+from .events import GateChecked, StepFinished, StepStarted
+
+if TYPE_CHECKING:
+    from ._machine import Machine
+
+__all__ = ["Holds"]
+
+
+class Holds:
+    """The steps of one machine, and whether they are promoted."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._m = machine
+        self._step: Step | None = None
+        self._one = False
+        self._full = False
+
+    @property
+    def current(self) -> Step | None:
+        """The pause or gate being held at, if any."""
+        return self._step
+
+    def promote(self, *, full: bool) -> bool:
+        """End the running hold (and skip all that remain with ``full``); False if none runs."""
+        if full:
+            self._full = True
+        elif not isinstance(self._step, Pause | Gate):
+            return False
+        self._one = True
+        return True
+
+    def run(self, index: int, step: Step) -> Generator[Any, Any, None]:
+        """Hold at ``step``, the ``index``-th of its barrier."""
+        machine = self._m
+        if self._full:
+            machine.emit(StepStarted, index=index, step=step)
+            machine.emit(StepFinished, index=index, step=step, promoted=True)
+            return
+        self._step = step
+        self._one = False
+        machine.emit(StepStarted, index=index, step=step)
+        promoted = False
+        if isinstance(step, Pause):
+            machine.set_status(RolloutStatus.PAUSED)
+            yield WaitStep(step.seconds)
+            promoted = self._one or self._full
+        elif isinstance(step, Gate):
+            promoted = yield from self._gate(step)
+        self._step = None
+        machine.progressed()
+        if not machine.stopping:
+            paused = machine.paused
+            machine.set_status(RolloutStatus.PAUSED if paused else RolloutStatus.RUNNING)
+        machine.emit(StepFinished, index=index, step=step, promoted=promoted)
+
+    def _gate(self, gate: Gate) -> Generator[Any, Any, bool]:
+        machine = self._m
+        outcome: tuple[bool, str] | None = yield CheckGate(gate)
+        if outcome is None:
+            promoted = self._one or self._full
+            reason = "promoted" if promoted else "stopped"
+            machine.emit(GateChecked, name=gate.name, passed=promoted, reason=reason)
+            return promoted
+        passed, reason = outcome
+        machine.emit(GateChecked, name=gate.name, passed=passed, reason=reason)
+        if not passed:
+            machine.policy_trigger(f"gate {gate.name} failed" + (f": {reason}" if reason else ""))
+        return False
