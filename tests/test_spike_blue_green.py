@@ -10,8 +10,6 @@ The runner, the ledger and the unit programs are used as they are.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 
@@ -19,6 +17,7 @@ import rolling
 from rolling import InstanceOutcome, RollingUpdate, Rollout, RolloutStatus
 from rolling._effects import Failed, WaitReady, WaitStep
 from rolling._machine import Machine, Program
+from rolling._passes import Passes
 from rolling._runner import Runner
 from rolling._slot import Slot
 from rolling.testing import InvariantMonitor, SimulatedFleet
@@ -28,24 +27,23 @@ pytestmark = pytest.mark.anyio
 HOLD = 30.0
 
 
-class BlueGreenMachine(Machine):
-    """The machine with its forward pass replaced by blue-green."""
+class BlueGreenPasses(Passes):
+    """The machine's passes with the forward pass replaced by blue-green."""
 
-    def __init__(self, *args: Any, healthy_after_switch: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.healthy_after_switch = healthy_after_switch
+    healthy_after_switch = True
 
-    def _forward(self) -> Program:
+    def forward(self, desired: int) -> Program:  # noqa: ARG002 - blue-green takes every instance
+        machine = self._m
         target = self._s.target
         units = self._units
-        blue = [s for s in self.slots if s.live.version != target]
+        blue = [s for s in machine.slots if s.live.version != target]
         for slot in blue:
-            self.unit_began(slot)
+            machine.unit_began(slot)
         failure = yield from self._launch_green(blue)
         if failure:
             # Before the switch only green exists to undo.
             yield from self._drop_green(blue)
-            self.policy_trigger(f"green failed before the switch: {failure}")
+            machine.policy_trigger(f"green failed before the switch: {failure}")
             return
         for slot in blue:
             yield from units.attach(slot, slot.extra, target, extra=True)
@@ -80,7 +78,7 @@ class BlueGreenMachine(Machine):
         yield from self._drop_green(blue)
         for slot in blue:
             slot.outcome = InstanceOutcome.REVERTED
-        self.trigger("switched back", rolling.RollbackMode.HALT, RolloutStatus.ROLLED_BACK)
+        self._m.trigger("switched back", rolling.RollbackMode.HALT, RolloutStatus.ROLLED_BACK)
 
     def _terminate_blue(self, blue: list[Slot]) -> Program:
         target = self._s.target
@@ -105,7 +103,11 @@ async def run_blue_green(fleet: SimulatedFleet, *, healthy: bool) -> rolling.Rol
         fleet, "v2", strategy=RollingUpdate(max_unavailable=0, max_surge="100%"), router=fleet
     )
     rollout._claim()
-    machine = BlueGreenMachine(rollout._settings, listening=False, healthy_after_switch=healthy)
+    machine = Machine(rollout._settings, listening=False)
+    # The one seam the spike needs: the machine's passes, swapped for blue-green's.
+    passes = BlueGreenPasses(machine, rollout._settings, machine._units, machine._holds)
+    passes.healthy_after_switch = healthy
+    machine._passes = passes
     return await Runner(rollout, machine).run()
 
 

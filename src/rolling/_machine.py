@@ -14,7 +14,8 @@ Rules, in the order a rollout meets them:
    (:func:`rolling._settings.check_fleet`) runs before any probe or change.
    Instances are surveyed with one probe each; those that fail serve nothing.
 2. **Plan** (:mod:`rolling._plan`): skipped instances, waves, batches,
-   barriers and the steps held at them.
+   barriers and the steps held at them; the passes (:mod:`rolling._passes`)
+   drive it, and the steps are held by :mod:`rolling._holds`.
 3. **Ledger** (:mod:`rolling._ledger`): a unit starts only when the ledger
    reserves availability (or, with surge, capacity) for it; when it ends the
    machine settles the reservation from what the unit left serving and
@@ -51,43 +52,32 @@ import random
 from collections.abc import Generator, Sequence
 from typing import Any
 
-import attrs
-
 from ._effects import (
-    IDLE,
     Failed,
     ListInstances,
     LoadJournal,
     Record,
-    Spawn,
     Survey,
 )
 from ._errors import RollingError
 from ._holds import Holds
 from ._journal import begin_record
-from ._ledger import Barrier, Ledger, Mode
-from ._ledger import Start as LedgerStart
-from ._plan import Plan, plan_forward, plan_rollback
+from ._passes import Pass, Passes, Start
 from ._policies import DeadlineAction, RollbackMode
 from ._recovery import Recovered, reconcile, recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._settings import Settings, check_fleet
-from ._slot import Slot, changed, instance_result, needs_revert
+from ._slot import Slot, changed, instance_result
 from ._steps import Step
 from ._unit import UnitPrograms
 from .events import (
-    BatchFinished,
-    BatchStarted,
     ControlRequested,
     Event,
     InstancePhaseChanged,
     Phase,
     ProgressDeadlineExceeded,
-    RollbackStarted,
     RolloutFinished,
-    RolloutStarted,
     StatusChanged,
-    WaveStarted,
 )
 
 __all__ = ["INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"]
@@ -101,31 +91,6 @@ INTERRUPT = 2
 """Signal: interrupt every interruptible wait."""
 STEP = 4
 """Signal: the running step should end (promote or stop)."""
-
-
-@attrs.define(eq=False)
-class Pass:
-    """One pass over the fleet (forward or rollback) and its ledger."""
-
-    plan: Plan
-    ledger: Ledger
-    version: str | None
-    """The version units go to; None means each unit's own old version (a rollback)."""
-    rolling_back: bool
-
-
-@attrs.define(eq=False)
-class Start:
-    """A unit the ledger let start: which slot, how, in which pass."""
-
-    slot: Slot
-    reserved: LedgerStart
-    run: Pass
-
-    @property
-    def mode(self) -> Mode:
-        """How the unit replaces its instance."""
-        return self.reserved.mode
 
 
 class Machine:
@@ -148,20 +113,18 @@ class Machine:
         self.stop_reason = ""
         self._stop_mode: RollbackMode | None = None
         self._stop_status: RolloutStatus | None = None
-        self._pass: Pass | None = None
         self._rolling_back = False
         self._started_at = 0.0
         self._progress_at = 0.0
         self._seq = 0
         self._failed = 0
         self._consecutive = 0
-        self._batch_failed: collections.Counter[int] = collections.Counter()
-        self._batch_size: dict[int, int] = {}
         self._desired = 0
         self._budget = 0
         self._recovered: Recovered | None = None
         self._doomed: tuple[Any, ...] = ()
         self._units = UnitPrograms(self, settings, random.Random(settings.seed))
+        self._passes = Passes(self, settings, self._units, self._holds)
 
     # ---------------------------------------------------------- runner side
 
@@ -254,8 +217,7 @@ class Machine:
         """Start no new unit until :meth:`resume`."""
         self.emit(ControlRequested, action="pause")
         self._paused = True
-        if self._pass is not None:
-            self._pass.ledger.paused = True
+        self._passes.pause(paused=True)
         if self.status is RolloutStatus.RUNNING:
             self.set_status(RolloutStatus.PAUSED)
 
@@ -263,8 +225,7 @@ class Machine:
         """Undo :meth:`pause`."""
         self.emit(ControlRequested, action="resume")
         self._paused = False
-        if self._pass is not None:
-            self._pass.ledger.paused = False
+        self._passes.pause(paused=False)
         self._progress_at = self._now
         if self.status is RolloutStatus.PAUSED and self._holds.current is None:
             self.set_status(RolloutStatus.RUNNING)
@@ -317,9 +278,33 @@ class Machine:
         self.trigger(reason, mode, status)
 
     def _stop_pass(self) -> None:
-        if self._pass is not None:
-            self._pass.ledger.stop()
+        self._passes.stop()
         self._signals |= INTERRUPT | STEP | WAKE
+
+    def signal(self, signals: int) -> None:
+        """Raise signals for the runner (``WAKE``, ``INTERRUPT``, ``STEP``)."""
+        self._signals |= signals
+
+    def unsignal(self, signals: int) -> None:
+        """Take back signals raised since the runner last took them."""
+        self._signals &= ~signals
+
+    @property
+    def settings(self) -> Settings:
+        """The rollout's settings."""
+        return self._s
+
+    def unstart(self, start: Start) -> None:
+        """A unit that was allowed to start will not run after all (stopped, cancelled)."""
+        self._passes.unstart(start)
+
+    def go_on(self, start: Start) -> bool:
+        """Whether a unit handed to a finishing task may still start; if not, undo it."""
+        return self._passes.go_on(start)
+
+    def successors(self, run: Pass) -> list[Start]:
+        """After a unit ends: the units that may start now (the finishing task runs the first)."""
+        return self._passes.successors(run)
 
     def progress_due(self) -> float | None:
         """When the progress deadline passes, or None once it no longer applies."""
@@ -392,9 +377,13 @@ class Machine:
         self._budget = settings.failure.budget(self._desired)
         yield from self._resume()
         if self._stop_mode is None:
-            yield from self._forward()
+            yield from self._passes.forward(self._desired)
         if self._stop_mode is RollbackMode.REVERT:
-            yield from self._revert()
+            self._rolling_back = True
+            self.set_status(RolloutStatus.ROLLING_BACK)
+            if self._s.journaled:
+                yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
+            yield from self._passes.revert(self._desired)
         self.finish(self._final_status(), self.stop_reason)
         if settings.journaled:
             yield Record({"t": "end", "status": str(self.status)}, sync=True)
@@ -462,210 +451,6 @@ class Machine:
                 if slot.outcome is InstanceOutcome.PENDING and changed(slot):
                     slot.outcome = InstanceOutcome.INTERRUPTED
 
-    def _forward(self) -> Program:
-        settings = self._s
-        plan = plan_forward(settings, self.slots, self._desired)
-        for slot in plan.skipped:
-            slot.outcome = InstanceOutcome.SKIPPED
-            self.phase(slot, Phase.SKIPPED, settings.target)
-        for first, end in plan.groups.batches:
-            self._batch_size[len(self._batch_size)] = end - first
-        window = settings.window(self._desired)
-        self.emit(
-            RolloutStarted,
-            target=settings.target,
-            desired=self._desired,
-            to_update=tuple(s.key for s in plan.units),
-            skipped=tuple(s.key for s in plan.skipped),
-            unhealthy=tuple(s.key for s in self.slots if not s.serving_at_start),
-            max_unavailable=window.max_unavailable,
-            max_surge=window.max_surge,
-        )
-        if "before_rollout" in settings.hooks:
-            try:
-                yield from self._units.hook(
-                    "before_rollout", settings.target, [s.live for s in self.slots]
-                )
-            except Failed as exc:
-                self.trigger(exc.reason, RollbackMode.HALT, RolloutStatus.HALTED)
-                return
-        if not plan.units and not plan.barriers:
-            return
-        ledger = Ledger(
-            serving_at_start=[s.serving_at_start for s in plan.units],
-            absent=[s.live is None for s in plan.units],
-            lockstep=settings.lockstep,
-            floor=window.floor,
-            ceiling=window.ceiling,
-            serving=sum(1 for s in self.slots if s.serving_at_start),
-            existing=sum(s.existing for s in self.slots),
-            cap=window.max_unavailable + window.max_surge,
-            surge=settings.surge_enabled,
-            in_place=settings.can_replace,
-            barriers=plan.barriers,
-        )
-        ledger.paused = self._paused
-        if self._stop_mode is not None:
-            # A trigger (abort, a failed hook) came before there was a ledger.
-            ledger.stop()
-        yield from self._drive(Pass(plan, ledger, settings.target, rolling_back=False))
-
-    def _revert(self) -> Program:
-        self._rolling_back = True
-        self.set_status(RolloutStatus.ROLLING_BACK)
-        if self._s.journaled:
-            yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
-        todo = [s for s in self.slots if needs_revert(s)]
-        todo.sort(key=lambda s: s.changed_seq, reverse=True)
-        # Newest first, but what is already out of traffic goes before all of it: it costs
-        # no availability, and a window that is full could otherwise never reach it.
-        todo.sort(key=lambda s: s.serving)
-        self.emit(
-            RollbackStarted,
-            reason=self.stop_reason,
-            mode=str(RollbackMode.REVERT),
-            instance_ids=tuple(s.key for s in todo),
-        )
-        if not todo:
-            return
-        for slot in todo:
-            slot.serving_at_start = slot.serving
-        window = self._s.window(self._desired)
-        plan = plan_rollback(self._s, todo, self._desired)
-        ledger = Ledger(
-            serving_at_start=[s.serving_at_start for s in todo],
-            absent=[s.live is None for s in todo],
-            lockstep=self._s.lockstep,
-            floor=window.floor,
-            ceiling=window.ceiling,
-            serving=sum(1 for s in self.slots if s.serving),
-            existing=sum(s.existing for s in self.slots),
-            cap=window.max_unavailable + window.max_surge,
-            surge=self._s.surge_enabled,
-            in_place=self._s.can_replace,
-            barriers=plan.barriers,
-        )
-        if self._stop_status is not None and self._stop_mode is RollbackMode.HALT:
-            ledger.stop()  # pragma: no cover - a halt before the rollback started skips it
-        yield from self._drive(Pass(plan, ledger, None, rolling_back=True))
-
-    # ------------------------------------------------------------ driving
-
-    def _drive(self, run: Pass) -> Program:
-        """Run the ledger's decisions until the pass is done."""
-        self._pass = run
-        ledger = run.ledger
-        while True:
-            poll = ledger.poll()
-            if poll.starts:
-                starts = self._open(run, poll.starts)
-                # A lockstep batch opens with its first unit, and its hook runs first.
-                batch = run.plan.groups.opens_batch(poll.starts[0].index)
-                if batch is not None and starts:
-                    yield from self._batch_start(run, batch)
-                    if ledger.stopping:
-                        for start in starts:
-                            self.unstart(start)
-                        continue
-                if starts:
-                    yield Spawn(starts)
-                continue
-            if poll.barrier is not None:
-                yield from self._barrier(run, poll.barrier)
-                ledger.pass_barrier()
-                continue
-            if poll.done:
-                return
-            if poll.stuck:
-                self._stuck(run)
-                continue
-            yield IDLE
-
-    def _open(self, run: Pass, starts: Sequence[LedgerStart]) -> list[Start]:
-        """Turn the ledger's starts into units, announcing the waves they open."""
-        plan = run.plan
-        units = plan.units
-        result: list[Start] = []
-        for start in starts:
-            slot = units[start.index]
-            wave = plan.groups.opens_wave(start.index)
-            if wave is not None:
-                first, end = plan.groups.waves[wave]
-                key = plan.wave_keys[wave] if plan.wave_keys else None
-                ids = tuple(u.key for u in units[first:end])
-                self.emit(WaveStarted, index=wave, key=key, instance_ids=ids)
-            result.append(Start(slot, start, run))
-        return result
-
-    def unstart(self, start: Start) -> None:
-        """A unit that was allowed to start will not run after all (stopped, cancelled)."""
-        start.run.ledger.unstart(start.reserved, serving_at_start=start.slot.serving_at_start)
-        self._signals |= WAKE
-
-    def go_on(self, start: Start) -> bool:
-        """Whether a unit handed to a finishing task may still start; if not, undo it."""
-        if start.run.ledger.stopping:
-            self.unstart(start)
-            return False
-        return True
-
-    def successors(self, run: Pass) -> list[Start]:
-        """After a unit ends: the units that may start now (the finishing task runs the first).
-
-        What only the main program may do (reach a barrier, finish, handle a stuck
-        ledger, open a lockstep batch, whose hook runs first) wakes it instead.
-        """
-        self._signals |= WAKE
-        ledger = run.ledger
-        if ledger.lockstep or ledger.stopping:
-            return []
-        poll = ledger.poll()
-        if not poll.starts:
-            return []
-        self._signals &= ~WAKE
-        return self._open(run, poll.starts)
-
-    def _stuck(self, run: Pass) -> None:
-        ledger = run.ledger
-        reason = (
-            f"stuck: {ledger.serving} instances serve and the floor is {ledger.floor}, so no more"
-            " can be taken out (instances failed out of traffic or were unhealthy from the start)"
-        )
-        if run.rolling_back:
-            for slot in run.plan.units[ledger.cursor :]:
-                slot.outcome = InstanceOutcome.REVERT_FAILED
-                slot.reason = reason
-                self.phase(slot, Phase.REVERT_FAILED, slot.old_version, reason)
-            ledger.stop()
-        else:
-            self.policy_trigger(reason)
-
-    def _batch_start(self, run: Pass, index: int) -> Program:
-        first, end = run.plan.groups.batches[index]
-        members = run.plan.units[first:end]
-        self.emit(BatchStarted, index=index, instance_ids=tuple(s.key for s in members))
-        if "before_batch" in self._s.hooks:
-            try:
-                yield from self._units.hook("before_batch", index, [s.live for s in members])
-            except Failed as exc:
-                self.policy_trigger(exc.reason)
-
-    def _barrier(self, run: Pass, barrier: Barrier) -> Program:
-        if barrier.batch is not None:
-            first, end = run.plan.groups.batches[barrier.batch]
-            self.emit(BatchFinished, index=barrier.batch, failed=self._batch_failed[barrier.batch])
-            if "after_batch" in self._s.hooks:
-                lives = [s.live for s in run.plan.units[first:end]]
-                try:
-                    yield from self._units.hook("after_batch", barrier.batch, lives)
-                except Failed as exc:
-                    self.policy_trigger(exc.reason)
-                    return
-        for index, step in enumerate(barrier.steps):
-            if self._stop_mode is not None:
-                return
-            yield from self._holds.run(index, step)
-
     # -------------------------------------------------------------- units
 
     def unit(self, start: Start) -> Program:
@@ -699,16 +484,13 @@ class Machine:
         self._consecutive += 1
         why = ""
         batch = None if self._rolling_back else slot.batch
-        if batch is not None:
-            self._batch_failed[batch] += 1
+        in_batch, size = self._passes.count_failure(batch)
         if self._failed > self._budget:
             noun = "instance" if self._failed == 1 else "instances"
             why = f"{self._failed} {noun} failed, over the budget of {self._budget} (max_failed)"
-        elif batch is not None and policy.batch_exceeded(
-            self._batch_failed[batch], self._batch_size[batch]
-        ):
+        elif batch is not None and policy.batch_exceeded(in_batch, size):
             why = (
-                f"{self._batch_failed[batch]} of {self._batch_size[batch]} instances"
+                f"{in_batch} of {size} instances"
                 f" in batch {batch} failed,"
                 f" over max_failed_per_batch={policy.max_failed_per_batch}"
             )
