@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
@@ -32,19 +31,18 @@ import attrs
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from helpers import LOOPBACK, free_port
 from rolling.routers.haproxy import HAProxyError, HAProxyRouter, ServerAddress, ServerName
 
 __all__ = [
     "App",
     "HAProxy",
-    "free_port",
     "http_get",
     "render_config",
     "require_haproxy",
     "running_haproxy",
 ]
 
-LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "install HAProxy 2.6 or later: `apt-get install -y haproxy`"
 
 
@@ -59,15 +57,6 @@ def require_haproxy() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"haproxy is not installed; {INSTALL_HINT} (.ci/run does)")
     pytest.skip(f"haproxy is not installed; {INSTALL_HINT}")
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port free on ``host`` right now (the kernel's pick; another process may take it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def render_config(

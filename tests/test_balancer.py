@@ -13,6 +13,7 @@ import attrs
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from helpers import LOOPBACK, Node, port_of
 from rolling import (
     ConfigError,
     Readiness,
@@ -27,21 +28,7 @@ from rolling.typing import Router
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
-LOOPBACK = "127.0.0.1"
 Handler = Callable[[anyio.abc.SocketStream], Awaitable[None]]
-
-
-def port_of(listener: anyio.abc.Listener[Any]) -> int:
-    port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio's typed attributes, not Django
-    return port
-
-
-@attrs.frozen
-class Node:
-    id: str
-    port: int
-    host: str = LOOPBACK
-    version: str = "v1"
 
 
 @contextlib.asynccontextmanager

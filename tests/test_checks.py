@@ -23,27 +23,14 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
 
 import rolling.checks
+from helpers import LOOPBACK, Node, port_of
 from rolling import ConfigError, HealthResult, Readiness
 from rolling.checks import HTTPCheck, TCPCheck, _http
 from rolling.typing import HealthCheck
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
-LOOPBACK = "127.0.0.1"
 Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
-
-
-def port_of(listener: anyio.abc.Listener[Any]) -> int:
-    port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio's typed attributes, not Django
-    return port
-
-
-@attrs.frozen
-class Node:
-    id: str
-    port: int
-    host: str = LOOPBACK
-    version: str = "v1"
 
 
 @attrs.define

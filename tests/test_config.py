@@ -1,8 +1,8 @@
 # Copyright (c) 2026 The rolling developers. MIT License, see LICENSE.
 """The configuration objects: validation, rounding, batch sizes and small behaviours.
 
-Everything here is synchronous: these are value objects, checked the moment they
-are built, long before any driver is called.
+These are value objects, checked the moment they are built, long before any driver is
+called; the valid ones are then put to use in a rollout of a simulated fleet.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import random
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import rolling
+from helpers import monitor_for
 from rolling._strategy import ResolvedWindow  # internal: what Rollout.window() returns
+from rolling.testing import SimulatedFleet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,6 +43,10 @@ async def _healthy() -> bool:
 
 
 async def _also_healthy() -> bool:
+    return True
+
+
+async def _ready(_instance: object) -> bool:
     return True
 
 
@@ -341,36 +348,168 @@ def test_config_error_is_a_value_error_and_a_rolling_error() -> None:
     assert issubclass(rolling.ConfigError, ValueError)
 
 
+def valid(
+    case_id: str,
+    factory: Callable[[], object],
+    fields: dict[str, object],
+    place: Callable[[Any], dict[str, Any]],
+    *,
+    promotions: int = 0,
+) -> Any:
+    """One row of the valid-configuration table.
+
+    ``factory()`` must build a value whose ``fields`` hold what was passed (or resolved), and
+    ``place(value)`` gives the :class:`~rolling.Rollout` options that put it to use; a rollout
+    with them must run to success, ``promotions`` times promoted past an open-ended pause.
+    """
+    return pytest.param(factory, fields, place, promotions, id=case_id)
+
+
+def as_strategy(value: Any) -> dict[str, Any]:
+    return {"strategy": value}
+
+
+def as_readiness(value: Any) -> dict[str, Any]:
+    return {"readiness": value}
+
+
+def as_step(value: Any) -> dict[str, Any]:
+    return {"steps": [value]}
+
+
+DEFAULT_READINESS: dict[str, object] = {
+    "check": None,
+    "initial_delay": 0.0,
+    "period": 1.0,
+    "timeout": 1.0,
+    "success_threshold": 1,
+    "failure_threshold": None,
+    "min_ready": 0.0,
+    "deadline": 300.0,
+}
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize(
-    "factory",
+    ("factory", "fields", "place", "promotions"),
     [
-        pytest.param(rolling.RollingUpdate, id="rolling-update-defaults"),
-        pytest.param(
+        valid(
+            "rolling-update-defaults",
+            rolling.RollingUpdate,
+            {"max_unavailable": 1, "max_surge": 0, "wants_surge": False},
+            as_strategy,
+        ),
+        valid(
+            "rolling-update-spaced-and-decimal-pct",
             lambda: rolling.RollingUpdate(max_unavailable=" 25 % ", max_surge="12.5%"),
-            id="rolling-update-spaced-and-decimal-pct",
+            {"max_unavailable": " 25 % ", "max_surge": "12.5%", "wants_surge": True},
+            as_strategy,
         ),
-        pytest.param(lambda: rolling.RollingUpdate(max_unavailable=0, max_surge=1), id="surge"),
-        pytest.param(lambda: rolling.RollingUpdate(max_unavailable="0%", max_surge="1%"), id="pct"),
-        pytest.param(rolling.Readiness, id="readiness-defaults"),
-        pytest.param(
+        valid(
+            "surge",
+            lambda: rolling.RollingUpdate(max_unavailable=0, max_surge=1),
+            {"max_unavailable": 0, "max_surge": 1, "wants_surge": True},
+            as_strategy,
+        ),
+        valid(
+            "pct",
+            lambda: rolling.RollingUpdate(max_unavailable="0%", max_surge="1%"),
+            {"max_unavailable": "0%", "max_surge": "1%", "wants_surge": True},
+            as_strategy,
+        ),
+        valid("readiness-defaults", rolling.Readiness, DEFAULT_READINESS, as_readiness),
+        valid(
+            "readiness-deadline-just-above",
             lambda: rolling.Readiness(initial_delay=5, min_ready=5, deadline=10.001),
-            id="readiness-deadline-just-above",
+            {**DEFAULT_READINESS, "initial_delay": 5, "min_ready": 5, "deadline": 10.001},
+            as_readiness,
         ),
-        pytest.param(lambda: rolling.Readiness(check=_healthy), id="readiness-check"),
-        pytest.param(lambda: rolling.Batches("0.5%"), id="batches-half-percent"),
-        pytest.param(lambda: rolling.Batches(1, pause=rolling.Pause(5)), id="batches-pause"),
-        pytest.param(lambda: rolling.Batches(1, pause=rolling.Gate(_healthy)), id="batches-gate"),
-        pytest.param(lambda: rolling.FailurePolicy(max_failed_per_batch="0%"), id="fp-0pct"),
-        pytest.param(lambda: rolling.Backoff(factor=1, jitter=1), id="backoff-bounds"),
-        pytest.param(lambda: rolling.Pause(0), id="pause-zero"),
-        pytest.param(rolling.Pause, id="pause-until-promoted"),
-        pytest.param(lambda: rolling.Advance("0.5%"), id="advance-half-percent"),
-        pytest.param(lambda: rolling.Advance("100%"), id="advance-all"),
-        pytest.param(lambda: rolling.Waves(_zone, order=["b", "a"]), id="waves-list-order"),
+        valid(
+            "readiness-check",
+            lambda: rolling.Readiness(check=_ready),
+            {**DEFAULT_READINESS, "check": _ready},
+            as_readiness,
+        ),
+        valid(
+            "batches-half-percent",
+            lambda: rolling.Batches("0.5%"),
+            {"sizes": ("0.5%",), "pause": None, "surge": False, "wants_surge": False},
+            as_strategy,
+        ),
+        valid(
+            "batches-pause",
+            lambda: rolling.Batches(1, pause=rolling.Pause(5)),
+            {"sizes": (1,), "pause": rolling.Pause(5), "surge": False},
+            as_strategy,
+        ),
+        valid(
+            "batches-gate",
+            lambda: rolling.Batches(1, pause=rolling.Gate(_healthy)),
+            {"sizes": (1,), "pause": rolling.Gate(_healthy, name="gate", timeout=None)},
+            as_strategy,
+        ),
+        valid(
+            "fp-0pct",
+            lambda: rolling.FailurePolicy(max_failed_per_batch="0%"),
+            {
+                "retries": 0,
+                "backoff": rolling.Backoff(),
+                "max_failed": 0,
+                "max_failed_per_batch": "0%",
+                "circuit_breaker": None,
+                "restore_failed": True,
+            },
+            # A per-batch share applies to Batches only.
+            lambda v: {"failure": v, "strategy": rolling.Batches(2)},
+        ),
+        valid(
+            "backoff-bounds",
+            lambda: rolling.Backoff(factor=1, jitter=1),
+            {"initial": 1.0, "factor": 1, "maximum": 60.0, "jitter": 1},
+            lambda v: {"failure": rolling.FailurePolicy(retries=1, backoff=v)},
+        ),
+        valid("pause-zero", lambda: rolling.Pause(0), {"seconds": 0}, as_step),
+        valid("pause-until-promoted", rolling.Pause, {"seconds": None}, as_step, promotions=1),
+        valid("advance-half-percent", lambda: rolling.Advance("0.5%"), {"to": "0.5%"}, as_step),
+        valid("advance-all", lambda: rolling.Advance("100%"), {"to": "100%"}, as_step),
+        valid(
+            "waves-list-order",
+            lambda: rolling.Waves(_zone, order=["b", "a"]),
+            {"key": _zone, "order": ("b", "a")},  # the list is kept as a tuple
+            lambda v: {"waves": v},
+        ),
     ],
 )
-def test_valid_configurations_are_accepted(factory: Callable[[], object]) -> None:
-    factory()
+async def test_valid_configurations_are_accepted_kept_frozen_and_used(
+    factory: Callable[[], attrs.AttrsInstance],
+    fields: dict[str, object],
+    place: Callable[[Any], dict[str, Any]],
+    promotions: int,
+) -> None:
+    value = factory()
+    assert {name: getattr(value, name) for name in fields} == fields
+    # A frozen value object: equal to (and hashed like) one built the same way, never changed.
+    assert value == factory()
+    assert hash(value) == hash(factory())
+    first = attrs.fields(type(value))[0].name
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(value, first, getattr(value, first))
+
+    # A rollout takes it where it belongs, and runs with it to the end.
+    fleet = SimulatedFleet(4, zones=("a", "b"))
+    rollout = rolling.Rollout(fleet, "v2", router=fleet, **place(value))
+    monitor = monitor_for(rollout, fleet)
+    promoted = 0
+    async with rollout.start() as handle:
+        while not (snapshot := handle.status()).status.finished:
+            if isinstance(snapshot.step, rolling.Pause) and snapshot.step.seconds is None:
+                handle.promote()
+                promoted += 1
+            await anyio.sleep(1)
+    assert handle.result.status is rolling.RolloutStatus.SUCCEEDED, handle.result.reason
+    assert fleet.version_counts() == {"v2": 4}
+    assert promoted == promotions
+    monitor.check_result(handle.result, fleet)
 
 
 # -- 2. Kubernetes rounding ---------------------------------------------------

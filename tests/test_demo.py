@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from helpers import alive
 from rolling.cli import main
 
 DEMO = [sys.executable, "-m", "rolling", "demo"]
@@ -27,14 +28,6 @@ def run_demo(*options: str, timeout: float = 120) -> tuple[int, dict[str, Any]]:
         check=False,
     )
     return done.returncode, json.loads(done.stdout)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def descendants(pid: int) -> set[int]:

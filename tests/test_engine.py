@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 import rolling
+from helpers import MUTATING, ElasticOnly, monitor_for
 from rolling import (
     Advance,
     Batches,
@@ -56,13 +57,7 @@ def make(
         observers=observers,
         **options,
     )
-    watcher = None
-    if monitor:
-        window = rollout.window(fleet.desired)
-        watcher = InvariantMonitor(
-            fleet, max_unavailable=window.max_unavailable, max_surge=window.max_surge
-        )
-    return rollout, recorder, watcher
+    return rollout, recorder, monitor_for(rollout, fleet) if monitor else None
 
 
 def versions(fleet: SimulatedFleet) -> dict[str, int]:
@@ -117,19 +112,6 @@ async def test_elastic_surge_launches_before_taking_out() -> None:
 
 
 async def test_elastic_without_replace_or_surge_terminates_then_launches() -> None:
-    class ElasticOnly:
-        def __init__(self, fleet: SimulatedFleet) -> None:
-            self.fleet = fleet
-
-        async def list_instances(self) -> Any:
-            return await self.fleet.list_instances()
-
-        async def launch(self, version: str) -> Any:
-            return await self.fleet.launch(version)
-
-        async def terminate(self, instance: Any) -> None:
-            await self.fleet.terminate(instance)
-
     fleet = SimulatedFleet(3)
     rollout = Rollout(
         ElasticOnly(fleet), "v2", router=fleet, readiness=Readiness(check=fleet, deadline=10)
@@ -180,8 +162,7 @@ async def test_instances_on_the_target_are_skipped_and_rerun_is_a_no_op() -> Non
     second = await again.run()
     assert second.status is RolloutStatus.SUCCEEDED
     assert second.counts == {InstanceOutcome.SKIPPED: 4}
-    mutating = {"replace", "launch", "terminate", "detach", "attach"}
-    assert not [c for c in fleet.calls[calls_before:] if c.op in mutating]
+    assert not [c for c in fleet.calls[calls_before:] if c.op in MUTATING]
 
 
 async def test_already_unhealthy_instances_go_first_and_cost_no_availability() -> None:

@@ -22,15 +22,14 @@ import attrs
 import pytest
 
 from haproxy_harness import (
-    LOOPBACK,
     App,
     HAProxy,
-    free_port,
     http_get,
     render_config,
     require_haproxy,
     running_haproxy,
 )
+from helpers import LOOPBACK, Node, free_port
 from rolling import ConfigError, Readiness, Rollout, RolloutResult, RolloutStatus
 from rolling.checks import HTTPCheck, TCPCheck
 from rolling.routers.haproxy import (
@@ -52,14 +51,6 @@ DOCS = Path(__file__).parent.parent / "docs" / "haproxy.md"
 def haproxy_binary() -> str:
     """The haproxy binary (fails under CI, skips elsewhere, when there is none)."""
     return require_haproxy()
-
-
-@attrs.frozen
-class Node:
-    id: str
-    port: int
-    host: str = LOOPBACK
-    version: str = "v1"
 
 
 @attrs.define(eq=False)

@@ -5,38 +5,22 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
+from helpers import MUTATING, rollout_for
 from rolling import (
     FileJournal,
     FileLock,
     InstanceOutcome,
     JournalError,
     LockedError,
-    Readiness,
-    Rollout,
     RolloutStatus,
 )
 from rolling.testing import Latency, SimulatedFleet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
-
-
-MUTATING = frozenset({"replace", "launch", "terminate", "detach", "attach"})
-
-
-def rollout_for(fleet: SimulatedFleet, journal: Path, **options: Any) -> Rollout[Any]:
-    return Rollout(
-        fleet,
-        options.pop("target", "v2"),
-        router=fleet,
-        readiness=Readiness(check=fleet, period=1, deadline=30),
-        journal=FileJournal(journal),
-        **options,
-    )
 
 
 async def test_file_journal_round_trip_mode_and_group_commit(tmp_path: Path) -> None:
@@ -82,10 +66,10 @@ async def test_a_second_controller_is_refused_and_told_who_holds_the_lock(tmp_pa
 
 async def test_a_rollout_holds_the_lock_next_to_its_journal(tmp_path: Path) -> None:
     fleet = SimulatedFleet(3, latency=Latency(replace=0.3))
-    rollout = rollout_for(fleet, tmp_path / "j.jsonl")
+    rollout = rollout_for(fleet, FileJournal(tmp_path / "j.jsonl"))
     async with rollout.start() as handle:
         await anyio.sleep(0.1)
-        other = rollout_for(SimulatedFleet(3), tmp_path / "j.jsonl")
+        other = rollout_for(SimulatedFleet(3), FileJournal(tmp_path / "j.jsonl"))
         with pytest.raises(LockedError):
             await other.run()
     assert handle.result.status is RolloutStatus.SUCCEEDED
@@ -93,8 +77,10 @@ async def test_a_rollout_holds_the_lock_next_to_its_journal(tmp_path: Path) -> N
 
 async def test_a_finished_journal_starts_a_new_rollout(tmp_path: Path) -> None:
     fleet = SimulatedFleet(3)
-    assert (await rollout_for(fleet, tmp_path / "j").run()).status is RolloutStatus.SUCCEEDED
-    again = await rollout_for(fleet, tmp_path / "j").run()
+    assert (
+        await rollout_for(fleet, FileJournal(tmp_path / "j")).run()
+    ).status is RolloutStatus.SUCCEEDED
+    again = await rollout_for(fleet, FileJournal(tmp_path / "j")).run()
     assert again.counts == {InstanceOutcome.SKIPPED: 3}
     records = await FileJournal(tmp_path / "j").load()
     assert [r["t"] for r in records if r["t"] in {"begin", "end"}] == ["begin", "end"] * 2
@@ -103,15 +89,15 @@ async def test_a_finished_journal_starts_a_new_rollout(tmp_path: Path) -> None:
 async def test_another_target_or_fleet_or_a_broken_journal_changes_nothing(tmp_path: Path) -> None:
     fleet = SimulatedFleet(4, latency=Latency(replace=0.2))
     with anyio.move_on_after(0.3):
-        await rollout_for(fleet, tmp_path / "j").run()
+        await rollout_for(fleet, FileJournal(tmp_path / "j")).run()
     calls = len(fleet.calls)
     with pytest.raises(JournalError, match="unfinished rollout to 'v2', not 'v3'"):
-        await rollout_for(fleet, tmp_path / "j", target="v3").run()
+        await rollout_for(fleet, FileJournal(tmp_path / "j"), target="v3").run()
     other = SimulatedFleet(ids=["x-1", "x-2"])
     with pytest.raises(JournalError, match="another fleet"):
-        await rollout_for(other, tmp_path / "j").run()
+        await rollout_for(other, FileJournal(tmp_path / "j")).run()
     (tmp_path / "k").write_text('{"t": "begin", "target": "v2", "fleet": []}\ngarbage\n{}\n')
     with pytest.raises(JournalError, match="line 2"):
-        await rollout_for(fleet, tmp_path / "k").run()
+        await rollout_for(fleet, FileJournal(tmp_path / "k")).run()
     assert not [c for c in fleet.calls[calls:] if c.op in MUTATING]
     assert not [c for c in other.calls if c.op in MUTATING]

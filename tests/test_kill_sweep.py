@@ -46,6 +46,7 @@ import attrs
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from helpers import alive, start_time
 from killsweep.remote_router import RemoteBalancerRouter
 from rolling.checks import HTTPCheck
 from rolling.demo import app
@@ -76,20 +77,6 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def stat_of(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text.rpartition(")")[2].split()
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs: it exists and is not a zombie (init here does not reap orphans)."""
-    fields = stat_of(pid)
-    return fields is not None and fields[0] != "Z"
 
 
 def tagged(tag: str) -> set[int]:
@@ -382,10 +369,8 @@ class Sweep:
         assert {e["version"] for e in fleet} == {version}, fleet
         pids = {int(e["pid"]) for e in fleet}
         for entry in fleet:
-            fields = stat_of(int(entry["pid"]))
-            assert fields is not None, entry
-            assert fields[0] != "Z", entry
-            assert int(fields[19]) == entry["start"], entry
+            assert alive(int(entry["pid"])), entry
+            assert start_time(int(entry["pid"])) == entry["start"], entry
         attached = await RemoteBalancerRouter(self.control).attached()
         assert sorted(attached) == sorted(e["id"] for e in fleet), self.tail()
         load = LoadGenerator("127.0.0.1", self.port)

@@ -384,6 +384,7 @@ async def test_a_true_rollback_passes() -> None:
             reason="gate failed",
         )
     )
+    assert monitor.violations == []
 
 
 # ---------------------------------------------------------------- leaks

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
 import rolling
+from helpers import (
+    CANCEL_DELAYS,
+    LOOPBACK,
+    free_port,
+    gone_or_zombie,
+    http_get,
+    launch_and_replace_cancelled,
+    probe,
+    processes_with,
+    wait_healthy,
+)
 from rolling.drivers.process import ProcessDriver, ProcessDriverError, ProcessInstance
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
@@ -61,48 +72,6 @@ def ignore_sigterm(version: str, port: int) -> Sequence[str]:
     return [sys.executable, "-c", IGNORE_SIGTERM, version, str(port)]
 
 
-# --------------------------------------------------------------------- HTTP
-
-
-async def http_get(
-    instance: ProcessInstance, path: str = "/", within: float = 5.0
-) -> tuple[int, dict[str, str], str]:
-    """One raw HTTP/1.1 GET; the status, the headers (lower-case names) and the body."""
-    with anyio.fail_after(within):
-        async with await anyio.connect_tcp(instance.host, instance.port) as stream:
-            request = f"GET {path} HTTP/1.1\r\nHost: {instance.host}\r\nConnection: close\r\n\r\n"
-            await stream.send(request.encode())
-            data = b""
-            try:
-                while True:
-                    data += await stream.receive()
-            except anyio.EndOfStream:
-                pass
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode().split("\r\n")
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    assert int(headers["content-length"]) == len(body), "truncated response"
-    return int(status_line.split()[1]), headers, body.decode()
-
-
-async def probe(instance: ProcessInstance) -> bool:
-    try:
-        status, _, _ = await http_get(instance, "/healthz", within=1.0)
-    except OSError:
-        return False
-    return status == 200
-
-
-async def wait_healthy(instances: Sequence[ProcessInstance], deadline: float = 10.0) -> None:
-    with anyio.fail_after(deadline):
-        for instance in instances:
-            while not await probe(instance):  # noqa: ASYNC110 - polling a real process over TCP
-                await anyio.sleep(0.05)
-
-
 # ---------------------------------------------------------------- processes
 
 
@@ -115,35 +84,11 @@ def gone(pid: int) -> bool:
     return False
 
 
-def gone_or_zombie(pid: int) -> bool:
-    """For a process that is not our child: its reaping is its new parent's business."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
 async def wait_for_output(log: Path, text: str, count: int = 1) -> str:
     with anyio.fail_after(10):
         while (output := await anyio.Path(log).read_text()).count(text) < count:  # noqa: ASYNC110 - a real process's output
             await anyio.sleep(0.02)
     return output
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of every live process whose command line contains ``marker``."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 # -------------------------------------------------------------------- tests
@@ -292,17 +237,9 @@ async def test_cancelling_launch_and_replace_leaks_nothing() -> None:
     marker = f"leak-{uuid.uuid4().hex}"
     async with ProcessDriver(demo()) as driver:
         (instance,) = await driver.spawn(1, marker)
-        for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.01):
-            with anyio.move_on_after(delay):
-                await driver.launch(marker)
-            with anyio.move_on_after(delay):
-                instance = await driver.replace(instance, marker)
-            # Whatever was cancelled, the driver owns exactly what it lists.
-            listed = await driver.list_instances()
-            assert driver.pids() == {i.pid for i in listed}
-            alive = await anyio.to_thread.run_sync(processes_with, marker)
-            assert set(alive) <= driver.pids()
-    assert await anyio.to_thread.run_sync(processes_with, marker) == []
+        for delay in CANCEL_DELAYS:
+            instance = await launch_and_replace_cancelled(driver, instance, delay)
+    assert await anyio.to_thread.run_sync(partial(processes_with, marker, zombies=True)) == []
 
 
 async def test_misuse_is_reported() -> None:
@@ -445,15 +382,8 @@ async def test_demo_app_never_ready() -> None:
 
 async def refused(port: int) -> bool:
     try:
-        stream = await anyio.connect_tcp("127.0.0.1", port)
+        stream = await anyio.connect_tcp(LOOPBACK, port)
     except OSError:
         return True
     await stream.aclose()
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port

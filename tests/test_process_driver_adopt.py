@@ -20,9 +20,17 @@ from typing import Any
 import anyio
 import pytest
 
+from helpers import (
+    CANCEL_DELAYS,
+    gone_or_zombie,
+    launch_and_replace_cancelled,
+    processes_with,
+    start_time,
+    wait_healthy,
+)
 from rolling import ConfigError
 from rolling.demo import app
-from rolling.drivers.process import ProcessDriver, ProcessDriverError, ProcessInstance
+from rolling.drivers.process import ProcessDriver, ProcessDriverError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
@@ -51,60 +59,6 @@ def state_of(path: Path) -> dict[str, Any]:
 
 def mode_of(path: Path) -> int:
     return path.stat().st_mode & 0o777
-
-
-def start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    return int(stat.rpartition(")")[2].split()[19])
-
-
-def gone_or_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of every process (zombies excluded) whose command line contains ``marker``."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and not gone_or_zombie(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-async def healthy(instance: ProcessInstance) -> bool:
-    try:
-        with anyio.fail_after(1):
-            async with await anyio.connect_tcp(instance.host, instance.port) as stream:
-                await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = b""
-                try:
-                    while True:
-                        data += await stream.receive()
-                except anyio.EndOfStream:
-                    pass
-    except (OSError, TimeoutError, anyio.BrokenResourceError):
-        return False
-    return data.startswith(b"HTTP/1.1 200")
-
-
-async def wait_healthy(instances: Sequence[ProcessInstance]) -> None:
-    with anyio.fail_after(10):
-        for instance in instances:
-            while not await healthy(instance):  # noqa: ASYNC110 - polling a real process over TCP
-                await anyio.sleep(0.05)
 
 
 async def wait_gone(pid: int, within: float = 10) -> None:
@@ -354,14 +308,7 @@ async def test_cancelled_calls_leave_the_state_file_true(tmp_path: Path, marker:
     path = tmp_path / "fleet.json"
     async with ProcessDriver(command, state_file=path, keep_on_exit=False) as driver:
         (instance,) = await driver.spawn(1, marker)
-        for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.01):
-            with anyio.move_on_after(delay):
-                await driver.launch(marker)
-            with anyio.move_on_after(delay):
-                instance = await driver.replace(instance, marker)
-            listed = await driver.list_instances()
-            assert driver.pids() == {i.pid for i in listed}
+        for delay in CANCEL_DELAYS:
+            instance = await launch_and_replace_cancelled(driver, instance, delay)
             assert {e["pid"] for e in state_of(path)["instances"]} == driver.pids()
-            alive = await anyio.to_thread.run_sync(processes_with, marker)
-            assert set(alive) <= driver.pids()
     assert await anyio.to_thread.run_sync(processes_with, marker) == []

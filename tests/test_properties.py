@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import rolling
+from helpers import ElasticOnly, monitor_for
 from rolling import Batches, FailurePolicy, Readiness, RollingUpdate, Rollout, RolloutStatus
 from rolling.testing import EventRecorder, Fault, InvariantMonitor, Latency, SimulatedFleet
 
@@ -26,22 +27,6 @@ pytestmark = pytest.mark.anyio
 
 EXAMPLES = int(os.environ.get("ROLLING_PROPERTY_EXAMPLES", "300"))
 """Per backend; both backends run, so the default is 600 scenarios per run."""
-
-
-class ElasticOnly:
-    """Hides ``replace`` so the engine must terminate and launch."""
-
-    def __init__(self, fleet: SimulatedFleet) -> None:
-        self.fleet = fleet
-
-    async def list_instances(self) -> Any:
-        return await self.fleet.list_instances()
-
-    async def launch(self, version: str) -> Any:
-        return await self.fleet.launch(version)
-
-    async def terminate(self, instance: Any) -> None:
-        await self.fleet.terminate(instance)
 
 
 @attrs.frozen
@@ -180,13 +165,7 @@ async def run_scenario(scenario: Scenario) -> tuple[InvariantMonitor, rolling.Ro
         seed=scenario.seed,
         observers=[recorder],
     )
-    window = rollout.window(fleet.desired)
-    monitor = InvariantMonitor(
-        fleet,
-        max_unavailable=window.max_unavailable,
-        max_surge=window.max_surge,
-        raise_immediately=False,
-    )
+    monitor = monitor_for(rollout, fleet, raise_immediately=False)
     result: rolling.RolloutResult | None = None
     if scenario.interrupt == "cancel":
         with anyio.move_on_after(scenario.interrupt_at):

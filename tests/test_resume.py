@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 import rolling
+from helpers import MUTATING, monitor_for, rollout_for
 from rolling import (
     InstanceOutcome,
     JournalError,
@@ -20,26 +21,12 @@ from rolling._recovery import reconcile, recover
 from rolling.testing import (
     EventRecorder,
     FleetChange,
-    InvariantMonitor,
     Latency,
     MemoryJournal,
     SimulatedFleet,
 )
 
 pytestmark = pytest.mark.anyio
-
-MUTATING = frozenset({"replace", "launch", "terminate", "detach", "attach"})
-
-
-def rollout_for(fleet: SimulatedFleet, journal: MemoryJournal, **options: Any) -> Rollout[Any]:
-    return Rollout(
-        fleet,
-        options.pop("target", "v2"),
-        router=fleet,
-        readiness=Readiness(check=fleet, period=1, deadline=30),
-        journal=journal,
-        **options,
-    )
 
 
 def test_recovery_rules_on_a_hand_written_journal() -> None:
@@ -109,13 +96,7 @@ async def test_cancel_at_every_effect_then_resume_from_the_journal(shape: Any) -
     for k in range(1, effects + 1):
         journal = MemoryJournal()
         fleet, first = shape(journal)()
-        window = first.window(fleet.desired)
-        monitor = InvariantMonitor(
-            fleet,
-            max_unavailable=window.max_unavailable,
-            max_surge=window.max_surge,
-            raise_immediately=False,
-        )
+        monitor = monitor_for(first, fleet, raise_immediately=False)
         seen = 0
         scope = anyio.CancelScope()
 

@@ -90,7 +90,7 @@ def test_the_conftest_and_the_property_recipe_run(tmp_path: Path) -> None:
     shutil.copy(EXAMPLE, tmp_path / "deploy.py")
 
     completed = run_pytest(
-        "--hypothesis-seed=0", "test_rollout_properties.py", cwd=tmp_path, timeout=30
+        "--hypothesis-seed=0", "test_rollout_properties.py", cwd=tmp_path, timeout=120
     )
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
