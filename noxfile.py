@@ -48,8 +48,9 @@ def tests(session: nox.Session) -> None:
 
     It runs under coverage.py, subprocesses included, and reports branch coverage of
     src/rolling (settings in pyproject.toml), failing below its ``fail_under``. The property
-    tests run unmeasured, after the rest (see PROPERTY_TESTS), and print their durations. ``nox -s tests -- tests/test_x.py`` runs the tests named, all measured; the report
-    is shown, but a part of the suite is not held to the whole suite's minimum.
+    tests run unmeasured, after the rest (see PROPERTY_TESTS), and print their durations.
+    ``nox -s tests -- tests/test_x.py`` runs the tests named, all measured; the report is
+    shown, but a part of the suite is not held to the whole suite's minimum.
     """
     session.install(".[tests]")
     session.run("coverage", "erase")
