@@ -36,6 +36,9 @@ __all__ = ["UnitPrograms"]
 
 Program = Generator[Any, Any, Any]
 
+_ROUTING = {True: Phase.ATTACHING, False: Phase.DETACHING}
+_ROUTED = {True: Phase.ATTACHED, False: Phase.DETACHED}
+
 
 class UnitPrograms:
     """Builds unit programs for one machine."""
@@ -223,62 +226,55 @@ class UnitPrograms:
         self, slot: Slot, instance: Any, version: str, *, extra: bool = False
     ) -> Iterable[Any]:
         """Take ``instance`` out of traffic."""
-        if self._router or self._hooks:
-            return self._detach(slot, instance, version, extra=extra)
-        # Nothing to call: only the bookkeeping, without a generator per instance.
-        machine = self._m
-        machine.phase(slot, Phase.DETACHING, version, instance=instance)
-        if extra:
-            slot.extra_attached = False
-        else:
-            slot.attached = False
-        machine.phase(slot, Phase.DETACHED, version, instance=instance)
-        return ()
-
-    def _detach(self, slot: Slot, instance: Any, version: str, *, extra: bool) -> Program:
-        hooks = self._hooks
-        if hooks:
-            yield from self.hook("before_detach", instance)
-        self._m.phase(slot, Phase.DETACHING, version, instance=instance)
-        if self._router:
-            yield from self.call(slot, "detach", instance, version, "router.detach", instance)
-        if extra:
-            slot.extra_attached = False
-        else:
-            slot.attached = False
-        self._m.phase(slot, Phase.DETACHED, version, instance=instance)
-        if hooks:
-            yield from self.hook("after_detach", instance)
+        return self._route(slot, instance, version, into=False, extra=extra)
 
     def attach(
         self, slot: Slot, instance: Any, version: str, *, extra: bool = False
     ) -> Iterable[Any]:
         """Put ``instance`` in traffic."""
+        return self._route(slot, instance, version, into=True, extra=extra)
+
+    def _route(
+        self, slot: Slot, instance: Any, version: str, *, into: bool, extra: bool
+    ) -> Iterable[Any]:
         if self._router or self._hooks:
-            return self._attach(slot, instance, version, extra=extra)
-        machine = self._m
-        machine.phase(slot, Phase.ATTACHING, version, instance=instance)
-        if extra:
-            slot.extra_attached = True
-        else:
-            slot.attached = True
-        machine.phase(slot, Phase.ATTACHED, version, instance=instance)
+            return self._route_calls(slot, instance, version, into=into, extra=extra)
+        # Nothing to call: only the bookkeeping, without a generator per instance.
+        self._routed(slot, instance, version, into=into, extra=extra)
         return ()
 
-    def _attach(self, slot: Slot, instance: Any, version: str, *, extra: bool) -> Program:
-        hooks = self._hooks
-        if hooks:
-            yield from self.hook("before_attach", instance)
-        self._m.phase(slot, Phase.ATTACHING, version, instance=instance)
+    def _route_calls(
+        self, slot: Slot, instance: Any, version: str, *, into: bool, extra: bool
+    ) -> Program:
+        op = "attach" if into else "detach"
+        if self._hooks:
+            yield from self.hook(f"before_{op}", instance)
+        self._m.phase(slot, _ROUTING[into], version, instance=instance)
         if self._router:
-            yield from self.call(slot, "attach", instance, version, "router.attach", instance)
+            yield from self.call(slot, op, instance, version, f"router.{op}", instance)
+        self._routed(slot, instance, version, into=into, extra=extra, announced=True)
+        if self._hooks:
+            yield from self.hook(f"after_{op}", instance)
+
+    def _routed(
+        self,
+        slot: Slot,
+        instance: Any,
+        version: str,
+        *,
+        into: bool,
+        extra: bool,
+        announced: bool = False,
+    ) -> None:
+        """Record that ``instance`` went in (or out of) traffic, with its two phases."""
+        machine = self._m
+        if not announced:
+            machine.phase(slot, _ROUTING[into], version, instance=instance)
         if extra:
-            slot.extra_attached = True
+            slot.extra_attached = into
         else:
-            slot.attached = True
-        self._m.phase(slot, Phase.ATTACHED, version, instance=instance)
-        if hooks:
-            yield from self.hook("after_attach", instance)
+            slot.attached = into
+        machine.phase(slot, _ROUTED[into], version, instance=instance)
 
     def _terminate(self, slot: Slot, instance: Any, version: str) -> Program:
         hooks = self._hooks
