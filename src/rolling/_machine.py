@@ -172,11 +172,6 @@ class Machine:
         """Whether waits started now can be interrupted by a trigger."""
         return not (self._stop_mode is not None and not self._rolling_back)
 
-    @property
-    def rolling_back(self) -> bool:
-        """Whether the rollback pass runs."""
-        return self._rolling_back
-
     # ------------------------------------------------------------ events
 
     def emit(self, event_type: type[Event], **fields: Any) -> None:
