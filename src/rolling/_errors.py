@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ControlError", "RollingError", "RolloutAlreadyStartedError"]
+__all__ = [
+    "ConfigError",
+    "ControlError",
+    "RollingError",
+    "RolloutAlreadyStartedError",
+    "one_error",
+]
 
 
 class RollingError(Exception):
@@ -34,3 +40,19 @@ class ControlError(RollingError, RuntimeError):
 
 class RolloutAlreadyStartedError(RollingError, RuntimeError):
     """A :class:`~rolling.Rollout` object runs once; build a new one to run again."""
+
+
+def one_error(errors: list[Exception]) -> Exception:
+    """The one error a rollout raises for ``errors``: the error itself when alone.
+
+    Several come as a :class:`RollingError` naming the first, whose ``__cause__``
+    is the group of them, so a caller never needs ``except*``.
+    """
+    if len(errors) == 1:
+        return errors[0]
+    error = RollingError(
+        f"the rollout stopped on {len(errors)} errors; the first: "
+        f"{type(errors[0]).__name__}: {errors[0]}"
+    )
+    error.__cause__ = ExceptionGroup("errors during the rollout", errors)
+    return error

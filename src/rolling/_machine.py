@@ -247,8 +247,6 @@ class Machine:
     def fail(self, reason: str) -> None:
         """An error the rollout cannot go on after (an observer raised): halt at once."""
         self.trigger(reason, RollbackMode.HALT, RolloutStatus.HALTED)
-        if self._rolling_back:
-            self._stop_pass()
 
     def trigger(self, reason: str, mode: RollbackMode, status: RolloutStatus) -> None:
         """Stop starting work, interrupt waits, and remember what to do next."""

@@ -10,7 +10,7 @@ from typing import Any, Generic, cast
 import anyio
 import attrs
 
-from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
+from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError, one_error
 from ._journal import FileJournal
 from ._lock import FileLock
 from ._machine import Machine
@@ -25,10 +25,9 @@ from ._policies import (
 )
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
-from ._settings import Settings
+from ._settings import Settings, check_steps
 from ._steps import Advance, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
-from ._validate import percent_of
 from .events import Event
 from .health import CheckFunction, as_check_function
 from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Journal, Lock, Observer, Router
@@ -225,7 +224,7 @@ class Rollout(Generic[InstanceT]):
     @property
     def surge_enabled(self) -> bool:
         """Whether this rollout may launch instances before taking old ones out."""
-        return self.strategy.wants_surge and self.can_launch
+        return self._settings.surge_enabled
 
     def window(self, desired: int) -> ResolvedWindow:
         """The availability budget for a fleet of ``desired`` instances.
@@ -299,12 +298,9 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             pending.extend(reversed(members))
         else:
             leaves.append(exc)
-    if len(leaves) == 1:
-        return leaves[0]
-    if all(isinstance(leaf, Exception) for leaf in leaves):
-        error = RollingError(f"the rollout ended with {len(leaves)} errors: {leaves!r}")
-        error.__cause__ = group
-        return error
+    errors = [leaf for leaf in leaves if isinstance(leaf, Exception)]
+    if len(errors) == len(leaves):
+        return one_error(errors)
     # A cancellation or an interrupt among several: it must propagate as it is.
     return group
 
@@ -374,23 +370,6 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
     return ProgressDeadline(float(value), DeadlineAction.ROLLBACK)
 
 
-def _check_advances(steps: tuple[Step, ...]) -> None:
-    """Advance targets of one kind (counts, or percentages) must not go back."""
-    last: dict[type, float] = {}
-    for index, step in enumerate(steps):
-        if not isinstance(step, Advance):
-            continue
-        value = step.to if isinstance(step.to, int) else float(percent_of(step.to))
-        kind = type(step.to)
-        if kind in last and value < last[kind]:
-            raise ConfigError(
-                f"Rollout.steps[{index}]",
-                f"Advance({step.to!r}) goes back from an earlier Advance",
-                "list Advance targets in increasing order",
-            )
-        last[kind] = value
-
-
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
     if isinstance(steps, Advance | Pause | Gate):
         raise ConfigError(
@@ -406,7 +385,7 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
                 f"expected Advance, Pause or Gate, got {step!r}",
                 "build steps with rolling.Advance, rolling.Pause and rolling.Gate",
             )
-    _check_advances(result)
+    check_steps(result)
     return result
 
 

@@ -47,7 +47,7 @@ from ._effects import (
     WaitReady,
     WaitStep,
 )
-from ._errors import RollingError
+from ._errors import one_error
 from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
@@ -110,7 +110,7 @@ class Runner:
         self._cancelling = False
         self._cleanup_deadline = math.inf
         self._finished = False
-        self._errors: list[BaseException] = []
+        self._errors: list[Exception] = []
 
     # -------------------------------------------------------- the outside
 
@@ -118,10 +118,6 @@ class Runner:
     def machine(self) -> Machine:
         """The machine this runner carries out."""
         return self._m
-
-    def now(self) -> float:
-        """The loop's time."""
-        return self._clock()
 
     def subscribe(self) -> EventStream:
         """A stream of every event from now on."""
@@ -161,7 +157,7 @@ class Runner:
         assert result is not None  # noqa: S101 - every path above ends the machine
         await self._after_rollout(result)
         if self._errors:
-            raise _one_error(self._errors)
+            raise one_error(self._errors)
         return result
 
     async def _run_locked(self) -> None:
@@ -195,7 +191,7 @@ class Runner:
         self._m.finish(status, reason)
         self._flush()
 
-    def _error(self, exc: BaseException) -> None:
+    def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
         self._errors.append(exc)
         if len(self._errors) == 1:
@@ -554,15 +550,3 @@ class Runner:
         if journal is not None:
             with anyio.CancelScope(shield=True):
                 await journal.close()
-
-
-def _one_error(errors: list[BaseException]) -> BaseException:
-    """The error ``run()`` raises: the first one; several are chained as a group."""
-    if len(errors) == 1:
-        return errors[0]
-    error = RollingError(
-        f"the rollout stopped on {len(errors)} errors; the first: "
-        f"{type(errors[0]).__name__}: {errors[0]}"
-    )
-    error.__cause__ = BaseExceptionGroup("errors during the rollout", errors)
-    return error

@@ -17,7 +17,7 @@ from ._steps import Advance, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from ._validate import percent_of
 
-__all__ = ["Settings", "advance_target", "check_fleet"]
+__all__ = ["Settings", "advance_target", "check_fleet", "check_steps"]
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +96,26 @@ def advance_target(to: int | str, desired: int) -> int:
     if isinstance(to, int):
         return min(to, desired)
     return math.ceil(percent_of(to) * desired / 100)
+
+
+def check_steps(steps: tuple[Step, ...]) -> None:
+    """At construction: Advance targets of one kind (counts, or percentages) never go back.
+
+    Counts against percentages need the fleet's size: :func:`check_fleet` does those.
+    """
+    last: dict[type, float] = {}
+    for index, step in enumerate(steps):
+        if not isinstance(step, Advance):
+            continue
+        value = step.to if isinstance(step.to, int) else float(percent_of(step.to))
+        kind = type(step.to)
+        if kind in last and value < last[kind]:
+            raise ConfigError(
+                f"Rollout.steps[{index}]",
+                f"Advance({step.to!r}) goes back from an earlier Advance",
+                "list Advance targets in increasing order",
+            )
+        last[kind] = value
 
 
 def check_fleet(steps: tuple[Step, ...], desired: int) -> None:

@@ -85,31 +85,33 @@ class EventStream(anyio.abc.ObjectReceiveStream[Event]):
         await anyio.lowlevel.checkpoint()
 
 
+def _running_trio() -> Any:
+    """The trio module when trio runs this task, else None (a trio loop needs it imported)."""
+    trio: Any = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return None  # trio is imported, but this is asyncio
+    return trio
+
+
 def loop_clock() -> Callable[[], float]:
     """The running event loop's clock, looked up once (``anyio.current_time`` asks every call)."""
-    trio: Any = sys.modules.get("trio")  # a trio loop runs only if trio was imported
+    trio = _running_trio()
     if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            pass  # trio is imported, but this is asyncio
-        else:
-            clock: Callable[[], float] = trio.current_time
-            return clock
+        clock: Callable[[], float] = trio.current_time
+        return clock
     return asyncio.get_running_loop().time
 
 
 def loop_checkpoint() -> Callable[[], Awaitable[None]]:
     """The running event loop's checkpoint, looked up once (anyio's looks up the backend)."""
-    trio: Any = sys.modules.get("trio")
+    trio = _running_trio()
     if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            pass
-        else:
-            checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
-            return checkpoint
+        checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
+        return checkpoint
     return _asyncio_checkpoint
 
 
