@@ -68,7 +68,7 @@ class Barrier:
     wave: int | None = None
 
 
-@attrs.frozen
+@attrs.define  # not frozen: made for every unit, and nobody changes one
 class Start:
     """Start unit ``index`` in ``mode``; ``capacity``: one instance of capacity is reserved."""
 
@@ -179,6 +179,21 @@ class Ledger:
         if not starts and not self.in_flight:
             return Poll(stuck=True)
         return Poll(starts=tuple(starts))
+
+    def window_starts(self) -> list[Start]:
+        """After a unit ended: what the sliding window starts now, as :meth:`poll` would.
+
+        Empty when only :meth:`poll` can tell what comes next (lockstep batches, a
+        stop, a pause, a barrier reached, the end, a stuck ledger).
+        """
+        if self._lockstep or self.stopping or self.paused:
+            return []
+        limit = self._count
+        if self._next_barrier < len(self._barriers):
+            limit = min(self._barriers[self._next_barrier].position, limit)
+        if self.cursor >= limit:
+            return []
+        return self._window_starts(limit)
 
     def pass_barrier(self) -> None:
         """The engine ran the reached barrier's steps; move past it."""

@@ -98,7 +98,8 @@ class Machine:
 
     def __init__(self, settings: Settings, *, listening: bool) -> None:
         self._s = settings
-        self._listening = listening
+        self.listening = listening
+        """Whether events are made at all (read it; :meth:`listen` sets it)."""
         self._now = 0.0
         self._wall_offset = 0.0
         self._events: list[Event] = []
@@ -153,14 +154,9 @@ class Machine:
         """Whether events or signals wait to be taken."""
         return bool(self._events) or self._signals != 0
 
-    @property
-    def listening(self) -> bool:
-        """Whether events are made at all."""
-        return self._listening
-
     def listen(self) -> None:
         """Someone subscribed: make events from now on."""
-        self._listening = True
+        self.listening = True
 
     @property
     def stopping(self) -> bool:
@@ -176,7 +172,7 @@ class Machine:
 
     def emit(self, event_type: type[Event], **fields: Any) -> None:
         """Make an event, stamped with the machine's time."""
-        if self._listening:
+        if self.listening:
             now = self._now
             self._events.append(event_type(at=now, wall=now + self._wall_offset, **fields))
 
@@ -184,20 +180,25 @@ class Machine:
         self, slot: Slot, phase: Phase, version: str, reason: str = "", instance: Any = None
     ) -> None:
         """Announce that ``slot`` reached ``phase``."""
-        if not self._listening:
+        if not self.listening:
             return
         live = instance
         if live is None:
             live = slot.extra if slot.extra is not None else slot.live
-        self.emit(
-            InstancePhaseChanged,
-            instance_id=slot.key,
-            phase=phase,
-            version=version,
-            attempt=max(1, slot.attempts),
-            current_id=None if live is None else live.id,
-            reason=reason,
-            rollback=self._rolling_back,
+        now = self._now
+        # emit()'s work written out: this is most of a rollout's events.
+        self._events.append(
+            InstancePhaseChanged(
+                at=now,
+                wall=now + self._wall_offset,
+                instance_id=slot.key,
+                phase=phase,
+                version=version,
+                attempt=slot.attempts or 1,
+                current_id=None if live is None else live.id,
+                reason=reason,
+                rollback=self._rolling_back,
+            )
         )
 
     def set_status(self, status: RolloutStatus) -> None:
@@ -340,8 +341,8 @@ class Machine:
         if settings.journaled:
             recovered = recover((yield LoadJournal()), target=settings.target)
         instances = list((yield ListInstances()))
-        ids = collections.Counter(i.id for i in instances)
-        if len(ids) != len(instances):
+        if len({i.id for i in instances}) != len(instances):
+            ids = collections.Counter(i.id for i in instances)
             duplicates = sorted(i for i, count in ids.items() if count > 1)
             msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
             raise RollingError(msg)

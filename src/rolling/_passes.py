@@ -76,7 +76,7 @@ class Start:
     @property
     def mode(self) -> Mode:
         """How the unit replaces its instance."""
-        return self.reserved.mode
+        return self.reserved.mode  # pragma: no cover - the hot path reads reserved.mode
 
 
 class Passes:
@@ -227,10 +227,11 @@ class Passes:
         """Turn the ledger's starts into units, announcing the waves they open."""
         plan = run.plan
         units = plan.units
+        waves = plan.groups.waves
         result: list[Start] = []
         for start in starts:
             slot = units[start.index]
-            wave = plan.groups.opens_wave(start.index)
+            wave = plan.groups.opens_wave(start.index) if waves else None
             if wave is not None:
                 first, end = plan.groups.waves[wave]
                 key = plan.wave_keys[wave] if plan.wave_keys else None
@@ -257,15 +258,11 @@ class Passes:
         What only the main program may do (reach a barrier, finish, handle a stuck
         ledger, open a lockstep batch, whose hook runs first) wakes it instead.
         """
-        self._m.signal(_WAKE)
-        ledger = run.ledger
-        if ledger.lockstep or ledger.stopping:
+        starts = run.ledger.window_starts()
+        if not starts:
+            self._m.signal(_WAKE)
             return []
-        poll = ledger.poll()
-        if not poll.starts:
-            return []
-        self._m.unsignal(_WAKE)
-        return self._open(run, poll.starts)
+        return self._open(run, starts)
 
     def _stuck(self, run: Pass) -> None:
         machine = self._m

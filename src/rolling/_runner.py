@@ -51,7 +51,7 @@ from ._errors import one_error
 from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
-from ._stream import EventStream, loop_checkpoint, loop_clock
+from ._stream import EventStream, loop_checkpoint, loop_clock, loop_deadline
 from .events import Event
 from .health import probe_once
 
@@ -61,6 +61,15 @@ if TYPE_CHECKING:
 __all__ = ["Runner"]
 
 _SURVEY_WORKERS = 64
+_UNITS_PER_CHECKPOINT = 32
+"""A worker leaves the event loop at least this often, even when its units never wait.
+
+A unit whose driver waits on anything has already given other tasks their turn; one whose
+calls return at once (an in-memory driver) must not keep the loop to itself, but a loop turn
+after each of them costs more than the unit. Every 32nd bounds the delay of another task at
+32 such units (about a millisecond). A cancellation does not wait for it: the worker asks
+the loop whether its task was cancelled after every unit (a cheap question, no loop turn).
+"""
 
 
 class _Deadline:
@@ -100,12 +109,12 @@ class Runner:
         self._streams: list[EventStream] = []
         self._clock: Callable[[], float] = time.monotonic
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
+        self._deadline: Callable[[], float] = anyio.current_effective_deadline
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
         self._step_event: anyio.Event | None = None
         self._interruptible: set[anyio.CancelScope] = set()
         self._deadlines: deque[_Deadline] = deque()
-        self._timer_wake = anyio.Event()
         self._timer_on = False
         self._cancelling = False
         self._cleanup_deadline = math.inf
@@ -142,6 +151,7 @@ class Runner:
         machine = self._m
         self._clock = loop_clock()
         self._checkpoint = loop_checkpoint()
+        self._deadline = loop_deadline()
         machine.start(self._clock(), time.time())
         self._flush()
         lock = self._rollout.lock
@@ -222,17 +232,20 @@ class Runner:
 
     def _deliver(self, events: list[Event]) -> None:
         observers = self._observers
+        if observers:
+            for event in events:
+                for observer in observers:
+                    try:
+                        observer(event)
+                    except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                        observers.remove(observer)
+                        self._error(exc)
         streams = self._streams
-        for event in events:
-            for observer in observers:
-                try:
-                    observer(event)
-                except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
-                    observers.remove(observer)
-                    self._error(exc)
-            for stream in streams:
-                stream.push(event)
-        if any(stream.closed for stream in streams):
+        closed = False
+        for stream in streams:
+            stream.push(events)
+            closed = closed or stream.closed
+        if closed:
             streams[:] = [s for s in streams if not s.closed]
 
     # ---------------------------------------------------------- programs
@@ -274,9 +287,22 @@ class Runner:
         """
         machine = self._m
         unit: Start | None = start
+        done = 0
         try:
             while unit is not None:
-                successors: list[Start] = await self._unit(unit)
+                # The unit's program, driven here rather than in a coroutine of its own:
+                # one frame fewer per unit.
+                program = machine.unit(unit)
+                try:
+                    successors: list[Start] = await self._drive(
+                        program, program.send, None, math.inf
+                    )
+                except BaseException:
+                    await self._interrupt(program)
+                    raise
+                finally:
+                    # Cut short by the clean-up deadline: the program's bookkeeping still runs.
+                    program.close()
                 unit = None
                 if not successors:
                     break
@@ -285,36 +311,32 @@ class Runner:
                 assert tg is not None  # noqa: S101 - set by _run_locked
                 for other in successors[1:]:
                     tg.start_soon(self._worker, other)
-                # Let other tasks run, and a cancellation land, before the next unit: a
-                # driver that never waits must not keep the event loop to itself.
-                try:
-                    await self._checkpoint()
-                except BaseException:
-                    machine.unstart(unit)
-                    raise
-                if not machine.go_on(unit):
-                    unit = None
+                done += 1
+                # A cancellation that came while the unit ran lands now, before the next unit
+                # starts; other tasks get their turn at least every _UNITS_PER_CHECKPOINT.
+                if done == _UNITS_PER_CHECKPOINT or self._deadline() <= self._clock():
+                    done = 0
+                    try:
+                        await self._checkpoint()
+                    except BaseException:
+                        machine.unstart(unit)
+                        raise
+                    # Others ran meanwhile: the machine may have stopped since it chose unit.
+                    if not machine.go_on(unit):
+                        unit = None
         except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
             self._error(exc)
         finally:
             self._flush()
 
-    async def _unit(self, start: Start) -> list[Start]:
-        program = self._m.unit(start)
-        try:
-            successors: list[Start] = await self._drive(program, program.send, None, math.inf)
-        except BaseException:
-            if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED:
-                # Cancelled in a wait: put things back under a shield before it goes on.
-                with anyio.CancelScope(shield=True) as scope:
-                    window = self._clock() + self._cleanup_timeout
-                    scope.deadline = window
-                    await self._drive(program, program.throw, Interrupted(), window)
-            raise
-        finally:
-            # Cut short by the clean-up deadline: the program's bookkeeping still runs.
-            program.close()
-        return successors
+    async def _interrupt(self, program: Program) -> None:
+        """A unit's task is being cancelled: let its program put things back, shielded."""
+        if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED:
+            # Cancelled in a wait: put things back under a shield before it goes on.
+            with anyio.CancelScope(shield=True) as scope:
+                window = self._clock() + self._cleanup_timeout
+                scope.deadline = window
+                await self._drive(program, program.throw, Interrupted(), window)
 
     async def _drive(
         self, program: Program, send: Callable[[Any], Any], arg: Any, window: float
@@ -334,7 +356,10 @@ class Runner:
                 self._flush()
             send = program.send
             try:
-                arg = await self._do(effect, window)
+                if type(effect) is Call:  # most effects: skip the dispatch
+                    arg = await self._call(effect, window)
+                else:
+                    arg = await self._do(effect, window)
             except Failed as exc:
                 send, arg = program.throw, exc
                 if self._cancelling and window == math.inf:
@@ -400,10 +425,7 @@ class Runner:
             elif self._timer_on:
                 # One timer for every call of the run, not one per call: see _effect_timer.
                 entry = _Deadline(limit, scope)
-                deadlines = self._deadlines
-                if not deadlines:
-                    self._timer_wake.set()
-                deadlines.append(entry)
+                self._deadlines.append(entry)
             else:
                 scope.deadline = limit
             try:
@@ -499,15 +521,17 @@ class Runner:
         Every call would otherwise arm a timer of its own, and arming and
         disarming one costs more than most calls the engine makes. Deadlines
         are in start order (one ``effect_timeout`` for the run), so the oldest
-        call is always the next to expire.
+        call is always the next to expire, and with none in flight no call can
+        expire sooner than ``effect_timeout`` from now: the timer needs no
+        waking when one starts.
         """
         deadlines = self._deadlines
         clock = self._clock
+        timeout = self._effect_timeout
         try:
             while True:
                 if not deadlines:
-                    await self._timer_wake.wait()
-                    self._timer_wake = anyio.Event()
+                    await anyio.sleep(timeout)
                     continue
                 first = deadlines[0]
                 now = clock()

@@ -91,5 +91,5 @@ def instance_result(slot: Slot) -> InstanceResult:
         reason=slot.reason,
         started_at=slot.started_at,
         finished_at=slot.finished_at,
-        strays=tuple(stray.id for stray in slot.strays),
+        strays=tuple([stray.id for stray in slot.strays]) if slot.strays else (),
     )

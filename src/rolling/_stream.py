@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,10 +37,10 @@ class EventStream(anyio.abc.ObjectReceiveStream[Event]):
         self._waiter: anyio.Event | None = None
         self._streak = 0
 
-    def push(self, event: Event) -> None:
-        """Hand an event over (the runner's side)."""
+    def push(self, events: list[Event]) -> None:
+        """Hand events over, oldest first (the runner's side)."""
         if not self._closed:
-            self._buffer.append(event)
+            self._buffer.extend(events)
             if self._waiter is not None:
                 self._waiter.set()
 
@@ -53,6 +54,17 @@ class EventStream(anyio.abc.ObjectReceiveStream[Event]):
     def closed(self) -> bool:
         """Whether the subscriber closed the stream."""
         return self._closed
+
+    async def __anext__(self) -> Event:
+        # What anyio's __anext__ does, without a call to receive() per event when one waits.
+        buffer = self._buffer
+        if buffer and not self._closed and self._streak < _CHECKPOINT_EVERY - 1:
+            self._streak += 1
+            return buffer.popleft()
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
 
     async def receive(self) -> Event:
         """The next event; ``anyio.EndOfStream`` after the last one."""
@@ -103,7 +115,20 @@ def loop_clock() -> Callable[[], float]:
     if trio is not None:
         clock: Callable[[], float] = trio.current_time
         return clock
-    return asyncio.get_running_loop().time
+    loop = asyncio.get_running_loop()
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        # What that method returns, without a Python frame in between.
+        return time.monotonic
+    return loop.time
+
+
+def loop_deadline() -> Callable[[], float]:
+    """The running loop's effective deadline of the current task; -inf once it is cancelled."""
+    trio = _running_trio()
+    if trio is not None:
+        deadline: Callable[[], float] = trio.current_effective_deadline
+        return deadline
+    return anyio.current_effective_deadline
 
 
 def loop_checkpoint() -> Callable[[], Awaitable[None]]:
