@@ -321,9 +321,10 @@ class Runner:
                     except BaseException:
                         machine.unstart(unit)
                         raise
-                    # Others ran meanwhile: the machine may have stopped since it chose unit.
-                    if not machine.go_on(unit):
-                        unit = None
+                # The machine may have stopped since it chose unit (an observer that raised
+                # as the last unit's events went out, others during the checkpoint).
+                if not machine.go_on(unit):
+                    unit = None
         except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
             self._error(exc)
         finally:

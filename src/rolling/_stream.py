@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import sys
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any

@@ -323,7 +323,7 @@ class UnitPrograms:
         if hooks:
             yield from self.hook("after_ready", instance)
 
-    def _replace_in_place(self, slot: Slot, version: str) -> Program:
+    def _replace_in_place(self, slot: Slot, version: str) -> Program:  # noqa: C901 - flat on purpose
         """:meth:`_apply` in place with no hooks and no journal, in one flat generator.
 
         The same effects and phases, in the same order, as the general path: it is the
