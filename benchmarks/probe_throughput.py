@@ -11,7 +11,7 @@
 #                            anyio.connect_tcp, as it was before it connected IP literals itself
 #                            (Happy Eyeballs: a task group, a task, an event and a timer a probe)
 #   HTTPCheck                rolling.checks.HTTPCheck("/healthz") as it is: an IP literal is
-#                            connected directly (a non-blocking socket handed to anyio)
+#                            connected directly and read and written on the bare socket
 #   aiohttp                  one ClientSession, TCPConnector(force_close=True, limit=0): asyncio
 #   httpx                    one AsyncClient, no keep-alive connections: asyncio and trio
 #

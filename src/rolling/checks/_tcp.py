@@ -49,7 +49,7 @@ class TCPCheck:
             )
         except ValueError as exc:
             return HealthResult(healthy=False, reason=str(exc))
-        stream: anyio.abc.SocketStream | None = None
+        stream: anyio.abc.ByteStream | None = None
         with anyio.move_on_after(self.timeout):
             try:
                 stream = await connect(host, port)
