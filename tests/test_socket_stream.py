@@ -6,18 +6,16 @@ import anyio
 import anyio.abc
 import pytest
 
+from helpers import LOOPBACK, port_of
 from rolling.checks._connect import SocketByteStream, connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
-
-LOOPBACK = "127.0.0.1"
 
 
 async def _pair() -> tuple[anyio.abc.SocketListener, SocketByteStream, anyio.abc.SocketStream]:
     listener = (await anyio.create_tcp_listener(local_host=LOOPBACK)).listeners[0]
     assert isinstance(listener, anyio.abc.SocketListener)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    ours = await connect(LOOPBACK, port)
+    ours = await connect(LOOPBACK, port_of(listener))
     assert isinstance(ours, SocketByteStream)
     theirs = await listener.accept()
     return listener, ours, theirs
