@@ -169,7 +169,8 @@ class Engine:
         Podman schedules health checks with systemd timers; where there is no
         systemd, nothing runs them, and this endpoint is how one is run.
         """
-        url = f"{self.client.docker_host}/libpod/containers/{container_id}/healthcheck"
+        # The libpod endpoints answer only under a version prefix; any libpod 4.x one will do.
+        url = f"{self.client.docker_host}/v4.0.0/libpod/containers/{container_id}/healthcheck"
 
         async def query() -> dict[str, Any]:
             async with self.client.session.get(url) as response:
