@@ -28,7 +28,7 @@ async def main(url: str, app: str, journal: str, target: str, surge: int) -> Non
             journal=rolling.FileJournal(Path(journal)),
         )
         result = await rollout.run()
-    print(result.status.value, flush=True)
+    print(result.status.value, flush=True)  # noqa: T201 - the status, for whoever runs it
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import attrs
@@ -105,7 +105,9 @@ class Podman:
 
     binary: str
     root: Path
-    services: dict[Path, subprocess.Popen[bytes]] = attrs.Factory(dict)
+    services: dict[Path, subprocess.Popen[bytes]] = attrs.Factory(
+        dict[Path, "subprocess.Popen[bytes]"]
+    )
 
     @property
     def env(self) -> dict[str, str]:
@@ -190,7 +192,7 @@ def _import_base(podman: Podman, busybox: str) -> None:
 
 
 @contextlib.contextmanager
-def started_podman(versions: Sequence[str]) -> Iterator[tuple[Podman, str]]:
+def started_podman(versions: Sequence[str]) -> Generator[tuple[Podman, str], None, None]:
     """A Podman with ``localhost/rolling-test/web:<version>`` for each version and ``:broken``."""
     binary, busybox = require_podman()
     root = Path(tempfile.mkdtemp(prefix=f"rolling-podman-{os.getpid()}-"))

@@ -9,9 +9,9 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 import anyio
-import anyio.abc
 
 from rolling import ConfigError, HealthResult
+from rolling.net import is_text
 from rolling.validate import check_int, check_seconds
 
 from . import _spec as spec
@@ -24,6 +24,7 @@ from ._errors import (
     PortInUseError,
     describe_exit,
 )
+from ._spec import section
 from ._types import DockerInstance, PullPolicy
 
 __all__ = ["LEFTOVER_SUFFIX", "DockerDriver"]
@@ -338,30 +339,26 @@ class DockerDriver:
         info = await engine.find(instance.id)
         if info is None:
             return HealthResult(healthy=False, reason=f"container {instance.id} does not exist")
-        state = info.get("State") or {}
+        state = section(info, "State")
         if not state.get("Running"):
             logs = await engine.logs(instance.id, self._log_lines)
             reason = describe_exit(instance.id, int(state.get("ExitCode") or 0), logs)
             return HealthResult(healthy=False, reason=reason)
-        test = ((info.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
-        if not test or test[0] == "NONE":
+        test: object = section(info, "Config", "Healthcheck").get("Test")
+        if not isinstance(test, list) or not test or test[0] == "NONE":
             return HealthResult(healthy=True, reason="running (no HEALTHCHECK)")
-        health = (
+        if engine.podman:
+            # Runs the check now; its answer has the status, the inspect has the output.
             await engine.run_healthcheck(str(info["Id"]))
-            if engine.podman
-            else state.get("Health") or {}
-        )
+            info = await engine.inspect(instance.id)
+        health = section(info, "State", "Health")
         status = str(health.get("Status") or "unknown")
         if status == "healthy":
             return HealthResult(healthy=True)
-        log = (
-            health.get("Log")
-            or (((await engine.inspect(instance.id)).get("State") or {}).get("Health") or {}).get(
-                "Log"
-            )
-            or []
-        )
-        output = str(log[-1].get("Output", "")).strip() if log else ""
+        log: object = health.get("Log")
+        output = ""
+        if isinstance(log, list) and log and isinstance(log[-1], dict):
+            output = str(log[-1].get("Output", "")).strip()  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType] - JSON
         return HealthResult(
             healthy=False,
             reason=f"HEALTHCHECK is {status}" + (f": {output}" if output else ""),
@@ -424,11 +421,11 @@ class DockerDriver:
         self._busy.add(name)
 
     def _image_for(self, version: str) -> str:
-        if not isinstance(version, str) or not version:
+        if not is_text(version):
             raise DockerDriverError(f"a version must be a non-empty str, got {version!r}")
         if self._image is None:
             return version
-        image = (
+        image: object = (
             self._image.format(version=version)
             if isinstance(self._image, str)
             else self._image(version)
@@ -440,13 +437,13 @@ class DockerDriver:
         return image
 
     def _version_of(self, info: Mapping[str, Any]) -> str:
-        config = info.get("Config") or {}
+        config = section(info, "Config")
         if self._version_label is not None:
-            return str((config.get("Labels") or {}).get(self._version_label, ""))
+            return str(section(config, "Labels").get(self._version_label, ""))
         return str(config.get("Image") or info.get("Image") or "")
 
     def _instance(self, info: Mapping[str, Any]) -> DockerInstance:
-        config = info.get("Config") or {}
+        config = section(info, "Config")
         where = spec.address(spec.published(info), self._port, "127.0.0.1")
         return DockerInstance(
             id=str(info.get("Name", "")).lstrip("/"),
@@ -455,8 +452,8 @@ class DockerDriver:
             image=str(config.get("Image") or ""),
             host=None if where is None else where[0],
             port=None if where is None else where[1],
-            running=bool((info.get("State") or {}).get("Running")),
-            labels=dict(config.get("Labels") or {}),
+            running=bool(section(info, "State").get("Running")),
+            labels={str(k): str(v) for k, v in section(config, "Labels").items()},
         )
 
     async def _inspect_all(self, names: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -489,7 +486,7 @@ class DockerDriver:
     ) -> None:
         """Stop and set aside ``old``, create and start ``body`` as ``name``, remove ``old``."""
         aside = name + LEFTOVER_SUFFIX
-        if (old.get("State") or {}).get("Running"):
+        if section(old, "State").get("Running"):
             await engine.stop(name, self._grace)
         await engine.remove(aside)  # a leftover of an earlier, interrupted replace
         await engine.rename(name, aside)
@@ -513,7 +510,7 @@ class DockerDriver:
         """The instance for a just-started container; ContainerExitedError if it stopped already."""
         engine = self._open("start")
         info = await engine.inspect(name)
-        state = info.get("State") or {}
+        state = section(info, "State")
         if not state.get("Running"):
             logs = await engine.logs(name, self._log_lines)
             raise ContainerExitedError(
@@ -536,7 +533,7 @@ class DockerDriver:
                 )
             return template, taken
         fleet = [i for i in infos if not str(i.get("Name", "")).endswith(LEFTOVER_SUFFIX)]
-        running = [i for i in fleet if (i.get("State") or {}).get("Running")]
+        running = [i for i in fleet if section(i, "State").get("Running")]
         if not fleet:
             raise DockerDriverError(
                 f"no container matches {', '.join(self._labels)} to copy settings from: create"

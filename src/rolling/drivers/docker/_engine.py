@@ -43,7 +43,8 @@ class Engine:
                 ' backend="asyncio"), or asyncio.run(main()))'
             ) from None
         try:
-            self.client = aiodocker.Docker(url=url)
+            # Any: aiodocker's annotations leave many parameters untyped.
+            self.client: Any = aiodocker.Docker(url=url)
         except ValueError as exc:
             raise DockerDriverError(f"cannot use the engine address {url!r}: {exc}") from None
         self.url = url or self.client.docker_host
@@ -61,7 +62,7 @@ class Engine:
     async def connect(self) -> None:
         """Ask the engine its version: fails early when it cannot be reached; notes Podman."""
         version = await self.call("connect", self.client.version)
-        components = version.get("Components") or []
+        components: list[dict[str, Any]] = version.get("Components") or []
         self.podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
 
     async def close(self) -> None:
@@ -115,7 +116,7 @@ class Engine:
         """Create a container; returns its id."""
 
         async def query() -> str:
-            return (await self.client.containers.create(config=body, name=name)).id
+            return str((await self.client.containers.create(config=body, name=name)).id)
 
         return await self.call(f"create {name}", query)
 

@@ -152,11 +152,11 @@ def engine_error(  # noqa: C901, PLR0911 - one flat table of cases reads best
         return ImageNotFoundError(f"{action}: {message}")
     if exc.status == _NOT_FOUND:
         return ContainerNotFoundError(f"{action}: {message}")
+    if "address already in use" in lowered or "port is already allocated" in lowered:
+        return PortInUseError(f"{action}: {message}")
     # Docker answers a taken name with 409, Podman with 500: read the message too.
     if exc.status == _CONFLICT or "already in use" in lowered:
         return NameConflictError(f"{action}: {message}")
-    if "address already in use" in lowered or "port is already allocated" in lowered:
-        return PortInUseError(f"{action}: {message}")
     if "permission denied" in lowered:
         return EnginePermissionError(f"{action}: {message}")
     return DockerAPIError(

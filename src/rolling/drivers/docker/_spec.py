@@ -29,6 +29,7 @@ __all__ = [
     "merge",
     "new_body",
     "published",
+    "section",
     "with_ports",
 ]
 
@@ -92,6 +93,14 @@ def _env_map(entries: object) -> dict[str, str]:
 
 def _dict(value: object) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}  # pyright: ignore[reportUnknownArgumentType] - JSON
+
+
+def section(info: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """``info[key1][key2]...`` of an inspect answer, or an empty dict where one is missing."""
+    current: dict[str, Any] = dict(info)
+    for key in keys:
+        current = _dict(current.get(key))
+    return current
 
 
 def new_body(
@@ -172,7 +181,7 @@ def published(info: Mapping[str, Any]) -> dict[str, list[tuple[str, int]]]:
     for container_port, bindings in source.items():
         pairs: list[tuple[str, int]] = []
         for binding in bindings if isinstance(bindings, list) else []:  # pyright: ignore[reportUnknownVariableType] - JSON
-            entry = _dict(binding)
+            entry = _dict(binding)  # pyright: ignore[reportUnknownArgumentType] - JSON
             port = str(entry.get("HostPort") or "")
             if port.isdigit() and int(port) > 0:
                 pairs.append((str(entry.get("HostIp") or ""), int(port)))

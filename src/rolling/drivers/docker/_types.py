@@ -51,4 +51,4 @@ class DockerInstance:
     host: str | None
     port: int | None
     running: bool
-    labels: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict[str, str], eq=False, repr=False)
