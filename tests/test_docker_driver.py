@@ -14,6 +14,7 @@ start, with a clear error.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -65,6 +66,7 @@ from rolling.routers.balancer import Balancer
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
 CONTROLLER = Path(__file__).parent / "docker_controller.py"
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 FLEET = 4
 
 
@@ -103,6 +105,19 @@ def app(podman: Podman) -> Iterator[str]:
     ids = podman.run("ps", "-aq", "--filter", f"label=app={name}").split()
     if ids:
         podman.run("rm", "-f", "-t", "0", *ids)
+
+
+def example() -> types.ModuleType:
+    """``docs/examples/containers.py``, imported by path (the examples are scripts)."""
+    name = "rolling_docs_example_containers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / "containers.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def client_for(url: str) -> Any:
@@ -195,6 +210,7 @@ async def inspect_all(url: str, app: str) -> list[dict[str, Any]]:
 async def test_in_place_rollout_under_load_keeps_names_ports_and_settings(
     url: str, app: str, tmp_path: Path
 ) -> None:
+    """The rollout is the one docs/examples/containers.py runs."""
     await make_fleet(url, app, FLEET, data=tmp_path)
     async with driver_for(url, app) as driver:
         fleet = await driver.list_instances()
@@ -202,10 +218,7 @@ async def test_in_place_rollout_under_load_keeps_names_ports_and_settings(
         assert {i.version for i in fleet} == {web("v1")}
         await wait_ready(driver, fleet)
         async with traffic(fleet) as (lb, load):
-            rollout: rolling.Rollout[DockerInstance] = rolling.Rollout(
-                driver, web("v2"), router=lb, readiness=readiness(driver), hooks=driver
-            )
-            result = await rollout.run()
+            result = await example().roll(url, f"app={app}", web("v2"), router=lb)
         assert result.status is rolling.RolloutStatus.SUCCEEDED, result
         assert failures(load) == []
         assert len(load.samples) > 50
@@ -218,7 +231,7 @@ async def test_in_place_rollout_under_load_keeps_names_ports_and_settings(
         assert "GREETING=hello" in config["Env"]
         assert config["Labels"]["team"] == "blue"
         assert config["Labels"]["io.rolling.version"] == web("v2")
-        assert config["Labels"]["io.rolling.rollout"] == driver.rollout_id
+        assert len(config["Labels"]["io.rolling.rollout"]) == 12  # the example's driver's
         assert host["Init"] is True
         assert any(bind.startswith(f"{tmp_path}:/data") for bind in host["Binds"])
     status, _, body = await http_get(address(after[0]))
