@@ -15,6 +15,7 @@ from rolling.net import is_text
 from rolling.validate import check_int, check_seconds
 
 from . import _spec as spec
+from ._config import container_port, selector_pairs, str_mapping, text_or_none
 from ._engine import Engine
 from ._errors import (
     ContainerExitedError,
@@ -109,9 +110,11 @@ class DockerDriver:
         api_timeout: float = 60.0,
     ) -> None:
         """Check the settings; nothing is asked of the engine before the driver is entered."""
-        self._labels = _selector(selector)
-        self._url = _text("DockerDriver.url", url, 'pass "unix:///var/run/docker.sock", or None')
-        self._version_label = _text(
+        self._labels = selector_pairs(selector)
+        self._url = text_or_none(
+            "DockerDriver.url", url, 'pass "unix:///var/run/docker.sock", or None'
+        )
+        self._version_label = text_or_none(
             "DockerDriver.version_label", version_label, 'pass "app.version", or None'
         )
         if isinstance(image, str) and "{version}" not in image:
@@ -131,7 +134,7 @@ class DockerDriver:
                 'pass image="registry.example/web:{version}" too',
             )
         self._image = image
-        self._port = _container_port(port)
+        self._port = container_port(port)
         check_seconds("DockerDriver.grace", grace)
         check_int("DockerDriver.log_lines", log_lines, minimum=0)
         check_seconds("DockerDriver.api_timeout", api_timeout, allow_zero=False)
@@ -143,14 +146,14 @@ class DockerDriver:
                 f"expected one of never, if-missing, always; got {pull!r}",
                 'pass pull="if-missing", say',
             ) from None
-        self._env = dict(_mapping("DockerDriver.env", env))
-        self._overrides = dict(_mapping("DockerDriver.overrides", overrides, values=object))
-        self._template = _text("DockerDriver.template", template, 'pass "web-1", or None')
+        self._env = dict(str_mapping("DockerDriver.env", env))
+        self._overrides = dict(str_mapping("DockerDriver.overrides", overrides, values=object))
+        self._template = text_or_none("DockerDriver.template", template, 'pass "web-1", or None')
         first = next(iter(self._labels)).partition("=")
-        self._prefix = _text("DockerDriver.name_prefix", name_prefix, 'pass "web", say') or (
+        self._prefix = text_or_none("DockerDriver.name_prefix", name_prefix, 'pass "web", say') or (
             first[2] or first[0]
         )
-        self._rollout_id = _text(
+        self._rollout_id = text_or_none(
             "DockerDriver.rollout_id", rollout_id, 'pass "deploy-42", say'
         ) or secrets.token_hex(6)
         self._grace = float(grace)
@@ -370,11 +373,20 @@ class DockerDriver:
         Pass the driver as ``Rollout(hooks=driver)``, or call
         :meth:`ensure_images` from your own ``before_rollout``: a missing image
         then stops the rollout (status ``HALTED``) before any container is
-        detached or stopped.
+        detached or stopped. The target's image follows the pull policy; the
+        images the fleet runs now (what a rollback needs) must be on the
+        engine or be pulled if missing, even under ``"always"``.
         """
-        await self.ensure_images([target, *(i.version for i in instances)])
+        await self.ensure_images([target])
+        current = [i.version for i in instances if i.version and i.version != target]
+        await self.ensure_images(
+            current,
+            pull=PullPolicy.NEVER if self._pull is PullPolicy.NEVER else PullPolicy.IF_MISSING,
+        )
 
-    async def ensure_images(self, versions: Sequence[str]) -> None:
+    async def ensure_images(
+        self, versions: Sequence[str], *, pull: PullPolicy | None = None
+    ) -> None:
         """Make sure the image of every version is on the engine, by the pull policy.
 
         ``never``: it must be there already. ``if-missing``: pulled if it is
@@ -382,19 +394,24 @@ class DockerDriver:
         image is checked once per driver; concurrent callers wait for one
         another.
 
+        Args:
+            versions: The versions whose images to check.
+            pull: The policy for these images; None: the driver's.
+
         Raises:
             ImageNotFoundError: An image is missing and may not or cannot be
                 pulled; the message names it.
         """
         engine = self._open("ensure_images")
+        policy = self._pull if pull is None else pull
         for image in dict.fromkeys(self._image_for(v) for v in versions):
             lock = self._images.setdefault(image, anyio.Lock())
             async with lock:
                 if image in self._checked:
                     continue
-                present = self._pull is not PullPolicy.ALWAYS and await engine.image(image)
+                present = policy is not PullPolicy.ALWAYS and await engine.image(image)
                 if not present:
-                    if self._pull is PullPolicy.NEVER:
+                    if policy is PullPolicy.NEVER:
                         raise ImageNotFoundError(
                             f"image {image} is not on the engine and the pull policy is"
                             ' "never"; build or pull it first, or pass pull="if-missing"'
@@ -554,58 +571,3 @@ class DockerDriver:
                 taken.add(port)
                 return port
         raise DockerDriverError(f"no free port on {bind_ip} after {_FREE_PORT_TRIES} tries")
-
-
-def _selector(selector: object) -> list[str]:
-    fix = 'pass "app=web" or {"app": "web"}'
-    if isinstance(selector, str):
-        pairs = [selector]
-    elif isinstance(selector, Mapping):
-        pairs = [f"{k}={v}" for k, v in selector.items()]  # pyright: ignore[reportUnknownVariableType] - checked below
-    else:
-        raise ConfigError(
-            "DockerDriver.selector", f"expected a str or a mapping, got {selector!r}", fix
-        )
-    for pair in pairs:
-        key = pair.partition("=")[0]
-        if not key or any(c.isspace() for c in pair) or "," in pair:
-            raise ConfigError("DockerDriver.selector", f"{pair!r} is not a label selector", fix)
-    if not pairs:
-        raise ConfigError(
-            "DockerDriver.selector", "it is empty: it would select every container", fix
-        )
-    return pairs
-
-
-def _text(field: str, value: object, fix: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(field, f"expected a non-empty str or None, got {value!r}", fix)
-    return value
-
-
-def _mapping(field: str, value: object, values: type = str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, values)
-        for k, v in value.items()  # pyright: ignore[reportUnknownVariableType] - checked here
-    ):
-        raise ConfigError(
-            field, f"expected a mapping of str to {values.__name__}, got {value!r}", "pass a dict"
-        )
-    return value  # pyright: ignore[reportUnknownVariableType] - checked just above
-
-
-def _container_port(port: object) -> str | None:
-    fix = 'pass 8080 or "8080/tcp", or None'
-    if port is None:
-        return None
-    if isinstance(port, int) and not isinstance(port, bool) and 0 < port <= 65535:  # noqa: PLR2004 - the largest port
-        return f"{port}/tcp"
-    if isinstance(port, str):
-        number, _, protocol = port.partition("/")
-        if number.isdigit() and 0 < int(number) <= 65535 and protocol in {"", "tcp", "udp", "sctp"}:  # noqa: PLR2004 - the largest port
-            return f"{number}/{protocol or 'tcp'}"
-    raise ConfigError("DockerDriver.port", f"{port!r} is not a container port", fix)
