@@ -45,7 +45,6 @@ except ImportError:  # pragma: no cover - the tests extra installs it
 
 from rolling.demo._load import LoadGenerator
 from rolling.drivers.docker import (
-    LEFTOVER_SUFFIX,
     ContainerExitedError,
     ContainerNotFoundError,
     DockerAPIError,
@@ -60,6 +59,7 @@ from rolling.drivers.docker import (
     PullPolicy,
 )
 from rolling.drivers.docker import _spec as spec
+from rolling.drivers.docker._driver import LEFTOVER_SUFFIX
 from rolling.drivers.docker._errors import engine_error
 from rolling.routers.balancer import Balancer
 

@@ -46,7 +46,7 @@ is built on asyncio and aiohttp, so entering the driver under trio raises
 
 from __future__ import annotations
 
-from ._driver import LEFTOVER_SUFFIX, DockerDriver
+from ._driver import DockerDriver
 from ._errors import (
     ContainerExitedError,
     ContainerNotFoundError,
@@ -61,7 +61,6 @@ from ._errors import (
 from ._types import DockerInstance, PullPolicy
 
 __all__ = [
-    "LEFTOVER_SUFFIX",
     "ContainerExitedError",
     "ContainerNotFoundError",
     "DockerAPIError",
