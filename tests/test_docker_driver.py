@@ -30,6 +30,7 @@ import anyio
 import pytest
 
 import rolling
+from haproxy_harness import running_haproxy
 from helpers import Node, free_port, http_get
 from podman_harness import Podman, started_podman
 
@@ -263,6 +264,33 @@ async def test_elastic_rollout_with_surge_under_load(url: str, app: str, podman:
     assert not ports & {i.port for i in fleet}
     assert all(i.host == "127.0.0.1" for i in after)
     assert podman.count(f"app={app}") == sorted(i.id for i in after)
+
+
+async def test_in_place_rollout_behind_haproxy(url: str, app: str, tmp_path: Path) -> None:
+    await make_fleet(url, app, 2)
+    async with driver_for(url, app) as driver:
+        fleet = await driver.list_instances()
+        await wait_ready(driver, fleet)
+        servers = [(i.id, address(i).host, address(i).port) for i in fleet]
+        async with running_haproxy(tmp_path / "haproxy", servers, check_path="/") as haproxy:
+            host, port = haproxy.frontend
+            load = LoadGenerator(host, port, concurrency=4, timeout=5)
+            result: rolling.RolloutResult | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(load.run)
+                rollout: rolling.Rollout[DockerInstance] = rolling.Rollout(
+                    driver,
+                    web("v2"),
+                    router=haproxy.router(check=driver.check),
+                    readiness=readiness(driver),
+                )
+                result = await rollout.run()
+                load.stop()
+        assert result is not None
+        assert result.status is rolling.RolloutStatus.SUCCEEDED, result
+        assert failures(load) == []
+        assert len(load.samples) > 20
+        assert {i.version for i in await driver.list_instances()} == {web("v2")}
 
 
 async def test_a_broken_image_is_rolled_back_with_its_exit_code_and_log(url: str, app: str) -> None:
