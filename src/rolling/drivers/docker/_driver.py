@@ -303,7 +303,13 @@ class DockerDriver:
             try:
                 with anyio.CancelScope(shield=True):
                     await self._create_started(engine, name, spec.with_ports(body, ports))
-                return await self._started(name)
+                try:
+                    return await self._started(name)
+                except ContainerExitedError:
+                    # Never handed out, so nobody else would ever remove it.
+                    with anyio.CancelScope(shield=True):
+                        await engine.remove(name)
+                    raise
             except PortInUseError:
                 if attempt == _PORT_ATTEMPTS:
                     raise
