@@ -110,7 +110,8 @@ def bench(session: nox.Session) -> None:
     if unknown:
         session.error(f"unknown benchmarks {unknown}; choose from {sorted(scripts)} or --quick")
     # trio for the trio rows; ansible-core for the side-by-side; aiohttp and httpx for the
-    # probe benchmark's rows beside HTTPCheck. None of them is a library dependency.
-    session.install(".", "trio>=0.26", "ansible-core", "aiohttp", "httpx")
+    # probe benchmark's rows beside HTTPCheck; pytest for the Podman harness the container
+    # benchmark shares with the tests. None of them is a library dependency.
+    session.install(".[docker]", "trio>=0.26", "ansible-core", "aiohttp", "httpx", "pytest")
     for name in chosen or scripts:
         session.run("python", str(scripts[name].relative_to(ROOT)), *(["--quick"] if quick else []))

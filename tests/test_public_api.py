@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 PUBLIC_MODULES = [
     "rolling",
     "rolling.checks",
+    "rolling.drivers.docker",
     "rolling.drivers.process",
     "rolling.drivers.ssh",
     "rolling.events",
