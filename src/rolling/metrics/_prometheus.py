@@ -171,7 +171,7 @@ class PrometheusQuery:
         return headers
 
     async def _ask(self, query: str) -> Response:
-        params = urllib.parse.urlencode({"query": query, "timeout": f"{self.timeout}s"})
+        params = urllib.parse.urlencode({"query": query, "timeout": f"{max(1, round(self.timeout * 1000))}ms"})
         url = f"{self.url.rstrip('/')}/api/v1/query?{params}"
         context = None
         if url.startswith("https:"):
