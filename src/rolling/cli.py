@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-analysis",
         action="store_true",
-        help="naive baseline: no metric analysis (by default the error ratio and p99 latency"
+        help="naive baseline: no metric analysis (by default the error ratio and p90 latency"
         " of v2, scraped from its /metrics, roll a bad release back)",
     )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -80,12 +80,13 @@ def app_command(
 
 ERROR_RATIO_LIMIT = 0.02
 """The demo's analysis fails the new version above 2 % of requests answered 5xx."""
-P99_LIMIT = 0.05
-"""... or above a p99 latency of 50 ms (the app answers in 20 ms)."""
+P90_LIMIT = 0.1
+"""... or above a p90 latency of 100 ms twice (the app answers in 20 ms; a p99 over half a
+second of one instance's traffic is its slowest request, too noisy on a busy machine)."""
 
 
 def demo_analysis() -> Analysis:
-    """The demo's background analysis: error ratio and p99 latency of the new version, by
+    """The demo's background analysis: error ratio and p90 latency of the new version, by
     scraping each new instance's ``/metrics`` every half second.
 
     Raises:
@@ -111,9 +112,10 @@ def demo_analysis() -> Analysis:
                 interval=0.5,
             ),
             Metric(
-                name="p99-latency",
-                provider=Scrape("demo_request_duration_seconds", quantile=0.99),
-                failure=lambda seconds: seconds > P99_LIMIT,
+                name="p90-latency",
+                provider=Scrape("demo_request_duration_seconds", quantile=0.9),
+                failure=lambda seconds: seconds > P90_LIMIT,
+                failure_limit=1,
                 interval=0.5,
             ),
         ],
