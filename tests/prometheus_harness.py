@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,7 +60,7 @@ class Prometheus:
 
 
 @contextmanager
-def running_prometheus(directory: Path) -> Iterator[Prometheus]:
+def running_prometheus(directory: Path) -> Generator[Prometheus]:
     """Start Prometheus scraping every second; stop it on the way out."""
     binary = require_prometheus()
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def running_prometheus(directory: Path) -> Iterator[Prometheus]:
                 pytest.fail(f"prometheus exited: {(directory / 'prometheus.log').read_text()}")
             try:
                 with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as answer:  # noqa: S310 - http on loopback
-                    if answer.status == 200:  # noqa: PLR2004
+                    if answer.status == 200:
                         break
             except (urllib.error.URLError, OSError):
                 pass

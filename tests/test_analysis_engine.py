@@ -53,9 +53,7 @@ def error_metric(provider: Any, **options: Any) -> Metric:
     return Metric(name="errors", provider=provider, failure=lambda v: v > 0.01, **options)
 
 
-def make(
-    fleet: SimulatedFleet, **options: Any
-) -> tuple[Rollout[Any], EventRecorder]:
+def make(fleet: SimulatedFleet, **options: Any) -> tuple[Rollout[Any], EventRecorder]:
     recorder = EventRecorder()
     rollout: Rollout[Any] = Rollout(
         fleet,
@@ -139,7 +137,7 @@ async def test_background_failure_mid_rollout_stops_new_disruptions() -> None:
     provider = ErrorRate(0.0)
     rollout, _ = make(fleet, analysis=Analysis(metrics=[error_metric(provider, interval=1)]))
     async with rollout.start() as handle:
-        while fleet.version_counts().get("v2", 0) < 3:
+        while fleet.version_counts().get("v2", 0) < 3:  # noqa: ASYNC110 - polling what the rollout does
             await anyio.sleep(1)
         provider.rate = 0.5
         result = await handle.wait()
@@ -150,7 +148,9 @@ async def test_background_failure_mid_rollout_stops_new_disruptions() -> None:
 
 async def test_background_halt_policy() -> None:
     fleet = fleet_of()
-    rollout, _ = make(fleet, analysis=Analysis(metrics=[error_metric(ErrorRate(0.1))]), rollback="halt")
+    rollout, _ = make(
+        fleet, analysis=Analysis(metrics=[error_metric(ErrorRate(0.1))]), rollback="halt"
+    )
     result = await rollout.run()
     assert result.status is RolloutStatus.HALTED
     # The first v2 instance, and at most the one in flight when the verdict came, stay.
@@ -170,7 +170,7 @@ async def test_background_inconclusive_pauses_for_a_person() -> None:
     )
     rollout, _ = make(fleet, analysis=Analysis(metrics=[metric]))
     async with rollout.start() as handle:
-        while handle.status().status is not RolloutStatus.PAUSED:
+        while handle.status().status is not RolloutStatus.PAUSED:  # noqa: ASYNC110 - polling what the rollout does
             await anyio.sleep(1)
         assert "inconclusive" in handle.status().reason or handle.status().paused
         await anyio.sleep(100)
@@ -207,9 +207,7 @@ async def test_a_slow_provider_is_an_error() -> None:
     fleet = fleet_of()
     rollout, _ = make(
         fleet,
-        analysis=Analysis(
-            metrics=[error_metric(slow, timeout=2, consecutive_error_limit=0)]
-        ),
+        analysis=Analysis(metrics=[error_metric(slow, timeout=2, consecutive_error_limit=0)]),
     )
     result = await rollout.run()
     assert result.status is RolloutStatus.ROLLED_BACK
@@ -297,7 +295,7 @@ async def test_step_inconclusive_waits_for_a_person(action: str) -> None:
     fleet = fleet_of()
     rollout, _ = inconclusive_step(fleet)
     async with rollout.start() as handle:
-        while handle.status().status is not RolloutStatus.PAUSED:
+        while handle.status().status is not RolloutStatus.PAUSED:  # noqa: ASYNC110 - polling what the rollout does
             await anyio.sleep(1)
         await anyio.sleep(1000)
         assert handle.status().status is RolloutStatus.PAUSED
@@ -311,7 +309,9 @@ async def test_step_inconclusive_waits_for_a_person(action: str) -> None:
         assert result.status is RolloutStatus.SUCCEEDED
 
 
-@pytest.mark.parametrize(("on_timeout", "status"), [("rollback", "rolled_back"), ("continue", "succeeded")])
+@pytest.mark.parametrize(
+    ("on_timeout", "status"), [("rollback", "rolled_back"), ("continue", "succeeded")]
+)
 async def test_step_inconclusive_timeout(on_timeout: str, status: str) -> None:
     fleet = fleet_of()
     rollout, _ = inconclusive_step(fleet, inconclusive_timeout=60, on_timeout=on_timeout)
@@ -325,7 +325,7 @@ async def test_promote_skips_a_running_step_analysis() -> None:
     fleet = fleet_of()
     rollout, _ = step_rollout(fleet, ErrorRate(0.0), count=100, interval=60)
     async with rollout.start() as handle:
-        while handle.status().step is None:
+        while handle.status().step is None:  # noqa: ASYNC110 - polling what the rollout does
             await anyio.sleep(1)
         await anyio.sleep(150)
         handle.promote()

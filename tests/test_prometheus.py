@@ -39,10 +39,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
 SIZE = 3
 ERROR_RATIO = (
-    'sum(rate(demo_requests_total{version=$target, code="500"}[5s])) or vector(0))'
+    '(sum(rate(demo_requests_total{version=$target, code="500"}[5s])) or vector(0))'
     " / sum(rate(demo_requests_total{version=$target}[5s]))"
 )
-ERROR_RATIO = "(" + ERROR_RATIO
 P90 = (
     "histogram_quantile(0.9, sum by (le)"
     " (rate(demo_request_duration_seconds_bucket{version=$target}[5s])))"
@@ -98,11 +97,9 @@ async def fleet(prometheus: Prometheus) -> AsyncIterator[Fleet]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(load, driver)
             # Wait for data: Prometheus 2.x takes some seconds before its first scrape.
-            query = PrometheusQuery(
-                prometheus.url, "count(demo_requests_total{version=$target})"
-            )
+            query = PrometheusQuery(prometheus.url, "count(demo_requests_total{version=$target})")
             with anyio.fail_after(30):
-                while await query.measure(MeasureContext(target=f"v1.{tag}")) != SIZE:
+                while await query.measure(MeasureContext(target=f"v1.{tag}")) != SIZE:  # noqa: ASYNC110 - polling what the rollout does
                     await anyio.sleep(0.2)
             yield Fleet(driver, tag)
             tg.cancel_scope.cancel()
@@ -205,7 +202,7 @@ async def test_prometheus_stopped_mid_rollout_is_never_a_silent_pass(
         own.scrape([i.port for i in await fleet.driver.list_instances()])
         metric = error_ratio(own.url, consecutive_error_limit=1)
         async with rollout(fleet, "v2-good", metric).start() as handle:
-            while not (await fleet.versions()).count("v2-good"):
+            while not (await fleet.versions()).count("v2-good"):  # noqa: ASYNC110 - polling what the rollout does
                 await anyio.sleep(0.05)
             await anyio.to_thread.run_sync(own.stop)
             result = await handle.wait()

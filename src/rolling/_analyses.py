@@ -51,7 +51,9 @@ class Analyses:
 
     def __init__(self, machine: Machine, background: Analysis | None) -> None:
         self._m = machine
-        self._background = None if background is None else AnalysisJudge(background, background=True)
+        self._background = (
+            None if background is None else AnalysisJudge(background, background=True)
+        )
         self._state = _IDLE
         self._held = False
         self.baking = False
@@ -98,9 +100,11 @@ class Analyses:
         judge.close()
         verdict = judge.verdict()
         self._m.emit(AnalysisDecided, verdict=verdict)
-        if verdict.outcome is not Outcome.SUCCESSFUL or self.deciding is None:
-            self.deciding = verdict
-        elif self.deciding.outcome is Outcome.SUCCESSFUL:
+        if (
+            verdict.outcome is not Outcome.SUCCESSFUL
+            or self.deciding is None
+            or self.deciding.outcome is Outcome.SUCCESSFUL
+        ):
             self.deciding = verdict
         return verdict
 
@@ -158,8 +162,13 @@ class Analyses:
             background=judge.background,
         )
 
-    def bake(self) -> Generator[Any, Any, None]:
-        """After the forward pass: the background analysis's last word (rule 4)."""
+    def after_forward(self) -> Generator[Any, Any, None]:
+        """The forward pass ended: bake unless a trigger fired, then stop (rules 4 and 5)."""
+        if not self._m.stopping:
+            yield from self._bake()
+        self.end_background()
+
+    def _bake(self) -> Generator[Any, Any, None]:
         judge = self._background
         machine = self._m
         if self._state != _RUNNING or judge is None:
@@ -176,4 +185,3 @@ class Analyses:
             pass
         finally:
             self.baking = False
-        self.end_background()

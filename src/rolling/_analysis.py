@@ -91,7 +91,7 @@ _PLACEHOLDERS = frozenset(
 
 
 def promql_string(value: str) -> str:
-    """``value`` as a PromQL double-quoted string literal, escaped.
+    r"""``value`` as a PromQL double-quoted string literal, escaped.
 
     >>> promql_string('a"b')
     '"a\\\\"b"'
@@ -225,7 +225,9 @@ def _on_no_data(value: OnNoData | str) -> OnNoData:
         return OnNoData(value)
     except ValueError:
         raise ConfigError(
-            "Metric.on_no_data", f"unknown choice {value!r}", 'pass "wait", "inconclusive" or "fail"'
+            "Metric.on_no_data",
+            f"unknown choice {value!r}",
+            'pass "wait", "inconclusive" or "fail"',
         ) from None
 
 
@@ -298,17 +300,19 @@ class Metric:
             )
 
 
-def _metrics(value: Sequence[Metric]) -> tuple[Metric, ...]:
+def _metrics(value: Any) -> tuple[Metric, ...]:
     if isinstance(value, Metric):
         raise ConfigError("Analysis.metrics", "got a single Metric", "wrap it in a list")
-    metrics = tuple(value)
+    metrics: tuple[Any, ...] = tuple(value)
     if not metrics:
         raise ConfigError("Analysis.metrics", "is empty", "pass at least one Metric")
     names: set[str] = set()
     for index, metric in enumerate(metrics):
         if not isinstance(metric, Metric):
             raise ConfigError(
-                f"Analysis.metrics[{index}]", f"expected a Metric, got {metric!r}", "pass Metric(...)"
+                f"Analysis.metrics[{index}]",
+                f"expected a Metric, got {metric!r}",
+                "pass Metric(...)",
             )
         if metric.name in names:
             raise ConfigError(

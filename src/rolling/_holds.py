@@ -107,13 +107,21 @@ class Holds:
             machine.policy_trigger(f"gate {gate.name} failed" + (f": {reason}" if reason else ""))
         return False
 
-    def _analyze(self, step: Analyze) -> Generator[Any, Any, bool]:
+    def _stopped(self) -> bool:
+        """Whether a trigger fired (a call, so a type checker does not narrow across a yield)."""
+        return self._m.stopping
+
+    def _promoted(self) -> bool:
+        """Whether a promote (or a resume, for a person's decision) came."""
+        return self._one or self._full
+
+    def _analyze(self, step: Analyze) -> Generator[Any, Any, bool]:  # noqa: PLR0911 - one return per way the hold ends
         machine = self._m
         analyses = machine.analyses
         judge = analyses.open(step.analysis)
         yield RunAnalysis(judge)
         verdict = analyses.close(judge)
-        if self._one or self._full:
+        if self._promoted():
             return True
         if machine.stopping:
             return False
@@ -130,9 +138,9 @@ class Holds:
             yield WaitStep(step.inconclusive_timeout)
         finally:
             self._asking = False
-        if self._one or self._full:
+        if self._promoted():
             return True
-        if machine.stopping or step.on_timeout is InconclusiveAction.CONTINUE:
+        if self._stopped() or step.on_timeout is InconclusiveAction.CONTINUE:
             return False
         machine.policy_trigger(
             f"analysis {name!r} inconclusive, and nobody decided within"

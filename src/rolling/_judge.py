@@ -223,10 +223,11 @@ def _show(value: Value) -> str:
 
 def _labels(key: object) -> str:
     if isinstance(key, tuple):
-        pairs: list[str] = []
-        for pair in key:  # pyright: ignore[reportUnknownVariableType]
-            if isinstance(pair, tuple) and len(pair) == 2:  # pyright: ignore[reportUnknownArgumentType]  # noqa: PLR2004 - a (name, value) pair
-                pairs.append(f"{pair[0]}={pair[1]}")
+        pairs = [
+            f"{pair[0]}={pair[1]}"
+            for pair in key  # pyright: ignore[reportUnknownVariableType]
+            if isinstance(pair, tuple) and len(pair) == 2  # pyright: ignore[reportUnknownArgumentType]  # noqa: PLR2004 - a (name, value) pair
+        ]
         return "{" + ",".join(pairs) + "}"
     return str(key)
 

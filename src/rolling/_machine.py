@@ -384,9 +384,7 @@ class Machine:
         yield from self._resume()
         if self._stop_mode is None:
             yield from self._passes.forward(self._desired)
-        if self._stop_mode is None:
-            yield from self._analyses.bake()
-        self._analyses.end_background()
+        yield from self._analyses.after_forward()
         if self._stop_mode is RollbackMode.REVERT:
             self._rolling_back = True
             self.set_status(RolloutStatus.ROLLING_BACK)

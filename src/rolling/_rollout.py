@@ -10,6 +10,7 @@ from typing import Any, Generic, cast
 import anyio
 import attrs
 
+from ._analysis import Analysis
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError, one_error
 from ._journal import FileJournal
 from ._lock import FileLock
@@ -26,7 +27,6 @@ from ._policies import (
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
 from ._settings import Settings, check_steps
-from ._analysis import Analysis
 from ._steps import Advance, Analyze, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from .events import Event

@@ -58,6 +58,7 @@ from .events import Event
 from .health import probe_once
 
 if TYPE_CHECKING:
+    from ._judge import AnalysisJudge
     from ._rollout import Rollout
 
 __all__ = ["Runner"]
@@ -113,8 +114,12 @@ class Runner:
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
-        self._measurer = Measurer(machine, lambda: self._clock(), self._flush)
+        self._measurer = Measurer(machine, self._now, self._flush)
         self._background: anyio.CancelScope | None = None
+
+    def _now(self) -> float:
+        # Not the clock itself: run() swaps in the event loop's own clock.
+        return self._clock()
 
     # -------------------------------------------------------- the outside
 
@@ -512,7 +517,7 @@ class Runner:
         elif self._background is None and self._tg is not None:
             self._tg.start_soon(self._run_background, judge)
 
-    async def _run_background(self, judge: Any) -> None:
+    async def _run_background(self, judge: AnalysisJudge) -> None:
         with anyio.CancelScope() as scope:
             self._background = scope
             if self._m.analyses.background is judge:

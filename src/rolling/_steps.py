@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
@@ -95,7 +96,7 @@ class InconclusiveAction(enum.StrEnum):
     """Go on with the rollout, as a promote does."""
 
 
-def _check_analysis(_instance: object, _attribute: object, value: object) -> None:
+def _check_analysis(_instance: object, _attribute: object, value: Any) -> None:
     if not isinstance(value, Analysis):
         raise ConfigError(
             "Analyze.analysis",

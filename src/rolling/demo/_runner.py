@@ -61,8 +61,11 @@ class DemoOptions:
 def app_command(
     *, broken: bool, faulty: float = 0.0, slow_ms: float = 0.0
 ) -> Callable[[str, int], Sequence[str]]:
-    """The argv builder for the bundled app; v2 never becomes ready with ``broken``, fails
-    ``faulty`` percent of requests, and takes ``slow_ms`` longer."""
+    """The argv builder for the bundled app.
+
+    The new version never becomes ready with ``broken``, fails ``faulty``
+    percent of requests, and takes ``slow_ms`` longer.
+    """
 
     def build(version: str, port: int) -> Sequence[str]:
         new = version != "v1"
@@ -86,8 +89,9 @@ second of one instance's traffic is its slowest request, too noisy on a busy mac
 
 
 def demo_analysis() -> Analysis:
-    """The demo's background analysis: error ratio and p90 latency of the new version, by
-    scraping each new instance's ``/metrics`` every half second.
+    """The demo's background analysis: error ratio and p90 latency of the new version.
+
+    It scrapes each new instance's ``/metrics`` every half second.
 
     Raises:
         ConfigError: ``prometheus-client`` (``rolling[analysis]``) is not installed.

@@ -121,7 +121,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 class _State:
     ready: bool = False
     served: int = 0
-    codes: dict[int, int] = attrs.Factory(dict)
+    codes: dict[int, int] = attrs.Factory(dict[int, int])
     buckets: list[int] = attrs.Factory(lambda: [0] * len(_BUCKETS))
     seconds: float = 0.0
 
@@ -248,7 +248,11 @@ async def _answer(options: AppOptions, state: _State, head: bytes | None) -> tup
     await anyio.sleep(options.latency_ms / 1000)
     before, state.served = state.served, state.served + 1
     # Every request whose share of error_pct crosses a whole number fails: evenly spread.
-    status = 500 if int(state.served * options.error_pct / 100) > int(before * options.error_pct / 100) else 200
+    status = (
+        500
+        if int(state.served * options.error_pct / 100) > int(before * options.error_pct / 100)
+        else 200
+    )
     state.record(status, anyio.current_time() - started)
     if status == 500:  # noqa: PLR2004
         return 500, f"failure from {options.version} on port {options.port}\n"

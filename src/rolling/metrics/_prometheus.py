@@ -7,7 +7,7 @@ import math
 import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -57,8 +57,10 @@ def _check_tls(_instance: object, attribute: attrs.Attribute[Any], value: Any) -
 
 
 def _check_basic(_instance: object, _attribute: object, value: Any) -> None:
-    ok = isinstance(value, tuple) and len(value) == 2  # noqa: PLR2004 - (user, password)
-    if value is None or (ok and all(isinstance(v, str) for v in value)):
+    if value is None:
+        return
+    pair = cast("tuple[object, ...]", value) if isinstance(value, tuple) else ()
+    if len(pair) == 2 and all(isinstance(v, str) for v in pair):  # noqa: PLR2004 - (user, password)
         return
     raise ConfigError(
         "PrometheusQuery.basic_auth",
@@ -95,8 +97,9 @@ def parse_query_result(body: Any) -> Value | None:
         raise MetricError(
             f"Prometheus: {answer.get('errorType', 'error')}: {answer.get('error', answer)}"
         )
-    data = answer.get("data") or {}
-    kind, result = data.get("resultType"), data.get("result")
+    data: dict[str, Any] = answer.get("data") or {}
+    kind: Any = data.get("resultType")
+    result: Any = data.get("result")
     try:
         if kind == "scalar":
             return float(result[1])
@@ -171,7 +174,9 @@ class PrometheusQuery:
         return headers
 
     async def _ask(self, query: str) -> Response:
-        params = urllib.parse.urlencode({"query": query, "timeout": f"{max(1, round(self.timeout * 1000))}ms"})
+        params = urllib.parse.urlencode(
+            {"query": query, "timeout": f"{max(1, round(self.timeout * 1000))}ms"}
+        )
         url = f"{self.url.rstrip('/')}/api/v1/query?{params}"
         context = None
         if url.startswith("https:"):
@@ -201,11 +206,14 @@ class PrometheusQuery:
         """
         query = fill_template(self.query, context)
         response = await self._ask(query)
-        if response.status in {400, 422}:  # noqa: PLR2004 - Prometheus's codes for a bad query
+        if response.status in {400, 422}:
             body = response.json()
             error = body.get("error", body) if isinstance(body, dict) else body  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-            raise ConfigError("PrometheusQuery.query", f"Prometheus rejected {query!r}: {error}",
-                              "fix the PromQL; try it in Prometheus's expression browser")
+            raise ConfigError(
+                "PrometheusQuery.query",
+                f"Prometheus rejected {query!r}: {error}",
+                "fix the PromQL; try it in Prometheus's expression browser",
+            )
         if response.status != 200:  # noqa: PLR2004
             raise MetricError(f"Prometheus at {self.url} answered HTTP {response.status}")
         parse_query_result(response.json())
