@@ -195,7 +195,7 @@ class PrometheusQuery:
         response = await self._ask(fill_template(self.query, context))
         if response.status >= 500 or response.status in {401, 403, 404}:  # noqa: PLR2004
             raise MetricError(f"Prometheus answered HTTP {response.status}")
-        return parse_query_result(response.json())
+        return parse_query_result(_json(response))
 
     async def prepare(self, context: MeasureContext) -> None:
         """Ask the query once, before the rollout changes anything.
@@ -207,7 +207,7 @@ class PrometheusQuery:
         query = fill_template(self.query, context)
         response = await self._ask(query)
         if response.status in {400, 422}:
-            body = response.json()
+            body = _json(response)
             error = body.get("error", body) if isinstance(body, dict) else body  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
             raise ConfigError(
                 "PrometheusQuery.query",
@@ -216,7 +216,14 @@ class PrometheusQuery:
             )
         if response.status != 200:  # noqa: PLR2004
             raise MetricError(f"Prometheus at {self.url} answered HTTP {response.status}")
-        parse_query_result(response.json())
+        parse_query_result(_json(response))
+
+
+def _json(response: Response) -> Any:
+    try:
+        return response.json()
+    except HTTPError as exc:
+        raise MetricError(f"Prometheus: {exc}") from None
 
 
 def _number_or_none(value: Any) -> Value | None:

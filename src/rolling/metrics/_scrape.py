@@ -20,7 +20,7 @@ import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
 from rolling import ConfigError
-from rolling.analysis import MeasureContext, Value
+from rolling.analysis import MeasureContext
 from rolling.net import Address, address_of, default_address
 from rolling.validate import check_callable, check_seconds, validator
 
@@ -114,7 +114,7 @@ class Scrape:
                 "Scrape.errors", "errors and quantile do not mix", "make two metrics, one of each"
             )
 
-    async def measure(self, context: MeasureContext) -> Value | None:
+    async def measure(self, context: MeasureContext) -> float | None:
         """Scrape every instance, and compute the value from the increases since last time.
 
         Raises:
