@@ -244,7 +244,7 @@ class Metric:
     Attributes:
         name: A short label, used in events, reasons and the result.
         provider: A :class:`~rolling.typing.MetricProvider`, or an async
-            function taking a :class:`MeasureContext`.
+            function taking a :class:`~rolling.analysis.MeasureContext`.
         success: Condition for a successful measurement.
         failure: Condition for a failed measurement.
         interval: Seconds between measurements.
