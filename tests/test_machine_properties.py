@@ -255,7 +255,7 @@ class Player:
             self.terminated.add(effect.args[0].id)
         return None
 
-    def answer(self, effect: Any, *, interrupted: bool) -> Any:  # noqa: C901, PLR0911 - one answer per kind
+    def answer(self, effect: Any, *, interrupted: bool) -> Any:  # noqa: C901, PLR0911, PLR0912 - one answer per kind
         """What the runner would send into the program; an exception is thrown in instead."""
         if isinstance(effect, Call):
             try:
@@ -433,9 +433,7 @@ class Player:
                 return
             if controls and self.rng.random() < 0.01:
                 self.control()
-            background = machine.analyses.background
-            if background is not None and self.rng.random() < 0.05:
-                self.measure(background)
+            self.background_measurement()
             movable = list(self.units)
             choices = len(movable) + len(self.deferred) + (1 if running else 0)
             if not choices:
@@ -460,6 +458,12 @@ class Player:
                     machine.promote(full=False)
                     self.signals()
         raise AssertionError("no end after MAX_STEPS")
+
+    def background_measurement(self) -> None:
+        """Now and then, a measurement of the background analysis, when one runs."""
+        background = self.machine.analyses.background
+        if background is not None and self.rng.random() < 0.05:  # noqa: PLR2004 - a rate
+            self.measure(background)
 
     def unstick(self) -> None:
         """Nothing runs and nothing will wake the main program.
