@@ -462,7 +462,7 @@ class Player:
     def background_measurement(self) -> None:
         """Now and then, a measurement of the background analysis, when one runs."""
         background = self.machine.analyses.background
-        if background is not None and self.rng.random() < 0.05:  # noqa: PLR2004 - a rate
+        if background is not None and self.rng.random() < 0.05:
             self.measure(background)
 
     def unstick(self) -> None:
