@@ -184,6 +184,7 @@ async def test_analysis_example_rolls_a_bad_release_back_and_keeps_a_good_one() 
     assert bad.status is rolling.RolloutStatus.ROLLED_BACK
     assert "error-ratio" in bad.reason
     assert bad_versions == {"v1": 5}
+    assert bad.counts[rolling.InstanceOutcome.PENDING] == 3  # never touched
     assert good.status is rolling.RolloutStatus.SUCCEEDED, good.reason
     assert good_versions == {"v2-good": 5}
     assert good.verdict is not None
