@@ -62,6 +62,29 @@ def test_draining_gives_zero_failed_requests_and_no_drain_does_not() -> None:
     assert code == 2
 
 
+def test_faulty_release_is_caught_by_analysis_and_not_without() -> None:
+    code, watched = run_demo("--instances", "4", "--faulty", "10")
+    assert code == 1, watched
+    assert watched["status"] == "rolled_back"
+    assert "error-ratio" in watched["reason"]
+    assert watched["final_versions"] == {"v1": 4}
+    assert watched["detect_seconds"] is not None
+    assert watched["failed"] > 0
+    code, naive = run_demo("--instances", "4", "--faulty", "10", "--no-analysis")
+    assert code == 2, naive
+    assert naive["status"] == "succeeded"
+    assert naive["final_versions"] == {"v2": 4}
+    assert naive["detect_seconds"] is None
+    assert naive["failed"] > watched["failed"]
+
+
+def test_slow_release_is_rolled_back_on_p90() -> None:
+    code, report = run_demo("--instances", "3", "--slow", "150")
+    assert code == 1, report
+    assert "p90-latency" in report["reason"]
+    assert report["final_versions"] == {"v1": 3}
+
+
 def test_broken_release_rolls_back_without_a_failed_request() -> None:
     code, report = run_demo("--instances", "4", "--broken")
     assert report["status"] == "rolled_back"

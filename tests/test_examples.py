@@ -172,3 +172,20 @@ def test_the_script_runs_and_prints_each_status() -> None:
     assert lines[0].startswith("in place: succeeded")
     assert lines[1].startswith("elastic: succeeded")
     assert lines[2].startswith("failing: rolled_back")
+
+
+async def test_analysis_example_rolls_a_bad_release_back_and_keeps_a_good_one() -> None:
+    example = load_example("analysis")
+    try:
+        bad, bad_versions = await example.roll("v2-bad")
+        good, good_versions = await example.roll("v2-good")
+    finally:
+        sys.modules.pop(example.__name__, None)
+    assert bad.status is rolling.RolloutStatus.ROLLED_BACK
+    assert "error-ratio" in bad.reason
+    assert bad_versions == {"v1": 5}
+    assert bad.counts[rolling.InstanceOutcome.PENDING] == 3  # never touched
+    assert good.status is rolling.RolloutStatus.SUCCEEDED, good.reason
+    assert good_versions == {"v2-good": 5}
+    assert good.verdict is not None
+    assert good.verdict.outcome == "successful"

@@ -2,9 +2,10 @@
 
 No event loop, no driver: this test plays the runner. For each example it
 draws a fleet (1 to 500 instances, some unhealthy at the start), a strategy,
-budgets, steps and hooks, then answers the machine's effects in a random
-interleaving with random outcomes (a call fails, a driver answers the wrong
-version, readiness fails), with random control calls (pause, resume,
+budgets, steps (an ``Analyze`` among them), a background analysis and hooks,
+then answers the machine's effects in a random interleaving with random
+outcomes (a call fails, a driver answers the wrong version, readiness fails,
+a measurement passes, fails, has no data or errs), with random control calls (pause, resume,
 promote, abort), timer firings, halts and cancellation. On every effect it
 checks the availability floor (no serving instance is taken out below it),
 the capacity ceiling (no launch above it) and that no instance is worked on
@@ -28,11 +29,14 @@ from hypothesis import strategies as st
 
 from rolling import (
     Advance,
+    Analysis,
+    Analyze,
     Backoff,
     Batches,
     FailurePolicy,
     Gate,
     InstanceOutcome,
+    Metric,
     Order,
     Pause,
     ProgressDeadline,
@@ -51,6 +55,7 @@ from rolling._effects import (
     LoadJournal,
     Probe,
     Record,
+    RunAnalysis,
     Sleep,
     Spawn,
     Survey,
@@ -72,6 +77,29 @@ MAX_STEPS = 200_000
 class Inst:
     id: str
     version: str
+
+
+async def _measure(_context: object) -> float:  # never called: the test answers measurements
+    return 0.0  # pragma: no cover
+
+
+def _analysis(name: str) -> Analysis:
+    """Two metrics the test answers itself: either may fail, be inconclusive, or see no data."""
+    return Analysis(
+        name=name,
+        metrics=[
+            Metric(name="a", provider=_measure, success=_low, failure=_high, count=2),
+            Metric(name="b", provider=_measure, failure=_high, no_data_limit=1),
+        ],
+    )
+
+
+def _low(value: float) -> bool:
+    return value < 0.3
+
+
+def _high(value: float) -> bool:
+    return value > 0.7
 
 
 async def _gate() -> bool:  # never called: the test answers gates itself
@@ -108,6 +136,8 @@ def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
     steps: list[Any] = []
     if draw(st.booleans()):
         steps = [Advance(draw(st.integers(1, 3))), Pause(), Advance("100%"), Gate(_gate)]
+        if draw(st.booleans()):
+            steps.insert(1, Analyze(_analysis("step"), inconclusive_timeout=60))
     policy = FailurePolicy(
         retries=draw(st.integers(0, 2)),
         backoff=Backoff(initial=1, jitter=0.5),
@@ -135,6 +165,7 @@ def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
         can_launch=surge_ok,
         journaled=draw(st.booleans()),
         seed=1,
+        analysis=_analysis("background") if draw(st.booleans()) else None,
     )
     fault = draw(st.sampled_from([0.0, 0.02, 0.1, 0.4]))
     return config, size, fault, draw(st.integers(0, 2**32 - 1 - PER_CONFIGURATION))
@@ -224,7 +255,7 @@ class Player:
             self.terminated.add(effect.args[0].id)
         return None
 
-    def answer(self, effect: Any, *, interrupted: bool) -> Any:  # noqa: C901, PLR0911 - one answer per kind
+    def answer(self, effect: Any, *, interrupted: bool) -> Any:  # noqa: C901, PLR0911, PLR0912 - one answer per kind
         """What the runner would send into the program; an exception is thrown in instead."""
         if isinstance(effect, Call):
             try:
@@ -252,7 +283,24 @@ class Player:
             if self.step_ended:
                 return None
             return self.rng.choice([(True, ""), (False, "bad metric")])
+        if isinstance(effect, RunAnalysis):
+            while not self.step_ended and self.measure(effect.judge):
+                pass
+            return None
         raise AssertionError(effect)
+
+    def measure(self, judge: Any) -> bool:
+        """One measurement of a random metric of ``judge``: a value, no data, or an error."""
+        index = self.rng.randrange(len(judge.metrics))
+        if judge.metrics[index].done:
+            return not judge.done
+        answer = self.rng.choice([0.0, 0.1, 0.5, 0.9, None])
+        error = "boom" if self.rng.random() < self.fault else ""
+        self.now += 1
+        self.machine.clock(self.now)
+        more: bool = self.machine.measured(judge, index, answer, error)
+        self.signals()
+        return more
 
     @staticmethod
     def resume(program: Generator[Any, Any, Any], value: Any) -> Any:
@@ -385,6 +433,7 @@ class Player:
                 return
             if controls and self.rng.random() < 0.01:
                 self.control()
+            self.background_measurement()
             movable = list(self.units)
             choices = len(movable) + len(self.deferred) + (1 if running else 0)
             if not choices:
@@ -402,17 +451,34 @@ class Player:
                 running = self.step_main()
                 idle = before is IDLE and self.main_effect is IDLE
                 if running and idle and not (self.units or self.deferred or self.main_woken):
-                    # Nothing runs and nothing will wake the main program: only an operator's
-                    # resume() may, after a pause(); anything else is a stalled machine.
-                    assert machine.paused, "the machine stalled"
-                    machine.resume()
-                    self.signals()
+                    self.unstick()
                 effect = self.main_effect
                 waiting = running and isinstance(effect, WaitStep) and not self.units
                 if waiting and isinstance(effect, WaitStep) and effect.seconds is None:
                     machine.promote(full=False)
                     self.signals()
         raise AssertionError("no end after MAX_STEPS")
+
+    def background_measurement(self) -> None:
+        """Now and then, a measurement of the background analysis, when one runs."""
+        background = self.machine.analyses.background
+        if background is not None and self.rng.random() < 0.05:
+            self.measure(background)
+
+    def unstick(self) -> None:
+        """Nothing runs and nothing will wake the main program.
+
+        Only an operator's resume() may, after a pause(), or a measurement the end of
+        the rollout waits for (the background analysis's bake); anything else is a stall.
+        """
+        machine = self.machine
+        background = machine.analyses.background
+        if machine.paused:
+            machine.resume()
+            self.signals()
+        else:
+            assert background is not None, "the machine stalled"
+            self.measure(background)
 
     def cancel(self) -> None:
         """The runner's cancellation: waits are interrupted, units settle, the run ends."""

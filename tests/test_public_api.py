@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
 PUBLIC_MODULES = [
     "rolling",
+    "rolling.analysis",
     "rolling.checks",
     "rolling.drivers.docker",
     "rolling.drivers.process",
     "rolling.drivers.ssh",
     "rolling.events",
     "rolling.health",
+    "rolling.metrics",
     "rolling.net",
     "rolling.routers.balancer",
     "rolling.routers.haproxy",
@@ -80,7 +82,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rolling"
 # Adapters and the tools shipped for users are written as a third party would write them: with
 # the public names of the core only (rolling, rolling.typing, rolling.events, rolling.net,
 # rolling.health, rolling.validate), never its private modules.
-ADAPTER_DIRS = ["drivers", "routers", "checks", "demo", "testing"]
+ADAPTER_DIRS = ["checks", "demo", "drivers", "metrics", "routers", "testing"]
 
 
 def core_private_imports(path: Path, package_dir: Path = SRC) -> list[str]:

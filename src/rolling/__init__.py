@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
+from ._analysis import Analysis, Metric
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
 from ._journal import FileJournal, JournalError
 from ._lock import FileLock, LockedError
@@ -23,15 +24,17 @@ from ._policies import (
 )
 from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
 from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
-from ._steps import Advance, Gate, Pause, Step
+from ._steps import Advance, Analyze, Gate, Pause, Step
 from ._strategy import Batches, RollingUpdate, Strategy
 from .events import (
+    AnalysisDecided,
     BatchFinished,
     BatchStarted,
     ControlRequested,
     Event,
     GateChecked,
     InstancePhaseChanged,
+    MeasurementTaken,
     Phase,
     ProgressDeadlineExceeded,
     RollbackStarted,
@@ -49,6 +52,9 @@ __version__ = importlib.metadata.version("rolling")
 
 __all__ = [
     "Advance",
+    "Analysis",
+    "AnalysisDecided",
+    "Analyze",
     "Backoff",
     "BatchFinished",
     "BatchStarted",
@@ -73,6 +79,8 @@ __all__ = [
     "Lock",
     "LockedError",
     "LoggingObserver",
+    "MeasurementTaken",
+    "Metric",
     "Order",
     "Pause",
     "Phase",

@@ -10,11 +10,14 @@ be cheap, and nothing mutates one after the machine hands it out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._steps import Gate
+
+if TYPE_CHECKING:
+    from ._judge import AnalysisJudge
 
 __all__ = [
     "IDLE",
@@ -27,6 +30,7 @@ __all__ = [
     "LoadJournal",
     "Probe",
     "Record",
+    "RunAnalysis",
     "Sleep",
     "Spawn",
     "Survey",
@@ -140,3 +144,14 @@ class CheckGate:
     """
 
     gate: Gate
+
+
+@attrs.define
+class RunAnalysis:
+    """Measure the metrics of ``judge`` until it has a verdict, or a promote or a stop.
+
+    Each answer goes to the machine (:meth:`Machine.measured
+    <rolling._machine.Machine.measured>`), which judges it. Answers None.
+    """
+
+    judge: AnalysisJudge

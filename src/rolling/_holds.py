@@ -12,6 +12,11 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    skips every step left, including ones not reached yet.
 5. Waiting on a hold is not a lack of progress: the progress deadline starts
    again when it ends.
+6. ``Analyze(analysis)`` measures until the analysis has a verdict
+   (:mod:`rolling._analyses`), a promote (it passes) or a stop. Failed is a
+   trigger, handled by the rollback policy. Inconclusive holds for a person:
+   promote or resume go on, abort rolls back; after ``inconclusive_timeout``
+   the step's ``on_timeout`` decides (roll back, or go on).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from ._effects import CheckGate, WaitStep
+from ._analysis import Outcome
+from ._effects import CheckGate, RunAnalysis, WaitStep
 from ._result import RolloutStatus
-from ._steps import Gate, Pause, Step
+from ._steps import Analyze, Gate, InconclusiveAction, Pause, Step
 from .events import GateChecked, StepFinished, StepStarted
 
 if TYPE_CHECKING:
@@ -38,6 +44,7 @@ class Holds:
         self._step: Step | None = None
         self._one = False
         self._full = False
+        self._asking = False
 
     @property
     def current(self) -> Step | None:
@@ -48,7 +55,14 @@ class Holds:
         """End the running hold (and skip all that remain with ``full``); False if none runs."""
         if full:
             self._full = True
-        elif not isinstance(self._step, Pause | Gate):
+        elif not isinstance(self._step, Pause | Gate | Analyze):
+            return False
+        self._one = True
+        return True
+
+    def resume(self) -> bool:
+        """A resume ends a hold that asks a person (an inconclusive analysis); False if none."""
+        if not self._asking:
             return False
         self._one = True
         return True
@@ -70,6 +84,8 @@ class Holds:
             promoted = self._one or self._full
         elif isinstance(step, Gate):
             promoted = yield from self._gate(step)
+        elif isinstance(step, Analyze):
+            promoted = yield from self._analyze(step)
         self._step = None
         machine.progressed()
         if not machine.stopping:
@@ -89,4 +105,45 @@ class Holds:
         machine.emit(GateChecked, name=gate.name, passed=passed, reason=reason)
         if not passed:
             machine.policy_trigger(f"gate {gate.name} failed" + (f": {reason}" if reason else ""))
+        return False
+
+    def _stopped(self) -> bool:
+        """Whether a trigger fired (a call, so a type checker does not narrow across a yield)."""
+        return self._m.stopping
+
+    def _promoted(self) -> bool:
+        """Whether a promote (or a resume, for a person's decision) came."""
+        return self._one or self._full
+
+    def _analyze(self, step: Analyze) -> Generator[Any, Any, bool]:  # noqa: PLR0911 - one return per way the hold ends
+        machine = self._m
+        analyses = machine.analyses
+        judge = analyses.open(step.analysis)
+        yield RunAnalysis(judge)
+        verdict = analyses.close(judge)
+        if self._promoted():
+            return True
+        if machine.stopping:
+            return False
+        name = step.analysis.name
+        if verdict.outcome is Outcome.FAILED:
+            machine.policy_trigger(f"analysis {name!r} failed: {verdict.reason}")
+            return False
+        if verdict.outcome is not Outcome.INCONCLUSIVE:
+            return False
+        # Inconclusive: a person decides (rule 6).
+        machine.set_status(RolloutStatus.PAUSED)
+        self._asking = True
+        try:
+            yield WaitStep(step.inconclusive_timeout)
+        finally:
+            self._asking = False
+        if self._promoted():
+            return True
+        if self._stopped() or step.on_timeout is InconclusiveAction.CONTINUE:
+            return False
+        machine.policy_trigger(
+            f"analysis {name!r} inconclusive, and nobody decided within"
+            f" {step.inconclusive_timeout}s: {verdict.reason}"
+        )
         return False

@@ -40,7 +40,13 @@ Rules, in the order a rollout meets them:
 7. **Steps** run at their barrier: a ``Pause`` until its time or a promote;
    a ``Gate`` until it answers, a promote, or a stop. ``promote(full=True)``
    skips every step left.
-8. **End.** A trigger's status, else DEGRADED when an instance failed, else
+8. **Analysis** (:mod:`rolling._analyses`): an ``Analyze`` step is held
+   like a gate; a failed verdict is a trigger, an inconclusive one waits for
+   a person. The background analysis starts with the first instance updated,
+   a failed verdict is a trigger at any moment, an inconclusive one pauses;
+   it ends when a rollback starts, or after its bake once the forward pass
+   is done.
+9. **End.** A trigger's status, else DEGRADED when an instance failed, else
    SUCCEEDED. A cancelled run ends CANCELLED, an error HALTED; both after
    in-flight units settled.
 """
@@ -52,6 +58,8 @@ import random
 from collections.abc import Generator, Sequence
 from typing import Any
 
+from ._analyses import ANALYZE, Analyses
+from ._analysis import MeasureContext
 from ._effects import (
     Failed,
     ListInstances,
@@ -80,7 +88,7 @@ from .events import (
     StatusChanged,
 )
 
-__all__ = ["INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"]
+__all__ = ["ANALYZE", "INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"]
 
 Program = Generator[Any, Any, Any]
 """A machine program: yields effects, receives their results."""
@@ -126,6 +134,8 @@ class Machine:
         self._doomed: tuple[Any, ...] = ()
         self._units = UnitPrograms(self, settings, random.Random(settings.seed))
         self._passes = Passes(self, settings, self._units, self._holds)
+        self._analyses = Analyses(self, settings.analysis)
+        self._rollout_id = ""
 
     # ---------------------------------------------------------- runner side
 
@@ -137,6 +147,7 @@ class Machine:
         """The run starts at loop time ``now``, wall time ``wall``."""
         self._now = self._started_at = self._progress_at = now
         self._wall_offset = wall - now
+        self._rollout_id = f"{self._s.target}@{wall:.3f}"
         self.set_status(RolloutStatus.RUNNING)
 
     def drain_events(self) -> list[Event]:
@@ -222,6 +233,8 @@ class Machine:
         self.emit(ControlRequested, action="resume")
         self._paused = False
         self._passes.pause(paused=False)
+        if self._holds.resume():
+            self._signals |= STEP
         self._progress_at = self._now
         if self.status is RolloutStatus.PAUSED and self._holds.current is None:
             self.set_status(RolloutStatus.RUNNING)
@@ -313,7 +326,7 @@ class Machine:
         if deadline is None or self._stop_mode is not None:
             return
         now = self._now
-        if self._paused or self._holds.current is not None:
+        if self._paused or self._holds.current is not None or self._analyses.baking:
             # Waiting for an operator is not a lack of progress.
             self._progress_at = now
             return
@@ -372,6 +385,7 @@ class Machine:
         yield from self._resume()
         if self._stop_mode is None:
             yield from self._passes.forward(self._desired)
+        yield from self._analyses.after_forward()
         if self._stop_mode is RollbackMode.REVERT:
             self._rolling_back = True
             self.set_status(RolloutStatus.ROLLING_BACK)
@@ -498,6 +512,40 @@ class Machine:
         self._progress_at = self._now
         if not self._rolling_back:
             self._consecutive = 0
+            self._analyses.start_background()
+
+    # ------------------------------------------------------------ analysis
+
+    @property
+    def now(self) -> float:
+        """The event loop's time, as last told."""
+        return self._now
+
+    @property
+    def analyses(self) -> Analyses:
+        """The rollout's analyses (steps and background)."""
+        return self._analyses
+
+    def measure_context(self) -> MeasureContext:
+        """What a measurement taken now knows of the rollout."""
+        return self._analyses.context(self.slots, self._rollout_id, self._now)
+
+    def measured(self, judge: Any, index: int, answer: object, error: str) -> bool:
+        """The runner took a measurement: judge it; whether to measure again."""
+        return self._analyses.measured(judge, index, answer, error)
+
+    def signal_wake(self) -> None:
+        """Wake the main program (it may be waiting on the background analysis)."""
+        self._signals |= WAKE
+
+    def hold(self, reason: str) -> None:
+        """Pause for a person, for ``reason`` (a background analysis is inconclusive)."""
+        if self._stop_mode is not None or self._paused:
+            return
+        self.emit(ControlRequested, action="pause", detail=reason)
+        self._paused = True
+        self._passes.pause(paused=True)
+        self.set_status(RolloutStatus.PAUSED)
 
     @property
     def revert_pending(self) -> bool:
@@ -515,6 +563,8 @@ class Machine:
 
     def finish(self, status: RolloutStatus, reason: str) -> RolloutResult:
         """Make the result; the run has ended with ``status``."""
+        analyses = self._analyses
+        analyses.end_background()
         self.status = status
         self.result = RolloutResult(
             status=status,
@@ -523,6 +573,9 @@ class Machine:
             instances=tuple(instance_result(s) for s in self.slots),
             started_at=self._started_at,
             finished_at=self._now,
+            measurements=tuple(m for j in analyses.judges for m in j.measurements),
+            verdicts=tuple(j.verdict() for j in analyses.judges),
+            verdict=analyses.deciding,
         )
         self.emit(StatusChanged, status=status)
         self.emit(RolloutFinished, result=self.result)

@@ -8,6 +8,8 @@ from typing import cast
 
 import attrs
 
+from ._analysis import Measurement, Verdict
+
 __all__ = ["InstanceOutcome", "InstanceResult", "RolloutResult", "RolloutStatus"]
 
 
@@ -112,8 +114,15 @@ class RolloutResult:
         instances: One entry per instance of the starting fleet, in inventory order.
         started_at: Event-loop time it started.
         finished_at: Event-loop time it ended.
+        measurements: Every measurement of every analysis, in the order taken.
+        verdicts: Every analysis's verdict (steps in order, and the background one).
+        verdict: The verdict that decided the rollout: the one that failed
+            or paused it, else the last one reached; None without analysis.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0
+       ``measurements``, ``verdicts`` and ``verdict``.
     """
 
     status: RolloutStatus
@@ -122,6 +131,9 @@ class RolloutResult:
     instances: tuple[InstanceResult, ...]
     started_at: float
     finished_at: float
+    measurements: tuple[Measurement, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
+    verdict: Verdict | None = None
 
     @property
     def duration(self) -> float:
@@ -166,4 +178,7 @@ class RolloutResult:
                 }
                 for i in self.instances
             ],
+            "measurements": [m.to_dict() for m in self.measurements],
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }

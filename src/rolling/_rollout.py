@@ -10,6 +10,7 @@ from typing import Any, Generic, cast
 import anyio
 import attrs
 
+from ._analysis import Analysis
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError, one_error
 from ._journal import FileJournal
 from ._lock import FileLock
@@ -26,7 +27,7 @@ from ._policies import (
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
 from ._settings import Settings, check_steps
-from ._steps import Advance, Gate, Pause, Step
+from ._steps import Advance, Analyze, Gate, Pause, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from .events import Event
 from .health import CheckFunction, as_check_function
@@ -60,8 +61,12 @@ class Rollout(Generic[InstanceT]):
         rollback: ``"revert"`` (default) or ``"halt"``, when a trigger fires.
         progress_deadline: Seconds (action: roll back) or a
             :class:`~rolling.ProgressDeadline`.
-        steps: :class:`~rolling.Advance`, :class:`~rolling.Pause` and
-            :class:`~rolling.Gate` steps, in order.
+        steps: :class:`~rolling.Advance`, :class:`~rolling.Pause`,
+            :class:`~rolling.Gate` and :class:`~rolling.Analyze` steps, in order.
+        analysis: A background :class:`~rolling.Analysis`: measured from the
+            moment the first instance on the target is in traffic until the
+            rollout ends (plus its ``bake``); a failed verdict triggers the
+            rollback policy at once, an inconclusive one pauses the rollout.
         order: The order instances are updated in.
         waves: Failure domains, one finished before the next starts.
         hooks: An object with any of the :class:`~rolling.Hooks` methods.
@@ -101,6 +106,7 @@ class Rollout(Generic[InstanceT]):
         seed: int | None = None,
         journal: Journal | None = None,
         lock: Lock | None = None,
+        analysis: Analysis | None = None,
     ) -> None:
         if not _is_nonempty_str(target):
             raise ConfigError(
@@ -192,6 +198,9 @@ class Rollout(Generic[InstanceT]):
         self.lock: Lock | None = _typed(
             "Rollout.lock", lock, Lock, None, "pass rolling.FileLock(path), a Lock, or None"
         )
+        self.analysis: Analysis | None = _typed(
+            "Rollout.analysis", analysis, Analysis, None, "pass rolling.Analysis(metrics=[...])"
+        )
         self.check_function: CheckFunction | None = as_check_function(self.readiness.check)
         self.logger = logging.getLogger("rolling")
         self._started = False
@@ -212,6 +221,7 @@ class Rollout(Generic[InstanceT]):
             can_launch=self.can_launch,
             journaled=self.journal is not None,
             seed=seed,
+            analysis=self.analysis,
         )
 
     def _claim(self) -> None:
@@ -371,7 +381,7 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
 
 
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
-    if isinstance(steps, Advance | Pause | Gate):
+    if isinstance(steps, Advance | Pause | Gate | Analyze):
         raise ConfigError(
             "Rollout.steps",
             "expected a sequence of steps, got a single step",
@@ -379,11 +389,11 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
         )
     result = tuple(steps)
     for index, step in enumerate(result):
-        if not isinstance(step, Advance | Pause | Gate):
+        if not isinstance(step, Advance | Pause | Gate | Analyze):
             raise ConfigError(
                 f"Rollout.steps[{index}]",
-                f"expected Advance, Pause or Gate, got {step!r}",
-                "build steps with rolling.Advance, rolling.Pause and rolling.Gate",
+                f"expected Advance, Pause, Gate or Analyze, got {step!r}",
+                "build steps with rolling.Advance, rolling.Pause, rolling.Gate and rolling.Analyze",
             )
     check_steps(result)
     return result

@@ -41,6 +41,7 @@ from ._effects import (
     LoadJournal,
     Probe,
     Record,
+    RunAnalysis,
     Sleep,
     Spawn,
     Survey,
@@ -48,7 +49,8 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import one_error
-from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
+from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
+from ._measuring import Measurer, analyses_of
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
 from ._stream import EventStream, loop_checkpoint, loop_clock, loop_deadline
@@ -56,6 +58,7 @@ from .events import Event
 from .health import probe_once
 
 if TYPE_CHECKING:
+    from ._judge import AnalysisJudge
     from ._rollout import Rollout
 
 __all__ = ["Runner"]
@@ -120,6 +123,12 @@ class Runner:
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
+        self._measurer = Measurer(machine, self._now, self._flush)
+        self._background: anyio.CancelScope | None = None
+
+    def _now(self) -> float:
+        # Not the clock itself: run() swaps in the event loop's own clock.
+        return self._clock()
 
     # -------------------------------------------------------- the outside
 
@@ -152,6 +161,8 @@ class Runner:
         self._clock = loop_clock()
         self._checkpoint = loop_checkpoint()
         self._deadline = loop_deadline()
+        # Before anything changes: a query the metric server rejects stops the rollout here.
+        await self._measurer.prepare(analyses_of(self._rollout.steps, self._rollout.analysis))
         machine.start(self._clock(), time.time())
         self._flush()
         lock = self._rollout.lock
@@ -225,6 +236,8 @@ class Runner:
                 self._step_event.set()
             if signals & WAKE:
                 self._wake.set()
+            if signals & ANALYZE:
+                self._toggle_background()
         if machine.result is not None and self._streams:
             for stream in self._streams:
                 stream.end()
@@ -409,6 +422,8 @@ class Runner:
             return None
         if isinstance(effect, CheckGate):
             return await self._check_gate(effect)
+        if isinstance(effect, RunAnalysis):
+            return await self._run_analysis(effect)
         msg = f"unknown effect {effect!r}"  # pragma: no cover - every kind is handled above
         raise AssertionError(msg)  # pragma: no cover
 
@@ -501,6 +516,35 @@ class Runner:
             tg.cancel_scope.cancel()
         self._step_event = None
         return outcome
+
+    async def _run_analysis(self, effect: RunAnalysis) -> None:
+        """An ``Analyze`` step: measure until a verdict, a promote or a stop."""
+        event = self._step_event = anyio.Event()
+
+        async def measure() -> None:
+            await self._measurer.run(effect.judge)
+            event.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(measure)
+            await event.wait()
+            tg.cancel_scope.cancel()
+        self._step_event = None
+
+    def _toggle_background(self) -> None:
+        """Start the background analysis's task, or stop it, as the machine says."""
+        judge = self._m.analyses.background
+        if judge is None:
+            if self._background is not None:
+                self._background.cancel()
+        elif self._background is None and self._tg is not None:
+            self._tg.start_soon(self._run_background, judge)
+
+    async def _run_background(self, judge: AnalysisJudge) -> None:
+        with anyio.CancelScope() as scope:
+            self._background = scope
+            if self._m.analyses.background is judge:
+                await self._measurer.run(judge)
 
     # ------------------------------------------------------------ timers
 

@@ -11,6 +11,7 @@ import math
 
 import attrs
 
+from ._analysis import Analysis
 from ._errors import ConfigError
 from ._policies import FailurePolicy, Order, ProgressDeadline, Readiness, RollbackMode, Waves
 from ._steps import Advance, Step
@@ -41,6 +42,7 @@ class Settings:
         can_launch: Whether the driver launches and terminates.
         journaled: Whether changes are journaled.
         seed: Seed for back-off jitter.
+        analysis: The background analysis, if any.
     """
 
     target: str
@@ -59,6 +61,7 @@ class Settings:
     can_launch: bool
     journaled: bool
     seed: int | None
+    analysis: Analysis | None = None
 
     @property
     def surge_enabled(self) -> bool:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
+from ._analysis import Analysis
 from ._errors import ConfigError
 from ._validate import CountOrPercent, check_count_or_percent
 from .validate import check_callable, check_seconds, validator
 
-__all__ = ["Advance", "Gate", "GateCheck", "Pause", "Step"]
+__all__ = ["Advance", "Analyze", "Gate", "GateCheck", "InconclusiveAction", "Pause", "Step"]
 
 GateCheck = Callable[[], Awaitable["bool | tuple[bool, str]"]]
 """An async function with no arguments that says whether the rollout may go on."""
@@ -81,5 +84,71 @@ class Advance:
     to: CountOrPercent = attrs.field(validator=validator(check_count_or_percent, allow_zero=False))
 
 
-Step = Advance | Pause | Gate
+class InconclusiveAction(enum.StrEnum):
+    """What an :class:`Analyze` step does when nobody decides an inconclusive verdict in time.
+
+    .. versionadded:: 0.3.0
+    """
+
+    ROLLBACK = "rollback"
+    """Trigger the rollback policy, as a failed verdict does."""
+    CONTINUE = "continue"
+    """Go on with the rollout, as a promote does."""
+
+
+def _check_analysis(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, Analysis):
+        raise ConfigError(
+            "Analyze.analysis",
+            f"expected an Analysis, got {value!r}",
+            "pass rolling.Analysis(metrics=[rolling.Metric(...)])",
+        )
+
+
+def _inconclusive_action(value: InconclusiveAction | str) -> InconclusiveAction:
+    try:
+        return InconclusiveAction(value)
+    except ValueError:
+        raise ConfigError(
+            "Analyze.on_timeout", f"unknown action {value!r}", 'pass "rollback" or "continue"'
+        ) from None
+
+
+@attrs.frozen
+class Analyze:
+    """Measure ``analysis`` and wait for its verdict before the next step.
+
+    A failed verdict triggers the rollout's rollback policy. An inconclusive
+    one pauses the rollout for a person: :meth:`~rolling.RolloutHandle.promote`
+    or :meth:`~rolling.RolloutHandle.resume` go on,
+    :meth:`~rolling.RolloutHandle.abort` rolls back; after
+    ``inconclusive_timeout`` seconds (if given) ``on_timeout`` decides.
+    A promote while it measures skips the rest of the analysis.
+
+    Attributes:
+        analysis: What to measure.
+        inconclusive_timeout: Seconds to wait for a person on an
+            inconclusive verdict; None: as long as it takes.
+        on_timeout: What happens when that time passes.
+
+    .. versionadded:: 0.3.0
+    """
+
+    analysis: Analysis = attrs.field(validator=_check_analysis)
+    inconclusive_timeout: float | None = attrs.field(
+        default=None,
+        kw_only=True,
+        validator=validator(check_seconds, allow_none=True, allow_zero=False),
+    )
+    on_timeout: InconclusiveAction = attrs.field(
+        default=InconclusiveAction.ROLLBACK, kw_only=True, converter=_inconclusive_action
+    )
+
+    @property
+    def name(self) -> str:
+        """The analysis's name."""
+        return self.analysis.name
+
+
+Step = Advance | Pause | Gate | Analyze
 """Any step."""

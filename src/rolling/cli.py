@@ -42,6 +42,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:  # noqa: PLR2004 - a percentage
+        msg = f"expected a percentage from 0 to 100, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60_000:  # noqa: PLR2004 - a minute at most
+        msg = f"expected milliseconds from 0 to 60000, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rolling", description="Rolling deployments with no downtime."
@@ -77,6 +99,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="naive baseline: stop backends without draining (requests will fail)",
     )
+    demo.add_argument(
+        "--faulty",
+        type=_percent,
+        default=0.0,
+        metavar="PCT",
+        help="v2 passes readiness but answers PCT %% of requests with HTTP 500",
+    )
+    demo.add_argument(
+        "--slow",
+        type=_milliseconds,
+        default=0.0,
+        metavar="MS",
+        help="v2 passes readiness but takes MS milliseconds longer per request",
+    )
+    demo.add_argument(
+        "--no-analysis",
+        action="store_true",
+        help="naive baseline: no metric analysis (by default the error ratio and p90 latency"
+        " of v2, scraped from its /metrics, roll a bad release back)",
+    )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--concurrency", type=_positive, default=8, help="load workers (default 8)")
     return parser
@@ -99,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain=not args.no_drain,
         json=args.json,
         concurrency=args.concurrency,
+        faulty=args.faulty,
+        slow_ms=args.slow,
+        analysis=not args.no_analysis,
     )
     progress = sys.stderr if args.json else sys.stdout
     try:

@@ -27,16 +27,19 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from ._analysis import Measurement, Verdict
     from ._result import RolloutResult, RolloutStatus
     from ._steps import Step
 
 __all__ = [
+    "AnalysisDecided",
     "BatchFinished",
     "BatchStarted",
     "ControlRequested",
     "Event",
     "GateChecked",
     "InstancePhaseChanged",
+    "MeasurementTaken",
     "Phase",
     "ProgressDeadlineExceeded",
     "RollbackStarted",
@@ -285,3 +288,33 @@ class RolloutFinished(Event):
     """
 
     result: RolloutResult
+
+
+@attrs.frozen(kw_only=True)
+class MeasurementTaken(Event):
+    """A metric was measured and the measurement judged.
+
+    Attributes:
+        analysis: The analysis's name.
+        measurement: The measurement: metric, value, outcome and reason.
+        background: Whether it belongs to the rollout's background analysis.
+
+    .. versionadded:: 0.3.0
+    """
+
+    analysis: str
+    measurement: Measurement
+    background: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class AnalysisDecided(Event):
+    """An analysis reached its verdict (or was cut short by the rollout's end).
+
+    Attributes:
+        verdict: The verdict, with every metric's.
+
+    .. versionadded:: 0.3.0
+    """
+
+    verdict: Verdict

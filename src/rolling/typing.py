@@ -21,6 +21,7 @@ import attrs
 from .events import Event
 
 if TYPE_CHECKING:
+    from ._analysis import MeasureContext, Value
     from ._result import RolloutResult
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Journal",
     "JournalRecord",
     "Lock",
+    "MetricProvider",
     "Observer",
     "Router",
 ]
@@ -137,6 +139,28 @@ class HealthCheck(Protocol[_InstanceT_contra]):
 
     async def check(self, instance: _InstanceT_contra) -> HealthResult | bool | tuple[bool, str]:
         """Probe ``instance`` once."""
+        ...
+
+
+@runtime_checkable
+class MetricProvider(Protocol):
+    """Measures one metric of a rollout: Prometheus, a scrape, Datadog, CloudWatch ...
+
+    A plain ``async def measure(context)`` function is accepted wherever a
+    provider is, too. A provider may also have an ``async def
+    prepare(context)`` method: it runs once before the rollout changes
+    anything (with no instances on the target yet), so a query the metric
+    server rejects stops the rollout at its start. What it raises comes out
+    of :meth:`Rollout.run() <rolling.Rollout.run>`.
+
+    .. versionadded:: 0.3.0
+    """
+
+    async def measure(self, context: MeasureContext) -> Value | None:
+        """Measure now: a number, a mapping of label set to number, or None for no data.
+
+        Raise (or take too long) for an error measurement.
+        """
         ...
 
 

@@ -43,6 +43,13 @@ class DemoReport:
         rollout_seconds: How long the rollout took.
         demo_seconds: How long the whole demo took.
         interrupted: Whether the demo was interrupted.
+        analysis: Whether metric analysis watched the rollout.
+        final_versions: Instances on each version at the end.
+        detect_seconds: Seconds from the first request a new-version
+            instance answered to the analysis's failing measurement; None
+            when nothing was detected.
+        failed_before_detect: Requests that failed before that measurement
+            (all failed requests when nothing was detected).
     """
 
     status: str
@@ -59,6 +66,10 @@ class DemoReport:
     rollout_seconds: float
     demo_seconds: float
     interrupted: bool = False
+    analysis: bool = False
+    final_versions: dict[str, int] = attrs.Factory(dict[str, int])
+    detect_seconds: float | None = None
+    failed_before_detect: int = 0
 
     @classmethod
     def build(
@@ -71,8 +82,17 @@ class DemoReport:
         drain: bool,
         demo_seconds: float,
         interrupted: bool,
+        analysis: bool = False,
     ) -> DemoReport:
         """Summarise the samples and the rollout's result."""
+        detected_at = _detected_at(result)
+        first_new = min(
+            (s.at for s in samples if s.version is not None and s.version != "v1"), default=None
+        )
+        detect = None
+        if detected_at is not None and first_new is not None:
+            detect = round(max(0.0, detected_at - first_new), 3)
+        before = [s for s in samples if detected_at is None or s.at <= detected_at]
         latencies = [s.latency * 1000 for s in samples if s.ok]
         failures = [s for s in samples if not s.ok]
         during = samples
@@ -97,6 +117,14 @@ class DemoReport:
             rollout_seconds=round(result.duration, 3) if result is not None else 0.0,
             demo_seconds=round(demo_seconds, 3),
             interrupted=interrupted,
+            analysis=analysis,
+            final_versions=dict(
+                sorted(Counter(i.version or "none" for i in result.instances).items())
+            )
+            if result is not None
+            else {},
+            detect_seconds=detect,
+            failed_before_detect=sum(1 for s in before if not s.ok),
         )
 
     @property
@@ -142,4 +170,23 @@ class DemoReport:
             ),
             f"  verdict        {verdict} (exit {self.exit_code})",
         ]
+        if self.final_versions:
+            versions = ", ".join(f"{v}: {n}" for v, n in self.final_versions.items())
+            detected = (
+                f"detected {self.detect_seconds:.2f} s after the first v2 answer,"
+                f" {self.failed_before_detect} requests failed before"
+                if self.detect_seconds is not None
+                else "nothing detected"
+            )
+            lines[-1:-1] = [
+                "  analysis       " + (detected if self.analysis else "off"),
+                f"  final fleet    {versions}",
+            ]
         return "\n".join(lines)
+
+
+def _detected_at(result: RolloutResult | None) -> float | None:
+    """When the analysis's first failing measurement was taken, if one decided the rollout."""
+    if result is None or result.verdict is None or result.verdict.outcome != "failed":
+        return None
+    return min((m.at for m in result.measurements if m.outcome == "failed"), default=None)

@@ -11,7 +11,17 @@ from typing import TextIO
 import anyio
 import attrs
 
-from rolling import Batches, FailurePolicy, Readiness, RollingUpdate, Rollout, RolloutResult
+from rolling import (
+    Analysis,
+    Batches,
+    ConfigError,
+    FailurePolicy,
+    Metric,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    RolloutResult,
+)
 from rolling.checks import HTTPCheck
 from rolling.drivers.process import ProcessDriver, ProcessInstance
 from rolling.routers.balancer import Balancer
@@ -38,15 +48,82 @@ class DemoOptions:
     concurrency: int = 8
     warmup: float = 1.0
     cooldown: float = 1.0
+    faulty: float = 0.0
+    slow_ms: float = 0.0
+    analysis: bool = True
+
+    @property
+    def bad_release(self) -> bool:
+        """Whether v2 passes readiness but serves badly (``--faulty``, ``--slow``)."""
+        return bool(self.faulty or self.slow_ms)
 
 
-def app_command(*, broken: bool) -> Callable[[str, int], Sequence[str]]:
-    """The argv builder for the bundled app; with ``broken``, v2 never becomes ready."""
+def app_command(
+    *, broken: bool, faulty: float = 0.0, slow_ms: float = 0.0
+) -> Callable[[str, int], Sequence[str]]:
+    """The argv builder for the bundled app.
+
+    The new version never becomes ready with ``broken``, fails ``faulty``
+    percent of requests, and takes ``slow_ms`` longer.
+    """
 
     def build(version: str, port: int) -> Sequence[str]:
-        return app.command(version, port, startup_delay=0.3, never_ready=broken and version != "v1")
+        new = version != "v1"
+        return app.command(
+            version,
+            port,
+            startup_delay=0.3,
+            never_ready=broken and new,
+            error_pct=faulty if new else 0.0,
+            latency_ms=20.0 + (slow_ms if new else 0.0),
+        )
 
     return build
+
+
+ERROR_RATIO_LIMIT = 0.02
+"""The demo's analysis fails the new version above 2 % of requests answered 5xx."""
+P90_LIMIT = 0.1
+"""... or above a p90 latency of 100 ms twice (the app answers in 20 ms; a p99 over half a
+second of one instance's traffic is its slowest request, too noisy on a busy machine)."""
+
+
+def demo_analysis() -> Analysis:
+    """The demo's background analysis: error ratio and p90 latency of the new version.
+
+    It scrapes each new instance's ``/metrics`` every half second.
+
+    Raises:
+        ConfigError: ``prometheus-client`` (``rolling[analysis]``) is not installed.
+    """
+    try:
+        from rolling.metrics import Scrape  # noqa: PLC0415 - only the demo's analysis needs the extra
+    except ImportError as exc:
+        raise ConfigError(
+            "rolling demo",
+            f"the metric analysis needs prometheus-client ({exc})",
+            "pip install 'rolling[analysis]', or pass --no-analysis",
+        ) from None
+    return Analysis(
+        name="demo",
+        metrics=[
+            Metric(
+                name="error-ratio",
+                provider=Scrape(
+                    "demo_requests_total", errors=lambda labels: labels["code"].startswith("5")
+                ),
+                failure=lambda ratio: ratio > ERROR_RATIO_LIMIT,
+                interval=0.5,
+            ),
+            Metric(
+                name="p90-latency",
+                provider=Scrape("demo_request_duration_seconds", quantile=0.9),
+                failure=lambda seconds: seconds > P90_LIMIT,
+                failure_limit=1,
+                interval=0.5,
+            ),
+        ],
+    )
 
 
 def _strategy(options: DemoOptions) -> RollingUpdate | Batches:
@@ -85,6 +162,7 @@ async def run_demo(options: DemoOptions, out: TextIO) -> DemoReport:
             outer.cancel_scope.cancel()
     samples = samples_holder[0].samples if samples_holder else []
     return DemoReport.build(
+        analysis=options.analysis,
         result=result,
         samples=samples,
         instances=options.instances,
@@ -107,7 +185,7 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
     # the naive baseline whose failed requests prove the measurement can fail.
     drain_timeout = 10.0 if options.drain else 0.0
     grace = 5.0 if options.drain else 0.0
-    command = app_command(broken=options.broken)
+    command = app_command(broken=options.broken, faulty=options.faulty, slow_ms=options.slow_ms)
     async with (
         Balancer(drain_timeout=drain_timeout) as balancer,
         ProcessDriver(command, grace=grace, log_dir=logs) as driver,
@@ -127,8 +205,20 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
             "v2",
             strategy=strategy,
             router=balancer,
-            readiness=Readiness(check=check, period=0.2, timeout=1.0, deadline=5.0),
+            # A bad release passes readiness: each instance then serves for a second
+            # (min_ready) before the next goes, with analysis or without, so that the
+            # metrics have a moment to see it.
+            readiness=Readiness(
+                check=check,
+                period=0.2,
+                timeout=1.0,
+                # Generous for a bad release: its test is what the analysis sees, not how
+                # fast a loaded machine starts a process.
+                deadline=15.0 if options.bad_release else 5.0,
+                min_ready=1.0 if options.bad_release else 0.0,
+            ),
             failure=FailurePolicy(),
+            analysis=demo_analysis() if options.analysis else None,
             observers=[progress],
             effect_timeout=60.0,
         )

@@ -7,7 +7,14 @@ It answers, one request per connection (``Connection: close``):
   requests overlap in time;
 * ``GET /healthz``: ``200 ok`` once ``--startup-delay`` seconds have passed
   since it started listening, ``503`` before (and always with
-  ``--never-ready``).
+  ``--never-ready``);
+* ``GET /metrics``: its request counter ``demo_requests_total{version, code}``
+  and latency histogram ``demo_request_duration_seconds{version}`` of
+  ``GET /``, in Prometheus's text format.
+
+``--error-pct PCT`` makes it answer that share of ``GET /`` with ``500``
+(spread evenly, not at random): a release that passes its readiness probe
+and fails real requests.
 
 SIGTERM or SIGINT shut it down gracefully: it stops accepting connections
 (new ones are refused), lets the requests in flight finish (for at most
@@ -44,6 +51,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -62,8 +70,12 @@ class AppOptions:
         never_ready: ``/healthz`` always answers ``503``: a bad release.
         latency_ms: Milliseconds ``GET /`` takes.
         drain_timeout: Longest wait for requests in flight after SIGTERM.
+        error_pct: Percentage of ``GET /`` answered with ``500``.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0
+       ``error_pct``.
     """
 
     version: str
@@ -73,6 +85,7 @@ class AppOptions:
     never_ready: bool = False
     latency_ms: float = 20.0
     drain_timeout: float = 10.0
+    error_pct: float = 0.0
 
 
 def command(
@@ -82,6 +95,7 @@ def command(
     startup_delay: float = 0.0,
     never_ready: bool = False,
     latency_ms: float = 20.0,
+    error_pct: float = 0.0,
     python: str = sys.executable,
 ) -> list[str]:
     """The argument vector that runs this app, for :class:`~rolling.drivers.process.ProcessDriver`.
@@ -94,12 +108,55 @@ def command(
     argv += ["--startup-delay", repr(startup_delay), "--latency-ms", repr(latency_ms)]
     if never_ready:
         argv.append("--never-ready")
+    if error_pct:
+        argv += ["--error-pct", repr(error_pct)]
     return argv
+
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds of the latency histogram's buckets, in seconds (Prometheus's defaults)."""
 
 
 @attrs.define
 class _State:
     ready: bool = False
+    served: int = 0
+    codes: dict[int, int] = attrs.Factory(dict[int, int])
+    buckets: list[int] = attrs.Factory(lambda: [0] * len(_BUCKETS))
+    seconds: float = 0.0
+
+    def record(self, code: int, seconds: float) -> None:
+        self.codes[code] = self.codes.get(code, 0) + 1
+        self.seconds += seconds
+        for index, bound in enumerate(_BUCKETS):
+            if seconds <= bound:
+                self.buckets[index] += 1
+
+    def exposition(self, version: str) -> str:
+        label = f'version="{version}"'
+        lines = [
+            "# HELP demo_requests_total Requests to GET /, by status code.",
+            "# TYPE demo_requests_total counter",
+        ]
+        lines += [
+            f'demo_requests_total{{{label},code="{code}"}} {count}'
+            for code, count in sorted(self.codes.items())
+        ]
+        lines += [
+            "# HELP demo_request_duration_seconds Time to answer GET /.",
+            "# TYPE demo_request_duration_seconds histogram",
+        ]
+        lines += [
+            f'demo_request_duration_seconds_bucket{{{label},le="{bound}"}} {count}'
+            for bound, count in zip(_BUCKETS, self.buckets, strict=True)
+        ]
+        total = sum(self.codes.values())
+        lines += [
+            f'demo_request_duration_seconds_bucket{{{label},le="+Inf"}} {total}',
+            f"demo_request_duration_seconds_sum{{{label}}} {self.seconds}",
+            f"demo_request_duration_seconds_count{{{label}}} {total}",
+        ]
+        return "\n".join(lines) + "\n"
 
 
 async def serve(options: AppOptions) -> None:
@@ -170,7 +227,7 @@ def _target(head: bytes | None) -> bytes | tuple[int, str]:
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):  # noqa: PLR2004 - method, target, version
         return 400, "bad request line\n"
     method, target = parts[0], parts[1].split(b"?", 1)[0]
-    if target not in {b"/", b"/healthz"}:
+    if target not in {b"/", b"/healthz", b"/metrics"}:
         return 404, "not found\n"
     if method != b"GET":
         return 405, "only GET\n"
@@ -185,7 +242,20 @@ async def _answer(options: AppOptions, state: _State, head: bytes | None) -> tup
         if state.ready:
             return 200, "ok\n"
         return 503, "never ready\n" if options.never_ready else "starting\n"
+    if target == b"/metrics":
+        return 200, state.exposition(options.version)
+    started = anyio.current_time()
     await anyio.sleep(options.latency_ms / 1000)
+    before, state.served = state.served, state.served + 1
+    # Every request whose share of error_pct crosses a whole number fails: evenly spread.
+    status = (
+        500
+        if int(state.served * options.error_pct / 100) > int(before * options.error_pct / 100)
+        else 200
+    )
+    state.record(status, anyio.current_time() - started)
+    if status == 500:  # noqa: PLR2004
+        return 500, f"failure from {options.version} on port {options.port}\n"
     return 200, f"hello from {options.version} on port {options.port}\n"
 
 
@@ -221,6 +291,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=20.0,
         help="milliseconds GET / takes (default 20)",
+    )
+    parser.add_argument(
+        "--error-pct",
+        type=_non_negative,
+        default=0.0,
+        help="percentage of GET / answered with 500 (default 0)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -259,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         never_ready=args.never_ready,
         latency_ms=args.latency_ms,
         drain_timeout=args.drain_timeout,
+        error_pct=args.error_pct,
     )
     logging.basicConfig(
         level=logging.INFO,
