@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib.metadata
 
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
+from ._etcd_journal import EtcdJournal
+from ._etcd_lock import EtcdLock
 from ._journal import FileJournal, JournalError
-from ._lock import FileLock, LockedError
+from ._lock import FileLock, LockedError, LockLostError
 from ._observers import LoggingObserver
 from ._policies import (
     Backoff,
@@ -57,6 +59,8 @@ __all__ = [
     "ControlError",
     "ControlRequested",
     "DeadlineAction",
+    "EtcdJournal",
+    "EtcdLock",
     "Event",
     "FailurePolicy",
     "FileJournal",
@@ -71,6 +75,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "Lock",
+    "LockLostError",
     "LockedError",
     "LoggingObserver",
     "Order",

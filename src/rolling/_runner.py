@@ -15,7 +15,9 @@ exist, and they are treated differently:
 An error the run cannot go on after (an observer that raises, a driver's
 ``list_instances`` that fails, a bug) halts the machine: nothing new starts,
 units in flight settle, and ``run()`` raises that error itself, never an
-exception group.
+exception group. A lock that can be lost (it has ``hold()``, see
+:class:`rolling.typing.Lock`) is held by a task of its own beside the run; a
+loss is such an error.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import one_error
+from ._lock import LockLostError
 from ._machine import INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
@@ -148,7 +151,11 @@ class Runner:
         if lock is not None:
             await lock.acquire()
         try:
-            await self._run_locked()
+            hold: Callable[[], Awaitable[None]] | None = getattr(lock, "hold", None)
+            if hold is None:
+                await self._run_locked()
+            else:
+                await self._run_held(hold)
         finally:
             if lock is not None:
                 with anyio.CancelScope(shield=True):
@@ -159,6 +166,33 @@ class Runner:
         if self._errors:
             raise one_error(self._errors)
         return result
+
+    async def _run_held(self, hold: Callable[[], Awaitable[None]]) -> None:
+        """Run while the lock's ``hold()`` keeps it; when ``hold`` ends, the lock is lost: halt."""
+        # Shielded, and cancelled only once the run is over: a cancelled run's clean-up
+        # writes the journal too, and needs the lock kept.
+        keeper = anyio.CancelScope(shield=True)
+
+        async def keep() -> None:
+            with keeper:
+                try:
+                    await hold()
+                except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                    self._lost(exc)
+                else:
+                    self._lost(LockLostError("lost the lock: its hold() returned"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep)
+            try:
+                await self._run_locked()
+            finally:
+                keeper.cancel()
+
+    def _lost(self, exc: Exception) -> None:
+        if self._m.result is None:
+            self._m.clock(self._clock())
+            self._error(exc)
 
     async def _run_locked(self) -> None:
         machine = self._m
@@ -193,6 +227,10 @@ class Runner:
 
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
+        if isinstance(exc, LockLostError) and any(
+            isinstance(e, LockLostError) for e in self._errors
+        ):
+            return  # every refused journal write says the same: the lock is lost
         self._errors.append(exc)
         if len(self._errors) == 1:
             self._m.fail(f"error: {type(exc).__name__}: {exc}")
