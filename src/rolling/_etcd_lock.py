@@ -14,7 +14,8 @@ Rules:
    validity means it is lost too (nobody can tell, so this controller gives
    up). A lost lock raises :class:`~rolling.LockLostError` from ``hold()``
    and from every later :meth:`EtcdLock.confirm`.
-3. A standby (``wait > 0``) polls the key every :data:`POLL` seconds, keeping
+3. Taking the lock again while it is held only confirms it. A standby
+   (``wait > 0``) polls the key every :data:`POLL` seconds, keeping
    its own lease alive meanwhile, until it can create it or ``wait`` passes
    (:class:`~rolling.LockedError` naming the holder). It gets the lock at
    most ``ttl`` seconds plus one poll after the holder stopped renewing.
@@ -210,7 +211,16 @@ class EtcdLock:
     # ------------------------------------------------------------ the lock
 
     async def acquire(self) -> None:
-        """Take the lock, waiting up to ``wait`` seconds; else raise :class:`LockedError`."""
+        """Take the lock, waiting up to ``wait`` seconds; else raise :class:`LockedError`.
+
+        Taking it again while it is held only confirms it, so a controller can
+        take it before it builds its driver (a driver that reads the fleet's
+        state when it starts must do so only once no other controller acts)
+        and then run the rollout, which takes the lock it already holds.
+        """
+        if self.revision and self._lost is None:
+            await self.confirm()
+            return
         client = await self.client()
         tx = client.transactions
         give_up = time.monotonic() + self.wait

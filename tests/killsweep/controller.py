@@ -15,6 +15,15 @@ status as its last line; it exits 0. The fleet outlives it.
 answer their health check, attaches them, prints ``spawned`` and exits: the
 initial fleet.
 
+``--etcd ENDPOINTS --fleet NAME`` keeps the journal and the lock on etcd
+instead (:class:`~rolling.EtcdJournal`, lease ``--ttl``): the controller prints
+``standby``, waits up to ``--wait`` seconds for the lock, prints ``<time>
+locked`` once it holds it, and only then builds its driver (which reads the
+state file); with ``--gate PATH``, only once that file exists. It prints
+``<time> call <op>:<id>`` before every driver and router call it makes, and
+if it loses the lock, ``<time> lost the lock: ...`` and ``lost the lock`` as
+its last line (exit status 3).
+
 ``--broken`` makes the target version never ready, so the rollout fails and
 rolls back; with ``--broken-after N``, only once ``N`` other instances run the
 target (read from the state file, so it holds across controllers), so that
@@ -39,9 +48,13 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for killsweep.*
 
 from killsweep.remote_router import RemoteBalancerRouter
 from rolling import (
+    EtcdJournal,
+    EtcdLock,
     Event,
     FileJournal,
     InstancePhaseChanged,
+    Journal,
+    LockLostError,
     Readiness,
     RollbackStarted,
     RollingUpdate,
@@ -76,7 +89,68 @@ async def wait_healthy(check: HTTPCheck, instance: ProcessInstance) -> None:
             await anyio.sleep(0.05)
 
 
+class LoggedRouter:
+    """The daemon's router, printing each call before it is made."""
+
+    def __init__(self, router: RemoteBalancerRouter) -> None:
+        self.router = router
+
+    async def attach(self, instance: ProcessInstance) -> None:
+        log(f"call attach:{instance.id}")
+        await self.router.attach(instance)
+
+    async def detach(self, instance: ProcessInstance) -> None:
+        log(f"call detach:{instance.id}")
+        await self.router.detach(instance)
+
+
+class LoggedDriver:
+    """A process driver, printing each call that changes the fleet before it is made."""
+
+    def __init__(self, driver: ProcessDriver) -> None:
+        self.driver = driver
+
+    async def list_instances(self) -> Sequence[ProcessInstance]:
+        return await self.driver.list_instances()
+
+    async def replace(self, instance: ProcessInstance, version: str) -> ProcessInstance:
+        log(f"call replace:{instance.id}")
+        return await self.driver.replace(instance, version)
+
+    async def launch(self, version: str) -> ProcessInstance:
+        log("call launch:-")
+        return await self.driver.launch(version)
+
+    async def terminate(self, instance: ProcessInstance) -> None:
+        log(f"call terminate:{instance.id}")
+        await self.driver.terminate(instance)
+
+
 async def main(args: argparse.Namespace) -> str:
+    journal: Journal
+    if args.etcd:
+        lock = EtcdLock(args.etcd.split(","), fleet=args.fleet, ttl=args.ttl, wait=args.wait)
+        journal = EtcdJournal(lock=lock)
+        print("standby", flush=True)  # noqa: T201 - the protocol
+        # The lock first, the driver after: the driver reads the state file when it starts,
+        # which only the controller holding the lock may trust.
+        await lock.acquire()
+        log("locked")
+        if args.gate is not None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lock.hold)  # run() is not holding it yet
+                while not args.gate.exists():
+                    await anyio.sleep(0.02)  # the test lets it go on once its standby is ready
+                tg.cancel_scope.cancel()
+        try:
+            return await run_rollout(args, journal)
+        except LockLostError as exc:
+            log(str(exc))
+            return "lost the lock"
+    return await run_rollout(args, FileJournal(args.journal))
+
+
+async def run_rollout(args: argparse.Namespace, journal: Journal) -> str:
     target: str = args.target
     broken: bool = args.broken
 
@@ -116,13 +190,14 @@ async def main(args: argparse.Namespace) -> str:
             for instance in fleet:
                 await router.attach(instance)
             return "spawned"
+        logged = args.etcd is not None
         rollout: Rollout[ProcessInstance] = Rollout(
-            driver,
+            LoggedDriver(driver) if logged else driver,
             target,
             strategy=RollingUpdate(max_unavailable=1),
-            router=router,
+            router=LoggedRouter(router) if logged else router,
             readiness=Readiness(check=check, period=0.1, timeout=0.5, deadline=args.deadline),
-            journal=FileJournal(args.journal),
+            journal=journal,
             observers=[observe],
             effect_timeout=60.0,
         )
@@ -144,6 +219,11 @@ if __name__ == "__main__":
     parser.add_argument("--spawn", type=int, default=0, help="start this many instances instead")
     parser.add_argument("--tag", default="killsweep", help="ROLLING_KILLSWEEP for every app")
     parser.add_argument("--log-dir", type=Path, default=None)
+    parser.add_argument("--etcd", default=None, help="etcd endpoints, comma-separated")
+    parser.add_argument("--fleet", default="killsweep", help="with --etcd: the fleet's name")
+    parser.add_argument("--ttl", type=int, default=2, help="with --etcd: the lock's lease")
+    parser.add_argument("--wait", type=float, default=60.0, help="with --etcd: stand by this long")
+    parser.add_argument("--gate", type=Path, default=None, help="with --etcd: see above")
     status = anyio.run(main, parser.parse_args())
     print(status, flush=True)  # noqa: T201 - the protocol: the status is the last line
-    sys.exit(0)
+    sys.exit(3 if status == "lost the lock" else 0)
