@@ -752,3 +752,27 @@ async def test_a_failed_detach_is_not_followed_by_a_needless_restore() -> None:
     assert result.by_id("i-001").serving
     assert monitor is not None
     monitor.check_result(result, fleet)
+
+
+class _JournalDownAtAttach(rolling.testing.MemoryJournal):
+    """Refuses every record announcing an attach (as a journal that lost its lock does)."""
+
+    async def append(self, record: rolling.typing.JournalRecord, *, sync: bool = False) -> None:
+        if record.get("op") == "attach":
+            raise RuntimeError("journal down")
+        await super().append(record, sync=sync)
+
+
+async def test_units_that_fail_one_after_another_after_a_halt_do_not_hang_the_run() -> None:
+    # Four units in flight; each dies at its attach record, at its own time. The first
+    # error halts the run; each later one must still wake the main program as its unit ends.
+    fleet = SimulatedFleet(4, latency=Latency(replace=lambda rng: rng.uniform(1, 5)), seed=3)
+    rollout = Rollout(
+        fleet,
+        "v2",
+        strategy=RollingUpdate(max_unavailable=4),
+        router=fleet,
+        journal=_JournalDownAtAttach(),
+    )
+    with anyio.fail_after(600), pytest.raises(rolling.RollingError, match="journal down"):
+        await rollout.run()

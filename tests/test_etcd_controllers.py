@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import signal
 import statistics
+import sys
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
@@ -34,10 +34,17 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from etcd_cluster import Cluster, running_cluster
+from helpers import alive
+from killsweep.remote_fleet import RemoteFleet
+from killsweep.remote_router import RemoteBalancerRouter
+from rolling.checks import HTTPCheck
 from rolling.demo._load import LoadGenerator
 from test_kill_sweep import (
+    FLEET,
+    KILLSWEEP,
     At,
     Controller,
     Kill,
@@ -49,8 +56,6 @@ from test_kill_sweep import (
     stop_everything,
     tagged,
 )
-
-from helpers import alive
 
 pytestmark = pytest.mark.anyio
 
@@ -109,7 +114,9 @@ async def fleet_under_load(root: Path, cluster: Cluster) -> AsyncGenerator[tuple
     assert await anyio.to_thread.run_sync(tagged, tag) == set()
 
 
-async def test_a_standby_takes_over_a_killed_controller(tmp_path: Path, cluster: Cluster) -> None:
+async def test_a_standby_takes_over_a_killed_controller(  # noqa: PLR0915 - one story, told in order
+    tmp_path: Path, cluster: Cluster
+) -> None:
     takeovers: list[float] = []
     async with fleet_under_load(tmp_path, cluster) as (sweep, load):
 
@@ -191,12 +198,83 @@ async def lines_of(controller: Controller) -> AsyncGenerator[str]:
             yield line
 
 
+@contextlib.asynccontextmanager
+async def fleet_daemon(sweep: Sweep) -> AsyncGenerator[Path]:
+    """The fleet in a daemon of its own (``killsweep/fleet_daemon.py``), attached; its call log."""
+    control, calls = sweep.root / "fleet.sock", sweep.root / "calls.log"
+    argv = [sys.executable, str(KILLSWEEP / "fleet_daemon.py"), "--control", str(control)]
+    argv += ["--state", str(sweep.state), "--calls", str(calls), "--tag", sweep.tag]
+    argv += ["--spawn", str(FLEET)]
+    async with await anyio.open_process(argv, stderr=None) as daemon:
+        assert daemon.stdout is not None
+        with anyio.fail_after(30):
+            line = await BufferedByteReceiveStream(daemon.stdout).receive_until(b"\n", 4096)
+        assert line == b"listening", line
+        try:
+            router, check = RemoteBalancerRouter(sweep.control), HTTPCheck("/healthz", timeout=0.5)
+            for instance in await RemoteFleet(control).list_instances():
+                with anyio.fail_after(30):
+                    while not (await check.check(instance)).healthy:  # noqa: ASYNC110 - a probe
+                        await anyio.sleep(0.05)
+                await router.attach(instance)
+            yield calls
+        finally:
+            with anyio.CancelScope(shield=True):
+                daemon.terminate()  # it stops every app process
+                with anyio.move_on_after(10):
+                    await daemon.wait()
+                if daemon.returncode is None:
+                    daemon.kill()
+                    await daemon.wait()
+
+
 async def test_a_stopped_controller_wakes_up_without_the_lock_and_changes_nothing(
     tmp_path: Path, cluster: Cluster
 ) -> None:
-    del tmp_path, cluster
-    pytest.skip("written below")
-
-
-def sigstop(pid: int) -> None:
-    os.kill(pid, signal.SIGSTOP)
+    tag = uuid.uuid4().hex
+    async with balancer_daemon(tmp_path) as (control, port):
+        sweep = Sweep(root=tmp_path, tag=tag, control=control, port=port)
+        sweep.extra = ["--etcd", ",".join(cluster.endpoints), "--fleet", "web", "--ttl", str(TTL)]
+        sweep.extra += ["--fleet-daemon", str(tmp_path / "fleet.sock")]
+        try:
+            async with fleet_daemon(sweep) as calls:
+                await sweep.check_fleet("v1")
+                journal, gate = tmp_path / "unused.jsonl", tmp_path / "gate"
+                async with contextlib.AsyncExitStack() as stack:
+                    old = await stack.enter_async_context(
+                        sweep.start(journal, "v2", extra=("--gate", str(gate)))
+                    )
+                    await until(old, said("locked"))
+                    new = await stack.enter_async_context(
+                        sweep.start(journal, "v2", extra=("--gate", str(gate)))
+                    )
+                    await until(new, said("standby"))
+                    gate.touch()
+                    # A replace done, an attach to come: stopped in a wait, with no call in flight.
+                    await until(old, At(phase="waiting_ready").matches)
+                    old.process.send_signal(signal.SIGSTOP)
+                    stopped = anyio.current_time()
+                    await until(new, said("locked"), within=4 * TTL)
+                    took_over = anyio.current_time() - stopped
+                    new_lines = [line async for line in lines_of(new)]
+                    assert new_lines[-1] == "succeeded", sweep.tail()
+                    old.process.send_signal(signal.SIGCONT)
+                    woke = len(old.lines)
+                    old_lines = [line async for line in lines_of(old)]
+                    assert await old.process.wait() == 3, old.log.read_text()
+                await sweep.check_fleet("v2")
+                pid = old.process.pid
+                fleet_calls = [c.split() for c in calls.read_text().splitlines()]
+        finally:
+            await stop_everything(sweep)
+    after = old.lines[woke:]
+    print(  # noqa: T201 - the report, shown with -s
+        f"\netcd SIGSTOP: the standby took over {took_over:.2f}s after the stop (ttl {TTL}s);"
+        f" the old controller, continued, said: {old_lines[-2]!r}"
+    )
+    assert old_lines[-1] == "lost the lock"
+    assert "lost the lock" in old_lines[-2]
+    # Not a single call after it woke up: neither in what it says nor in the fleet's log.
+    assert not [line for line in after if " call " in line], after
+    assert not [c for c in fleet_calls if int(c[1]) == pid and float(c[0]) > stopped], fleet_calls
+    assert await anyio.to_thread.run_sync(tagged, tag) == set()

@@ -334,6 +334,10 @@ class Runner:
                     unit = None
         except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
             self._error(exc)
+            # Its program ended without asking for successors, which is what wakes the main
+            # program when a unit ends: wake it here, or it waits forever for this unit once
+            # an earlier error has already halted the run (a lost lock fails every unit).
+            machine.signal(WAKE)
         finally:
             self._flush()
 

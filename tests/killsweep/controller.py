@@ -22,7 +22,8 @@ locked`` once it holds it, and only then builds its driver (which reads the
 state file); with ``--gate PATH``, only once that file exists. It prints
 ``<time> call <op>:<id>`` before every driver and router call it makes, and
 if it loses the lock, ``<time> lost the lock: ...`` and ``lost the lock`` as
-its last line (exit status 3).
+its last line (exit status 3). With ``--fleet-daemon SOCK`` its driver is the
+fleet daemon's (``fleet_daemon.py``) rather than a process driver of its own.
 
 ``--broken`` makes the target version never ready, so the rollout fails and
 rolls back; with ``--broken-after N``, only once ``N`` other instances run the
@@ -46,6 +47,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for killsweep.*
 
+from killsweep.remote_fleet import RemoteFleet
 from killsweep.remote_router import RemoteBalancerRouter
 from rolling import (
     EtcdJournal,
@@ -105,23 +107,24 @@ class LoggedRouter:
 
 
 class LoggedDriver:
-    """A process driver, printing each call that changes the fleet before it is made."""
+    """A driver, printing each call that changes the fleet before it is made."""
 
-    def __init__(self, driver: ProcessDriver) -> None:
+    def __init__(self, driver: Any) -> None:
         self.driver = driver
 
-    async def list_instances(self) -> Sequence[ProcessInstance]:
-        return await self.driver.list_instances()
+    async def list_instances(self) -> Sequence[Any]:
+        instances: Sequence[Any] = await self.driver.list_instances()
+        return instances
 
-    async def replace(self, instance: ProcessInstance, version: str) -> ProcessInstance:
+    async def replace(self, instance: Any, version: str) -> Any:
         log(f"call replace:{instance.id}")
         return await self.driver.replace(instance, version)
 
-    async def launch(self, version: str) -> ProcessInstance:
+    async def launch(self, version: str) -> Any:
         log("call launch:-")
         return await self.driver.launch(version)
 
-    async def terminate(self, instance: ProcessInstance) -> None:
+    async def terminate(self, instance: Any) -> None:
         log(f"call terminate:{instance.id}")
         await self.driver.terminate(instance)
 
@@ -139,7 +142,7 @@ async def main(args: argparse.Namespace) -> str:
         if args.gate is not None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lock.hold)  # run() is not holding it yet
-                while not args.gate.exists():
+                while not args.gate.exists():  # noqa: ASYNC110 - a file the test creates
                     await anyio.sleep(0.02)  # the test lets it go on once its standby is ready
                 tg.cancel_scope.cancel()
         try:
@@ -173,6 +176,9 @@ async def run_rollout(args: argparse.Namespace, journal: Journal) -> str:
 
     check = HTTPCheck("/healthz", timeout=0.5)
     router = RemoteBalancerRouter(args.balancer)
+    if args.fleet_daemon is not None:
+        remote = RemoteFleet(args.fleet_daemon, never_ready=target if broken else None)
+        return await roll(args, LoggedDriver(remote), LoggedRouter(router), journal)
     async with ProcessDriver(
         command,
         grace=5.0,
@@ -190,21 +196,32 @@ async def run_rollout(args: argparse.Namespace, journal: Journal) -> str:
             for instance in fleet:
                 await router.attach(instance)
             return "spawned"
-        logged = args.etcd is not None
-        rollout: Rollout[ProcessInstance] = Rollout(
-            LoggedDriver(driver) if logged else driver,
-            target,
-            strategy=RollingUpdate(max_unavailable=1),
-            router=LoggedRouter(router) if logged else router,
-            readiness=Readiness(check=check, period=0.1, timeout=0.5, deadline=args.deadline),
-            journal=journal,
-            observers=[observe],
-            effect_timeout=60.0,
-        )
-        print("running", flush=True)  # noqa: T201 - the protocol
-        result = await rollout.run()
-        log(f"result {result.status.value}: {result.reason}")
-        return result.status.value
+        if args.etcd is not None:
+            return await roll(args, LoggedDriver(driver), LoggedRouter(router), journal)
+        return await roll(args, driver, router, journal)
+
+
+async def roll(args: argparse.Namespace, driver: Any, router: Any, journal: Journal) -> str:
+    """Run (or resume) the rollout; return its status."""
+    rollout: Rollout[Any] = Rollout(
+        driver,
+        args.target,
+        strategy=RollingUpdate(max_unavailable=1),
+        router=router,
+        readiness=Readiness(
+            check=HTTPCheck("/healthz", timeout=0.5),
+            period=0.1,
+            timeout=0.5,
+            deadline=args.deadline,
+        ),
+        journal=journal,
+        observers=[observe],
+        effect_timeout=60.0,
+    )
+    print("running", flush=True)  # noqa: T201 - the protocol
+    result = await rollout.run()
+    log(f"result {result.status.value}: {result.reason}")
+    return result.status.value
 
 
 if __name__ == "__main__":
@@ -223,6 +240,7 @@ if __name__ == "__main__":
     parser.add_argument("--fleet", default="killsweep", help="with --etcd: the fleet's name")
     parser.add_argument("--ttl", type=int, default=2, help="with --etcd: the lock's lease")
     parser.add_argument("--wait", type=float, default=60.0, help="with --etcd: stand by this long")
+    parser.add_argument("--fleet-daemon", type=Path, default=None, help="drive fleet_daemon.py")
     parser.add_argument("--gate", type=Path, default=None, help="with --etcd: see above")
     status = anyio.run(main, parser.parse_args())
     print(status, flush=True)  # noqa: T201 - the protocol: the status is the last line
