@@ -24,7 +24,7 @@ from rolling import (
     Rollout,
     RolloutStatus,
 )
-from rolling.testing import EventRecorder, InvariantMonitor, Latency, SimulatedFleet
+from rolling.testing import EventRecorder, InvariantMonitor, Latency, MemoryJournal, SimulatedFleet
 
 pytestmark = pytest.mark.anyio
 
@@ -754,7 +754,7 @@ async def test_a_failed_detach_is_not_followed_by_a_needless_restore() -> None:
     monitor.check_result(result, fleet)
 
 
-class _JournalDownAtAttach(rolling.testing.MemoryJournal):
+class _JournalDownAtAttach(MemoryJournal):
     """Refuses every record announcing an attach (as a journal that lost its lock does)."""
 
     async def append(self, record: rolling.typing.JournalRecord, *, sync: bool = False) -> None:
@@ -776,3 +776,46 @@ async def test_units_that_fail_one_after_another_after_a_halt_do_not_hang_the_ru
     )
     with anyio.fail_after(600), pytest.raises(rolling.RollingError, match="journal down"):
         await rollout.run()
+
+
+class _LeaseLock:
+    """A lock that is lost ``after`` seconds (its hold() returns, or raises ``error``)."""
+
+    def __init__(self, after: float, error: Exception | None = None) -> None:
+        self.after = after
+        self.error = error
+        self.held = False
+
+    async def acquire(self) -> None:
+        self.held = True
+
+    async def release(self) -> None:
+        self.held = False
+
+    async def hold(self) -> None:
+        await anyio.sleep(self.after)
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [None, rolling.LockLostError("lost the lock: lease gone")])
+async def test_a_lock_lost_mid_rollout_halts_it_and_run_raises(error: Exception | None) -> None:
+    fleet = SimulatedFleet(6, latency=Latency(replace=10))
+    lock = _LeaseLock(after=15, error=error)
+    recorder = EventRecorder()
+    rollout = Rollout(fleet, "v2", router=fleet, lock=lock, observers=[recorder])
+    with pytest.raises(rolling.LockLostError, match="lost the lock"):
+        await rollout.run()
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert finished[-1].result.status is rolling.RolloutStatus.HALTED
+    # One unit was in its replace when the lock went: it finished; nothing else started.
+    assert [c.op for c in fleet.calls if c.op == "replace"] == ["replace", "replace"]
+    assert not lock.held
+
+
+async def test_a_lock_kept_to_the_end_changes_nothing() -> None:
+    fleet = SimulatedFleet(3, latency=Latency(replace=10))
+    lock = _LeaseLock(after=10_000)
+    result = await Rollout(fleet, "v2", router=fleet, lock=lock).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert not lock.held

@@ -131,7 +131,7 @@ async def test_a_standby_takes_over_a_killed_controller(  # noqa: PLR0915 - one 
             gates = (tmp_path / f"gate-{uuid.uuid4().hex}" for _ in itertools.count())
 
             def start(gate: Path) -> Any:
-                extra = ("--gate", str(gate))
+                extra: tuple[str, ...] = ("--gate", str(gate))
                 if broken:
                     # Long enough for a healthy app to start on a busy machine, so that only
                     # the third instance fails and the rollback has two to revert.
