@@ -794,8 +794,24 @@ class _LeaseLock:
 
     async def hold(self) -> None:
         await anyio.sleep(self.after)
+        self.lost = True
         if self.error is not None:
             raise self.error
+
+    lost = False
+
+
+class _FencedJournal(MemoryJournal):
+    """Refuses every record once ``lock`` is lost, as an EtcdJournal does."""
+
+    def __init__(self, lock: _LeaseLock) -> None:
+        super().__init__()
+        self.lock = lock
+
+    async def append(self, record: rolling.typing.JournalRecord, *, sync: bool = False) -> None:
+        if self.lock.lost:
+            raise rolling.LockLostError("lost the lock: the journal is fenced")
+        await super().append(record, sync=sync)
 
 
 @pytest.mark.parametrize("error", [None, rolling.LockLostError("lost the lock: lease gone")])
@@ -818,4 +834,24 @@ async def test_a_lock_kept_to_the_end_changes_nothing() -> None:
     lock = _LeaseLock(after=10_000)
     result = await Rollout(fleet, "v2", router=fleet, lock=lock).run()
     assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert not lock.held
+
+
+async def test_a_lost_lock_in_a_readiness_wait_stops_the_unit_without_putting_it_back() -> None:
+    # The loss is seen first by hold(), while the unit waits for readiness: the halt
+    # interrupts the wait, the unit would put its instance back, and that attach's record
+    # is refused. run() raises the one LockLostError; no call follows the loss.
+    fleet = SimulatedFleet(3, latency=Latency(replace=10))
+    lock = _LeaseLock(after=15, error=rolling.LockLostError("lost the lock: lease gone"))
+    rollout = Rollout(
+        fleet,
+        "v2",
+        router=fleet,
+        readiness=rolling.Readiness(check=fleet, initial_delay=20),
+        lock=lock,
+        journal=_FencedJournal(lock),
+    )
+    with pytest.raises(rolling.LockLostError, match="lease gone"):
+        await rollout.run()
+    assert [c.op for c in fleet.calls if c.op in MUTATING] == ["detach", "replace"]
     assert not lock.held

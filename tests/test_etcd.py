@@ -409,3 +409,40 @@ async def test_quorum_lost_stops_changes_and_the_rollout_resumes_with_it(
         await reader.lock.release()
     assert sum(1 for r in records if r["t"] == "unit") == 10
     assert records[-1]["t"] == "end"
+
+
+# ------------------------------------------------------------ the example
+
+
+async def test_the_standby_example_takes_over_a_controller_that_stops(cluster: Cluster) -> None:
+    from test_examples import load_example  # noqa: PLC0415 - the one helper that loads examples
+
+    example = load_example("etcd_standby")
+    fleet = SimulatedFleet(6, version="v1", latency=Latency(replace=0.2))
+    locked = anyio.Event()
+    replaced_at_lock: list[int] = []
+
+    async def make_fleet() -> SimulatedFleet:
+        locked.set()
+        replaced_at_lock.append(sum(1 for c in fleet.calls if c.op == "replace"))
+        return fleet
+
+    async def first() -> None:
+        with anyio.move_on_after(0.8):  # it goes away mid-rollout (cancelled: it cleans up)
+            await example.controller(cluster.endpoints, make_fleet, "v2", ttl=2)
+
+    results: list[Any] = []
+
+    async def second() -> None:
+        results.append(await example.controller(cluster.endpoints, make_fleet, "v2", ttl=2))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await locked.wait()
+        tg.start_soon(second)
+    assert [r.status for r in results] == [RolloutStatus.SUCCEEDED]
+    # The second took over mid-rollout: some instances were done, some were not.
+    assert replaced_at_lock[0] == 0
+    assert 0 < replaced_at_lock[1] < 6
+    assert fleet.version_counts() == {"v2": 6}
+    assert sorted(fleet.attached_ids) == sorted(i.id for i in fleet.instances)

@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Sequence
 from typing import cast
@@ -56,7 +57,8 @@ class EtcdJournal:
     """A journal on an etcd cluster, fenced by an :class:`~rolling.EtcdLock`; see the module rules.
 
     ``Rollout(..., journal=EtcdJournal(endpoints, fleet="web"))`` is all a
-    rollout needs: the rollout takes :attr:`lock` as its lock. Run the same
+    rollout needs: the rollout takes :attr:`lock` as its lock. Writes need
+    that lock held (they are fenced by it); reading needs only etcd. Run the same
     code in a second controller with ``wait`` set and it stands by, then
     resumes the rollout from the journal when the first one dies.
 
@@ -116,11 +118,17 @@ class EtcdJournal:
 
     async def _scan(self) -> list[tuple[str, bytes]]:
         """Every chunk, in order; sets where the next one goes."""
+        give_up = time.monotonic() + self.lock.doubt
         while True:
             try:
                 found = await self.lock.call_etcd("get_prefix", self.root.encode())
                 break
             except unreachable():
+                if time.monotonic() > give_up:
+                    raise JournalError(
+                        f"etcd did not answer for {self.lock.doubt:g}s: the journal cannot be "
+                        "read; check the cluster and run the rollout again"
+                    ) from None
                 await anyio.sleep(POLL)
         chunks = sorted((kv.key.decode(), bytes(kv.value)) for kv in found)
         self._rollout, self._chunk = 0, 0

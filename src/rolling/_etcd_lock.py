@@ -221,6 +221,14 @@ class EtcdLock:
         if self.revision and self._lost is None:
             await self.confirm()
             return
+        try:
+            await self._take()
+        except BaseException:
+            # Not taken (held by another, etcd unreachable, cancelled): leave no channel open.
+            await self.release()
+            raise
+
+    async def _take(self) -> None:
         client = await self.client()
         tx = client.transactions
         give_up = time.monotonic() + self.wait
@@ -247,7 +255,6 @@ class EtcdLock:
                 self._valid_until = sent + self.ttl
                 return
             if time.monotonic() >= give_up:
-                await self._revoke()
                 holder = "unknown holder"
                 if responses and responses[-1]:
                     holder = responses[-1][0][0].decode(errors="replace")

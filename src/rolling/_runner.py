@@ -345,8 +345,11 @@ class Runner:
         program = self._m.unit(start)
         try:
             successors: list[Start] = await self._drive(program, program.send, None, math.inf)
-        except BaseException:
-            if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED:
+        except BaseException as exc:
+            # After a lost lock every journal write is refused, so nothing may be put back
+            # (the controller holding the lock now does that): the program is only closed.
+            lost = isinstance(exc, LockLostError)
+            if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED and not lost:
                 # Cancelled in a wait: put things back under a shield before it goes on.
                 with anyio.CancelScope(shield=True) as scope:
                     window = self._clock() + self._cleanup_timeout
