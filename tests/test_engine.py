@@ -24,7 +24,7 @@ from rolling import (
     Rollout,
     RolloutStatus,
 )
-from rolling.testing import EventRecorder, InvariantMonitor, Latency, SimulatedFleet
+from rolling.testing import EventRecorder, InvariantMonitor, Latency, MemoryJournal, SimulatedFleet
 
 pytestmark = pytest.mark.anyio
 
@@ -752,3 +752,106 @@ async def test_a_failed_detach_is_not_followed_by_a_needless_restore() -> None:
     assert result.by_id("i-001").serving
     assert monitor is not None
     monitor.check_result(result, fleet)
+
+
+class _JournalDownAtAttach(MemoryJournal):
+    """Refuses every record announcing an attach (as a journal that lost its lock does)."""
+
+    async def append(self, record: rolling.typing.JournalRecord, *, sync: bool = False) -> None:
+        if record.get("op") == "attach":
+            raise RuntimeError("journal down")
+        await super().append(record, sync=sync)
+
+
+async def test_units_that_fail_one_after_another_after_a_halt_do_not_hang_the_run() -> None:
+    # Four units in flight; each dies at its attach record, at its own time. The first
+    # error halts the run; each later one must still wake the main program as its unit ends.
+    fleet = SimulatedFleet(4, latency=Latency(replace=lambda rng: rng.uniform(1, 5)), seed=3)
+    rollout = Rollout(
+        fleet,
+        "v2",
+        strategy=RollingUpdate(max_unavailable=4),
+        router=fleet,
+        journal=_JournalDownAtAttach(),
+    )
+    with anyio.fail_after(600), pytest.raises(rolling.RollingError, match="journal down"):
+        await rollout.run()
+
+
+class _LeaseLock:
+    """A lock that is lost ``after`` seconds (its hold() returns, or raises ``error``)."""
+
+    def __init__(self, after: float, error: Exception | None = None) -> None:
+        self.after = after
+        self.error = error
+        self.held = False
+
+    async def acquire(self) -> None:
+        self.held = True
+
+    async def release(self) -> None:
+        self.held = False
+
+    async def hold(self) -> None:
+        await anyio.sleep(self.after)
+        self.lost = True
+        if self.error is not None:
+            raise self.error
+
+    lost = False
+
+
+class _FencedJournal(MemoryJournal):
+    """Refuses every record once ``lock`` is lost, as an EtcdJournal does."""
+
+    def __init__(self, lock: _LeaseLock) -> None:
+        super().__init__()
+        self.lock = lock
+
+    async def append(self, record: rolling.typing.JournalRecord, *, sync: bool = False) -> None:
+        if self.lock.lost:
+            raise rolling.LockLostError("lost the lock: the journal is fenced")
+        await super().append(record, sync=sync)
+
+
+@pytest.mark.parametrize("error", [None, rolling.LockLostError("lost the lock: lease gone")])
+async def test_a_lock_lost_mid_rollout_halts_it_and_run_raises(error: Exception | None) -> None:
+    fleet = SimulatedFleet(6, latency=Latency(replace=10))
+    lock = _LeaseLock(after=15, error=error)
+    recorder = EventRecorder()
+    rollout = Rollout(fleet, "v2", router=fleet, lock=lock, observers=[recorder])
+    with pytest.raises(rolling.LockLostError, match="lost the lock"):
+        await rollout.run()
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert finished[-1].result.status is rolling.RolloutStatus.HALTED
+    # One unit was in its replace when the lock went: it finished; nothing else started.
+    assert [c.op for c in fleet.calls if c.op == "replace"] == ["replace", "replace"]
+    assert not lock.held
+
+
+async def test_a_lock_kept_to_the_end_changes_nothing() -> None:
+    fleet = SimulatedFleet(3, latency=Latency(replace=10))
+    lock = _LeaseLock(after=10_000)
+    result = await Rollout(fleet, "v2", router=fleet, lock=lock).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert not lock.held
+
+
+async def test_a_lost_lock_in_a_readiness_wait_stops_the_unit_without_putting_it_back() -> None:
+    # The loss is seen first by hold(), while the unit waits for readiness: the halt
+    # interrupts the wait, the unit would put its instance back, and that attach's record
+    # is refused. run() raises the one LockLostError; no call follows the loss.
+    fleet = SimulatedFleet(3, latency=Latency(replace=10))
+    lock = _LeaseLock(after=15, error=rolling.LockLostError("lost the lock: lease gone"))
+    rollout = Rollout(
+        fleet,
+        "v2",
+        router=fleet,
+        readiness=rolling.Readiness(check=fleet, initial_delay=20),
+        lock=lock,
+        journal=_FencedJournal(lock),
+    )
+    with pytest.raises(rolling.LockLostError, match="lease gone"):
+        await rollout.run()
+    assert [c.op for c in fleet.calls if c.op in MUTATING] == ["detach", "replace"]
+    assert not lock.held

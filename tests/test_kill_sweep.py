@@ -218,6 +218,8 @@ class Sweep:
     logs: list[Path] = attrs.Factory(list[Path])
     engine_bug: list[str] = attrs.Factory(list[str])
     """Trials whose resumed rollback hit ENGINE_BUG (and were repaired)."""
+    extra: list[str] = attrs.Factory(list[str])
+    """More arguments for every controller but the one that spawns the fleet."""
 
     @property
     def state(self) -> Path:
@@ -231,7 +233,13 @@ class Sweep:
 
     @contextlib.asynccontextmanager
     async def start(
-        self, journal: Path, target: str, *, broken: bool = False, spawn: int = 0
+        self,
+        journal: Path,
+        target: str,
+        *,
+        broken: bool = False,
+        spawn: int = 0,
+        extra: tuple[str, ...] = (),
     ) -> AsyncGenerator[Controller]:
         self.controllers += 1
         log = self.root / f"controller-{self.controllers:03d}.log"
@@ -244,6 +252,8 @@ class Sweep:
             argv += ["--deadline", str(BROKEN_DEADLINE)]
         if spawn:
             argv += ["--spawn", str(spawn)]
+        else:
+            argv += [*self.extra, *extra]
         if self.killed_at is not None:
             # The dead window: from the kill until the next controller exists.
             self.windows.append((self.killed_at, anyio.current_time()))

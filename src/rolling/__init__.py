@@ -9,8 +9,10 @@ import importlib.metadata
 
 from ._analysis import Analysis, Metric
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
+from ._etcd_journal import EtcdJournal
+from ._etcd_lock import EtcdLock
 from ._journal import FileJournal, JournalError
-from ._lock import FileLock, LockedError
+from ._lock import FileLock, LockedError, LockLostError
 from ._observers import LoggingObserver
 from ._policies import (
     Backoff,
@@ -63,6 +65,8 @@ __all__ = [
     "ControlError",
     "ControlRequested",
     "DeadlineAction",
+    "EtcdJournal",
+    "EtcdLock",
     "Event",
     "FailurePolicy",
     "FileJournal",
@@ -77,6 +81,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "Lock",
+    "LockLostError",
     "LockedError",
     "LoggingObserver",
     "MeasurementTaken",

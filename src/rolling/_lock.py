@@ -13,7 +13,7 @@ import anyio
 
 from ._errors import RollingError
 
-__all__ = ["FileLock", "LockedError"]
+__all__ = ["FileLock", "LockLostError", "LockedError"]
 
 
 class LockedError(RollingError, RuntimeError):
@@ -29,6 +29,19 @@ class LockedError(RollingError, RuntimeError):
             f"{where} is locked by another rollout ({holder}); wait for it to finish, "
             "or stop it, before starting this one"
         )
+
+
+class LockLostError(RollingError, RuntimeError):
+    """This controller lost the fleet's lock while a rollout ran: it stopped, and wrote no more.
+
+    The lock's lease ran out (the controller was paused, partitioned or too
+    slow to renew it) or another controller holds it now. The rollout halted
+    at once: nothing new started, and no journal write (hence, write-ahead, no
+    change to the fleet) was made after the loss was seen. The controller that
+    holds the lock now resumes the rollout from the journal.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class FileLock:

@@ -48,7 +48,10 @@ Rules, in the order a rollout meets them:
    is done.
 9. **End.** A trigger's status, else DEGRADED when an instance failed, else
    SUCCEEDED. A cancelled run ends CANCELLED, an error HALTED; both after
-   in-flight units settled.
+   in-flight units settled. A lost lock (a lease lock's ``hold()`` ended) is
+   such an error: the runner calls :meth:`Machine.fail`, and since every
+   journal write is refused from then on, a unit stops at its next record,
+   before its next change (write-ahead).
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ class Rollout(Generic[InstanceT]):
         journal: Where to record every change, so a rollout that dies can be
             resumed by running the same rollout again on the same journal.
         lock: Keeps a second controller off the fleet; defaults to a
-            :class:`~rolling.FileLock` next to a :class:`~rolling.FileJournal`.
+            :class:`~rolling.FileLock` next to a :class:`~rolling.FileJournal`,
+            and to the journal's own ``lock`` when it has one
+            (:class:`~rolling.EtcdJournal`).
 
     .. versionadded:: 0.1.0
     """
@@ -195,6 +197,9 @@ class Rollout(Generic[InstanceT]):
         if lock is None and isinstance(self.journal, FileJournal):
             # One controller per journal: the lock sits next to it unless told otherwise.
             lock = FileLock(self.journal.path.with_name(self.journal.path.name + ".lock"))
+        elif lock is None:
+            # A journal that comes with its own lock (EtcdJournal: the lock fences its writes).
+            lock = getattr(self.journal, "lock", None)
         self.lock: Lock | None = _typed(
             "Rollout.lock", lock, Lock, None, "pass rolling.FileLock(path), a Lock, or None"
         )

@@ -15,7 +15,9 @@ exist, and they are treated differently:
 An error the run cannot go on after (an observer that raises, a driver's
 ``list_instances`` that fails, a bug) halts the machine: nothing new starts,
 units in flight settle, and ``run()`` raises that error itself, never an
-exception group.
+exception group. A lock that can be lost (it has ``hold()``, see
+:class:`rolling.typing.Lock`) is held by a task of its own beside the run; a
+loss is such an error.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import one_error
+from ._lock import LockLostError
 from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._measuring import Measurer, analyses_of
 from ._probe import wait_ready
@@ -169,7 +172,11 @@ class Runner:
         if lock is not None:
             await lock.acquire()
         try:
-            await self._run_locked()
+            hold: Callable[[], Awaitable[None]] | None = getattr(lock, "hold", None)
+            if hold is None:
+                await self._run_locked()
+            else:
+                await self._run_held(hold)
         finally:
             if lock is not None:
                 with anyio.CancelScope(shield=True):
@@ -180,6 +187,33 @@ class Runner:
         if self._errors:
             raise one_error(self._errors)
         return result
+
+    async def _run_held(self, hold: Callable[[], Awaitable[None]]) -> None:
+        """Run while the lock's ``hold()`` keeps it; when ``hold`` ends, the lock is lost: halt."""
+        # Shielded, and cancelled only once the run is over: a cancelled run's clean-up
+        # writes the journal too, and needs the lock kept.
+        keeper = anyio.CancelScope(shield=True)
+
+        async def keep() -> None:
+            with keeper:
+                try:
+                    await hold()
+                except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                    self._lost(exc)
+                else:
+                    self._lost(LockLostError("lost the lock: its hold() returned"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep)
+            try:
+                await self._run_locked()
+            finally:
+                keeper.cancel()
+
+    def _lost(self, exc: Exception) -> None:
+        if self._m.result is None:
+            self._m.clock(self._clock())
+            self._error(exc)
 
     async def _run_locked(self) -> None:
         machine = self._m
@@ -214,6 +248,10 @@ class Runner:
 
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
+        if isinstance(exc, LockLostError) and any(
+            isinstance(e, LockLostError) for e in self._errors
+        ):
+            return  # every refused journal write says the same: the lock is lost
         self._errors.append(exc)
         if len(self._errors) == 1:
             self._m.fail(f"error: {type(exc).__name__}: {exc}")
@@ -310,8 +348,8 @@ class Runner:
                     successors: list[Start] = await self._drive(
                         program, program.send, None, math.inf
                     )
-                except BaseException:
-                    await self._interrupt(program)
+                except BaseException as exc:
+                    await self._interrupt(program, exc)
                     raise
                 finally:
                     # Cut short by the clean-up deadline: the program's bookkeeping still runs.
@@ -340,12 +378,19 @@ class Runner:
                     unit = None
         except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
             self._error(exc)
+            # Its program ended without asking for successors, which is what wakes the main
+            # program when a unit ends: wake it here, or it waits forever for this unit once
+            # an earlier error has already halted the run (a lost lock fails every unit).
+            machine.signal(WAKE)
         finally:
             self._flush()
 
-    async def _interrupt(self, program: Program) -> None:
+    async def _interrupt(self, program: Program, exc: BaseException) -> None:
         """A unit's task is being cancelled: let its program put things back, shielded."""
-        if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED:
+        # After a lost lock every journal write is refused, so nothing may be put back (the
+        # controller holding the lock now does that): the program is only closed.
+        lost = isinstance(exc, LockLostError)
+        if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED and not lost:
             # Cancelled in a wait: put things back under a shield before it goes on.
             with anyio.CancelScope(shield=True) as scope:
                 window = self._clock() + self._cleanup_timeout

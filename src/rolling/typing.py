@@ -220,12 +220,27 @@ class Lock(Protocol):
 
     .. versionadded:: 0.1.0
 
+    A lock that can be *lost* while held (a lease) also has
+    ``async def hold(self) -> None``, which keeps it (renewing the lease) and
+    returns or raises only once it is lost. The runner awaits it beside the
+    rollout, from the moment the lock is taken until it is released (through
+    the clean-up of a cancelled run too); when it ends, the rollout halts at
+    once (the machine's rule 8): nothing new starts and :meth:`~rolling.Rollout.run`
+    raises :class:`~rolling.LockLostError` (or what ``hold`` raised). Such a
+    lock should also *fence* its journal: refuse every write once the lock is
+    lost, so that, write-ahead, no change to the fleet follows.
+
     .. versionchanged:: 0.2.0
-       Defined here; still importable as ``rolling.Lock``.
+       Defined here; still importable as ``rolling.Lock``. The optional ``hold``.
     """
 
     async def acquire(self) -> None:
-        """Take the lock or raise :class:`~rolling.LockedError` naming the holder; never wait."""
+        """Take the lock or raise :class:`~rolling.LockedError` naming the holder.
+
+        A lock waits only when it was built to (a standby controller, such as
+        :class:`~rolling.EtcdLock` with ``wait``); the rollout reads its journal
+        only once this returns.
+        """
         ...
 
     async def release(self) -> None:

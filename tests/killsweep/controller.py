@@ -15,6 +15,16 @@ status as its last line; it exits 0. The fleet outlives it.
 answer their health check, attaches them, prints ``spawned`` and exits: the
 initial fleet.
 
+``--etcd ENDPOINTS --fleet NAME`` keeps the journal and the lock on etcd
+instead (:class:`~rolling.EtcdJournal`, lease ``--ttl``): the controller prints
+``standby``, waits up to ``--wait`` seconds for the lock, prints ``<time>
+locked`` once it holds it, and only then builds its driver (which reads the
+state file); with ``--gate PATH``, only once that file exists. It prints
+``<time> call <op>:<id>`` before every driver and router call it makes, and
+if it loses the lock, ``<time> lost the lock: ...`` and ``lost the lock`` as
+its last line (exit status 3). With ``--fleet-daemon SOCK`` its driver is the
+fleet daemon's (``fleet_daemon.py``) rather than a process driver of its own.
+
 ``--broken`` makes the target version never ready, so the rollout fails and
 rolls back; with ``--broken-after N``, only once ``N`` other instances run the
 target (read from the state file, so it holds across controllers), so that
@@ -37,11 +47,16 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for killsweep.*
 
+from killsweep.remote_fleet import RemoteFleet
 from killsweep.remote_router import RemoteBalancerRouter
 from rolling import (
+    EtcdJournal,
+    EtcdLock,
     Event,
     FileJournal,
     InstancePhaseChanged,
+    Journal,
+    LockLostError,
     Readiness,
     RollbackStarted,
     RollingUpdate,
@@ -76,7 +91,69 @@ async def wait_healthy(check: HTTPCheck, instance: ProcessInstance) -> None:
             await anyio.sleep(0.05)
 
 
+class LoggedRouter:
+    """The daemon's router, printing each call before it is made."""
+
+    def __init__(self, router: RemoteBalancerRouter) -> None:
+        self.router = router
+
+    async def attach(self, instance: ProcessInstance) -> None:
+        log(f"call attach:{instance.id}")
+        await self.router.attach(instance)
+
+    async def detach(self, instance: ProcessInstance) -> None:
+        log(f"call detach:{instance.id}")
+        await self.router.detach(instance)
+
+
+class LoggedDriver:
+    """A driver, printing each call that changes the fleet before it is made."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    async def list_instances(self) -> Sequence[Any]:
+        instances: Sequence[Any] = await self.driver.list_instances()
+        return instances
+
+    async def replace(self, instance: Any, version: str) -> Any:
+        log(f"call replace:{instance.id}")
+        return await self.driver.replace(instance, version)
+
+    async def launch(self, version: str) -> Any:
+        log("call launch:-")
+        return await self.driver.launch(version)
+
+    async def terminate(self, instance: Any) -> None:
+        log(f"call terminate:{instance.id}")
+        await self.driver.terminate(instance)
+
+
 async def main(args: argparse.Namespace) -> str:
+    journal: Journal
+    if args.etcd:
+        lock = EtcdLock(args.etcd.split(","), fleet=args.fleet, ttl=args.ttl, wait=args.wait)
+        journal = EtcdJournal(lock=lock)
+        print("standby", flush=True)  # noqa: T201 - the protocol
+        # The lock first, the driver after: the driver reads the state file when it starts,
+        # which only the controller holding the lock may trust.
+        await lock.acquire()
+        log("locked")
+        if args.gate is not None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lock.hold)  # run() is not holding it yet
+                while not args.gate.exists():  # noqa: ASYNC110 - a file the test creates
+                    await anyio.sleep(0.02)  # the test lets it go on once its standby is ready
+                tg.cancel_scope.cancel()
+        try:
+            return await run_rollout(args, journal)
+        except LockLostError as exc:
+            log(str(exc))
+            return "lost the lock"
+    return await run_rollout(args, FileJournal(args.journal))
+
+
+async def run_rollout(args: argparse.Namespace, journal: Journal) -> str:
     target: str = args.target
     broken: bool = args.broken
 
@@ -99,6 +176,9 @@ async def main(args: argparse.Namespace) -> str:
 
     check = HTTPCheck("/healthz", timeout=0.5)
     router = RemoteBalancerRouter(args.balancer)
+    if args.fleet_daemon is not None:
+        remote = RemoteFleet(args.fleet_daemon, never_ready=target if broken else None)
+        return await roll(args, LoggedDriver(remote), LoggedRouter(router), journal)
     async with ProcessDriver(
         command,
         grace=5.0,
@@ -116,20 +196,32 @@ async def main(args: argparse.Namespace) -> str:
             for instance in fleet:
                 await router.attach(instance)
             return "spawned"
-        rollout: Rollout[ProcessInstance] = Rollout(
-            driver,
-            target,
-            strategy=RollingUpdate(max_unavailable=1),
-            router=router,
-            readiness=Readiness(check=check, period=0.1, timeout=0.5, deadline=args.deadline),
-            journal=FileJournal(args.journal),
-            observers=[observe],
-            effect_timeout=60.0,
-        )
-        print("running", flush=True)  # noqa: T201 - the protocol
-        result = await rollout.run()
-        log(f"result {result.status.value}: {result.reason}")
-        return result.status.value
+        if args.etcd is not None:
+            return await roll(args, LoggedDriver(driver), LoggedRouter(router), journal)
+        return await roll(args, driver, router, journal)
+
+
+async def roll(args: argparse.Namespace, driver: Any, router: Any, journal: Journal) -> str:
+    """Run (or resume) the rollout; return its status."""
+    rollout: Rollout[Any] = Rollout(
+        driver,
+        args.target,
+        strategy=RollingUpdate(max_unavailable=1),
+        router=router,
+        readiness=Readiness(
+            check=HTTPCheck("/healthz", timeout=0.5),
+            period=0.1,
+            timeout=0.5,
+            deadline=args.deadline,
+        ),
+        journal=journal,
+        observers=[observe],
+        effect_timeout=60.0,
+    )
+    print("running", flush=True)  # noqa: T201 - the protocol
+    result = await rollout.run()
+    log(f"result {result.status.value}: {result.reason}")
+    return result.status.value
 
 
 if __name__ == "__main__":
@@ -144,6 +236,12 @@ if __name__ == "__main__":
     parser.add_argument("--spawn", type=int, default=0, help="start this many instances instead")
     parser.add_argument("--tag", default="killsweep", help="ROLLING_KILLSWEEP for every app")
     parser.add_argument("--log-dir", type=Path, default=None)
+    parser.add_argument("--etcd", default=None, help="etcd endpoints, comma-separated")
+    parser.add_argument("--fleet", default="killsweep", help="with --etcd: the fleet's name")
+    parser.add_argument("--ttl", type=int, default=2, help="with --etcd: the lock's lease")
+    parser.add_argument("--wait", type=float, default=60.0, help="with --etcd: stand by this long")
+    parser.add_argument("--fleet-daemon", type=Path, default=None, help="drive fleet_daemon.py")
+    parser.add_argument("--gate", type=Path, default=None, help="with --etcd: see above")
     status = anyio.run(main, parser.parse_args())
     print(status, flush=True)  # noqa: T201 - the protocol: the status is the last line
-    sys.exit(0)
+    sys.exit(3 if status == "lost the lock" else 0)
