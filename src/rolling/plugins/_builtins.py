@@ -158,7 +158,9 @@ def simulated_fleet(
     :class:`~rolling.testing.Fault`. The fleet lives as long as the command.
     """
     from rolling.testing import Fault, Latency, SimulatedFleet  # noqa: PLC0415 - see the module docstring
+    from rolling.validate import check_int  # noqa: PLC0415 - as above
 
+    check_int("instances", instances, minimum=0)  # named as the file names it
     try:
         fleet = SimulatedFleet(
             instances,
