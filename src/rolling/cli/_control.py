@@ -122,23 +122,29 @@ def _act(handle: RolloutHandle, message: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "status": snapshot_json(handle.status())}
 
 
+async def _receive_line(stream: anyio.abc.SocketStream) -> bytes:
+    data = b""
+    with anyio.move_on_after(5.0):
+        while b"\n" not in data and len(data) < _MAX_REQUEST:
+            try:
+                data += await stream.receive(_MAX_REQUEST)
+            except anyio.EndOfStream:
+                break
+    return data
+
+
 async def _serve_one(stream: anyio.abc.SocketStream, handle: RolloutHandle) -> None:
     async with stream:
         raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610 - anyio, not Django
         uid = _peer_uid(raw)
+        data = await _receive_line(stream)  # read first even to refuse: the client is not cut off
+        reply: dict[str, Any]
         if uid != os.geteuid():
-            reply: dict[str, Any] = {
+            reply = {
                 "ok": False,
                 "error": f"refused: uid {uid} does not own this rollout (uid {os.geteuid()} does)",
             }
         else:
-            data = b""
-            with anyio.move_on_after(5.0):
-                while b"\n" not in data and len(data) < _MAX_REQUEST:
-                    try:
-                        data += await stream.receive(_MAX_REQUEST)
-                    except anyio.EndOfStream:
-                        break
             try:
                 message = json.loads(data.decode("utf-8") or "null")
             except (UnicodeDecodeError, json.JSONDecodeError):

@@ -54,10 +54,14 @@ class ToyDriver:
         return ToyInstance(instance.id, version)
 
 
-def toy_driver(*, state: str, instances: int = 3, version: str = "v1", delay: float = 0.0) -> ToyDriver:
+def toy_driver(
+    *, state: str, instances: int = 3, version: str = "v1", delay: float = 0.0
+) -> ToyDriver:
     """The ``toy`` driver: a fleet in the JSON file ``state``, made on first use."""
     if not isinstance(instances, int) or instances < 1:
-        raise ConfigError("ToyDriver.instances", f"expected a count >= 1, got {instances!r}", "write 3")
+        raise ConfigError(
+            "ToyDriver.instances", f"expected a count >= 1, got {instances!r}", "write 3"
+        )
     path = Path(state)
     if not path.exists():
         fleet = {f"t-{n}": version for n in range(instances)}
