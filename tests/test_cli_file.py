@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rolling import Advance as AdvanceStep
 from rolling import (
     Batches,
     DeadlineAction,
@@ -16,7 +17,6 @@ from rolling import (
     RollbackMode,
     RollingUpdate,
 )
-from rolling import Advance as AdvanceStep
 from rolling.checks import HTTPCheck
 from rolling.cli._file import RolloutFileError, control_path, load_file
 from rolling.testing import SimulatedFleet
@@ -87,7 +87,7 @@ def test_a_full_file_builds_the_librarys_own_objects(tmp_path: Path) -> None:
     assert len(loaded.driver.built.instances) == 6
     check = loaded.check.built if loaded.check else None
     assert isinstance(check, HTTPCheck)
-    assert (check.path, check.timeout, tuple(check.expect_status)) == ("/ready", 0.5, (200, 204))
+    assert (check.path, check.timeout, check.expect_status) == ("/ready", 0.5, (200, 204))
     options = loaded.options
     assert options["strategy"] == Batches(1, "50%", pause=Pause(5))
     assert options["readiness"] == Readiness(check=check, period=0.2, deadline=5)
@@ -126,35 +126,72 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
     [
         # unknown keys: top level, a library table, a plugin's settings
         ('colour = 1\n[driver]\nplugin = "simulated"\n', 1, "colour", "not a known key"),
-        ('[driver]\nplugin = "simulated"\n[readiness]\nperiode = 1\n', 4, "readiness.periode", "period"),
+        (
+            '[driver]\nplugin = "simulated"\n[readiness]\nperiode = 1\n',
+            4,
+            "readiness.periode",
+            "period",
+        ),
         ('[driver]\nplugin = "simulated"\ninstnces = 3\n', 3, "driver.instnces", "'instances'"),
         # wrong types and values, decided by the library's validators
-        ('[driver]\nplugin = "simulated"\n[readiness]\n\nperiod = -1\n', 5, "readiness.period", "> 0"),
+        (
+            '[driver]\nplugin = "simulated"\n[readiness]\n\nperiod = -1\n',
+            5,
+            "readiness.period",
+            "> 0",
+        ),
         ('[driver]\nplugin = "simulated"\ninstances = -2\n', 3, "driver.instances", ">= 0"),
-        ('[driver]\nplugin = "simulated"\n[strategy]\nmax_unavailable = "x"\n', 4,
-         "strategy.max_unavailable", "percentage"),
+        (
+            '[driver]\nplugin = "simulated"\n[strategy]\nmax_unavailable = "x"\n',
+            4,
+            "strategy.max_unavailable",
+            "percentage",
+        ),
         ('rollback = "revrt"\n[driver]\nplugin = "simulated"\n', 1, "rollback", '"revert"'),
-        ('[driver]\nplugin = "simulated"\n[failure]\nmax_failed_per_batch = "10%"\n', 4,
-         "failure.max_failed_per_batch", "Batches"),
-        ('[driver]\nplugin = "simulated"\n[[steps]]\nadvance = 3\n[[steps]]\nadvance = 1\n', 5,
-         "steps.1", "increasing"),
+        (
+            '[driver]\nplugin = "simulated"\n[failure]\nmax_failed_per_batch = "10%"\n',
+            4,
+            "failure.max_failed_per_batch",
+            "Batches",
+        ),
+        (
+            '[driver]\nplugin = "simulated"\n[[steps]]\nadvance = 3\n[[steps]]\nadvance = 1\n',
+            5,
+            "steps.1",
+            "increasing",
+        ),
         ('[driver]\nplugin = "simulated"\n[[steps]]\nwait = 3\n', 4, "steps.0.wait", "not a step"),
-        ('[driver]\nplugin = "simulated"\n[strategy]\ntype = "canary"\n', 4, "strategy.type", "batches"),
-        ('[driver]\nplugin = "simulated"\n[[steps]]\npause = "forever"\n', 4, "steps.0.pause", "promote"),
+        (
+            '[driver]\nplugin = "simulated"\n[strategy]\ntype = "canary"\n',
+            4,
+            "strategy.type",
+            "batches",
+        ),
+        (
+            '[driver]\nplugin = "simulated"\n[[steps]]\npause = "forever"\n',
+            4,
+            "steps.0.pause",
+            "promote",
+        ),
         # missing plugins and tables
         ('[driver]\nplugin = "proces"\n', 2, "driver.plugin", "did you mean 'process'"),
-        ('[driver]\ninstances = 3\n', 1, "driver.plugin", "is missing"),
+        ("[driver]\ninstances = 3\n", 1, "driver.plugin", "is missing"),
         ("seed = 1\n", None, "driver", "is missing"),
         ('[driver]\nplugin = "simulated"\n[check]\nplugin = "htp"\n', 4, "check.plugin", "'http'"),
         ('[driver]\nplugin = "process"\n', 1, "driver.command", "is required"),
-        ('[driver]\nplugin = "process"\ncommand = "serve"\n', 3, "driver.command", "list of strings"),
+        (
+            '[driver]\nplugin = "process"\ncommand = "serve"\n',
+            3,
+            "driver.command",
+            "list of strings",
+        ),
         # reserved for metric analysis
         ('[driver]\nplugin = "simulated"\n[analysis]\nx = 1\n', None, "analysis", "not available"),
         ('schema = 2\n[driver]\nplugin = "simulated"\n', 1, "schema", "upgrade"),
         # not TOML at all
         ('[driver\nplugin = "simulated"\n', 1, "(file)", "not valid TOML"),
     ],
-)  # fmt: skip
+)
 def test_bad_files_name_the_file_line_key_and_fix(
     tmp_path: Path, text: str, line: int | None, field: str, words: str
 ) -> None:

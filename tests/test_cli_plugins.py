@@ -79,11 +79,11 @@ def test_the_builtins_are_registered_as_entry_points() -> None:
         ("rolling.checks", "http"),
         ("rolling.checks", "tcp"),
     } <= set(found)
-    assert {p.distribution for (g, n), p in found.items() if n in {"process", "http"}} == {
+    assert {p.distribution for (_, n), p in found.items() if n in {"process", "http"}} == {
         "rolling"
     }
     assert installed("rolling.metrics") == [p for p in installed() if p.group == "rolling.metrics"]
-    assert GROUPS == tuple(sorted(GROUPS))
+    assert tuple(sorted(GROUPS)) == GROUPS
     with pytest.raises(ConfigError, match="unknown group"):
         installed("rolling.widgets")
     fleet = build("rolling.drivers", "simulated", {"instances": 2, "version": "v5"})
@@ -151,7 +151,7 @@ def test_broken_and_clashing_plugins_are_configuration_errors(
         'process = "broken_plugin:NOT_CALLABLE"\n'
     )
     install(project, site)
-    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
     with pytest.raises(ConfigError, match="cannot be imported") as caught:
         load("rolling.drivers", "gone")
     assert "install what it needs" in caught.value.fix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,10 +102,8 @@ def fleet_file(tmp_path: Path) -> Iterator[Path]:
     if path.exists():
         for entry in json.loads(path.read_text())["instances"]:
             if entry.get("pid"):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(entry["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def process_file(tmp_path: Path, fleet: Path, *, startup: float, instances: int = 3) -> Path:
@@ -121,7 +120,7 @@ def process_file(tmp_path: Path, fleet: Path, *, startup: float, instances: int 
 
 
 def healthz(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:  # noqa: S310 - a loopback URL we built
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
         status: int = answer.status
         return status
 
@@ -153,7 +152,7 @@ def test_json_lines_follow_the_documented_schema(tmp_path: Path) -> None:
         "bad.toml": SIMULATED + 'faults = [{ version = "v2", replace_raises = true }]\n',
     }
     seen: set[str] = set()
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator: Any = jsonschema.Draft202012Validator(SCHEMA)
     validator.check_schema(SCHEMA)
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -189,11 +188,17 @@ def test_json_lines_follow_the_documented_schema(tmp_path: Path) -> None:
     [
         ("", 0, "succeeded"),
         ('faults = [{ version = "v2", replace_raises = true }]\n', 1, "rolled_back"),
-        ('faults = [{ instance_id = "i-002", replace_raises = true }]\n[failure]\nmax_failed = 1\n[strategy]\nmax_unavailable = 2\n',
-         2, "degraded"),
+        (
+            (
+                'faults = [{ instance_id = "i-002", replace_raises = true }]\n'
+                "[failure]\nmax_failed = 1\n[strategy]\nmax_unavailable = 2\n"
+            ),
+            2,
+            "degraded",
+        ),
         ('faults = [{ version = "v2", replace_raises = true }]\n', 3, "halted"),
     ],
-)  # fmt: skip
+)
 def test_exit_statuses_of_finished_rollouts(
     tmp_path: Path, extra: str, code: int, outcome: str
 ) -> None:

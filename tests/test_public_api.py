@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "rolling.events",
     "rolling.health",
     "rolling.net",
+    "rolling.plugins",
     "rolling.routers.balancer",
     "rolling.routers.haproxy",
     "rolling.testing",
@@ -79,7 +80,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rolling"
 # Adapters and the tools shipped for users are written as a third party would write them: with
 # the public names of the core only (rolling, rolling.typing, rolling.events, rolling.net,
 # rolling.health, rolling.validate), never its private modules.
-ADAPTER_DIRS = ["drivers", "routers", "checks", "demo", "testing"]
+ADAPTER_DIRS = ["drivers", "routers", "checks", "demo", "testing", "cli", "plugins"]
 
 
 def core_private_imports(path: Path, package_dir: Path = SRC) -> list[str]:

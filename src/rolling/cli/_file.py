@@ -232,7 +232,7 @@ class _Loader:
                 k: self.substitute(v, where, k if key is None else key) for k, v in table.items()
             }
         if isinstance(value, list):
-            return [self.substitute(v, where, key) for v in cast("list[Any]", value)]
+            return [self.substitute(v, where, key) for v in cast("list[object]", value)]
         return value
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any] | None:

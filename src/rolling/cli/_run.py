@@ -156,9 +156,9 @@ async def _run(
         async with anyio.create_task_group() as control, rollout.start() as handle:
             handles.append(handle)
             control.start_soon(serve_control, listener, handle)
-            result = await handle.wait()
+            await handle.wait()
             control.cancel_scope.cancel()
-        return result
+        return handle.result
 
 
 async def _close_control(listener: Any, rollout_file: RolloutFile) -> None:

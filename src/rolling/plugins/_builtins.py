@@ -10,7 +10,7 @@ because loading one entry point must not import every adapter and its extra
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,11 @@ def _command_template(command: object) -> list[str]:
     return [str(arg) for arg in command]  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
 
 
+def _check_text(field: str, value: object, example: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(field, f"expected a non-empty string, got {value!r}", f"write {example}")
+
+
 def process_driver(
     *,
     command: list[str],
@@ -72,8 +77,7 @@ def process_driver(
 
     template = _command_template(command)
     check_int("instances", instances, minimum=0)
-    if not isinstance(version, str) or not version:
-        raise ConfigError("version", f"expected a non-empty str, got {version!r}", 'write "v1"')
+    _check_text("version", version, '"v1"')
 
     def build(version: str, port: int) -> list[str]:
         return [arg.replace("{version}", version).replace("{port}", str(port)) for arg in template]
@@ -90,7 +94,7 @@ def process_driver(
     )
 
     @contextlib.asynccontextmanager
-    async def running() -> AsyncIterator[ProcessDriver]:
+    async def running() -> AsyncGenerator[ProcessDriver]:
         async with driver:
             if instances and not await driver.list_instances():
                 await driver.spawn(instances, version)

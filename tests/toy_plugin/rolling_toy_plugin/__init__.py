@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 import attrs
 
-from rolling import ConfigError, HealthResult
+from rolling import HealthResult
+from rolling.validate import check_int
 
 __all__ = ["ToyDriver", "ToyInstance", "toy_driver", "version_check"]
 
@@ -58,10 +59,7 @@ def toy_driver(
     *, state: str, instances: int = 3, version: str = "v1", delay: float = 0.0
 ) -> ToyDriver:
     """The ``toy`` driver: a fleet in the JSON file ``state``, made on first use."""
-    if not isinstance(instances, int) or instances < 1:
-        raise ConfigError(
-            "ToyDriver.instances", f"expected a count >= 1, got {instances!r}", "write 3"
-        )
+    check_int("ToyDriver.instances", instances, minimum=1)
     path = Path(state)
     if not path.exists():
         fleet = {f"t-{n}": version for n in range(instances)}
