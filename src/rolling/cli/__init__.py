@@ -17,6 +17,7 @@ interrupted (after cleaning up), 64 for a usage error.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from rolling import ConfigError, __version__
+from rolling import ConfigError
 
 __all__ = ["entry_point", "main"]
 
@@ -133,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rolling", description="Rolling deployments with no downtime."
     )
-    parser.add_argument("--version", action="version", version=f"rolling {__version__}")
+    parser.add_argument("--version", action="version", version=f"rolling {importlib.metadata.version('rolling')}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
