@@ -134,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rolling", description="Rolling deployments with no downtime."
     )
-    parser.add_argument("--version", action="version", version=f"rolling {importlib.metadata.version('rolling')}")
+    parser.add_argument(
+        "--version", action="version", version=f"rolling {importlib.metadata.version('rolling')}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
