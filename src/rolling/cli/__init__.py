@@ -22,7 +22,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -35,6 +35,7 @@ EXIT_CONFIG = 78
 EXIT_UNAVAILABLE = 69
 EXIT_NOPERM = 77
 EXIT_REFUSED = 1
+EXIT_NOINPUT = 66
 
 _RUN_EXIT_HELP = (
     "exit status: 0 succeeded, 1 rolled back, 2 degraded, 3 halted, 4 aborted, 5 failed "
@@ -157,6 +158,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("file", type=Path, help="the rollout file (TOML)")
     _add_control(commands)
+    report = commands.add_parser(
+        "report",
+        help="summarise a rollout from its event log, or draw its timeline as HTML",
+        description=(
+            "Read a rollout's events (the JOURNAL.events log `rolling run` keeps next to its"
+            " journal, or saved `rolling run --json` output) and summarise it; with --html,"
+            " write a self-contained timeline picture."
+        ),
+        epilog="exit status: 0 done, 64 usage error, 66 no events to read",
+    )
+    report.add_argument("events", type=Path, help="a journal, its .events log, or --json output")
+    report.add_argument("--html", type=Path, metavar="OUT", help="write the timeline page here")
     plugins = commands.add_parser(
         "plugins",
         help="list the installed drivers, routers, checks and metric providers",
@@ -188,6 +201,54 @@ def _plugins(args: argparse.Namespace) -> int:
             print(f"{group}:")  # noqa: T201 - CLI output
         source = f"{plugin.distribution} {plugin.version}".strip() or "unknown package"
         print(f"  {plugin.name:<12} {plugin.value}  ({source})")  # noqa: T201 - CLI output
+    return 0
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    from ._run import events_log  # noqa: PLC0415 - keeps `rolling --help` light
+
+    if not path.name.endswith((".events", ".jsonl", ".json")) and events_log(path).exists():
+        path = events_log(path)  # a journal: its events log sits next to it
+    lines: list[dict[str, Any]] = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            line: object = json.loads(text)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a running (or killed) rollout's log
+        if isinstance(line, dict) and line.get("schema") == 1:  # pyright: ignore[reportUnknownMemberType]
+            lines.append(cast("dict[str, Any]", line))
+    # A log keeps every run of the journal: the picture is of the last one.
+    starts = [i for i, line in enumerate(lines) if line.get("event") == "rollout_started"]
+    return lines[max(starts[-1] - 1, 0) :] if starts else lines
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ._timeline import render  # noqa: PLC0415 - keeps `rolling --help` light
+
+    try:
+        lines = _read_events(args.events)
+    except OSError as exc:
+        _error(f"rolling report: cannot read {args.events}: {exc.strerror}")
+        return EXIT_NOINPUT
+    if not any(line.get("event") == "rollout_started" for line in lines):
+        _error(f"rolling report: {args.events} holds no rollout events (schema 1)")
+        return EXIT_NOINPUT
+    outcomes: dict[str, str] = {}
+    for line in lines:
+        if line.get("event") == "instance_phase_changed":
+            outcomes[str(line["instance_id"])] = str(line["phase"])
+    finished = [line for line in lines if line.get("event") == "rollout_finished"]
+    counts: dict[str, int] = {}
+    for phase in outcomes.values():
+        counts[phase] = counts.get(phase, 0) + 1
+    state = finished[-1]["result"]["status"] if finished else "running (or cut short)"
+    times = [float(line["at"]) for line in lines if isinstance(line.get("at"), int | float)]
+    span = max(times) - min(times)
+    by_phase = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+    print(f"{args.events}: {state}; {span:.1f} s; {by_phase or 'no instance changed'}")  # noqa: T201 - CLI output
+    if args.html is not None:
+        args.html.write_text(render(lines, title=f"rollout: {args.events.name}"), encoding="utf-8")
+        print(f"timeline written to {args.html}")  # noqa: T201 - CLI output
     return 0
 
 
@@ -268,13 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if args.command == "plugins":
-        return _plugins(args)
-    if args.command in {"run", "validate"}:
-        return _run(args)
-    if args.command in {"status", "pause", "resume", "promote", "abort"}:
-        return _control(args)
-    return _demo(args)
+    commands = {
+        "plugins": _plugins,
+        "report": _report,
+        "run": _run,
+        "validate": _run,
+        "demo": _demo,
+    }
+    return commands.get(args.command, _control)(args)
 
 
 def _demo(args: argparse.Namespace) -> int:

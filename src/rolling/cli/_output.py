@@ -184,6 +184,7 @@ class Output:
     phases: dict[str, Phase] = attrs.field(factory=dict[str, Phase])
     versions: dict[str, str] = attrs.field(factory=dict[str, str])
     status: RolloutStatus | None = None
+    log: TextIO | None = None
     _status_shown: bool = False
 
     def __call__(self, event: Event) -> None:
@@ -194,9 +195,14 @@ class Output:
             self.phases[event.instance_id] = event.phase
         elif isinstance(event, StatusChanged):
             self.status = event.status
-        if self.json:
-            self._write(json.dumps(to_json(event), sort_keys=True))
-            return
+        if self.json or self.log is not None:
+            record = json.dumps(to_json(event), sort_keys=True)
+            if self.log is not None:
+                self.log.write(self.redact(record) + "\n")
+                self.log.flush()  # `rolling report` may read a running rollout's log
+            if self.json:
+                self._write(record)
+                return
         line = _plain(event)
         if line is not None:
             self._write(f"[{event.at - self.started:7.2f}s] {line}")
@@ -223,8 +229,8 @@ class Output:
 
     def finish(self, line: str, extra: dict[str, Any]) -> None:
         """Write the final summary: a JSON object of event ``exit``, or ``line``."""
-        if self.json:
-            record = {"schema": JSON_SCHEMA, "event": "exit", "summary": line, **extra}
-            self._write(json.dumps(record, sort_keys=True))
-        else:
-            self._write(line)
+        record = json.dumps({"schema": JSON_SCHEMA, "event": "exit", "summary": line, **extra})
+        if self.log is not None:
+            self.log.write(self.redact(record) + "\n")
+            self.log.flush()
+        self._write(record if self.json else line)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -23,7 +25,7 @@ from ._control import ControlUnavailableError, open_control, serve_control
 from ._file import RolloutFile
 from ._output import Output
 
-__all__ = ["EXIT", "run_file"]
+__all__ = ["EXIT", "events_log", "run_file"]
 
 EXIT: dict[str, int] = {
     "succeeded": 0,
@@ -37,6 +39,12 @@ EXIT: dict[str, int] = {
     "interrupted": 130,
 }
 """Exit statuses of ``rolling run``, by outcome (docs/cli.md has the table)."""
+
+
+def events_log(journal: Path) -> Path:
+    """Where ``rolling run`` appends its JSON lines, next to the journal: ``<journal>.events``."""
+    return journal.with_name(journal.name + ".events")
+
 
 _BY_STATUS = {
     RolloutStatus.SUCCEEDED: "succeeded",
@@ -140,6 +148,10 @@ async def _run(
     async with contextlib.AsyncExitStack() as stack:
         listener = await open_control(rollout_file.control)
         stack.push_async_callback(_close_control, listener, rollout_file)
+        if rollout_file.journal is not None:
+            path = events_log(rollout_file.journal)
+            output.log = stack.enter_context(await anyio.to_thread.run_sync(_open_log, path))
+            stack.callback(setattr, output, "log", None)  # runs first: nothing writes to it closed
         driver = await _enter(stack, rollout_file.driver.built)
         router = (
             None if rollout_file.router is None else await _enter(stack, rollout_file.router.built)
@@ -159,6 +171,12 @@ async def _run(
             await handle.wait()
             control.cancel_scope.cancel()
         return handle.result
+
+
+def _open_log(path: Path) -> TextIO:
+    """The events log, opened to append; mode 0600 like the journal beside it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 async def _close_control(listener: Any, rollout_file: RolloutFile) -> None:
