@@ -25,7 +25,7 @@ GROUPS: tuple[str, ...] = (
 
 @attrs.frozen(kw_only=True)
 class Plugin:
-    """One installed plugin: an entry point in one of :data:`GROUPS`.
+    """One installed plugin: an entry point in one of ``GROUPS``.
 
     Attributes:
         group: Its entry-point group, such as ``"rolling.drivers"``.
@@ -56,7 +56,7 @@ def installed(group: str | None = None) -> list[Plugin]:
     """Every installed plugin, or those of one group, sorted by group and name.
 
     Raises:
-        ConfigError: ``group`` is not one of :data:`GROUPS`.
+        ConfigError: ``group`` is not one of ``GROUPS``.
     """
     groups = GROUPS if group is None else (group,)
     found: list[Plugin] = []
