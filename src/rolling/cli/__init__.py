@@ -150,6 +150,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", help="write every event as one JSON object per line"
     )
+    plan = commands.add_parser(
+        "plan",
+        help="show what a run would change and a predicted timeline; changes nothing",
+        description=(
+            "List the fleet, what would change, the window or batches, the steps, and a"
+            " predicted timeline, from durations learned from the last run of the same journal"
+            " (its .events log) or from --estimate. Only list_instances() reaches the fleet."
+        ),
+        epilog="exit status: 0 planned, 5 the fleet could not be listed, 64 usage, 78 bad file",
+    )
+    plan.add_argument("file", type=Path, help="the rollout file (TOML)")
+    plan.add_argument("--to", required=True, metavar="VERSION", help="the version to plan for")
+    plan.add_argument(
+        "--history", type=Path, help="an events log or --json output to learn durations from"
+    )
+    plan.add_argument(
+        "--estimate",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds per instance where none was learned (default 10)",
+    )
     validate = commands.add_parser(
         "validate",
         help="check a rollout file and its plugins' settings, touching no fleet",
@@ -184,7 +206,7 @@ def _error(message: str) -> None:
     print(message, file=sys.stderr)  # noqa: T201 - CLI output
 
 
-def _plugins(args: argparse.Namespace) -> int:
+def _cmd_plugins(args: argparse.Namespace) -> int:
     from rolling.plugins import installed  # noqa: PLC0415 - keeps `rolling --help` light
 
     found = installed()
@@ -204,8 +226,25 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace, rollout_file: Any) -> int:
+    from ._run import plan_file  # noqa: PLC0415 - keeps `rolling --help` light
+
+    try:
+        plan = anyio.run(
+            lambda: plan_file(rollout_file, args.to, history=args.history, estimate=args.estimate)
+        )
+    except ConfigError as exc:
+        _error(f"rolling plan: {args.file}: {exc}")
+        return EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - a plugin's own error: say it, exit 5
+        _error(f"rolling plan: {type(exc).__name__}: {rollout_file.redact(str(exc))}")
+        return 5
+    print(plan.to_text())  # noqa: T201 - CLI output
+    return 0
+
+
 def _read_events(path: Path) -> list[dict[str, Any]]:
-    from ._run import events_log  # noqa: PLC0415 - keeps `rolling --help` light
+    from ._output import events_log  # noqa: PLC0415 - keeps `rolling --help` light
 
     if not path.name.endswith((".events", ".jsonl", ".json")) and events_log(path).exists():
         path = events_log(path)  # a journal: its events log sits next to it
@@ -222,7 +261,7 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     return lines[max(starts[-1] - 1, 0) :] if starts else lines
 
 
-def _report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     from ._timeline import render  # noqa: PLC0415 - keeps `rolling --help` light
 
     try:
@@ -252,7 +291,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from ._file import load_file  # noqa: PLC0415 - keeps `rolling --help` light
     from ._run import run_file  # noqa: PLC0415 - as above
 
@@ -264,10 +303,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(f"{args.file}: valid")  # noqa: T201 - CLI output
         return 0
+    if args.command == "plan":
+        return _cmd_plan(args, rollout_file)
     return anyio.run(lambda: run_file(rollout_file, args.to, json=args.json, out=sys.stdout))
 
 
-def _control(args: argparse.Namespace) -> int:
+def _cmd_control(args: argparse.Namespace) -> int:
     from ._control import ControlUnavailableError, request  # noqa: PLC0415 - keeps --help light
     from ._file import control_path  # noqa: PLC0415 - as above
 
@@ -330,16 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     commands = {
-        "plugins": _plugins,
-        "report": _report,
-        "run": _run,
-        "validate": _run,
-        "demo": _demo,
+        "plugins": _cmd_plugins,
+        "report": _cmd_report,
+        "run": _cmd_run,
+        "plan": _cmd_run,
+        "validate": _cmd_run,
+        "demo": _cmd_demo,
     }
-    return commands.get(args.command, _control)(args)
+    return commands.get(args.command, _cmd_control)(args)
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from rolling.demo._runner import DemoOptions, run_demo  # noqa: PLC0415 - keeps `import rolling` light
 
     options = DemoOptions(

@@ -43,6 +43,9 @@ from rolling import (
 from rolling.plugins import build
 from rolling.testing import SimulatedFleet
 
+from ._output import events_log
+from ._plan import learned_durations, longest_first
+
 __all__ = [
     "FILE_SCHEMA",
     "PluginSpec",
@@ -372,6 +375,18 @@ class _Loader:
         if table is None:
             return None
         kind = table.pop("type", "inventory")
+        if kind == "longest-first":
+            journal = self.journal(data)
+            if journal is None or table:
+                raise self.error(
+                    ("order",),
+                    "type" if journal is None else next(iter(table)),
+                    "longest-first learns durations from the events log next to the journal"
+                    if journal is None
+                    else "is not a setting of longest-first",
+                    'add [journal] path = "..." (its first run goes in inventory order)',
+                )
+            return longest_first(learned_durations(events_log(journal)))
         makers: dict[str, Callable[..., Order]] = {
             "inventory": Order.inventory,
             "sorted": Order.sorted,
@@ -379,7 +394,10 @@ class _Loader:
         }
         if kind not in makers:
             raise self.error(
-                ("order",), "type", f"unknown order {kind!r}", "use one of: " + ", ".join(makers)
+                ("order",),
+                "type",
+                f"unknown order {kind!r}",
+                "use one of: " + ", ".join([*makers, "longest-first"]),
             )
         return cast("Order", self.construct(("order",), makers[kind], table))
 

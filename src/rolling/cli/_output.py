@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
@@ -36,12 +37,17 @@ from rolling.events import (
     WaveStarted,
 )
 
-__all__ = ["JSON_SCHEMA", "Output", "event_name", "step_json", "to_json"]
+__all__ = ["JSON_SCHEMA", "Output", "event_name", "events_log", "step_json", "to_json"]
 
 JSON_SCHEMA = 1
 """Version of the JSON lines format; see the module docstring for when it changes."""
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def events_log(journal: Path) -> Path:
+    """Where ``rolling run`` appends its JSON lines, next to the journal: ``<journal>.events``."""
+    return journal.with_name(journal.name + ".events")
 
 
 def event_name(event: Event) -> str:

@@ -20,12 +20,14 @@ from rolling import (
     RolloutResult,
     RolloutStatus,
 )
+from rolling.plugins import planning
 
 from ._control import ControlUnavailableError, open_control, serve_control
 from ._file import RolloutFile
-from ._output import Output
+from ._output import Output, events_log
+from ._plan import Plan, learned_durations, make_plan
 
-__all__ = ["EXIT", "events_log", "run_file"]
+__all__ = ["EXIT", "plan_file", "run_file"]
 
 EXIT: dict[str, int] = {
     "succeeded": 0,
@@ -39,11 +41,6 @@ EXIT: dict[str, int] = {
     "interrupted": 130,
 }
 """Exit statuses of ``rolling run``, by outcome (docs/cli.md has the table)."""
-
-
-def events_log(journal: Path) -> Path:
-    """Where ``rolling run`` appends its JSON lines, next to the journal: ``<journal>.events``."""
-    return journal.with_name(journal.name + ".events")
 
 
 _BY_STATUS = {
@@ -131,6 +128,25 @@ async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: T
     if json:
         print(line, file=sys.stderr)  # noqa: T201 - a person watching a JSON run sees it too
     return EXIT[outcome]
+
+
+async def plan_file(
+    rollout_file: RolloutFile, target: str, *, history: Path | None, estimate: float
+) -> Plan:
+    """Enter the driver only to list the fleet, and plan: no other call reaches the fleet.
+
+    Raises:
+        ConfigError: An option the library refuses with this driver.
+    """
+    planning(set_to=True)  # for this task and what it starts: entering changes nothing
+    async with contextlib.AsyncExitStack() as stack:
+        driver = await _enter(stack, rollout_file.driver.built)
+        rollout: Rollout[Any] = Rollout(driver, target, **rollout_file.options)
+        instances = await driver.list_instances()
+    if history is None and rollout_file.journal is not None:
+        history = events_log(rollout_file.journal)
+    durations = {} if history is None else learned_durations(history)
+    return make_plan(rollout, instances, durations=durations, estimate=estimate)
 
 
 def _outcome(outcome: str, result: RolloutResult | None, *, interrupted: bool) -> str:

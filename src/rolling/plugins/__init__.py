@@ -15,7 +15,8 @@ and stores its settings; nothing may touch the fleet yet, because
 ``rolling validate`` calls it too. When what it returns is an async context
 manager, ``rolling run`` enters it for the length of the run and uses what
 ``__aenter__`` returns (so a driver can open connections, or start a fleet,
-there).
+there). ``rolling plan`` enters it too, only to call ``list_instances()``:
+while :func:`planning` is true, entering must change nothing.
 
 Groups:
 
@@ -33,6 +34,6 @@ Groups:
 
 from __future__ import annotations
 
-from ._registry import GROUPS, Plugin, build, installed, load
+from ._registry import GROUPS, Plugin, build, installed, load, planning
 
-__all__ = ["GROUPS", "Plugin", "build", "installed", "load"]
+__all__ = ["GROUPS", "Plugin", "build", "installed", "load", "planning"]

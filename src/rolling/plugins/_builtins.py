@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from rolling import ConfigError
 
+from ._registry import planning
+
 if TYPE_CHECKING:
     from rolling.drivers.process import ProcessDriver
     from rolling.testing import SimulatedFleet
@@ -96,7 +98,7 @@ def process_driver(
     @contextlib.asynccontextmanager
     async def running() -> AsyncGenerator[ProcessDriver]:
         async with driver:
-            if instances and not await driver.list_instances():
+            if instances and not planning() and not await driver.list_instances():
                 await driver.spawn(instances, version)
             yield driver
 

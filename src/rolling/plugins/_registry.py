@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import importlib.metadata
 import inspect
@@ -12,7 +13,7 @@ import attrs
 
 from rolling import ConfigError
 
-__all__ = ["GROUPS", "Plugin", "build", "installed", "load"]
+__all__ = ["GROUPS", "Plugin", "build", "installed", "load", "planning"]
 
 GROUPS: tuple[str, ...] = (
     "rolling.checks",
@@ -21,6 +22,25 @@ GROUPS: tuple[str, ...] = (
     "rolling.routers",
 )
 """The entry-point groups rolling reads, sorted."""
+
+
+_PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("rolling_planning", default=False)
+
+
+def planning(*, set_to: bool | None = None) -> bool:
+    """Whether the plugins are entered only to look (``rolling plan``), not to change anything.
+
+    A plugin that changes the fleet when it is entered (the ``process``
+    driver starts its first fleet there) must not while this is true. The
+    command line sets it before it plans; ``planning(set_to=True)`` sets it
+    for the current context (tasks started from it inherit it) and returns
+    the new value.
+
+    .. versionadded:: 0.2.0
+    """
+    if set_to is not None:
+        _PLANNING.set(set_to)
+    return _PLANNING.get()
 
 
 @attrs.frozen(kw_only=True)
