@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -22,6 +23,9 @@ import jsonschema
 import pytest
 
 from helpers import alive
+from rolling import Pause
+from rolling.cli._output import Output
+from rolling.events import InstancePhaseChanged, Phase, RolloutStarted, StepStarted
 
 ROLLING = [sys.executable, "-m", "rolling"]
 SCHEMA = json.loads(
@@ -450,3 +454,37 @@ def test_a_second_user_is_refused(
     assert rolling("promote", path, cwd=tmp_path).returncode == 0
     proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_the_live_line_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    output = Output(out=out, json=False, live=out.isatty(), redact=lambda text: text)
+    output(
+        RolloutStarted(
+            at=10.0, wall=0.0, target="v2", desired=4, to_update=("a", "b", "c"), skipped=("d",),
+            unhealthy=(), max_unavailable=1, max_surge=0,
+        )
+    )  # fmt: skip
+    output(
+        InstancePhaseChanged(at=12.0, wall=0.0, instance_id="a", phase=Phase.UPDATED, version="v2")
+    )
+    output(StepStarted(at=12.0, wall=0.0, index=0, step=Pause()))
+    output(
+        InstancePhaseChanged(
+            at=12.0, wall=0.0, instance_id="b", phase=Phase.DETACHING, version="v2"
+        )
+    )
+    line = output.status_line(12.0)
+    assert line == (
+        "starting 2.0s, about 4s left | [v2:2] 1 detaching, 1 updated"
+        " | pause until `rolling promote`"
+    )
+    text = out.getvalue()
+    assert text.count("\r\x1b[K") >= 4  # each event rewrote the live line in place
+    assert "[   2.00s] step 1: pause until `rolling promote`\n" in text
+    output.finish("rolling run: done", {})
+    assert out.getvalue().endswith("\r\x1b[Krolling run: done\n")  # the live line gives way

@@ -79,10 +79,16 @@ def test_broken_release_rolls_back_without_a_failed_request() -> None:
     assert set(report["share"]) == {"v1"}
 
 
-def test_batches_and_surge_options() -> None:
-    code, report = run_demo("--instances", "5", "--strategy", "batches", "--max-unavailable", "2")
+def test_batches_and_surge_options(tmp_path: Path) -> None:
+    page = tmp_path / "demo.html"
+    code, report = run_demo(
+        "--instances", "5", "--strategy", "batches", "--max-unavailable", "2", "--html", str(page)
+    )
     assert code == 0, report
     assert report["strategy"] == "batches of 2"
+    html = page.read_text()  # the demo's timeline: one row per process, batches marked
+    assert html.count('<g class="row"') == 5
+    assert "batch 3" in html
     code, report = run_demo("--instances", "3", "--max-unavailable", "0", "--max-surge", "1")
     assert code == 0, report
     assert report["failed"] == 0

@@ -107,6 +107,9 @@ def _add_demo(commands: Any) -> None:
         help="naive baseline: stop backends without draining (requests will fail)",
     )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.add_argument(
+        "--html", type=Path, metavar="OUT", help="also write the rollout's timeline picture here"
+    )
     demo.add_argument("--concurrency", type=_positive, default=8, help="load workers (default 8)")
 
 
@@ -393,6 +396,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         drain=not args.no_drain,
         json=args.json,
         concurrency=args.concurrency,
+        html=args.html,
     )
     progress = sys.stderr if args.json else sys.stdout
     try:

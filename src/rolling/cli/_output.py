@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,6 +39,9 @@ from rolling.events import (
 )
 
 __all__ = ["JSON_SCHEMA", "Output", "event_name", "events_log", "step_json", "to_json"]
+
+_SETTLED = frozenset({Phase.UPDATED, Phase.REVERTED, Phase.SKIPPED})
+"""Phases after which an instance runs the event's version for good."""
 
 JSON_SCHEMA = 1
 """Version of the JSON lines format; see the module docstring for when it changes."""
@@ -185,10 +189,12 @@ class Output:
     out: TextIO
     json: bool
     live: bool
-    redact: Any
+    redact: Callable[[str], str]
     started: float | None = None
     phases: dict[str, Phase] = attrs.field(factory=dict[str, Phase])
     versions: dict[str, str] = attrs.field(factory=dict[str, str])
+    step: str = ""
+    to_do: int = 0
     status: RolloutStatus | None = None
     log: TextIO | None = None
     _status_shown: bool = False
@@ -197,10 +203,7 @@ class Output:
         """An observer: write ``event``."""
         if self.started is None:
             self.started = event.at
-        if isinstance(event, InstancePhaseChanged):
-            self.phases[event.instance_id] = event.phase
-        elif isinstance(event, StatusChanged):
-            self.status = event.status
+        self._follow(event)
         if self.json or self.log is not None:
             record = json.dumps(to_json(event), sort_keys=True)
             if self.log is not None:
@@ -215,6 +218,23 @@ class Output:
         if self.live:
             self._show_status(event.at)
 
+    def _follow(self, event: Event) -> None:
+        """Keep what the live line shows."""
+        if isinstance(event, InstancePhaseChanged):
+            self.phases[event.instance_id] = event.phase
+            if event.phase in _SETTLED:
+                self.versions[event.instance_id] = event.version
+        elif isinstance(event, StatusChanged):
+            self.status = event.status
+        elif isinstance(event, RolloutStarted):
+            self.to_do = len(event.to_update)
+            for instance in event.skipped:
+                self.versions[instance] = event.target
+        elif isinstance(event, StepStarted):
+            self.step = _step_text(event.step)
+        elif isinstance(event, StepFinished):
+            self.step = ""
+
     def _write(self, line: str) -> None:
         if self._status_shown:
             self.out.write("\r\x1b[K")
@@ -222,14 +242,27 @@ class Output:
         self.out.write(self.redact(line) + "\n")
         self.out.flush()
 
-    def _show_status(self, now: float) -> None:
+    def status_line(self, now: float) -> str:
+        """The live line: status, elapsed and time left, versions, phases, the current step."""
         counts: dict[str, int] = {}
         for phase in self.phases.values():
             counts[phase.value] = counts.get(phase.value, 0) + 1
         by_phase = ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) or "-"
+        by_version: dict[str, int] = {}
+        for version in self.versions.values():
+            by_version[version] = by_version.get(version, 0) + 1
+        versions = " ".join(f"{v}:{n}" for v, n in sorted(by_version.items()))
         elapsed = now - (self.started or now)
+        done = counts.get(Phase.UPDATED.value, 0)
+        left = ""
+        if 0 < done < self.to_do:  # the pace so far, for the instances still to go
+            left = f", about {elapsed / done * (self.to_do - done):.0f}s left"
         status = self.status.value if self.status else "starting"
-        self.out.write(f"\r\x1b[K{status} {elapsed:.1f}s | {by_phase}")
+        step = f" | {self.step}" if self.step else ""
+        return f"{status} {elapsed:.1f}s{left} | [{versions}] {by_phase}{step}"
+
+    def _show_status(self, now: float) -> None:
+        self.out.write("\r\x1b[K" + self.redact(self.status_line(now)))
         self.out.flush()
         self._status_shown = True
 

@@ -7,13 +7,15 @@ import signal
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import attrs
 
 from rolling import Batches, FailurePolicy, Readiness, RollingUpdate, Rollout, RolloutResult
 from rolling.checks import HTTPCheck
+from rolling.cli._output import to_json
+from rolling.cli._timeline import render
 from rolling.drivers.process import ProcessDriver, ProcessInstance
 from rolling.routers.balancer import Balancer
 
@@ -37,6 +39,7 @@ class DemoOptions:
     drain: bool = True
     json: bool = False
     concurrency: int = 8
+    html: Path | None = None
     warmup: float = 1.0
     cooldown: float = 1.0
 
@@ -151,6 +154,7 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
         holder.append(load)
         progress = Progress(load, out)
         progress_holder.append(progress)
+        events: list[dict[str, Any]] = []
         progress.seed({i.id: i.version for i in fleet})
         rollout: Rollout[ProcessInstance] = Rollout(
             driver,
@@ -159,7 +163,7 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
             router=balancer,
             readiness=Readiness(check=check, period=0.2, timeout=1.0, deadline=5.0),
             failure=FailurePolicy(),
-            observers=[progress],
+            observers=[progress, lambda event: events.append(to_json(event))],
             effect_timeout=60.0,
         )
         result: RolloutResult | None = None
@@ -173,6 +177,9 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
                 tg.cancel_scope.cancel()
             # Requests in flight finish before the fleet is torn down.
             load.stop()
+        if options.html is not None:
+            page = render(events, title=f"rolling demo: {options.instances} processes to v2")
+            await anyio.Path(options.html).write_text(page, encoding="utf-8")
         assert result is not None  # noqa: S101 - the rollout ran, or this was cancelled
         return result
 
