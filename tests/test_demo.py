@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -11,10 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from helpers import alive
 from rolling.cli import main
+from rolling.demo._load import LoadGenerator, Sample
+from rolling.demo._progress import Progress
+from rolling.demo._report import DemoReport
+from rolling.demo._runner import DemoOptions, size_note
 
 DEMO = [sys.executable, "-m", "rolling", "demo"]
 
@@ -88,15 +94,24 @@ def test_slow_release_is_rolled_back_on_p90() -> None:
 def test_broken_release_rolls_back_without_a_failed_request() -> None:
     code, report = run_demo("--instances", "4", "--broken")
     assert report["status"] == "rolled_back"
+    # One reason, said once: no nested parentheses, no second copy of the deadline.
+    assert "deadline; last probe: HTTP 503" in report["reason"]
+    assert "s, last:" not in report["reason"]
     assert report["failed"] == 0
     assert code == 1
     assert set(report["share"]) == {"v1"}
 
 
-def test_batches_and_surge_options() -> None:
-    code, report = run_demo("--instances", "5", "--strategy", "batches", "--max-unavailable", "2")
+def test_batches_and_surge_options(tmp_path: Path) -> None:
+    page = tmp_path / "demo.html"
+    code, report = run_demo(
+        "--instances", "5", "--strategy", "batches", "--max-unavailable", "2", "--html", str(page)
+    )
     assert code == 0, report
     assert report["strategy"] == "batches of 2"
+    html = page.read_text()  # the demo's timeline: one row per process, batches marked
+    assert html.count('<g class="row"') == 5
+    assert "batch 3" in html
     code, report = run_demo("--instances", "3", "--max-unavailable", "0", "--max-surge", "1")
     assert code == 0, report
     assert report["failed"] == 0
@@ -133,3 +148,67 @@ def test_usage_errors_exit_64(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--max-unavailable", "lots"]) == 64
     assert main(["nonsense"]) == 64
     assert "--max-unavailable" in capsys.readouterr().err
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("terminal", [True, False])
+async def test_the_status_line_counts_from_its_start_and_ends_once(terminal: bool) -> None:
+    load = LoadGenerator("127.0.0.1", 9, concurrency=1)
+    out = FakeTerminal() if terminal else io.StringIO()
+    progress = Progress(load, out, interval=1.0)
+    progress.seed({"p-0": "v1"})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(progress.run)
+        await anyio.sleep(0.1)
+        for n in range(100):  # 100 requests within the first interval
+            load.samples.append(Sample(at=n / 100, latency=0.01, ok=True, version="v1"))
+        await anyio.sleep(1.0)
+        tg.cancel_scope.cancel()
+    text = out.getvalue()
+    lines = text.replace("\r\x1b[K", "\n").split("\n")
+    drawn = [line for line in lines if line.startswith("[v1:1]")]
+    assert "| 100 req/s |" in drawn[0]  # not 0 req/s: the first line counts from the start
+    assert drawn[-1].endswith("100 sent, 0 failed")
+    # The final state is drawn once: on a terminal, in place and then a newline.
+    assert text.endswith("\n")
+    assert len(drawn) == 2
+
+
+def test_a_large_demo_says_how_long_it_takes() -> None:
+    assert size_note(DemoOptions(instances=20)) is None
+    note = size_note(DemoOptions(instances=50))
+    assert note is not None
+    assert "about 45 s" in note
+    assert "Ctrl-C" in note
+
+
+def test_an_interrupted_report_says_how_long_the_rollout_ran() -> None:
+    report = DemoReport.build(
+        result=None,
+        samples=[],
+        instances=4,
+        strategy="rolling update",
+        drain=True,
+        demo_seconds=5.0,
+        interrupted=True,
+        cut_short_after=2.5,
+    )
+    text = report.to_text()
+    assert "rollout cut short after 2.50 s, demo 5.00 s" in text
+    assert "interrupted (interrupted" not in text
+    assert "reason" not in text
+    never = DemoReport.build(
+        result=None,
+        samples=[],
+        instances=4,
+        strategy="rolling update",
+        drain=True,
+        demo_seconds=1.0,
+        interrupted=True,
+    )
+    assert "interrupted before the rollout started" in never.to_text()

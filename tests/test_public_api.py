@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
     "rolling.health",
     "rolling.metrics",
     "rolling.net",
+    "rolling.plugins",
     "rolling.routers.balancer",
     "rolling.routers.haproxy",
     "rolling.testing",
@@ -82,7 +83,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rolling"
 # Adapters and the tools shipped for users are written as a third party would write them: with
 # the public names of the core only (rolling, rolling.typing, rolling.events, rolling.net,
 # rolling.health, rolling.validate), never its private modules.
-ADAPTER_DIRS = ["checks", "demo", "drivers", "metrics", "routers", "testing"]
+ADAPTER_DIRS = ["checks", "cli", "demo", "drivers", "metrics", "plugins", "routers", "testing"]
 
 
 def core_private_imports(path: Path, package_dir: Path = SRC) -> list[str]:

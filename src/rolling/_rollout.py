@@ -172,8 +172,8 @@ class Rollout(Generic[InstanceT]):
         self.waves: Waves | None = _typed(
             "Rollout.waves", waves, Waves, None, "pass rolling.Waves(key=lambda i: i.zone)"
         )
+        # The hook methods found on ``hooks``, by name: for the runner, not documented as API.
         self.hook_methods: dict[str, Callable[..., Any]] = _hook_methods(hooks)
-        """The hook methods found on ``hooks``, by name."""
         self.observers: tuple[Observer, ...] = tuple(observers)
         for index, observer in enumerate(self.observers):
             if not callable(observer):

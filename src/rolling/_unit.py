@@ -10,7 +10,9 @@ never await. The sequences:
 Each driver, router and hook call is an effect that either returns or fails
 (:class:`~rolling._effects.Failed` is thrown in); a wait (readiness, back-off)
 may be interrupted (:class:`~rolling._effects.Interrupted`). A failed attempt is
-retried after a back-off; a unit out of attempts fails and is restored. After
+retried after a back-off; a unit out of attempts fails (phase ``FAILED``) and is
+restored (``REVERTING``, then the phases of the way back), and ends on ``FAILED``
+once more, whose reason says where the restore left it. After
 an interruption a unit *settles*: a surge instance not in traffic is
 terminated, and an instance out of traffic goes back in when it answers its
 check (unless the coming rollback will handle it).
@@ -144,7 +146,17 @@ class UnitPrograms:
         restore_mode = Mode.TAKE_OUT if live is None else mode
         if restore_mode is Mode.SURGE:
             yield from self._settle(slot, attach_if_healthy=True)
-            return
+        else:
+            yield from self._restore(slot, restore_mode, reason)
+        # The restore's own phases end on ATTACHED or DETACHED: FAILED again is the unit's
+        # final phase, with a reason that says where the restore left it.
+        live = slot.live
+        machine.phase(
+            slot, Phase.FAILED, slot.old_version if live is None else live.version, slot.reason
+        )
+
+    def _restore(self, slot: Slot, restore_mode: Mode, reason: str) -> Program:
+        machine = self._m
         try:
             machine.phase(slot, Phase.REVERTING, slot.old_version)
             yield from self._apply(slot, restore_mode, slot.old_version, restoring=True)

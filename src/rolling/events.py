@@ -59,6 +59,15 @@ class Phase(enum.StrEnum):
     Elastic with surge: ``LAUNCHING -> WAITING_READY -> ATTACHING -> DETACHING ->
     TERMINATING -> UPDATED``.
 
+    Every instance a rollout works on ends on a final phase: ``UPDATED``,
+    ``SKIPPED``, ``FAILED``, ``REVERTED``, ``REVERT_FAILED`` or ``INTERRUPTED``.
+    A failed instance that is *restored* (``FailurePolicy.restore_failed``)
+    goes ``FAILED -> REVERTING ->`` the phases of the way back to its old
+    version ``-> FAILED``: the second ``FAILED`` is final, and its reason ends
+    ``restored to v1`` (or says why not). A *revert* (the rollback of an
+    updated instance, with ``rollback`` true) goes ``REVERTING ->`` the phases
+    of the way back ``-> REVERTED`` (or ``REVERT_FAILED``).
+
     .. versionadded:: 0.1.0
     """
 

@@ -1,4 +1,10 @@
-"""Live progress: instances by version and phase, requests per second, errors so far."""
+"""Live progress: instances by version and phase, requests per second, errors so far.
+
+The status line reads ``[v1:3 v2:1] working: p-1 replacing | 180 req/s | 912 sent, 0 failed``:
+instances by the version they run, those being worked on with their phase (the phases of
+:class:`rolling.events.Phase`; ``-`` when none is), the request rate since the last line, and
+the requests sent and failed so far.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,18 @@ from ._load import LoadGenerator
 
 __all__ = ["Progress"]
 
-_QUIET = frozenset({Phase.PENDING, Phase.SKIPPED, Phase.UPDATED, Phase.REVERTED})
+_QUIET = frozenset(
+    {
+        Phase.PENDING,
+        Phase.SKIPPED,
+        Phase.UPDATED,
+        Phase.REVERTED,
+        Phase.FAILED,
+        Phase.REVERT_FAILED,
+        Phase.INTERRUPTED,
+    }
+)
+"""Final phases: an instance in one is no longer being worked on."""
 
 
 class Progress:
@@ -24,6 +41,8 @@ class Progress:
     """
 
     def __init__(self, load: LoadGenerator, out: TextIO, *, interval: float = 0.5) -> None:
+        self.rollout_started: float | None = None
+        """When the rollout started (its first event), on the loop's clock."""
         self.load = load
         self.out = out
         self.tty = out.isatty()
@@ -31,10 +50,12 @@ class Progress:
         self.phases: dict[str, Phase] = {}
         self.versions: dict[str, str] = {}
         self._last_count = 0
-        self._last_at = 0.0
+        self._last_at: float | None = None
 
     def __call__(self, event: Event) -> None:
         """Follow instance phases."""
+        if self.rollout_started is None:
+            self.rollout_started = event.at
         if isinstance(event, InstancePhaseChanged):
             self.phases[event.instance_id] = event.phase
             if event.phase in {Phase.UPDATED, Phase.REVERTED, Phase.SKIPPED}:
@@ -48,7 +69,7 @@ class Progress:
         """The current status line."""
         now = anyio.current_time()
         count = len(self.load.samples)
-        elapsed = now - self._last_at if self._last_at else 0.0
+        elapsed = now - self._last_at if self._last_at is not None else 0.0
         rate = (count - self._last_count) / elapsed if elapsed > 0 else 0.0
         self._last_count, self._last_at = count, now
         failed = sum(1 for s in self.load.samples if not s.ok)
@@ -61,12 +82,17 @@ class Progress:
         return f"[{versions}] working: {working} | {rate:.0f} req/s | {count} sent, {failed} failed"
 
     async def run(self) -> None:
-        """Draw until cancelled."""
+        """Draw until cancelled, then once more (the final state), on its own line.
+
+        The rate of the first line counts from here, not from zero.
+        """
+        self._last_count, self._last_at = len(self.load.samples), anyio.current_time()
         try:
             while True:
                 await anyio.sleep(self.interval)
                 self.draw()
         finally:
+            self.draw()
             if self.tty:
                 self.out.write("\n")
                 self.out.flush()

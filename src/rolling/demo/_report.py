@@ -83,8 +83,13 @@ class DemoReport:
         demo_seconds: float,
         interrupted: bool,
         analysis: bool = False,
+        cut_short_after: float | None = None,
     ) -> DemoReport:
-        """Summarise the samples and the rollout's result."""
+        """Summarise the samples and the rollout's result.
+
+        ``cut_short_after`` is how long the rollout ran when it was interrupted
+        (None when it never started).
+        """
         detected_at = _detected_at(result)
         first_new = min(
             (s.at for s in samples if s.version is not None and s.version != "v1"), default=None
@@ -102,7 +107,7 @@ class DemoReport:
         answered = sum(versions.values())
         return cls(
             status=str(result.status) if result is not None else "interrupted",
-            reason=result.reason if result is not None else "interrupted before the rollout ended",
+            reason=result.reason if result is not None else "",
             instances=instances,
             strategy=strategy,
             drain=drain,
@@ -114,7 +119,9 @@ class DemoReport:
             share={v: round(n / answered, 4) for v, n in sorted(versions.items())}
             if answered
             else {},
-            rollout_seconds=round(result.duration, 3) if result is not None else 0.0,
+            rollout_seconds=round(
+                result.duration if result is not None else cut_short_after or 0.0, 3
+            ),
             demo_seconds=round(demo_seconds, 3),
             interrupted=interrupted,
             analysis=analysis,
@@ -144,30 +151,35 @@ class DemoReport:
         data["exit_code"] = self.exit_code
         return json.dumps(data, indent=2, sort_keys=True)
 
+    def _rollout_duration(self) -> str:
+        if not self.interrupted:
+            return f"rollout {self.rollout_seconds:.2f} s"
+        if self.rollout_seconds:
+            return f"rollout cut short after {self.rollout_seconds:.2f} s"
+        return "interrupted before the rollout started"
+
     def to_text(self) -> str:
         """The report for a terminal."""
         share = ", ".join(f"{v} {p:.0%}" for v, p in self.share.items()) or "none"
         errors = ", ".join(f"{k}: {n}" for k, n in sorted(self.errors.items())) or "none"
         verdict = {
             EXIT_OK: "zero downtime: every request answered",
-            EXIT_ROLLOUT: "the rollout did not succeed (see status)",
+            EXIT_ROLLOUT: "the rollout did not succeed; the reason is above",
             EXIT_FAILED_REQUESTS: "requests FAILED during the rollout",
             EXIT_INTERRUPTED: "interrupted; the fleet was cleaned up",
         }[self.exit_code]
         lines = [
             "",
             "rolling demo report",
-            f"  rollout        {self.status}" + (f" ({self.reason})" if self.reason else ""),
+            f"  rollout        {self.status}",
+            *([f"  reason         {self.reason}"] if self.reason else []),
             f"  fleet          {self.instances} processes, {self.strategy}, "
             + ("draining" if self.drain else "NO draining"),
             f"  requests       {self.requests} sent, {self.failed} failed",
             f"  errors         {errors}",
             f"  latency        p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms",
             f"  traffic share  {share} (during the rollout)",
-            (
-                f"  duration       rollout {self.rollout_seconds:.2f} s, "
-                f"demo {self.demo_seconds:.2f} s"
-            ),
+            f"  duration       {self._rollout_duration()}, demo {self.demo_seconds:.2f} s",
             f"  verdict        {verdict} (exit {self.exit_code})",
         ]
         if self.final_versions:

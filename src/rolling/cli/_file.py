@@ -1,0 +1,588 @@
+"""Rollout files: TOML that names plugins and sets the rollout, checked before anything runs.
+
+There is no second schema here: every table becomes the library's own value
+object (``[readiness]`` is :class:`rolling.Readiness`, ``[failure]`` is
+:class:`rolling.FailurePolicy`, ...) or a plugin factory's call, and their
+validators decide. This module only knows which table maps to which class,
+and turns their :class:`~rolling.ConfigError` into one that names the file,
+the line (where a plain ``key = value`` line or a ``[table]`` header holds
+it) and the key.
+
+``${NAME}`` in any string is replaced by the environment variable ``NAME``
+(``$${`` writes a literal ``${``). The values substituted are secrets: every
+error message has them replaced by ``${NAME}`` again, so none is printed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+
+from rolling import Advance as AdvanceStep
+from rolling import (
+    Backoff,
+    Batches,
+    ConfigError,
+    FailurePolicy,
+    Order,
+    Pause,
+    ProgressDeadline,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    Step,
+    Waves,
+)
+from rolling.plugins import build
+from rolling.testing import SimulatedFleet
+
+from ._output import events_log
+from ._plan import learned_durations, longest_first
+
+__all__ = [
+    "FILE_SCHEMA",
+    "PluginSpec",
+    "RolloutFile",
+    "RolloutFileError",
+    "control_path",
+    "load_file",
+]
+
+FILE_SCHEMA = 1
+"""The rollout file format's version; a file may say ``schema = 1``."""
+
+_TOP_KEYS = (
+    "analysis",
+    "check",
+    "cleanup_timeout",
+    "control",
+    "driver",
+    "effect_timeout",
+    "failure",
+    "journal",
+    "metrics",
+    "order",
+    "progress_deadline",
+    "readiness",
+    "rollback",
+    "router",
+    "schema",
+    "seed",
+    "steps",
+    "strategy",
+    "waves",
+)
+_ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_KEY_LINE = re.compile(r'^\s*("?)([A-Za-z0-9_-]+)\1\s*=')
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+
+Where = tuple[str | int, ...]
+"""A table's place in the file: ``("readiness",)``, ``("steps", 2)``."""
+
+
+class RolloutFileError(ConfigError):
+    """A rollout file is invalid: names the file, the line where known, the key and the fix.
+
+    Attributes:
+        path: The file.
+        line: 1-based line, or None when the key is not on a line of its own.
+    """
+
+    def __init__(self, path: Path, line: int | None, field: str, problem: str, fix: str) -> None:
+        super().__init__(field, problem, fix)
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        # ConfigError's own message, prefixed by where it is.
+        self.args = (f"{where}: {field}: {problem}; {fix}",)
+
+
+@attrs.frozen(kw_only=True)
+class PluginSpec:
+    """A plugin as the file names it, and the object its factory built."""
+
+    group: str
+    name: str
+    settings: Mapping[str, Any]
+    built: Any
+
+
+@attrs.frozen(kw_only=True)
+class RolloutFile:
+    """A checked rollout file: the plugins, built, and the :class:`rolling.Rollout` options.
+
+    Attributes:
+        path: The file.
+        driver: The driver plugin.
+        router: The router plugin, if any.
+        check: The readiness check plugin, if any.
+        options: Keyword arguments for ``Rollout(driver, target, ...)``,
+            except the driver, router and journal.
+        journal: The journal file, if any.
+        control: The control socket's path.
+        secrets: Values substituted from the environment, to keep out of output.
+    """
+
+    path: Path
+    driver: PluginSpec
+    router: PluginSpec | None
+    check: PluginSpec | None
+    options: Mapping[str, Any]
+    journal: Path | None
+    control: Path
+    secrets: tuple[str, ...]
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret from the environment hidden."""
+        return _redact(text, self.secrets)
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Locator:
+    """Lines of ``key = value`` and ``[table]`` headers, found by scanning the text.
+
+    tomllib gives no positions; a plain scan finds what most files write.
+    Dotted keys and inline tables are not followed: their keys have no line.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[Where, str | None], int] = {}
+        current: Where = ()
+        counts: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = _HEADER.match(line)
+            if header:
+                name = header.group(2)
+                if header.group(1) == "[[":
+                    index = counts.get(name, 0)
+                    counts[name] = index + 1
+                    current = (*name.split("."), index)
+                else:
+                    current = tuple(name.split("."))
+                self.lines.setdefault((current, None), number)
+                continue
+            key = _KEY_LINE.match(line)
+            if key:
+                self.lines.setdefault((current, key.group(2)), number)
+
+    def line(self, where: Where, key: str | None) -> int | None:
+        found = self.lines.get((where, key))
+        if found is None and key is not None:
+            found = self.lines.get((where, None))
+        return found
+
+
+class _Loader:
+    def __init__(self, path: Path, text: str, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.locator = _Locator(text)
+        self.env = env
+        self.secrets: list[str] = []
+
+    def error(self, where: Where, key: str | None, problem: str, fix: str) -> RolloutFileError:
+        field = ".".join(str(part) for part in (*where, *([key] if key else [])))
+        secrets = tuple(self.secrets)
+        return RolloutFileError(
+            self.path,
+            self.locator.line(where, key),
+            field or "(file)",
+            _redact(problem, secrets),
+            _redact(fix, secrets),
+        )
+
+    def from_config_error(self, where: Where, exc: ConfigError) -> RolloutFileError:
+        # A validator names its field as "Class.key" or "key": the key is the last part.
+        key = exc.field.rsplit(".", 1)[-1].split("[", 1)[0]
+        return self.error(where, key or None, exc.problem, exc.fix)
+
+    # -- values --------------------------------------------------------------------
+
+    def substitute(self, value: Any, where: Where, key: str | None) -> Any:
+        if isinstance(value, str):
+
+            def replace(match: re.Match[str]) -> str:
+                if match.group(1):  # $${NAME}: a literal ${NAME}
+                    return "${" + match.group(2) + "}"
+                name = match.group(2)
+                if name not in self.env:
+                    raise self.error(
+                        where,
+                        key,
+                        f"the environment variable {name} is not set",
+                        f"export {name} before running, or write the value instead of ${{{name}}}",
+                    )
+                secret = self.env[name]
+                if secret:
+                    self.secrets.append(secret)
+                return secret
+
+            return _ENV.sub(replace, value)
+        if isinstance(value, dict):
+            table = cast("dict[str, Any]", value)
+            return {
+                k: self.substitute(v, where, k if key is None else key) for k, v in table.items()
+            }
+        if isinstance(value, list):
+            return [self.substitute(v, where, key) for v in cast("list[object]", value)]
+        return value
+
+    def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(
+                (), key, f"expected a table, got {type(value).__name__}", f"write [{key}] ..."
+            )
+        return dict(cast("dict[str, Any]", value))
+
+    def construct(self, where: Where, factory: Callable[..., Any], table: Mapping[str, Any]) -> Any:
+        """``factory(**table)``, its keys checked against its signature first."""
+        accepted = [
+            name
+            for name, param in inspect.signature(factory).parameters.items()
+            if param.kind in {param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD}
+        ]
+        for key in table:
+            if key not in accepted:
+                raise self.error(
+                    where, key, "is not a known key here", "use one of: " + ", ".join(accepted)
+                )
+        try:
+            return factory(**table)
+        except ConfigError as exc:
+            raise self.from_config_error(where, exc) from None
+        except TypeError as exc:
+            raise self.error(where, None, str(exc), "check the keys of this table") from None
+
+    # -- tables ---------------------------------------------------------------------
+
+    def plugin(self, data: Mapping[str, Any], key: str, group: str) -> PluginSpec | None:
+        table = self.table(data, key)
+        if table is None:
+            return None
+        name = table.pop("plugin", None)
+        if not isinstance(name, str) or not name:
+            raise self.error(
+                (key,),
+                "plugin",
+                "is missing" if name is None else f"expected a name, got {name!r}",
+                f'name the plugin: [{key}] plugin = "..." (`rolling plugins` lists them)',
+            )
+        settings = self.substitute(table, (key,), None)
+        try:
+            built = build(group, name, settings)
+        except ConfigError as exc:
+            raise self.from_config_error((key,), exc) from None
+        return PluginSpec(group=group, name=name, settings=settings, built=built)
+
+    def strategy(self, data: Mapping[str, Any]) -> RollingUpdate | Batches | None:
+        table = self.table(data, "strategy")
+        if table is None:
+            return None
+        kind = table.pop("type", "rolling")
+        if kind == "rolling":
+            return cast("RollingUpdate", self.construct(("strategy",), RollingUpdate, table))
+        if kind == "batches":
+            if "pause" in table:
+                table["pause"] = self.pause(("strategy",), "pause", table["pause"])
+            sizes = table.pop("sizes", None)
+            if not isinstance(sizes, list) or not sizes:
+                raise self.error(
+                    ("strategy",), "sizes", "is missing or empty", 'write sizes = [1, "25%"]'
+                )
+
+            def batches(*, pause: Pause | None = None, surge: bool = False) -> Batches:
+                return Batches(*cast("list[int | str]", sizes), pause=pause, surge=surge)
+
+            return cast("Batches", self.construct(("strategy",), batches, table))
+        raise self.error(
+            ("strategy",), "type", f"unknown strategy {kind!r}", 'use "rolling" or "batches"'
+        )
+
+    def pause(self, where: Where, key: str, value: object) -> Pause:
+        if value == "promote":
+            return Pause()
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(
+                where,
+                key,
+                f'expected seconds or "promote", got {value!r}',
+                'write pause = 30, or pause = "promote" to wait for `rolling promote`',
+            )
+        try:
+            return Pause(value)
+        except ConfigError as exc:
+            raise self.error(where, key, exc.problem, exc.fix) from None
+
+    def steps(self, data: Mapping[str, Any]) -> list[Step]:
+        value = data.get("steps", [])
+        if not isinstance(value, list):
+            raise self.error((), "steps", "expected an array of tables", "write [[steps]] tables")
+        steps: list[Step] = []
+        for index, raw in enumerate(cast("list[object]", value)):
+            where: Where = ("steps", index)
+            if not isinstance(raw, dict) or len(cast("dict[str, Any]", raw)) != 1:
+                raise self.error(
+                    where,
+                    None,
+                    "a step has exactly one key",
+                    'write advance = "25%", or pause = 30, or pause = "promote"',
+                )
+            ((key, step),) = cast("dict[str, Any]", raw).items()
+            if key == "pause":
+                steps.append(self.pause(where, key, step))
+            elif key == "advance":
+                try:
+                    steps.append(AdvanceStep(step))
+                except ConfigError as exc:
+                    raise self.error(where, key, exc.problem, exc.fix) from None
+            else:
+                raise self.error(
+                    where, key, "is not a step", "use advance or pause (gates need Python)"
+                )
+        return steps
+
+    def failure(self, data: Mapping[str, Any]) -> FailurePolicy | None:
+        table = self.table(data, "failure")
+        if table is None:
+            return None
+        if "backoff" in table:
+            backoff = table["backoff"]
+            if not isinstance(backoff, dict):
+                raise self.error(
+                    ("failure",), "backoff", "expected a table", "write [failure.backoff]"
+                )
+            table["backoff"] = self.construct(
+                ("failure", "backoff"), Backoff, cast("dict[str, Any]", backoff)
+            )
+        return cast("FailurePolicy", self.construct(("failure",), FailurePolicy, table))
+
+    def order(self, data: Mapping[str, Any]) -> Order | None:
+        table = self.table(data, "order")
+        if table is None:
+            return None
+        kind = table.pop("type", "inventory")
+        if kind == "longest-first":
+            journal = self.journal(data)
+            if journal is None or table:
+                raise self.error(
+                    ("order",),
+                    "type" if journal is None else next(iter(table)),
+                    "longest-first learns durations from the events log next to the journal"
+                    if journal is None
+                    else "is not a setting of longest-first",
+                    'add [journal] path = "..." (its first run goes in inventory order)',
+                )
+            return longest_first(learned_durations(events_log(journal)))
+        makers: dict[str, Callable[..., Order]] = {
+            "inventory": Order.inventory,
+            "sorted": Order.sorted,
+            "shuffled": Order.shuffled,
+        }
+        if kind not in makers:
+            raise self.error(
+                ("order",),
+                "type",
+                f"unknown order {kind!r}",
+                "use one of: " + ", ".join([*makers, "longest-first"]),
+            )
+        return cast("Order", self.construct(("order",), makers[kind], table))
+
+    def waves(self, data: Mapping[str, Any]) -> Waves | None:
+        table = self.table(data, "waves")
+        if table is None:
+            return None
+        attribute = table.pop("attribute", None)
+        if not isinstance(attribute, str) or not attribute:
+            raise self.error(
+                ("waves",), "attribute", "is missing", 'name the instance attribute: "zone"'
+            )
+
+        def waves(*, order: list[Any] | None = None) -> Waves:
+            return Waves(key=lambda instance: getattr(instance, attribute), order=order)
+
+        return cast("Waves", self.construct(("waves",), waves, table))
+
+    def deadline(self, data: Mapping[str, Any]) -> ProgressDeadline | float | None:
+        value = data.get("progress_deadline")
+        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, dict):
+            return cast(
+                "ProgressDeadline",
+                self.construct(
+                    ("progress_deadline",), ProgressDeadline, cast("dict[str, Any]", value)
+                ),
+            )
+        raise self.error(
+            (),
+            "progress_deadline",
+            f"expected seconds or a table, got {value!r}",
+            'write progress_deadline = 600, or {seconds = 600, action = "report"}',
+        )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Build a Rollout on a stand-in fleet: the library checks every option together."""
+        try:
+            Rollout(SimulatedFleet(1), "check", **options)
+        except ConfigError as exc:
+            section = exc.field.split(".", 1)[0].removeprefix("Rollout")
+            where: Where = {
+                "RollingUpdate": ("strategy",),
+                "Batches": ("strategy",),
+                "FailurePolicy": ("failure",),
+                "Readiness": ("readiness",),
+                "Order": ("order",),
+                "Waves": ("waves",),
+            }.get(section, ())
+            if exc.field.startswith("Rollout.steps["):
+                index = int(exc.field.split("[", 1)[1].split("]", 1)[0])
+                raise self.error(("steps", index), None, exc.problem, exc.fix) from None
+            raise self.from_config_error(where, exc) from None
+
+    def journal(self, data: Mapping[str, Any]) -> Path | None:
+        journal = self.table(data, "journal")
+        if journal is None:
+            return None
+        path = journal.pop("path", None)
+        if not isinstance(path, str) or not path:
+            raise self.error(("journal",), "path", "is missing", 'write path = "deploy.journal"')
+        if journal:
+            raise self.error(("journal",), next(iter(journal)), "is not a known key", "use path")
+        return Path(path)
+
+    def header(self, data: Mapping[str, Any]) -> None:
+        """The top-level keys, the schema, and the tables this version cannot take yet."""
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise self.error(
+                    (), key, "is not a known key", "use one of: " + ", ".join(_TOP_KEYS)
+                )
+        schema = data.get("schema", FILE_SCHEMA)
+        if schema != FILE_SCHEMA:
+            raise self.error(
+                (),
+                "schema",
+                f"this rolling reads schema {FILE_SCHEMA}, not {schema!r}",
+                "upgrade rolling",
+            )
+        for key in ("analysis", "metrics"):
+            if key in data:
+                raise self.error(
+                    (),
+                    key,
+                    "metric analysis is not available in this version of rolling",
+                    f"remove [{key}]; `rolling plugins` lists the metric providers installed",
+                )
+        control = data.get("control")
+        if control is not None and not isinstance(control, str):
+            raise self.error((), "control", "expected a path", 'write control = "deploy.control"')
+
+    def options(self, data: Mapping[str, Any], check: PluginSpec | None) -> dict[str, Any]:
+        """Keyword arguments of ``Rollout(...)``, each built and checked."""
+        readiness = self.table(data, "readiness") or {}
+        if "check" in readiness:
+            raise self.error(
+                ("readiness",), "check", "goes in its own table", 'write [check] plugin = "http"'
+            )
+        if check is not None:
+            readiness["check"] = check.built
+        options: dict[str, Any] = {
+            "readiness": self.construct(("readiness",), Readiness, readiness),
+            "strategy": self.strategy(data),
+            "failure": self.failure(data),
+            "order": self.order(data),
+            "waves": self.waves(data),
+            "steps": self.steps(data),
+            "progress_deadline": self.deadline(data),
+        }
+        for key in ("rollback", "effect_timeout", "cleanup_timeout", "seed"):
+            options[key] = data.get(key)
+        options = {k: v for k, v in options.items() if v is not None}
+        self.check_options(options)
+        return options
+
+    def load(self, data: dict[str, Any]) -> RolloutFile:
+        self.header(data)
+        driver = self.plugin(data, "driver", "rolling.drivers")
+        if driver is None:
+            raise self.error(
+                (), "driver", "is missing", 'add [driver] plugin = "process" (and its settings)'
+            )
+        router = self.plugin(data, "router", "rolling.routers")
+        check = self.plugin(data, "check", "rolling.checks")
+        return RolloutFile(
+            path=self.path,
+            driver=driver,
+            router=router,
+            check=check,
+            options=self.options(data, check),
+            journal=self.journal(data),
+            control=_control_of(self.path, data),
+            secrets=tuple(self.secrets),
+        )
+
+
+def load_file(path: Path, env: Mapping[str, str] | None = None) -> RolloutFile:
+    """Read and check the rollout file at ``path``; build its plugins (none touches the fleet).
+
+    Raises:
+        RolloutFileError: The file cannot be read, is not TOML, or a key or
+            value is wrong.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RolloutFileError(
+            path, None, "(file)", f"cannot be read: {exc}", "check the path"
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        raise RolloutFileError(
+            path, line, "(file)", f"is not valid TOML: {exc}", "fix the syntax"
+        ) from None
+    loader = _Loader(path, text, os.environ if env is None else env)
+    return loader.load(data)
+
+
+def _control_of(path: Path, data: Mapping[str, Any]) -> Path:
+    control = data.get("control")
+    if isinstance(control, str) and control:
+        return Path(control)
+    journal = data.get("journal")
+    if isinstance(journal, dict):
+        journal_path = cast("dict[str, Any]", journal).get("path")
+        if isinstance(journal_path, str) and journal_path:
+            return Path(journal_path + ".control")
+    return path.with_name(path.name + ".control")
+
+
+def control_path(path: Path) -> Path:
+    """Where the run of the rollout file at ``path`` listens for control (no plugin is built).
+
+    Raises:
+        RolloutFileError: The file cannot be read or is not TOML.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RolloutFileError(
+            path, None, "(file)", f"cannot be read: {exc}", "check the path"
+        ) from None
+    return _control_of(path, data)

@@ -1,0 +1,202 @@
+"""``rolling run FILE --to VERSION``: one rollout from a file, with its exit status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from rolling import (
+    ConfigError,
+    FileJournal,
+    RollingError,
+    Rollout,
+    RolloutHandle,
+    RolloutResult,
+    RolloutStatus,
+)
+from rolling.plugins import planning
+
+from ._control import ControlUnavailableError, open_control, serve_control
+from ._file import RolloutFile
+from ._output import Output, events_log
+from ._plan import Plan, learned_durations, make_plan
+
+__all__ = ["EXIT", "plan_file", "run_file"]
+
+EXIT: dict[str, int] = {
+    "succeeded": 0,
+    "rolled_back": 1,
+    "degraded": 2,
+    "halted": 3,
+    "aborted": 4,
+    "failed": 5,
+    "usage": 64,
+    "bad_configuration": 78,
+    "interrupted": 130,
+}
+"""Exit statuses of ``rolling run``, by outcome (docs/cli.md has the table)."""
+
+
+_BY_STATUS = {
+    RolloutStatus.SUCCEEDED: "succeeded",
+    RolloutStatus.DEGRADED: "degraded",
+    RolloutStatus.ROLLED_BACK: "rolled_back",
+    RolloutStatus.HALTED: "halted",
+    RolloutStatus.ABORTED: "aborted",
+    RolloutStatus.CANCELLED: "interrupted",
+}
+
+
+async def _enter(stack: contextlib.AsyncExitStack, built: Any) -> Any:
+    """What a plugin factory built, entered for the run when it is an async context manager."""
+    if hasattr(built, "__aenter__") and hasattr(built, "__aexit__"):
+        return await stack.enter_async_context(built)
+    return built
+
+
+def _summary(
+    result: RolloutResult | None, outcome: str, seconds: float
+) -> tuple[str, dict[str, Any]]:
+    if result is None:
+        return f"rolling run: {outcome.replace('_', ' ')} after {seconds:.1f} s", {
+            "outcome": outcome,
+            "exit_code": EXIT[outcome],
+        }
+    counts: dict[str, int] = {}
+    for instance in result.instances:
+        counts[instance.outcome.value] = counts.get(instance.outcome.value, 0) + 1
+    by_outcome = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    why = f": {result.reason}" if result.reason else ""
+    line = (
+        f"rolling run: {outcome.replace('_', ' ')} ({result.target}) in"
+        f" {result.finished_at - result.started_at:.1f} s; {by_outcome or 'no instances'}{why}"
+    )
+    return line, {"outcome": outcome, "exit_code": EXIT[outcome], "status": result.status.value}
+
+
+async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: TextIO) -> int:
+    """Run the rollout the file describes and return the exit status.
+
+    SIGINT and SIGTERM interrupt it: the rollout's clean-up puts in-flight work
+    back, the plugins are left (processes kept or stopped as configured) and
+    the status is 130.
+    """
+    output = Output(out=out, json=json, live=out.isatty() and not json, redact=rollout_file.redact)
+    started = anyio.current_time()
+    result: RolloutResult | None = None
+    outcome = "failed"
+    interrupted = False
+    handles: list[RolloutHandle] = []
+    error: str | None = None
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as outer:
+            run_scope = anyio.CancelScope()
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    run_scope.cancel()
+                    return
+
+            outer.start_soon(watch)
+            try:
+                with run_scope:
+                    result = await _run(rollout_file, target, output, handles)
+            except ConfigError as exc:
+                error = f"{rollout_file.path}: {exc}"
+                outcome = "bad_configuration"
+            except ControlUnavailableError as exc:
+                error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a plugin's own error ends the run: say it, exit 5
+                error = f"{type(exc).__name__}: {exc}"
+            outer.cancel_scope.cancel()
+    if result is None and handles:
+        with contextlib.suppress(RollingError):
+            result = handles[0].result
+    outcome = _outcome(outcome, result, interrupted=interrupted)
+    if error is not None:
+        print(f"rolling run: {rollout_file.redact(error)}", file=sys.stderr)  # noqa: T201 - CLI output
+    line, extra = _summary(result, outcome, anyio.current_time() - started)
+    output.finish(line, extra)
+    if json:
+        print(line, file=sys.stderr)  # noqa: T201 - a person watching a JSON run sees it too
+    return EXIT[outcome]
+
+
+async def plan_file(
+    rollout_file: RolloutFile, target: str, *, history: Path | None, estimate: float
+) -> Plan:
+    """Enter the driver only to list the fleet, and plan: no other call reaches the fleet.
+
+    Raises:
+        ConfigError: An option the library refuses with this driver.
+    """
+    planning(set_to=True)  # for this task and what it starts: entering changes nothing
+    async with contextlib.AsyncExitStack() as stack:
+        driver = await _enter(stack, rollout_file.driver.built)
+        rollout: Rollout[Any] = Rollout(driver, target, **rollout_file.options)
+        instances = await driver.list_instances()
+    if history is None and rollout_file.journal is not None:
+        history = events_log(rollout_file.journal)
+    durations = {} if history is None else learned_durations(history)
+    return make_plan(rollout, instances, durations=durations, estimate=estimate)
+
+
+def _outcome(outcome: str, result: RolloutResult | None, *, interrupted: bool) -> str:
+    if interrupted:
+        return "interrupted"
+    if result is not None:
+        return _BY_STATUS.get(result.status, "failed")
+    return outcome
+
+
+async def _run(
+    rollout_file: RolloutFile, target: str, output: Output, handles: list[RolloutHandle]
+) -> RolloutResult:
+    """Open the control socket, enter the plugins, run; the handle goes in ``handles``."""
+    async with contextlib.AsyncExitStack() as stack:
+        listener = await open_control(rollout_file.control)
+        stack.push_async_callback(_close_control, listener, rollout_file)
+        if rollout_file.journal is not None:
+            path = events_log(rollout_file.journal)
+            output.log = stack.enter_context(await anyio.to_thread.run_sync(_open_log, path))
+            stack.callback(setattr, output, "log", None)  # runs first: nothing writes to it closed
+        driver = await _enter(stack, rollout_file.driver.built)
+        router = (
+            None if rollout_file.router is None else await _enter(stack, rollout_file.router.built)
+        )
+        journal = None if rollout_file.journal is None else FileJournal(rollout_file.journal)
+        rollout: Rollout[Any] = Rollout(
+            driver,
+            target,
+            router=router,
+            journal=journal,
+            observers=[output],
+            **rollout_file.options,
+        )
+        async with anyio.create_task_group() as control, rollout.start() as handle:
+            handles.append(handle)
+            control.start_soon(serve_control, listener, handle)
+            await handle.wait()
+            control.cancel_scope.cancel()
+        return handle.result
+
+
+def _open_log(path: Path) -> TextIO:
+    """The events log, opened to append; mode 0600 like the journal beside it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+async def _close_control(listener: Any, rollout_file: RolloutFile) -> None:
+    with anyio.CancelScope(shield=True):
+        await listener.aclose()
+    with contextlib.suppress(FileNotFoundError):
+        rollout_file.control.unlink()

@@ -1,0 +1,267 @@
+"""The factories of rolling's own plugins, registered in its ``pyproject.toml``.
+
+Each turns the plain values of a rollout file's table into the adapter's
+arguments (a command template into a ``command`` function, tables into
+``SSHHost`` objects, ...). The adapters are imported inside the factories,
+because loading one entry point must not import every adapter and its extra
+(asyncssh for SSH).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rolling import ConfigError
+
+from ._registry import planning
+
+if TYPE_CHECKING:
+    from rolling.drivers.process import ProcessDriver
+    from rolling.testing import SimulatedFleet
+
+__all__ = [
+    "balancer",
+    "haproxy",
+    "http_check",
+    "process_driver",
+    "simulated_fleet",
+    "ssh_driver",
+    "tcp_check",
+]
+
+
+def _command_template(command: object) -> list[str]:
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(arg, str) for arg in command)  # pyright: ignore[reportUnknownVariableType]
+    ):
+        raise ConfigError(
+            "command",
+            f"expected a non-empty list of strings, got {command!r}",
+            'write command = ["./serve", "--version", "{version}", "--port", "{port}"]',
+        )
+    return [str(arg) for arg in command]  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+
+
+def _check_text(field: str, value: object, example: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(field, f"expected a non-empty string, got {value!r}", f"write {example}")
+
+
+def process_driver(
+    *,
+    command: list[str],
+    instances: int = 0,
+    version: str = "v1",
+    state_file: str | None = None,
+    log_dir: str | None = None,
+    grace: float = 5.0,
+    host: str = "127.0.0.1",
+    env: Mapping[str, str] | None = None,
+    id_prefix: str = "p",
+    keep_on_exit: bool | None = None,
+) -> contextlib.AbstractAsyncContextManager[ProcessDriver]:
+    """``process``: local processes (:class:`~rolling.drivers.process.ProcessDriver`).
+
+    ``command`` is the argument vector, in which ``{version}`` and ``{port}``
+    are replaced (no shell). When the fleet is empty once the driver is
+    entered (no ``state_file``, or one that lists no running process),
+    ``instances`` processes of ``version`` are started first: the fleet a
+    first deployment creates. With a ``state_file`` the processes outlive the
+    run, and the next run adopts them.
+    """
+    from rolling.drivers.process import ProcessDriver  # noqa: PLC0415 - see the module docstring
+    from rolling.validate import check_int  # noqa: PLC0415 - as above
+
+    template = _command_template(command)
+    check_int("instances", instances, minimum=0)
+    _check_text("version", version, '"v1"')
+
+    def build(version: str, port: int) -> list[str]:
+        return [arg.replace("{version}", version).replace("{port}", str(port)) for arg in template]
+
+    driver = ProcessDriver(
+        build,
+        grace=grace,
+        host=host,
+        env=env,
+        log_dir=None if log_dir is None else Path(log_dir),
+        id_prefix=id_prefix,
+        state_file=None if state_file is None else Path(state_file),
+        keep_on_exit=keep_on_exit,
+    )
+
+    @contextlib.asynccontextmanager
+    async def running() -> AsyncGenerator[ProcessDriver]:
+        async with driver:
+            if instances and not planning() and not await driver.list_instances():
+                await driver.spawn(instances, version)
+            yield driver
+
+    return running()
+
+
+def ssh_driver(
+    *,
+    hosts: Sequence[Mapping[str, Any]],
+    commands: Mapping[str, Any],
+    known_hosts: str | None = None,
+    host_keys: Mapping[str, str] | None = None,
+    client_keys: Sequence[str] | None = None,
+    concurrency: int = 10,
+    connect_timeout: float = 10.0,
+    command_timeout: float = 60.0,
+    redact: Sequence[str] = (),
+) -> Any:
+    """``ssh``: hosts over SSH (:class:`~rolling.drivers.ssh.SSHDriver`, extra ``rolling[ssh]``).
+
+    ``hosts`` is an array of tables with the fields of
+    :class:`~rolling.drivers.ssh.SSHHost`; ``commands`` a table with those of
+    :class:`~rolling.drivers.ssh.SSHCommands`. Host keys are always verified
+    (``~/.ssh/known_hosts`` unless ``known_hosts`` or ``host_keys`` says).
+    """
+    from rolling.drivers.ssh import SSHCommands, SSHDriver, SSHHost  # noqa: PLC0415 - see the module docstring
+
+    try:
+        built_hosts = [SSHHost(**dict(host)) for host in hosts]
+        built_commands = SSHCommands(**dict(commands))
+    except TypeError as exc:
+        raise ConfigError("hosts", str(exc), "use the fields of SSHHost and SSHCommands") from exc
+    extra: dict[str, Any] = {}
+    if known_hosts is not None:
+        extra["known_hosts"] = known_hosts
+    return SSHDriver(
+        built_hosts,
+        built_commands,
+        host_keys=host_keys,
+        client_keys=client_keys,
+        concurrency=concurrency,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        redact=redact,
+        **extra,
+    )
+
+
+def simulated_fleet(
+    *,
+    instances: int = 3,
+    version: str = "v1",
+    zones: Sequence[str] = ("a",),
+    seed: int = 0,
+    latency: Mapping[str, float] | None = None,
+    faults: Sequence[Mapping[str, Any]] = (),
+) -> SimulatedFleet:
+    """``simulated``: an in-memory :class:`~rolling.testing.SimulatedFleet`, for trying files.
+
+    ``latency`` takes the fields of :class:`~rolling.testing.Latency`
+    (seconds, on the real clock under ``rolling run``); each table of
+    ``faults`` takes ``instance_id`` and/or ``version`` and the fields of
+    :class:`~rolling.testing.Fault`. The fleet lives as long as the command.
+    """
+    from rolling.testing import Fault, Latency, SimulatedFleet  # noqa: PLC0415 - see the module docstring
+    from rolling.validate import check_int  # noqa: PLC0415 - as above
+
+    check_int("instances", instances, minimum=0)  # named as the file names it
+    try:
+        fleet = SimulatedFleet(
+            instances,
+            version=version,
+            zones=tuple(zones),
+            seed=seed,
+            latency=None if latency is None else Latency(**dict(latency)),
+        )
+        for entry in faults:
+            fields = dict(entry)
+            instance_id = fields.pop("instance_id", None)
+            on_version = fields.pop("version", None)
+            fleet.inject(Fault(**fields), instance_id=instance_id, version=on_version)
+    except TypeError as exc:
+        raise ConfigError("latency", str(exc), "use the fields of Latency and Fault") from exc
+    return fleet
+
+
+def balancer(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    drain_timeout: float = 30.0,
+    connect_timeout: float = 5.0,
+    retries: int = 0,
+) -> Any:
+    """``balancer``: rolling's loopback TCP balancer (:class:`~rolling.routers.balancer.Balancer`).
+
+    It listens only while ``rolling run`` runs: for trying files and for
+    single-host setups where the command stays up.
+    """
+    from rolling.routers.balancer import Balancer  # noqa: PLC0415 - see the module docstring
+
+    return Balancer(
+        host=host,
+        port=port,
+        drain_timeout=drain_timeout,
+        connect_timeout=connect_timeout,
+        retries=retries,
+    )
+
+
+def haproxy(
+    *,
+    socket: str | Sequence[str | int],
+    backend: str = "app",
+    drain_timeout: float = 30.0,
+    up_timeout: float = 30.0,
+    poll_interval: float = 0.5,
+    command_timeout: float = 5.0,
+) -> Any:
+    """``haproxy``: HAProxy's Runtime API (:class:`~rolling.routers.haproxy.HAProxyRouter`).
+
+    ``socket`` is the path of a unix stats socket or ``["host", port]``; each
+    instance is the server named by its id in ``backend``.
+    """
+    from rolling.routers.haproxy import HAProxyRouter  # noqa: PLC0415 - see the module docstring
+
+    where: Any = socket if isinstance(socket, str) else tuple(socket)
+    return HAProxyRouter(
+        where,
+        server=lambda instance: (backend, instance.id),
+        drain_timeout=drain_timeout,
+        up_timeout=up_timeout,
+        poll_interval=poll_interval,
+        command_timeout=command_timeout,
+    )
+
+
+def http_check(
+    *,
+    path: str = "/healthz",
+    timeout: float = 2.0,
+    expect_status: Sequence[int] | None = None,
+    body: str | None = None,
+    host_header: str | None = None,
+    tls: bool = False,
+) -> Any:
+    """``http``: :class:`~rolling.checks.HTTPCheck` (``expect_status`` default: any 2xx)."""
+    from rolling.checks import HTTPCheck  # noqa: PLC0415 - see the module docstring
+
+    if expect_status is None:
+        return HTTPCheck(path, timeout=timeout, body=body, host_header=host_header, tls=tls)
+    return HTTPCheck(
+        path,
+        timeout=timeout,
+        expect_status=tuple(expect_status),
+        body=body,
+        host_header=host_header,
+        tls=tls,
+    )
+
+
+def tcp_check(*, timeout: float = 1.0) -> Any:
+    """``tcp``: :class:`~rolling.checks.TCPCheck`."""
+    from rolling.checks import TCPCheck  # noqa: PLC0415 - see the module docstring
+
+    return TCPCheck(timeout=timeout)

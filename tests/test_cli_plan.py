@@ -1,0 +1,126 @@
+"""``rolling plan``: no mutating call, learned durations, and the longest-first order."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from rolling.cli._file import RolloutFileError, load_file
+from rolling.cli._plan import learned_durations
+from rolling.cli._run import plan_file
+from rolling.testing import FleetCall, SimulatedFleet
+
+ROLLING = [sys.executable, "-m", "rolling"]
+
+
+def line(event: str, at: float, **fields: object) -> str:
+    return json.dumps({"schema": 1, "event": event, "at": at, "wall": at, **fields})
+
+
+def phase(instance: str, name: str, at: float, *, rollback: bool = False) -> str:
+    return line(
+        "instance_phase_changed",
+        at,
+        instance_id=instance,
+        phase=name,
+        version="v",
+        rollback=rollback,
+    )
+
+
+def test_plan_lists_the_fleet_and_makes_no_mutating_call(tmp_path: Path) -> None:
+    path = tmp_path / "deploy.toml"
+    path.write_text(
+        'rollback = "halt"\n[driver]\nplugin = "simulated"\ninstances = 5\n'
+        '[check]\nplugin = "tcp"\n'
+        '[strategy]\ntype = "batches"\nsizes = [1, 2]\n'
+        '[[steps]]\npause = 4\n[[steps]]\npause = "promote"\n'
+    )
+    loaded = load_file(path)
+    fleet = loaded.driver.built
+    assert isinstance(fleet, SimulatedFleet)
+    plan = anyio.run(lambda: plan_file(loaded, "v2", history=None, estimate=3.0))
+    # Only list_instances() reached the fleet: no detach, replace, launch, probe or attach.
+    assert fleet.calls == [FleetCall("list_instances", None, None)]
+    assert plan.to_update == ("i-000", "i-001", "i-002", "i-003", "i-004")
+    assert plan.window == "batches of 1, 2, 2"
+    assert [round(end, 1) for _, _, end in plan.starts] == [7.0, 10.0, 10.0, 13.0, 13.0]
+    assert plan.waits_for_promote
+    text = plan.to_text()
+    assert "predicted total: 13.0 s plus the wait for `rolling promote`" in text
+    assert "steps: pause 4 s; pause until `rolling promote`" in text
+
+
+def test_plan_starts_no_process_fleet(tmp_path: Path) -> None:
+    state = tmp_path / "fleet.json"
+    (tmp_path / "p.toml").write_text(
+        f'[driver]\nplugin = "process"\ncommand = ["{sys.executable}", "-c", "pass"]\n'
+        f'instances = 3\nstate_file = "{state}"\n'
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "plan", "p.toml", "--to", "v2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("fleet: 0 instances")
+    assert not state.exists() or json.loads(state.read_text())["instances"] == []
+
+
+def test_durations_are_learned_from_the_last_run_only(tmp_path: Path) -> None:
+    log = tmp_path / "deploy.journal.events"
+    log.write_text(
+        "\n".join(
+            [
+                line("rollout_started", 0.0),
+                phase("a", "detaching", 0.0),
+                phase("a", "updated", 9.0),
+                line("rollout_started", 100.0),
+                phase("a", "detaching", 100.0),
+                phase("a", "updated", 102.5),
+                phase("b", "detaching", 100.0),
+                phase("b", "updated", 101.0),
+                phase("b", "reverting", 103.0, rollback=True),
+                phase("c", "detaching", 101.0),
+                phase("c", "failed", 104.0),
+                "{torn",
+            ]
+        )
+    )
+    assert learned_durations(log) == {"a": 2.5, "b": 1.0}
+    assert learned_durations(tmp_path / "missing") == {}
+
+
+def test_longest_first_orders_by_the_journals_log(tmp_path: Path) -> None:
+    journal = tmp_path / "deploy.journal"
+    (tmp_path / "deploy.journal.events").write_text(
+        "\n".join(
+            [
+                line("rollout_started", 0.0),
+                *(phase(f"i-00{k}", "detaching", 0.0) for k in range(3)),
+                phase("i-000", "updated", 1.0),
+                phase("i-001", "updated", 3.0),
+                phase("i-002", "updated", 2.0),
+            ]
+        )
+    )
+    path = tmp_path / "deploy.toml"
+    path.write_text(
+        f'[driver]\nplugin = "simulated"\ninstances = 4\n[journal]\npath = "{journal}"\n'
+        '[order]\ntype = "longest-first"\n'
+    )
+    loaded = load_file(path)
+    plan = anyio.run(lambda: plan_file(loaded, "v2", history=None, estimate=9.0))
+    assert plan.to_update == ("i-001", "i-002", "i-000", "i-003")  # unknown i-003 goes last
+    assert plan.learned == 3
+    path.write_text('[driver]\nplugin = "simulated"\n[order]\ntype = "longest-first"\n')
+    with pytest.raises(RolloutFileError, match="learns durations from the events log"):
+        load_file(path)
