@@ -212,3 +212,33 @@ def test_an_interrupted_report_says_how_long_the_rollout_ran() -> None:
         interrupted=True,
     )
     assert "interrupted before the rollout started" in never.to_text()
+
+
+def _demo_without_prometheus_client(*options: str) -> subprocess.CompletedProcess[str]:
+    # A module set to None in sys.modules cannot be found or imported: as after a plain
+    # `pip install .`, which has no prometheus-client.
+    script = (
+        "import sys; sys.modules['prometheus_client'] = None;"
+        " from rolling.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", script, "demo", "--json", *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_without_the_analysis_extra_the_demo_runs_and_says_analysis_is_off() -> None:
+    done = _demo_without_prometheus_client("--instances", "2")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "succeeded"
+    assert report["failed"] == 0
+    assert "metric analysis is off" in done.stderr
+    assert "rolling[analysis]" in done.stderr
+    # Asking for a bad release without it is a configuration error that says what to do.
+    bad = _demo_without_prometheus_client("--instances", "2", "--faulty", "10")
+    assert bad.returncode != 0
+    assert "pip install 'rolling[analysis]'" in bad.stderr

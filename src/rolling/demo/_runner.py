@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import tempfile
@@ -92,6 +93,11 @@ P90_LIMIT = 0.1
 second of one instance's traffic is its slowest request, too noisy on a busy machine)."""
 
 
+def _analysis_installed() -> bool:
+    """Whether the demo's analysis can run (its Scrape provider needs prometheus-client)."""
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
 def demo_analysis() -> Analysis:
     """The demo's background analysis: error ratio and p90 latency of the new version.
 
@@ -163,6 +169,15 @@ async def run_demo(options: DemoOptions, out: TextIO) -> DemoReport:
     """Run the whole demo and return its report; SIGINT or SIGTERM end it cleanly."""
     started = anyio.current_time()
     note = size_note(options)
+    if options.analysis and not options.bad_release and not _analysis_installed():
+        # A plain `pip install` has no prometheus-client: the demo still runs, and says what
+        # it leaves out. Asking for a bad release (--faulty, --slow) without it is an error.
+        options = attrs.evolve(options, analysis=False)
+        off = (
+            "note: metric analysis is off"
+            " (it needs prometheus-client: pip install 'rolling[analysis]')"
+        )
+        note = f"{note}\n{off}" if note else off
     if note:
         out.write(note + "\n")
         out.flush()
