@@ -1,4 +1,4 @@
-"""Compare: the decision on synthetic samples, then real demo-app traffic (real time, both backends).
+"""Compare: the decision on synthetic samples, then real demo-app traffic (real time).
 
 The unit tests drive :meth:`Compare.judge` and :meth:`Compare.worse` with
 made-up observations on each side of ``alpha`` and of ``min_effect``; the
@@ -8,6 +8,7 @@ integration test scrapes real demo-app processes on v1 and v2 under load.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -24,7 +25,7 @@ from rolling.metrics._compare import EFFECT, NEW_SAMPLES, P_VALUE, hodges_lehman
 BASELINE = [0.0, 0.01, 0.0, 0.02, 0.0, 0.01, 0.0, 0.0, 0.01, 0.0]
 
 
-def errors(labels: dict[str, str]) -> bool:
+def errors(labels: Mapping[str, str]) -> bool:
     return labels["code"] >= "500"
 
 
