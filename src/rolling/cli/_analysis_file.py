@@ -129,15 +129,14 @@ class AnalysisReader:
         try:
             provider = build("rolling.metrics", provider_name, settings)
         except ConfigError as exc:
+            if exc.field == "plugin":  # the provider's name itself
+                raise self.loader.error(at, "provider", exc.problem, exc.fix) from None
             raise self.loader.from_config_error((*at, "settings"), exc) from None
         for key_name in ("success", "failure"):
             if key_name in table:
                 table[key_name] = self.condition(at, key_name, table[key_name], provider)
-
-        def make(**options: Any) -> Metric:
-            return Metric(name=name, provider=provider, **options)
-
-        return cast("Metric", self.loader.construct(at, make, table))
+        table.update(name=name, provider=provider)
+        return cast("Metric", self.loader.construct(at, Metric, table))
 
     def condition(self, at: Where, key: str, text: object, provider: object) -> Callable[..., bool]:
         if text == "worse":
@@ -165,11 +164,8 @@ class AnalysisReader:
             self.metric(str(n), where, "metrics" if key is None else key)
             for n in cast("list[object]", names)
         ]
-
-        def make(**options: Any) -> Analysis:
-            return Analysis(metrics=metrics, **options)
-
-        return cast("Analysis", self.loader.construct(where, make, table))
+        table["metrics"] = metrics
+        return cast("Analysis", self.loader.construct(where, Analysis, table))
 
     def background(self, data: Mapping[str, Any]) -> Analysis | None:
         value = data.get("analysis")
@@ -195,17 +191,14 @@ class AnalysisReader:
             k: table.pop(k) for k in ("inconclusive_timeout", "on_timeout") if k in table
         }
         analysis = self.analysis(where, "analyze", table)
-
-        def make(**options: Any) -> Analyze:
-            return Analyze(analysis, **options)
-
-        return cast("Analyze", self.loader.construct(where, make, step))
+        step["analysis"] = analysis
+        return cast("Analyze", self.loader.construct(where, Analyze, step))
 
     def check_unused(self) -> None:
         """A metric defined and never used is most likely a mistake: say so."""
         for name in self.tables:
             if name not in self.used:
                 raise self.loader.error(
-                    ("metrics",), name, "is defined but no analysis uses it",
+                    ("metrics", name), None, "is defined but no analysis uses it",
                     f'add it to [analysis] metrics, or a step analyze = ["{name}"], or remove it',
                 )  # fmt: skip
