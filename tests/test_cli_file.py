@@ -8,7 +8,10 @@ import pytest
 
 from rolling import Advance as AdvanceStep
 from rolling import (
+    Analysis,
+    Analyze,
     Batches,
+    ConfigError,
     DeadlineAction,
     FailurePolicy,
     Pause,
@@ -17,7 +20,6 @@ from rolling import (
     RollbackMode,
     RollingUpdate,
 )
-from rolling import Analysis, Analyze, ConfigError
 from rolling.checks import HTTPCheck
 from rolling.cli._analysis_file import parse_condition
 from rolling.cli._file import RolloutFileError, control_path, load_file
@@ -234,7 +236,7 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
             "rollback",
         ),
         (
-            ANALYSIS.split("[metrics.errors.settings]")[0] + "settings = 1\n",
+            ANALYSIS.split("[metrics.errors.settings]", maxsplit=1)[0] + "settings = 1\n",
             9,
             "metrics.errors.settings",
             "table",
