@@ -323,7 +323,7 @@ advance = 1
 [[steps]]
 analyze = ["p90", "vs-old"]
 [[steps]]
-analyze = { metrics = ["prom"], name = "prom-check", inconclusive_timeout = 60, on_timeout = "continue" }
+analyze = { metrics = ["prom"], name = "pc", inconclusive_timeout = 60, on_timeout = "continue" }
 """
     loaded = load_file(write(tmp_path, text))
     background = loaded.options["analysis"]
@@ -348,7 +348,8 @@ analyze = { metrics = ["prom"], name = "prom-check", inconclusive_timeout = 60, 
     assert vs_old.provider.errors is not None
     assert vs_old.provider.errors({"code": "503"})
     assert not vs_old.provider.errors({"code": "200"})
-    assert steps[2].analysis.name == "prom-check"
+    assert steps[2].analysis.name == "pc"
+    assert steps[2].on_timeout == "continue"
     assert steps[2].inconclusive_timeout == 60
     (prom,) = steps[2].analysis.metrics
     assert isinstance(prom.provider, PrometheusQuery)
