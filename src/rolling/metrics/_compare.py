@@ -27,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -71,7 +72,7 @@ def mann_whitney_p(new: Sequence[float], old: Sequence[float], *, greater: bool)
     from scipy.stats import mannwhitneyu  # noqa: PLC0415 - lazy: scipy is in rolling[analysis] only
 
     p = float(mannwhitneyu(new, old, alternative="greater" if greater else "less").pvalue)
-    return 1.0 if p != p else p  # NaN (no variation at all): no evidence  # noqa: PLR0124
+    return 1.0 if math.isnan(p) else p  # NaN (no variation at all): no evidence
 
 
 def hodges_lehmann(new: Sequence[float], old: Sequence[float]) -> float:
