@@ -20,7 +20,6 @@ from typing import Any, TextIO
 import attrs
 
 from rolling import Advance, Analyze, Gate, Pause, RolloutResult, RolloutStatus, Step
-from rolling.analysis import Measurement, Verdict
 from rolling.events import (
     BatchFinished,
     BatchStarted,
@@ -104,8 +103,6 @@ def _value(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
         return step_json(value)
     if isinstance(value, RolloutResult):
         return _result_json(value)
-    if isinstance(value, Measurement | Verdict):
-        return value.to_dict()
     if isinstance(value, tuple | list):
         return [_value(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
     if isinstance(value, dict):
