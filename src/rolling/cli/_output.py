@@ -99,10 +99,12 @@ def _result_json(result: RolloutResult) -> dict[str, Any]:
 def _value(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, enum.Enum):
         return _value(value.value)
-    if isinstance(value, Advance | Pause | Gate):
+    if isinstance(value, Advance | Pause | Gate | Analyze):
         return step_json(value)
     if isinstance(value, RolloutResult):
         return _result_json(value)
+    if attrs.has(value.__class__):
+        return _fields(value)
     if isinstance(value, tuple | list):
         return [_value(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
     if isinstance(value, dict):
@@ -110,6 +112,13 @@ def _value(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)  # a wave key, or an adapter event's own type
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """An analysis's measurement or verdict: its fields, as the result's to_dict() has them."""
+    kind: Any = value.__class__
+    names: list[str] = [f.name for f in attrs.fields(kind)]
+    return {name: _value(getattr(value, name)) for name in names}
 
 
 def to_json(event: Event) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def _rows(lines: Iterable[Line]) -> tuple[dict[str, list[Line]], list[Line], flo
             "control_requested",
             "rollback_started",
             "batch_started",
+            "analysis_decided",
         }:
             marks.append(line)
     if start is math.inf:
@@ -99,6 +100,8 @@ def _mark_text(mark: Mapping[str, Any]) -> tuple[str, str]:  # noqa: PLR0911 - o
             return ("pause until promote" if seconds is None else f"pause {seconds:g}s"), "#546e7a"
         if what == "advance":
             return f"advance to {step.get('to')}", "#546e7a"
+        if what == "analyze":
+            return "analyze " + ", ".join(step.get("metrics", ())), "#546e7a"
         return f"gate {step.get('name', '')}", "#546e7a"
     if kind == "gate_checked":
         verdict = "passed" if mark.get("passed") else "failed"
@@ -109,6 +112,11 @@ def _mark_text(mark: Mapping[str, Any]) -> tuple[str, str]:  # noqa: PLR0911 - o
         return f"{mark.get('action', '')}", "#1565c0"
     if kind == "batch_started":
         return f"batch {int(mark.get('index', 0)) + 1}", "#9e9e9e"
+    if kind == "analysis_decided":
+        verdict = mark.get("verdict", {})
+        outcome = str(verdict.get("outcome", ""))
+        colour = {"successful": "#2e7d32", "failed": "#d32f2f"}.get(outcome, "#f9a825")
+        return f"analysis {verdict.get('analysis', '')}: {outcome}"[:60], colour
     return f"rollback: {mark.get('reason', '')}"[:60], "#d32f2f"
 
 
