@@ -8,7 +8,10 @@ import pytest
 
 from rolling import Advance as AdvanceStep
 from rolling import (
+    Analysis,
+    Analyze,
     Batches,
+    ConfigError,
     DeadlineAction,
     FailurePolicy,
     Pause,
@@ -18,7 +21,10 @@ from rolling import (
     RollingUpdate,
 )
 from rolling.checks import HTTPCheck
+from rolling.cli._analysis_file import parse_condition
 from rolling.cli._file import RolloutFileError, control_path, load_file
+from rolling.metrics import Compare, PrometheusQuery, Scrape, WebMetric
+from rolling.plugins._metrics import compare_metric, label_matcher, prometheus_metric, web_metric
 from rolling.testing import SimulatedFleet
 
 FULL = """\
@@ -72,6 +78,21 @@ pause = "promote"
 
 [journal]
 path = "deploy.journal"
+"""
+
+
+ANALYSIS = """\
+[driver]
+plugin = "simulated"
+[analysis]
+metrics = ["errors"]
+[metrics.errors]
+provider = "web"
+failure = "> 0.05"
+interval = 0.5
+[metrics.errors.settings]
+url = "http://127.0.0.1:9/ratio.json"
+timeout = 1
 """
 
 
@@ -185,8 +206,42 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
             "driver.command",
             "list of strings",
         ),
-        # reserved for metric analysis
-        ('[driver]\nplugin = "simulated"\n[analysis]\nx = 1\n', None, "analysis", "not available"),
+        # metric analysis
+        ('[driver]\nplugin = "simulated"\n[analysis]\nx = 1\n', 3, "analysis.metrics", "names"),
+        ('metrics = 1\n[driver]\nplugin = "simulated"\n', 1, "metrics", "expected a table"),
+        (ANALYSIS.replace('"> 0.05"', '"big"'), 7, "metrics.errors.failure", "operator"),
+        (ANALYSIS.replace('"web"', '"wbe"'), 6, "metrics.errors.provider", "'web'"),
+        (
+            ANALYSIS.replace("interval = 0.5", "intervall = 1"),
+            8,
+            "metrics.errors.intervall",
+            "known",
+        ),
+        (ANALYSIS.replace("interval = 0.5", "interval = -1"), 8, "metrics.errors.interval", ">"),
+        (ANALYSIS.replace('"> 0.05"', '"worse"'), 7, "metrics.errors.failure", "compare"),
+        (ANALYSIS.replace('metrics = ["errors"]', 'metrics = ["x"]'), 4, "analysis.metrics", "'x'"),
+        (ANALYSIS.replace("[analysis]", "[analysis.x]"), None, "analysis.metrics", "names"),
+        (ANALYSIS + '[metrics.spare]\nprovider = "web"\n', 12, "metrics.spare", "no analysis"),
+        (
+            ANALYSIS.replace('url = "http://127.0.0.1:9/ratio.json"', "url = 3"),
+            10,
+            "metrics.errors.settings.url",
+            "url",
+        ),
+        (ANALYSIS + "[[steps]]\nanalyze = 3\n", 13, "steps.0.analyze", "list of metric"),
+        (
+            ANALYSIS + '[[steps]]\nanalyze = {metrics = ["errors"], on_timeout = "x"}\n',
+            12,
+            "steps.0.on_timeout",
+            "rollback",
+        ),
+        (
+            ANALYSIS.split("[metrics.errors.settings]", maxsplit=1)[0] + "settings = 1\n",
+            9,
+            "metrics.errors.settings",
+            "table",
+        ),
+        (ANALYSIS.replace('provider = "web"\n', ""), 5, "metrics.errors.provider", "missing"),
         ('schema = 2\n[driver]\nplugin = "simulated"\n', 1, "schema", "upgrade"),
         # not TOML at all
         ('[driver\nplugin = "simulated"\n', 1, "(file)", "not valid TOML"),
@@ -234,3 +289,120 @@ def test_a_rolling_update_and_a_plain_deadline(tmp_path: Path) -> None:
     loaded = load_file(write(tmp_path, text))
     assert loaded.options["strategy"] == RollingUpdate(max_unavailable=0, max_surge=1)
     assert loaded.options["progress_deadline"] == 60
+
+
+def test_analysis_tables_build_the_librarys_objects(tmp_path: Path) -> None:
+    text = ANALYSIS.replace("[analysis]", "[analysis]\nbake = 3")
+    text += """
+[metrics.p90]
+provider = "scrape"
+success = "< 0.1"
+count = 2
+[metrics.p90.settings]
+metric = "demo_request_duration_seconds"
+quantile = 0.9
+
+[metrics.vs-old]
+provider = "compare"
+failure = "worse"
+[metrics.vs-old.settings]
+metric = "demo_requests_total"
+errors = { code = "5.." }
+min_effect = 0.02
+
+[metrics.prom]
+provider = "prometheus"
+failure = ">= 1"
+[metrics.prom.settings]
+url = "http://127.0.0.1:9"
+query = "up"
+basic_auth = ["me", "pw"]
+
+[[steps]]
+advance = 1
+[[steps]]
+analyze = ["p90", "vs-old"]
+[[steps]]
+analyze = { metrics = ["prom"], name = "pc", inconclusive_timeout = 60, on_timeout = "continue" }
+"""
+    loaded = load_file(write(tmp_path, text))
+    background = loaded.options["analysis"]
+    assert isinstance(background, Analysis)
+    assert background.bake == 3
+    (errors,) = background.metrics
+    assert isinstance(errors.provider, WebMetric)
+    assert errors.interval == 0.5
+    assert errors.failure is not None
+    assert errors.failure(0.06)
+    assert not errors.failure(0.05)
+    steps = loaded.options["steps"]
+    assert isinstance(steps[1], Analyze)
+    assert isinstance(steps[2], Analyze)
+    p90, vs_old = steps[1].analysis.metrics
+    assert isinstance(p90.provider, Scrape)
+    assert p90.provider.quantile == 0.9
+    assert p90.count == 2
+    assert isinstance(vs_old.provider, Compare)
+    assert vs_old.provider.min_effect == 0.02
+    assert vs_old.failure == vs_old.provider.worse
+    assert vs_old.provider.errors is not None
+    assert vs_old.provider.errors({"code": "503"})
+    assert not vs_old.provider.errors({"code": "200"})
+    assert steps[2].analysis.name == "pc"
+    assert steps[2].on_timeout == "continue"
+    assert steps[2].inconclusive_timeout == 60
+    (prom,) = steps[2].analysis.metrics
+    assert isinstance(prom.provider, PrometheusQuery)
+    assert prom.provider.basic_auth == ("me", "pw")
+
+
+@pytest.mark.parametrize(
+    ("text", "every", "holds", "fails"),
+    [
+        (
+            "< 0.02",
+            True,
+            [0.01, {(("a", "1"),): 0.0, (("a", "2"),): 0.01}],
+            [0.02, {(("a", "1"),): 0.5, (("a", "2"),): 0.0}],
+        ),
+        (
+            ">0.05",
+            False,
+            [0.06, {(("a", "1"),): 0.0, (("a", "2"),): 0.5}],
+            [0.05, {(("a", "1"),): 0.0}],
+        ),
+        (">= 1e2", False, [100.0], [99.9]),
+        ("<= -1", False, [-1.0], [0.0]),
+        ("== 0", False, [0.0], [0.1]),
+        ("!= 0", False, [0.1], [0.0]),
+    ],
+)
+def test_conditions_compare_and_never_evaluate(
+    text: str, every: bool, holds: list[object], fails: list[object]
+) -> None:
+    condition = parse_condition(text, every=every)
+    for value in holds:
+        assert condition(value), value
+    for value in fails:
+        assert not condition(value), value
+
+
+@pytest.mark.parametrize("text", ["", "0.02", "< x", "< 1.2.3", "__import__('os')", 3, "<< 1"])
+def test_bad_conditions(text: object) -> None:
+    with pytest.raises(ConfigError, match="operator and a number"):
+        parse_condition(text, every=True)
+
+
+def test_metric_settings_in_declarative_form() -> None:
+    with pytest.raises(ConfigError, match="label = regex"):
+        label_matcher(["5.."])
+    with pytest.raises(ConfigError, match="regular expression"):
+        label_matcher({"code": "(("})
+    with pytest.raises(ConfigError, match="user, password"):
+        prometheus_metric(url="http://127.0.0.1:9", query="up", basic_auth="me")
+    with pytest.raises(ConfigError, match="dotted path"):
+        web_metric(url="http://127.0.0.1:9", extract=3)  # type: ignore[arg-type]
+    web = web_metric(url="http://127.0.0.1:9", extract="data.0.ratio")
+    assert web.extract({"data": [{"ratio": 0.5}]}) == 0.5
+    assert web_metric(url="http://127.0.0.1:9").extract(0.25) == 0.25
+    assert isinstance(compare_metric(metric="x_total", alpha=0.01), Compare)

@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from helpers import alive
+from helpers import LOOPBACK, alive, free_port
 from rolling import Pause
 from rolling.cli._output import Output
 from rolling.events import InstancePhaseChanged, Phase, RolloutStarted, StepStarted
@@ -488,3 +488,73 @@ def test_the_live_line_on_a_terminal() -> None:
     assert "[   2.00s] step 1: pause until `rolling promote`\n" in text
     output.finish("rolling run: done", {})
     assert out.getvalue().endswith("\r\x1b[Krolling run: done\n")  # the live line gives way
+
+
+@pytest.mark.parametrize(
+    ("ratio", "code", "outcome"), [(0.01, 0, "succeeded"), (0.2, 1, "rolled_back")]
+)
+def test_run_with_an_analysis_on_a_simulated_fleet(
+    tmp_path: Path, proc_list: list[subprocess.Popen[str]], ratio: float, code: int, outcome: str
+) -> None:
+    """A ``web`` metric on a real HTTP server judges an ``analyze`` step and the background."""
+    (tmp_path / "ratio.json").write_text(json.dumps({"data": {"ratio": ratio}}))
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter and the standard library
+        [sys.executable, "-m", "http.server", str(port), "--bind", LOOPBACK],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    proc_list.append(server)
+    deadline = time.monotonic() + 20
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
+            break
+        assert time.monotonic() < deadline, "http.server did not listen"
+        time.sleep(0.05)
+    (tmp_path / "deploy.toml").write_text(
+        SIMULATED
+        + f"""
+[analysis]
+metrics = ["errors"]
+name = "background"
+bake = 0.3
+
+[metrics.errors]
+provider = "web"
+failure = "> 0.05"
+interval = 0.2
+[metrics.errors.settings]
+url = "http://{LOOPBACK}:{port}/ratio.json"
+extract = "data.ratio"
+
+[metrics.errors-step]
+provider = "web"
+success = "<= 0.05"
+failure = "> 0.05"
+count = 2
+interval = 0.1
+[metrics.errors-step.settings]
+url = "http://{LOOPBACK}:{port}/ratio.json"
+extract = "data.ratio"
+
+[[steps]]
+advance = 1
+[[steps]]
+analyze = {{ metrics = ["errors-step"], name = "gate" }}
+"""
+    )
+    done = rolling("run", "deploy.toml", "--to", "v2", "--json", cwd=tmp_path)
+    assert done.returncode == code, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert records[-1]["outcome"] == outcome, records[-1]
+    decided = [
+        (r["verdict"]["analysis"], r["verdict"]["outcome"])
+        for r in records
+        if r["event"] == "analysis_decided"
+    ]
+    if code == 0:
+        assert sorted(decided) == [("background", "successful"), ("gate", "successful")]
+    else:  # whichever measures 0.2 first fails and rolls back; the other is cut short
+        assert "failed" in {outcome for _, outcome in decided}, decided

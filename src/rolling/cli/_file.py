@@ -43,6 +43,7 @@ from rolling import (
 from rolling.plugins import build
 from rolling.testing import SimulatedFleet
 
+from ._analysis_file import AnalysisReader
 from ._output import events_log
 from ._plan import learned_durations, longest_first
 
@@ -190,6 +191,7 @@ class _Loader:
         self.locator = _Locator(text)
         self.env = env
         self.secrets: list[str] = []
+        self.analyses: AnalysisReader | None = None
 
     def error(self, where: Where, key: str | None, problem: str, fix: str) -> RolloutFileError:
         field = ".".join(str(part) for part in (*where, *([key] if key else [])))
@@ -339,11 +341,13 @@ class _Loader:
                     where,
                     None,
                     "a step has exactly one key",
-                    'write advance = "25%", or pause = 30, or pause = "promote"',
+                    'write advance = "25%", pause = 30, pause = "promote" or analyze = ["m"]',
                 )
             ((key, step),) = cast("dict[str, Any]", raw).items()
             if key == "pause":
                 steps.append(self.pause(where, key, step))
+            elif key == "analyze" and self.analyses is not None:
+                steps.append(self.analyses.step(where, step))
             elif key == "advance":
                 try:
                     steps.append(AdvanceStep(step))
@@ -351,7 +355,7 @@ class _Loader:
                     raise self.error(where, key, exc.problem, exc.fix) from None
             else:
                 raise self.error(
-                    where, key, "is not a step", "use advance or pause (gates need Python)"
+                    where, key, "is not a step", "use advance, pause or analyze (gates need Python)"
                 )
         return steps
 
@@ -479,14 +483,6 @@ class _Loader:
                 f"this rolling reads schema {FILE_SCHEMA}, not {schema!r}",
                 "upgrade rolling",
             )
-        for key in ("analysis", "metrics"):
-            if key in data:
-                raise self.error(
-                    (),
-                    key,
-                    "metric analysis is not available in this version of rolling",
-                    f"remove [{key}]; `rolling plugins` lists the metric providers installed",
-                )
         control = data.get("control")
         if control is not None and not isinstance(control, str):
             raise self.error((), "control", "expected a path", 'write control = "deploy.control"')
@@ -508,6 +504,7 @@ class _Loader:
             "waves": self.waves(data),
             "steps": self.steps(data),
             "progress_deadline": self.deadline(data),
+            "analysis": None if self.analyses is None else self.analyses.background(data),
         }
         for key in ("rollback", "effect_timeout", "cleanup_timeout", "seed"):
             options[key] = data.get(key)
@@ -515,8 +512,15 @@ class _Loader:
         self.check_options(options)
         return options
 
+    def _checked_options(self, data: Mapping[str, Any], check: PluginSpec | None) -> dict[str, Any]:
+        options = self.options(data, check)
+        if self.analyses is not None:
+            self.analyses.check_unused()
+        return options
+
     def load(self, data: dict[str, Any]) -> RolloutFile:
         self.header(data)
+        self.analyses = AnalysisReader(self, data)
         driver = self.plugin(data, "driver", "rolling.drivers")
         if driver is None:
             raise self.error(
@@ -529,7 +533,7 @@ class _Loader:
             driver=driver,
             router=router,
             check=check,
-            options=self.options(data, check),
+            options=self._checked_options(data, check),
             journal=self.journal(data),
             control=_control_of(self.path, data),
             secrets=tuple(self.secrets),
