@@ -12,6 +12,7 @@ import attrs
 
 from ._analysis import Analysis
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError, one_error
+from ._flagging import FlagRules, check_steps_have_setters
 from ._journal import FileJournal
 from ._lock import FileLock
 from ._machine import Machine
@@ -27,7 +28,7 @@ from ._policies import (
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
 from ._settings import Settings, check_steps
-from ._steps import Advance, Analyze, Gate, Pause, Step
+from ._steps import Advance, Analyze, Gate, Pause, SetFlag, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from .events import Event
 from .health import CheckFunction, as_check_function
@@ -109,6 +110,7 @@ class Rollout(Generic[InstanceT]):
         journal: Journal | None = None,
         lock: Lock | None = None,
         analysis: Analysis | None = None,
+        flags: FlagRules | None = None,
     ) -> None:
         if not _is_nonempty_str(target):
             raise ConfigError(
@@ -206,6 +208,10 @@ class Rollout(Generic[InstanceT]):
         self.analysis: Analysis | None = _typed(
             "Rollout.analysis", analysis, Analysis, None, "pass rolling.Analysis(metrics=[...])"
         )
+        self.flags: FlagRules | None = _typed(
+            "Rollout.flags", flags, FlagRules, None, 'pass rolling.FlagRules(setter, "new-format")'
+        )
+        check_steps_have_setters(self.steps, self.flags)
         self.check_function: CheckFunction | None = as_check_function(self.readiness.check)
         self.logger = logging.getLogger("rolling")
         self._started = False
@@ -227,6 +233,7 @@ class Rollout(Generic[InstanceT]):
             journaled=self.journal is not None,
             seed=seed,
             analysis=self.analysis,
+            flags=self.flags,
         )
 
     def _claim(self) -> None:
@@ -386,7 +393,7 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
 
 
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
-    if isinstance(steps, Advance | Pause | Gate | Analyze):
+    if isinstance(steps, Advance | Pause | Gate | Analyze | SetFlag):
         raise ConfigError(
             "Rollout.steps",
             "expected a sequence of steps, got a single step",
@@ -394,10 +401,10 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
         )
     result = tuple(steps)
     for index, step in enumerate(result):
-        if not isinstance(step, Advance | Pause | Gate | Analyze):
+        if not isinstance(step, Advance | Pause | Gate | Analyze | SetFlag):
             raise ConfigError(
                 f"Rollout.steps[{index}]",
-                f"expected Advance, Pause, Gate or Analyze, got {step!r}",
+                f"expected Advance, Pause, Gate, Analyze or SetFlag, got {step!r}",
                 "build steps with rolling.Advance, rolling.Pause, rolling.Gate and rolling.Analyze",
             )
     check_steps(result)
