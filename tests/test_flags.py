@@ -265,8 +265,8 @@ def openfeature_client(path: Any) -> Any:
     """A real OpenFeature client reading ``path`` through the flagd provider in file mode."""
     try:
         from openfeature import api  # noqa: PLC0415 - an optional test dependency
-        from openfeature.contrib.provider.flagd import FlagdProvider  # noqa: PLC0415
-        from openfeature.contrib.provider.flagd.config import ResolverType  # noqa: PLC0415
+        from openfeature.contrib.provider.flagd import FlagdProvider  # noqa: PLC0415  # pyright: ignore[reportMissingTypeStubs]
+        from openfeature.contrib.provider.flagd.config import ResolverType  # noqa: PLC0415  # pyright: ignore[reportMissingTypeStubs]
     except ImportError:  # pragma: no cover - in the tests extra
         if os.environ.get("CI") == "true":
             raise
@@ -306,7 +306,7 @@ async def test_flagd_file_share_writes_a_fractional_rule(tmp_path: Path) -> None
     entry = json.loads(path.read_text())["flags"]["new-format"]
     assert entry["targeting"] == {"fractional": [["on", 25], ["off", 75]]}
     client = openfeature_client(path)
-    from openfeature.evaluation_context import EvaluationContext  # noqa: PLC0415
+    from openfeature.evaluation_context import EvaluationContext  # noqa: PLC0415  # pyright: ignore[reportMissingTypeStubs]
 
     on = sum(
         client.get_boolean_value("new-format", False, EvaluationContext(targeting_key=f"u{n}"))
