@@ -47,7 +47,7 @@ class FlagdFile:
     """A :class:`~rolling.typing.FlagSetter` that writes a flagd flag file.
 
     Args:
-        path: The flag file; created on the first change if missing.
+        path: The flag file (a str or path-like); created on the first change if missing.
 
     .. versionadded:: 0.4.0
     """
