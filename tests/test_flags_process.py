@@ -104,6 +104,8 @@ async def roll(
             observers=[events.append],
             effect_timeout=60.0,
         )
+        result: RolloutResult | None = None
+        ended = 0.0
         async with anyio.create_task_group() as traffic:
             traffic.start_soon(load.run)
             await anyio.sleep(0.5)
@@ -111,6 +113,7 @@ async def roll(
             ended = anyio.current_time()
             await anyio.sleep(POLL * 4)  # the provider picks up the last change
             load.stop()
+    assert result is not None
     return result, load.samples, events, ended
 
 
