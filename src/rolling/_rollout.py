@@ -63,7 +63,8 @@ class Rollout(Generic[InstanceT]):
         progress_deadline: Seconds (action: roll back) or a
             :class:`~rolling.ProgressDeadline`.
         steps: :class:`~rolling.Advance`, :class:`~rolling.Pause`,
-            :class:`~rolling.Gate` and :class:`~rolling.Analyze` steps, in order.
+            :class:`~rolling.Gate`, :class:`~rolling.Analyze` and
+            :class:`~rolling.SetFlag` steps, in order.
         analysis: A background :class:`~rolling.Analysis`: measured from the
             moment the first instance on the target is in traffic until the
             rollout ends (plus its ``bake``); a failed verdict triggers the
@@ -84,8 +85,14 @@ class Rollout(Generic[InstanceT]):
             :class:`~rolling.FileLock` next to a :class:`~rolling.FileJournal`,
             and to the journal's own ``lock`` when it has one
             (:class:`~rolling.EtcdJournal`).
+        flags: A :class:`~rolling.FlagRules`: a feature flag turned on once
+            every instance in traffic runs the target, and off before a
+            rollback reverts anything (a failed turn-off halts the rollback).
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0
+       ``flags``, and :class:`~rolling.SetFlag` steps.
     """
 
     def __init__(
