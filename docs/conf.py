@@ -67,7 +67,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     # The standard library.
     ("py:.*", r"(asyncio|collections\.abc|enum|logging|random|selectors|typing)(\..+)?"),
-    ("py:.*", r"(re|ssl|pathlib)(\..+)?"),
+    ("py:.*", r"(re|ssl|pathlib|os)(\..+)?"),
     ("py:.*", r"Path"),  # pathlib.Path, as annotated
     ("py:.*", r"(Awaitable|Callable|Hashable|Sequence)"),  # collections.abc, as annotated
     ("py:.*", r"(Enum|StrEnum)"),  # enum bases of our enums

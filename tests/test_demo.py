@@ -102,6 +102,20 @@ def test_broken_release_rolls_back_without_a_failed_request() -> None:
     assert set(report["share"]) == {"v1"}
 
 
+def test_flag_turns_on_once_all_run_v2_and_off_before_a_rollback() -> None:
+    code, report = run_demo("--instances", "4", "--flag", "--no-analysis")
+    assert code == 0, report
+    assert report["flag_changes"][0].startswith("new-format on (enable)")
+    assert report["flag_checked"] > 100
+    assert report["flag_on"] > 0  # the apps really read it on, through OpenFeature
+    assert report["flag_on_old"] == 0
+    code, broken = run_demo("--instances", "4", "--flag", "--broken", "--no-analysis")
+    assert code == 1, broken
+    assert broken["status"] == "rolled_back"
+    assert broken["flag_changes"][0].startswith("new-format off (disable)")
+    assert broken["flag_on"] == 0
+
+
 def test_batches_and_surge_options(tmp_path: Path) -> None:
     page = tmp_path / "demo.html"
     code, report = run_demo(

@@ -189,3 +189,18 @@ async def test_analysis_example_rolls_a_bad_release_back_and_keeps_a_good_one() 
     assert good_versions == {"v2-good": 5}
     assert good.verdict is not None
     assert good.verdict.outcome == "successful"
+
+
+def test_flags_example_turns_the_flag_on_then_off() -> None:
+    done = subprocess.run(  # noqa: S603 - our own interpreter and example
+        [sys.executable, str(EXAMPLES / "flags.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines() == [
+        "succeeded [('new-format', True, 'enable')]",
+        "rolled_back [('new-format', False, 'disable')]",
+        "off",
+    ]

@@ -11,6 +11,7 @@ from ._analysis import Analysis, Metric
 from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStartedError
 from ._etcd_journal import EtcdJournal
 from ._etcd_lock import EtcdLock
+from ._flagging import FlagRules
 from ._journal import FileJournal, JournalError
 from ._lock import FileLock, LockedError, LockLostError
 from ._observers import LoggingObserver
@@ -26,7 +27,7 @@ from ._policies import (
 )
 from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
 from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
-from ._steps import Advance, Analyze, Gate, Pause, Step
+from ._steps import Advance, Analyze, Gate, Pause, SetFlag, Step
 from ._strategy import Batches, RollingUpdate, Strategy
 from .events import (
     AnalysisDecided,
@@ -34,6 +35,7 @@ from .events import (
     BatchStarted,
     ControlRequested,
     Event,
+    FlagChanged,
     GateChecked,
     InstancePhaseChanged,
     MeasurementTaken,
@@ -71,6 +73,8 @@ __all__ = [
     "FailurePolicy",
     "FileJournal",
     "FileLock",
+    "FlagChanged",
+    "FlagRules",
     "Gate",
     "GateChecked",
     "HealthResult",
@@ -104,6 +108,7 @@ __all__ = [
     "RolloutSnapshot",
     "RolloutStarted",
     "RolloutStatus",
+    "SetFlag",
     "StatusChanged",
     "Step",
     "StepFinished",

@@ -31,6 +31,7 @@ __all__ = [
     "Probe",
     "Record",
     "RunAnalysis",
+    "SetFlagValue",
     "Sleep",
     "Spawn",
     "Survey",
@@ -155,3 +156,15 @@ class RunAnalysis:
     """
 
     judge: AnalysisJudge
+
+
+@attrs.define
+class SetFlagValue:
+    """Set ``flag`` to ``value`` with ``setter`` (shielded, bounded by ``effect_timeout``).
+
+    Answers ``(ok, reason)``: a setter that raises or takes too long did not set it.
+    """
+
+    setter: Any
+    flag: str
+    value: object

@@ -17,6 +17,8 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    trigger, handled by the rollback policy. Inconclusive holds for a person:
    promote or resume go on, abort rolls back; after ``inconclusive_timeout``
    the step's ``on_timeout`` decides (roll back, or go on).
+7. ``SetFlag(flag, value)`` sets the flag (:mod:`rolling._flagging`); a
+   failed set is a trigger, handled by the rollback policy.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ._analysis import Outcome
 from ._effects import CheckGate, RunAnalysis, WaitStep
 from ._result import RolloutStatus
-from ._steps import Analyze, Gate, InconclusiveAction, Pause, Step
+from ._steps import Analyze, Gate, InconclusiveAction, Pause, SetFlag, Step
 from .events import GateChecked, StepFinished, StepStarted
 
 if TYPE_CHECKING:
@@ -86,6 +88,8 @@ class Holds:
             promoted = yield from self._gate(step)
         elif isinstance(step, Analyze):
             promoted = yield from self._analyze(step)
+        elif isinstance(step, SetFlag):
+            yield from machine.flags.step(step)
         self._step = None
         machine.progressed()
         if not machine.stopping:

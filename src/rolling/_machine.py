@@ -52,6 +52,10 @@ Rules, in the order a rollout meets them:
    such an error: the runner calls :meth:`Machine.fail`, and since every
    journal write is refused from then on, a unit stops at its next record,
    before its next change (write-ahead).
+10. **Flags** (:mod:`rolling._flagging`): with ``FlagRules``, the flag goes
+    on after the forward pass (and bake) only when every instance in traffic
+    runs the target, and off before a rollback starts; a failed turn-off
+    halts the rollback before it changes anything.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from ._effects import (
     Survey,
 )
 from ._errors import RollingError
+from ._flagging import Flags
 from ._holds import Holds
 from ._journal import begin_record
 from ._passes import Pass, Passes, Start
@@ -138,6 +143,7 @@ class Machine:
         self._units = UnitPrograms(self, settings, random.Random(settings.seed))
         self._passes = Passes(self, settings, self._units, self._holds)
         self._analyses = Analyses(self, settings.analysis)
+        self.flags = Flags(self, settings.flags)
         self._rollout_id = ""
 
     # ---------------------------------------------------------- runner side
@@ -189,6 +195,15 @@ class Machine:
         if self.listening:
             now = self._now
             self._events.append(event_type(at=now, wall=now + self._wall_offset, **fields))
+
+    def wall(self) -> float:
+        """Wall time matching :attr:`now`."""
+        return self._now + self._wall_offset
+
+    def add_event(self, event: Event) -> None:
+        """Pass on an event made elsewhere (a flag change is kept for the result too)."""
+        if self.listening:
+            self._events.append(event)
 
     def phase(
         self, slot: Slot, phase: Phase, version: str, reason: str = "", instance: Any = None
@@ -280,6 +295,12 @@ class Machine:
         self._stop_mode = mode
         self._stop_status = status
         self._stop_pass()
+
+    def halt_rollback(self, reason: str) -> None:
+        """A rollback that has not begun must not begin (its flag stayed on): halt instead."""
+        self.stop_reason += f"; {reason}"
+        self._stop_mode = RollbackMode.HALT
+        self._stop_status = RolloutStatus.HALTED
 
     def policy_trigger(self, reason: str) -> None:
         """A trigger handled by the rollback policy (revert or halt)."""
@@ -389,13 +410,14 @@ class Machine:
         if self._stop_mode is None:
             yield from self._passes.forward(self._desired)
         yield from self._analyses.after_forward()
+        yield from self.flags.after_forward(settings.target)
         if self._stop_mode is RollbackMode.REVERT:
             self._rolling_back = True
             self.set_status(RolloutStatus.ROLLING_BACK)
             if self._s.journaled:
                 yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
             yield from self._passes.revert(self._desired)
-        self.finish(self._final_status(), self.stop_reason)
+        self.finish(self._final_status(), self.stop_reason or self.flags.failure)
         if settings.journaled:
             yield Record({"t": "end", "status": str(self.status)}, sync=True)
 
@@ -560,7 +582,7 @@ class Machine:
     def _final_status(self) -> RolloutStatus:
         if self._stop_status is not None:
             return self._stop_status
-        if self._tally.get(InstanceOutcome.FAILED):
+        if self._tally.get(InstanceOutcome.FAILED) or self.flags.failure:
             return RolloutStatus.DEGRADED
         return RolloutStatus.SUCCEEDED
 
@@ -579,6 +601,7 @@ class Machine:
             measurements=tuple(m for j in analyses.judges for m in j.measurements),
             verdicts=tuple(j.verdict() for j in analyses.judges),
             verdict=analyses.deciding,
+            flags=tuple(self.flags.changes),
         )
         self.emit(StatusChanged, status=status)
         self.emit(RolloutFinished, result=self.result)

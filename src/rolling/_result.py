@@ -9,6 +9,7 @@ from typing import cast
 import attrs
 
 from ._analysis import Measurement, Verdict
+from .events import FlagChanged
 
 __all__ = ["InstanceOutcome", "InstanceResult", "RolloutResult", "RolloutStatus"]
 
@@ -118,11 +119,16 @@ class RolloutResult:
         verdicts: Every analysis's verdict (steps in order, and the background one).
         verdict: The verdict that decided the rollout: the one that failed
             or paused it, else the last one reached; None without analysis.
+        flags: Every feature-flag change the rollout made or tried, in order
+            (:class:`~rolling.FlagRules`, :class:`~rolling.SetFlag`).
 
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
        ``measurements``, ``verdicts`` and ``verdict``.
+
+    .. versionchanged:: 0.4.0
+       ``flags``.
     """
 
     status: RolloutStatus
@@ -134,6 +140,7 @@ class RolloutResult:
     measurements: tuple[Measurement, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
     verdict: Verdict | None = None
+    flags: tuple[FlagChanged, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -181,4 +188,15 @@ class RolloutResult:
             "measurements": [m.to_dict() for m in self.measurements],
             "verdicts": [v.to_dict() for v in self.verdicts],
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
+            "flags": [
+                {
+                    "flag": f.flag,
+                    "value": f.value,
+                    "ok": f.ok,
+                    "cause": f.cause,
+                    "reason": f.reason,
+                    "at": f.at,
+                }
+                for f in self.flags
+            ],
         }

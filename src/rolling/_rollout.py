@@ -12,6 +12,7 @@ import attrs
 
 from ._analysis import Analysis
 from ._errors import ConfigError, ControlError, RolloutAlreadyStartedError, one_error
+from ._flagging import FlagRules, check_steps_have_setters
 from ._journal import FileJournal
 from ._lock import FileLock
 from ._machine import Machine
@@ -27,7 +28,7 @@ from ._policies import (
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
 from ._settings import Settings, check_steps
-from ._steps import Advance, Analyze, Gate, Pause, Step
+from ._steps import Advance, Analyze, Gate, Pause, SetFlag, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
 from .events import Event
 from .health import CheckFunction, as_check_function
@@ -62,7 +63,8 @@ class Rollout(Generic[InstanceT]):
         progress_deadline: Seconds (action: roll back) or a
             :class:`~rolling.ProgressDeadline`.
         steps: :class:`~rolling.Advance`, :class:`~rolling.Pause`,
-            :class:`~rolling.Gate` and :class:`~rolling.Analyze` steps, in order.
+            :class:`~rolling.Gate`, :class:`~rolling.Analyze` and
+            :class:`~rolling.SetFlag` steps, in order.
         analysis: A background :class:`~rolling.Analysis`: measured from the
             moment the first instance on the target is in traffic until the
             rollout ends (plus its ``bake``); a failed verdict triggers the
@@ -83,8 +85,14 @@ class Rollout(Generic[InstanceT]):
             :class:`~rolling.FileLock` next to a :class:`~rolling.FileJournal`,
             and to the journal's own ``lock`` when it has one
             (:class:`~rolling.EtcdJournal`).
+        flags: A :class:`~rolling.FlagRules`: a feature flag turned on once
+            every instance in traffic runs the target, and off before a
+            rollback reverts anything (a failed turn-off halts the rollback).
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0
+       ``flags``, and :class:`~rolling.SetFlag` steps.
     """
 
     def __init__(
@@ -109,6 +117,7 @@ class Rollout(Generic[InstanceT]):
         journal: Journal | None = None,
         lock: Lock | None = None,
         analysis: Analysis | None = None,
+        flags: FlagRules | None = None,
     ) -> None:
         if not _is_nonempty_str(target):
             raise ConfigError(
@@ -206,6 +215,10 @@ class Rollout(Generic[InstanceT]):
         self.analysis: Analysis | None = _typed(
             "Rollout.analysis", analysis, Analysis, None, "pass rolling.Analysis(metrics=[...])"
         )
+        self.flags: FlagRules | None = _typed(
+            "Rollout.flags", flags, FlagRules, None, 'pass rolling.FlagRules(setter, "new-format")'
+        )
+        check_steps_have_setters(self.steps, self.flags)
         self.check_function: CheckFunction | None = as_check_function(self.readiness.check)
         self.logger = logging.getLogger("rolling")
         self._started = False
@@ -227,6 +240,7 @@ class Rollout(Generic[InstanceT]):
             journaled=self.journal is not None,
             seed=seed,
             analysis=self.analysis,
+            flags=self.flags,
         )
 
     def _claim(self) -> None:
@@ -386,7 +400,7 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
 
 
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
-    if isinstance(steps, Advance | Pause | Gate | Analyze):
+    if isinstance(steps, Advance | Pause | Gate | Analyze | SetFlag):
         raise ConfigError(
             "Rollout.steps",
             "expected a sequence of steps, got a single step",
@@ -394,10 +408,10 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
         )
     result = tuple(steps)
     for index, step in enumerate(result):
-        if not isinstance(step, Advance | Pause | Gate | Analyze):
+        if not isinstance(step, Advance | Pause | Gate | Analyze | SetFlag):
             raise ConfigError(
                 f"Rollout.steps[{index}]",
-                f"expected Advance, Pause, Gate or Analyze, got {step!r}",
+                f"expected Advance, Pause, Gate, Analyze or SetFlag, got {step!r}",
                 "build steps with rolling.Advance, rolling.Pause, rolling.Gate and rolling.Analyze",
             )
     check_steps(result)

@@ -44,6 +44,7 @@ from ._effects import (
     Probe,
     Record,
     RunAnalysis,
+    SetFlagValue,
     Sleep,
     Spawn,
     Survey,
@@ -51,6 +52,7 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import one_error
+from ._flagging import call_setter
 from ._lock import LockLostError
 from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._measuring import Measurer, analyses_of
@@ -469,6 +471,8 @@ class Runner:
             return await self._check_gate(effect)
         if isinstance(effect, RunAnalysis):
             return await self._run_analysis(effect)
+        if isinstance(effect, SetFlagValue):
+            return await self._set_flag(effect)
         msg = f"unknown effect {effect!r}"  # pragma: no cover - every kind is handled above
         raise AssertionError(msg)  # pragma: no cover
 
@@ -561,6 +565,18 @@ class Runner:
             tg.cancel_scope.cancel()
         self._step_event = None
         return outcome
+
+    async def _set_flag(self, effect: SetFlagValue) -> tuple[bool, str]:
+        """Set a flag, shielded (a flag must not be left half-decided) and bounded."""
+        timeout = self._effect_timeout
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = self._clock() + timeout
+            try:
+                await call_setter(effect.setter, effect.flag, effect.value)
+            except Exception as exc:  # noqa: BLE001 - a failed set is an answer, with the cause
+                return False, f"raised {type(exc).__name__}: {exc}"
+            return True, ""
+        return False, f"did not return within {timeout}s"
 
     async def _run_analysis(self, effect: RunAnalysis) -> None:
         """An ``Analyze`` step: measure until a verdict, a promote or a stop."""

@@ -13,6 +13,7 @@ import attrs
 
 from ._analysis import Analysis
 from ._errors import ConfigError
+from ._flagging import FlagRules
 from ._policies import FailurePolicy, Order, ProgressDeadline, Readiness, RollbackMode, Waves
 from ._steps import Advance, Step
 from ._strategy import Batches, ResolvedWindow, RollingUpdate
@@ -43,6 +44,7 @@ class Settings:
         journaled: Whether changes are journaled.
         seed: Seed for back-off jitter.
         analysis: The background analysis, if any.
+        flags: The feature-flag rules, if any.
     """
 
     target: str
@@ -62,6 +64,7 @@ class Settings:
     journaled: bool
     seed: int | None
     analysis: Analysis | None = None
+    flags: FlagRules | None = None
 
     @property
     def surge_enabled(self) -> bool:

@@ -13,7 +13,17 @@ from ._errors import ConfigError
 from ._validate import CountOrPercent, check_count_or_percent
 from .validate import check_callable, check_seconds, validator
 
-__all__ = ["Advance", "Analyze", "Gate", "GateCheck", "InconclusiveAction", "Pause", "Step"]
+__all__ = [
+    "Advance",
+    "Analyze",
+    "Gate",
+    "GateCheck",
+    "InconclusiveAction",
+    "Pause",
+    "SetFlag",
+    "Step",
+    "check_setter",
+]
 
 GateCheck = Callable[[], Awaitable["bool | tuple[bool, str]"]]
 """An async function with no arguments that says whether the rollout may go on."""
@@ -150,5 +160,53 @@ class Analyze:
         return self.analysis.name
 
 
-Step = Advance | Pause | Gate | Analyze
+def check_setter(field: str, value: object, *, allow_none: bool = False) -> None:
+    """A flag setter: an object with an async ``set(flag, value)``, or an async callable."""
+    if value is None and allow_none:
+        return
+    if not callable(getattr(value, "set", None)) and not callable(value):
+        raise ConfigError(
+            field,
+            f"expected a flag setter, got {value!r}",
+            "pass rolling.flags.FlagdFile(path), an object with async set(flag, value),"
+            " or an async function (flag, value)",
+        )
+
+
+def _check_flag_value(field: str, value: object) -> None:
+    if not isinstance(value, bool | int | float | str):
+        raise ConfigError(
+            field, f"expected a bool, int, float or str, got {value!r}", "pass True or False"
+        )
+
+
+@attrs.frozen
+class SetFlag:
+    """Set a feature flag when the pass reaches this step.
+
+    A failed set (the setter raised, or took longer than ``effect_timeout``)
+    fails the rollout like a failed :class:`Gate`: the rollback policy decides.
+
+    Attributes:
+        flag: The flag's key.
+        value: What to set it to.
+        setter: Who sets it; None: the setter of the rollout's
+            :class:`~rolling.FlagRules`.
+
+    .. versionadded:: 0.4.0
+    """
+
+    flag: str = attrs.field(validator=validator(_check_name))
+    value: bool | int | float | str = attrs.field(validator=validator(_check_flag_value))
+    setter: Any = attrs.field(
+        default=None, kw_only=True, validator=validator(check_setter, allow_none=True)
+    )
+
+    @property
+    def name(self) -> str:
+        """The flag's key."""
+        return self.flag
+
+
+Step = Advance | Pause | Gate | Analyze | SetFlag
 """Any step."""

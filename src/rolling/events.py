@@ -37,6 +37,7 @@ __all__ = [
     "BatchStarted",
     "ControlRequested",
     "Event",
+    "FlagChanged",
     "GateChecked",
     "InstancePhaseChanged",
     "MeasurementTaken",
@@ -233,6 +234,29 @@ class GateChecked(Event):
 
     name: str
     passed: bool
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class FlagChanged(Event):
+    """The rollout set a feature flag, or tried to.
+
+    Attributes:
+        flag: The flag's key.
+        value: The value it was set to.
+        ok: Whether the setter stored it; when false the flag kept its value.
+        cause: Why: ``enable`` (every serving instance runs the target),
+            ``disable`` (before a rollback) or ``step`` (a
+            :class:`~rolling.SetFlag` step).
+        reason: Why it failed (the error the setter raised), else empty.
+
+    .. versionadded:: 0.4.0
+    """
+
+    flag: str
+    value: object
+    ok: bool
+    cause: str
     reason: str = ""
 
 

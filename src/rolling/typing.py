@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Driver",
     "ElasticDriver",
+    "FlagSetter",
+    "FlagSetterFunction",
+    "FlagValue",
     "HealthCheck",
     "HealthCheckFunction",
     "HealthResult",
@@ -162,6 +165,39 @@ class MetricProvider(Protocol):
         Raise (or take too long) for an error measurement.
         """
         ...
+
+
+FlagValue = bool | int | float | str
+"""What a feature flag can be set to.
+
+.. versionadded:: 0.4.0
+"""
+
+
+@runtime_checkable
+class FlagSetter(Protocol):
+    """Sets a feature flag in a flag service: a flagd file, LaunchDarkly, Unleash ...
+
+    The rollout calls it to turn a flag on once every serving instance runs the
+    target, and off before a rollback changes anything (:class:`rolling.FlagRules`),
+    and for :class:`rolling.SetFlag` steps. A plain ``async def set_flag(flag,
+    value)`` function is accepted wherever a setter is, too. ``set`` returns
+    once the change is stored; raising (or taking longer than the rollout's
+    ``effect_timeout``) means the flag did not change.
+
+    .. versionadded:: 0.4.0
+    """
+
+    async def set(self, flag: str, value: FlagValue) -> None:
+        """Set ``flag`` to ``value``."""
+        ...
+
+
+FlagSetterFunction = Callable[[str, FlagValue], Awaitable[object]]
+"""A plain async function that sets one flag: ``await set_flag("new-format", True)``.
+
+.. versionadded:: 0.4.0
+"""
 
 
 HealthCheckFunction = Callable[[InstanceT], Awaitable["HealthResult | bool | tuple[bool, str]"]]

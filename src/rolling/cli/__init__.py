@@ -148,6 +148,12 @@ def _add_demo(commands: Any) -> None:
         help="naive baseline: no metric analysis (by default the error ratio and p90 latency"
         " of v2, scraped from its /metrics, roll a bad release back)",
     )
+    demo.add_argument(
+        "--flag",
+        action="store_true",
+        help="the app reads the flag new-format through OpenFeature (a flagd file); the rollout"
+        " turns it on once every instance runs v2 and off before a rollback",
+    )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument(
         "--html", type=Path, metavar="OUT", help="also write the rollout's timeline picture here"
@@ -442,6 +448,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         faulty=args.faulty,
         slow_ms=args.slow,
         analysis=not args.no_analysis,
+        flag=args.flag,
     )
     progress = sys.stderr if args.json else sys.stdout
     try:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from rolling import Advance, Analyze, Gate, Pause, RolloutResult, RolloutStatus, Step
+from rolling import Advance, Analyze, Gate, Pause, RolloutResult, RolloutStatus, SetFlag, Step
 from rolling.events import (
     BatchFinished,
     BatchStarted,
@@ -67,6 +67,8 @@ def step_json(step: Step) -> dict[str, Any]:
         return {"type": "gate", "name": step.name, "timeout": step.timeout}
     if isinstance(step, Analyze):
         return {"type": "analyze", "metrics": [m.name for m in step.analysis.metrics]}
+    if isinstance(step, SetFlag):
+        return {"type": "set_flag", "flag": step.flag, "value": step.value}
     return {"type": "advance", "to": step.to}
 
 
@@ -99,7 +101,7 @@ def _result_json(result: RolloutResult) -> dict[str, Any]:
 def _value(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, enum.Enum):
         return _value(value.value)
-    if isinstance(value, Advance | Pause | Gate | Analyze):
+    if isinstance(value, Advance | Pause | Gate | Analyze | SetFlag):
         return step_json(value)
     if isinstance(value, RolloutResult):
         return _result_json(value)
@@ -188,6 +190,8 @@ def _step_text(step: Step) -> str:
         return f"gate {step.name}"
     if isinstance(step, Analyze):
         return "analyze " + ", ".join(m.name for m in step.analysis.metrics)
+    if isinstance(step, SetFlag):
+        return f"set flag {step.flag} to {step.value!r}"
     return f"advance to {step.to}"
 
 

@@ -22,6 +22,7 @@ class Sample:
         ok: Whether it got a complete ``200`` response.
         version: The ``X-Version`` the answer carried, if any.
         error: Why it failed, if it did.
+        flag: The ``X-Flag`` the answer carried (``on``/``off``), if any.
     """
 
     at: float
@@ -29,6 +30,7 @@ class Sample:
     ok: bool
     version: str | None
     error: str = ""
+    flag: str | None = None
 
 
 @attrs.define
@@ -69,7 +71,7 @@ class LoadGenerator:
         start = anyio.current_time()
         try:
             with anyio.fail_after(self.timeout):
-                status, version = await self._exchange()
+                status, version, flag = await self._exchange()
         except TimeoutError:
             return Sample(
                 start, anyio.current_time() - start, ok=False, version=None, error="timeout"
@@ -80,9 +82,9 @@ class LoadGenerator:
         latency = anyio.current_time() - start
         if status != 200:  # noqa: PLR2004 - the only good answer
             return Sample(start, latency, ok=False, version=version, error=f"HTTP {status}")
-        return Sample(start, latency, ok=True, version=version)
+        return Sample(start, latency, ok=True, version=version, flag=flag)
 
-    async def _exchange(self) -> tuple[int, str | None]:
+    async def _exchange(self) -> tuple[int, str | None, str | None]:
         async with await anyio.connect_tcp(self.host, self.port) as stream:
             request = f"GET / HTTP/1.1\r\nHost: {self.host}\r\nConnection: close\r\n\r\n"
             await stream.send(request.encode())
@@ -95,7 +97,7 @@ class LoadGenerator:
         return _parse(bytes(data))
 
 
-def _parse(data: bytes) -> tuple[int, str | None]:
+def _parse(data: bytes) -> tuple[int, str | None, str | None]:
     head, separator, body = data.partition(b"\r\n\r\n")
     if not separator:
         raise anyio.EndOfStream
@@ -103,17 +105,19 @@ def _parse(data: bytes) -> tuple[int, str | None]:
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[1].isdigit():  # noqa: PLR2004 - "HTTP/1.1 200"
         raise anyio.EndOfStream
-    version = None
+    version = flag = None
     length = None
     for line in lines[1:]:
         name, _, value = line.partition(":")
         if name.strip().lower() == "x-version":
             version = value.strip()
+        elif name.strip().lower() == "x-flag":
+            flag = value.strip()
         elif name.strip().lower() == "content-length":
             length = int(value.strip())
     if length is not None and len(body) < length:
         raise anyio.EndOfStream  # cut short: the backend died mid-answer
-    return int(parts[1]), version
+    return int(parts[1]), version, flag
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -50,6 +51,10 @@ class DemoReport:
             when nothing was detected.
         failed_before_detect: Requests that failed before that measurement
             (all failed requests when nothing was detected).
+        flag_checked: With ``--flag``: answers that reported the flag value they used.
+        flag_on: ... of which answers that saw the flag on.
+        flag_on_old: ... of which v1 answers that saw the flag on (the goal is 0).
+        flag_changes: The rollout's flag changes, as text.
     """
 
     status: str
@@ -70,6 +75,10 @@ class DemoReport:
     final_versions: dict[str, int] = attrs.Factory(dict[str, int])
     detect_seconds: float | None = None
     failed_before_detect: int = 0
+    flag_checked: int = 0
+    flag_on: int = 0
+    flag_on_old: int = 0
+    flag_changes: list[str] = attrs.Factory(list[str])
 
     @classmethod
     def build(
@@ -84,6 +93,7 @@ class DemoReport:
         interrupted: bool,
         analysis: bool = False,
         cut_short_after: float | None = None,
+        flag: bool = False,
     ) -> DemoReport:
         """Summarise the samples and the rollout's result.
 
@@ -132,6 +142,7 @@ class DemoReport:
             else {},
             detect_seconds=detect,
             failed_before_detect=sum(1 for s in before if not s.ok),
+            **(_flag_figures(result, samples) if flag else {}),
         )
 
     @property
@@ -182,6 +193,14 @@ class DemoReport:
             f"  duration       {self._rollout_duration()}, demo {self.demo_seconds:.2f} s",
             f"  verdict        {verdict} (exit {self.exit_code})",
         ]
+        if self.flag_changes or self.flag_checked:
+            lines[-1:-1] = [
+                "  flag           " + ("; ".join(self.flag_changes) or "unchanged"),
+                (
+                    f"                 {self.flag_checked} answers checked, {self.flag_on} saw"
+                    f" it on, {self.flag_on_old} of them from v1"
+                ),
+            ]
         if self.final_versions:
             versions = ", ".join(f"{v}: {n}" for v, n in self.final_versions.items())
             detected = (
@@ -195,6 +214,23 @@ class DemoReport:
                 f"  final fleet    {versions}",
             ]
         return "\n".join(lines)
+
+
+def _flag_figures(result: RolloutResult | None, samples: Sequence[Sample]) -> dict[str, Any]:
+    """What ``--flag`` measured: answers checked, v1 answers with the flag on, the changes."""
+    checked = [s for s in samples if s.ok and s.flag is not None]
+    changes = [] if result is None else list(result.flags)
+    start = 0.0 if result is None else result.started_at
+    return {
+        "flag_checked": len(checked),
+        "flag_on": sum(1 for s in checked if s.flag == "on"),
+        "flag_on_old": sum(1 for s in checked if s.version == "v1" and s.flag == "on"),
+        "flag_changes": [
+            f"{c.flag} {'on' if c.value is True else 'off'} ({c.cause})"
+            f"{'' if c.ok else ' FAILED: ' + c.reason} at {c.at - start:.2f} s"
+            for c in changes
+        ],
+    }
 
 
 def _detected_at(result: RolloutResult | None) -> float | None:

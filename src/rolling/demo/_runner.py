@@ -18,6 +18,7 @@ from rolling import (
     Batches,
     ConfigError,
     FailurePolicy,
+    FlagRules,
     Metric,
     Readiness,
     RollingUpdate,
@@ -28,6 +29,7 @@ from rolling.checks import HTTPCheck
 from rolling.cli._output import to_json
 from rolling.cli._timeline import render
 from rolling.drivers.process import ProcessDriver, ProcessInstance
+from rolling.flags import FlagdFile
 from rolling.routers.balancer import Balancer
 
 from . import app
@@ -56,6 +58,7 @@ class DemoOptions:
     faulty: float = 0.0
     slow_ms: float = 0.0
     analysis: bool = True
+    flag: bool = False
 
     @property
     def bad_release(self) -> bool:
@@ -64,7 +67,7 @@ class DemoOptions:
 
 
 def app_command(
-    *, broken: bool, faulty: float = 0.0, slow_ms: float = 0.0
+    *, broken: bool, faulty: float = 0.0, slow_ms: float = 0.0, flag_file: Path | None = None
 ) -> Callable[[str, int], Sequence[str]]:
     """The argv builder for the bundled app.
 
@@ -81,6 +84,7 @@ def app_command(
             never_ready=broken and new,
             error_pct=faulty if new else 0.0,
             latency_ms=20.0 + (slow_ms if new else 0.0),
+            flag_file=None if flag_file is None else str(flag_file),
         )
 
     return build
@@ -134,6 +138,27 @@ def demo_analysis() -> Analysis:
             ),
         ],
     )
+
+
+DEMO_FLAG = "new-format"
+"""The flag ``rolling demo --flag`` drives."""
+
+
+async def _demo_flags(options: DemoOptions, logs: Path) -> FlagRules | None:
+    """With ``--flag``: the flag file the apps read, off to begin with, and the rules."""
+    if not options.flag:
+        return None
+    try:
+        import openfeature.contrib.provider.flagd  # noqa: F401, PLC0415  # pyright: ignore[reportMissingTypeStubs, reportUnusedImport]
+    except ImportError as exc:
+        raise ConfigError(
+            "rolling demo --flag",
+            f"the app reads the flag through OpenFeature ({exc})",
+            "pip install openfeature-sdk openfeature-provider-flagd",
+        ) from None
+    setter = FlagdFile(logs / "flags.json")
+    await setter.set(DEMO_FLAG, value=False)
+    return FlagRules(setter, DEMO_FLAG)
 
 
 def _strategy(options: DemoOptions) -> RollingUpdate | Batches:
@@ -208,6 +233,7 @@ async def run_demo(options: DemoOptions, out: TextIO) -> DemoReport:
     rollout_started = progress_holder[0].rollout_started if progress_holder else None
     return DemoReport.build(
         analysis=options.analysis,
+        flag=options.flag,
         result=result,
         samples=samples,
         instances=options.instances,
@@ -232,7 +258,13 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
     # the naive baseline whose failed requests prove the measurement can fail.
     drain_timeout = 10.0 if options.drain else 0.0
     grace = 5.0 if options.drain else 0.0
-    command = app_command(broken=options.broken, faulty=options.faulty, slow_ms=options.slow_ms)
+    flags = await _demo_flags(options, logs)
+    command = app_command(
+        broken=options.broken,
+        faulty=options.faulty,
+        slow_ms=options.slow_ms,
+        flag_file=None if flags is None else flags.setter.path,
+    )
     async with (
         Balancer(drain_timeout=drain_timeout) as balancer,
         ProcessDriver(command, grace=grace, log_dir=logs) as driver,
@@ -270,6 +302,7 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
             analysis=demo_analysis() if options.analysis else None,
             observers=[progress, lambda event: events.append(to_json(event))],
             effect_timeout=60.0,
+            flags=flags,
         )
         result: RolloutResult | None = None
         async with anyio.create_task_group() as traffic:

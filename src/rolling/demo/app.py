@@ -12,6 +12,12 @@ It answers, one request per connection (``Connection: close``):
   and latency histogram ``demo_request_duration_seconds{version}`` of
   ``GET /``, in Prometheus's text format.
 
+``--flag-file PATH`` makes it read the boolean flag ``--flag`` (default
+``new-format``) from a flagd flag file through the OpenFeature SDK's flagd
+provider in file mode (``openfeature-sdk`` and ``openfeature-provider-flagd``
+must be installed), once per ``GET /``, and report the value it used in an
+``X-Flag: on|off`` header and in the body: the way an app picks its code path.
+
 ``--error-pct PCT`` makes it answer that share of ``GET /`` with ``500``
 (spread evenly, not at random): a release that passes its readiness probe
 and fails real requests.
@@ -31,7 +37,7 @@ import functools
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.abc
@@ -71,8 +77,13 @@ class AppOptions:
         latency_ms: Milliseconds ``GET /`` takes.
         drain_timeout: Longest wait for requests in flight after SIGTERM.
         error_pct: Percentage of ``GET /`` answered with ``500``.
+        flag_file: A flagd flag file to read ``flag`` from per request, if any.
+        flag: The boolean flag it reads.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0
+       ``flag_file`` and ``flag``.
 
     .. versionchanged:: 0.3.0
        ``error_pct``.
@@ -86,6 +97,8 @@ class AppOptions:
     latency_ms: float = 20.0
     drain_timeout: float = 10.0
     error_pct: float = 0.0
+    flag_file: str | None = None
+    flag: str = "new-format"
 
 
 def command(
@@ -96,6 +109,7 @@ def command(
     never_ready: bool = False,
     latency_ms: float = 20.0,
     error_pct: float = 0.0,
+    flag_file: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The argument vector that runs this app, for :class:`~rolling.drivers.process.ProcessDriver`.
@@ -103,6 +117,9 @@ def command(
     ``functools.partial(command, startup_delay=0.3)`` is a ready-made driver command.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0
+       ``flag_file``.
     """
     argv = [python, "-m", "rolling.demo.app", "--version", version, "--port", str(port)]
     argv += ["--startup-delay", repr(startup_delay), "--latency-ms", repr(latency_ms)]
@@ -110,6 +127,8 @@ def command(
         argv.append("--never-ready")
     if error_pct:
         argv += ["--error-pct", repr(error_pct)]
+    if flag_file is not None:
+        argv += ["--flag-file", flag_file]
     return argv
 
 
@@ -117,8 +136,26 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Upper bounds of the latency histogram's buckets, in seconds (Prometheus's defaults)."""
 
 
+def _flag_reader(options: AppOptions) -> Callable[[], bool] | None:
+    """A function that reads the flag now, through OpenFeature (None without a flag file)."""
+    if options.flag_file is None:
+        return None
+    # Imported here: only an app that reads flags needs the SDK (the core never does).
+    from openfeature import api  # noqa: PLC0415
+    from openfeature.contrib.provider.flagd import FlagdProvider  # noqa: PLC0415  # pyright: ignore[reportMissingTypeStubs]
+    from openfeature.contrib.provider.flagd.config import ResolverType  # noqa: PLC0415  # pyright: ignore[reportMissingTypeStubs]
+
+    api.set_provider(
+        FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=options.flag_file)
+    )
+    client = api.get_client()
+    flag = options.flag
+    return lambda: bool(client.get_boolean_value(flag, default_value=False))
+
+
 @attrs.define
 class _State:
+    flag: Callable[[], bool] | None = None
     ready: bool = False
     served: int = 0
     codes: dict[int, int] = attrs.Factory(dict[int, int])
@@ -167,7 +204,7 @@ async def serve(options: AppOptions) -> None:
 
     .. versionadded:: 0.1.0
     """
-    state = _State()
+    state = _State(flag=_flag_reader(options))
     # The receiver is open before the port is, and stays open while draining, so a
     # signal never falls back to the default action (dying mid-request).
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -256,7 +293,16 @@ async def _answer(options: AppOptions, state: _State, head: bytes | None) -> tup
     state.record(status, anyio.current_time() - started)
     if status == 500:  # noqa: PLR2004
         return 500, f"failure from {options.version} on port {options.port}\n"
-    return 200, f"hello from {options.version} on port {options.port}\n"
+    # Read once per request, as an app choosing its code path would; reported back.
+    used = "" if state.flag is None else ", flag on" if state.flag() else ", flag off"
+    return 200, f"hello from {options.version} on port {options.port}{used}\n"
+
+
+def _flag_header(body: str) -> str:
+    for used in ("on", "off"):
+        if body.endswith(f", flag {used}\n"):
+            return f"X-Flag: {used}\r\n"
+    return ""
 
 
 def _response(options: AppOptions, status: int, body: str) -> bytes:
@@ -266,6 +312,7 @@ def _response(options: AppOptions, status: int, body: str) -> bytes:
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(content)}\r\n"
         f"X-Version: {options.version}\r\n"
+        f"{_flag_header(body)}"
         "Connection: close\r\n"
         "\r\n"
     )
@@ -297,6 +344,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=0.0,
         help="percentage of GET / answered with 500 (default 0)",
+    )
+    parser.add_argument(
+        "--flag-file",
+        default=None,
+        help="a flagd flag file to read --flag from per request, via OpenFeature",
+    )
+    parser.add_argument(
+        "--flag", default="new-format", help="the boolean flag to read (default new-format)"
     )
     parser.add_argument(
         "--drain-timeout",
@@ -336,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         drain_timeout=args.drain_timeout,
         error_pct=args.error_pct,
+        flag_file=args.flag_file,
+        flag=args.flag,
     )
     logging.basicConfig(
         level=logging.INFO,
