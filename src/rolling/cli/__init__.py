@@ -20,7 +20,7 @@ import argparse
 import importlib.metadata
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -69,26 +69,24 @@ def _positive(text: str) -> int:
     return value
 
 
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 100:  # noqa: PLR2004 - a percentage
-        msg = f"expected a percentage from 0 to 100, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _bounded(high: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a number from 0 to ``high``, named ``what`` in the error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= high:
+            msg = f"expected {what} from 0 to {high:g}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
-def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 60_000:  # noqa: PLR2004 - a minute at most
-        msg = f"expected milliseconds from 0 to 60000, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_percent = _bounded(100, "a percentage")
+_milliseconds = _bounded(60_000, "milliseconds")  # a minute at most
 
 
 def _add_demo(commands: Any) -> None:

@@ -180,23 +180,7 @@ class Compare(Scrape):
     ) -> list[float]:
         if not instances:
             return []
-        scraped: dict[str, Any] = {}
-        failures: list[str] = []
-
-        async def scrape(instance: Any) -> None:
-            try:
-                scraped[instance.id] = await self._scrape(instance)
-            except (MetricError, ValueError) as exc:
-                failures.append(f"{instance.id}: {exc}")
-
-        async with anyio.create_task_group() as tg:
-            for instance in instances:
-                tg.start_soon(scrape, instance)
-        if not scraped:
-            raise MetricError(
-                f"no instance on the {name} version could be scraped: "
-                + "; ".join(sorted(failures))
-            )
+        scraped = await self._scrape_all(instances, f"no instance on the {name} version")
         values: list[float] = []
         for instance_id, samples in scraped.items():
             key = f"{name}:{instance_id}"  # a move to the target starts a new baseline

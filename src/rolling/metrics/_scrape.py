@@ -12,7 +12,7 @@ measurement has no data: it is the baseline.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -123,6 +123,21 @@ class Scrape:
         instances = context.new_instances if self.of == "new" else context.old_instances
         if not instances:
             return None
+        scraped = await self._scrape_all(instances, "no instance")
+        increase: _Samples = {}
+        for instance_id, samples in scraped.items():
+            before = self._last.get(instance_id)
+            self._last[instance_id] = samples
+            if before is None:
+                continue
+            for key, value in samples.items():
+                old = before.get(key, 0.0)
+                delta = value if value < old else value - old  # a reset counter starts again
+                increase[key] = increase.get(key, 0.0) + delta
+        return self._compute(increase, context)
+
+    async def _scrape_all(self, instances: Sequence[Any], which: str) -> dict[str, _Samples]:
+        """Scrape ``instances`` side by side, by id; MetricError when none answers."""
         scraped: dict[str, _Samples] = {}
         failures: list[str] = []
 
@@ -136,18 +151,8 @@ class Scrape:
             for instance in instances:
                 tg.start_soon(scrape, instance)
         if not scraped:
-            raise MetricError("no instance could be scraped: " + "; ".join(sorted(failures)))
-        increase: _Samples = {}
-        for instance_id, samples in scraped.items():
-            before = self._last.get(instance_id)
-            self._last[instance_id] = samples
-            if before is None:
-                continue
-            for key, value in samples.items():
-                old = before.get(key, 0.0)
-                delta = value if value < old else value - old  # a reset counter starts again
-                increase[key] = increase.get(key, 0.0) + delta
-        return self._compute(increase, context)
+            raise MetricError(f"{which} could be scraped: " + "; ".join(sorted(failures)))
+        return scraped
 
     async def _scrape(self, instance: Any) -> _Samples:
         host, port = address_of(default_address if self.address is None else self.address, instance)
