@@ -26,7 +26,7 @@ import attrs
 
 from ._effects import IDLE, Failed, Spawn
 from ._holds import Holds
-from ._ledger import Barrier, Ledger, Mode
+from ._ledger import Barrier, Ledger
 from ._ledger import Start as LedgerStart
 from ._plan import Plan, plan_forward, plan_rollback
 from ._policies import RollbackMode
@@ -72,11 +72,6 @@ class Start:
     slot: Slot
     reserved: LedgerStart
     run: Pass
-
-    @property
-    def mode(self) -> Mode:
-        """How the unit replaces its instance."""
-        return self.reserved.mode  # pragma: no cover - the hot path reads reserved.mode
 
 
 class Passes:
