@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ._result import RolloutResult
 
 __all__ = [
+    "FULL_WEIGHT",
+    "MAX_WEIGHT",
     "Driver",
     "ElasticDriver",
     "FlagSetter",
@@ -42,7 +44,18 @@ __all__ = [
     "MetricProvider",
     "Observer",
     "Router",
+    "WeightedRouter",
 ]
+
+FULL_WEIGHT = 100
+"""The weight every instance serves at outside a weighted step.
+
+Weighted strategies set every instance they touch back to this weight when they
+end, so after a canary or a blue-green rollout the fleet shares traffic evenly.
+"""
+
+MAX_WEIGHT = 256
+"""The highest weight a :class:`WeightedRouter` accepts (HAProxy's own limit)."""
 
 
 @runtime_checkable
@@ -115,6 +128,35 @@ class Router(Protocol[_InstanceT_contra]):
 
     async def attach(self, instance: _InstanceT_contra) -> None:
         """Send traffic to ``instance`` again (or for the first time)."""
+        ...
+
+
+@runtime_checkable
+class WeightedRouter(Router[_InstanceT_contra], Protocol[_InstanceT_contra]):
+    """A router that can split new traffic between instances by weight.
+
+    Needed by the weighted strategies (:class:`~rolling.Canary`, and
+    :class:`~rolling.BlueGreen` for its instant switch); a strategy that needs
+    weights refuses a router without ``set_weight`` when the rollout is built.
+
+    The contract every implementation keeps:
+
+    - ``weight`` is an int from 0 to :data:`MAX_WEIGHT`. An instance receives new
+      requests (or connections) in proportion to its weight among the attached
+      instances: two instances at 100 and 300 get a quarter and three quarters.
+    - A weight of 0 sends an instance no new requests but does not drain it:
+      requests in flight finish, and it stays attached, so raising the weight
+      again takes effect at once.
+    - ``set_weight`` may be called before ``attach``: the instance then joins at
+      that weight instead of the router's default. An instance attached with no
+      weight set serves at :data:`FULL_WEIGHT`.
+    - It returns once the new weight applies to the next request.
+
+    .. versionadded:: 0.4.0
+    """
+
+    async def set_weight(self, instance: _InstanceT_contra, weight: int) -> None:
+        """Give ``instance`` this share of new traffic, relative to the others."""
         ...
 
 
