@@ -27,8 +27,8 @@ from ._policies import (
 )
 from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
 from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
-from ._steps import Advance, Analyze, Gate, Pause, SetFlag, Step
-from ._strategy import Batches, RollingUpdate, Strategy
+from ._steps import Advance, Analyze, Gate, Pause, SetCanaryScale, SetFlag, SetWeight, Step
+from ._strategy import Batches, BlueGreen, Canary, RollingUpdate, Strategy
 from .events import (
     AnalysisDecided,
     BatchFinished,
@@ -63,6 +63,8 @@ __all__ = [
     "BatchFinished",
     "BatchStarted",
     "Batches",
+    "BlueGreen",
+    "Canary",
     "ConfigError",
     "ControlError",
     "ControlRequested",
@@ -108,7 +110,9 @@ __all__ = [
     "RolloutSnapshot",
     "RolloutStarted",
     "RolloutStatus",
+    "SetCanaryScale",
     "SetFlag",
+    "SetWeight",
     "StatusChanged",
     "Step",
     "StepFinished",

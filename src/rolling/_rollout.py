@@ -28,8 +28,8 @@ from ._policies import (
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._runner import Runner
 from ._settings import Settings, check_steps
-from ._steps import Advance, Analyze, Gate, Pause, SetFlag, Step
-from ._strategy import Batches, ResolvedWindow, RollingUpdate
+from ._steps import Advance, Analyze, Gate, Pause, SetCanaryScale, SetFlag, SetWeight, Step
+from ._strategy import Batches, BlueGreen, Canary, ResolvedWindow, RollingUpdate, Strategy
 from .events import Event
 from .health import CheckFunction, as_check_function
 from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Journal, Lock, Observer, Router
@@ -100,7 +100,7 @@ class Rollout(Generic[InstanceT]):
         driver: Driver[InstanceT] | ElasticDriver[InstanceT],
         target: str,
         *,
-        strategy: RollingUpdate | Batches | None = None,
+        strategy: Strategy | None = None,
         readiness: Readiness | None = None,
         router: Router[InstanceT] | None = None,
         failure: FailurePolicy | None = None,
@@ -126,19 +126,19 @@ class Rollout(Generic[InstanceT]):
                 'pass the version, such as "v2"',
             )
         self.can_replace, self.can_launch = _capabilities(driver)
-        self.strategy: RollingUpdate | Batches = _typed(
+        self.strategy: Strategy = _typed(
             "Rollout.strategy",
             strategy,
-            RollingUpdate | Batches,
+            RollingUpdate | Batches | Canary | BlueGreen,
             RollingUpdate(),
-            "pass rolling.RollingUpdate(...) or rolling.Batches(...)",
+            "pass rolling.RollingUpdate(...), rolling.Batches(...), rolling.Canary(...)"
+            " or rolling.BlueGreen(...)",
         )
         if self.strategy.wants_surge and not self.can_launch:
-            surge_field = (
-                "RollingUpdate.max_surge"
-                if isinstance(self.strategy, RollingUpdate)
-                else "Batches.surge"
-            )
+            surge_field = {
+                RollingUpdate: "RollingUpdate.max_surge",
+                Batches: "Batches.surge",
+            }.get(type(self.strategy), "Rollout.strategy")
             raise ConfigError(
                 surge_field,
                 f"surge adds instances, but {type(driver).__name__}"
@@ -154,6 +154,7 @@ class Rollout(Generic[InstanceT]):
                 f"{type(router).__name__} lacks attach() and detach()",
                 "implement rolling.typing.Router, or pass None for no traffic control",
             )
+        _check_weighted(self.strategy, router)
         self.failure: FailurePolicy = _typed(
             "Rollout.failure",
             failure,
@@ -175,6 +176,7 @@ class Rollout(Generic[InstanceT]):
             ) from None
         self.progress_deadline = _deadline(progress_deadline)
         self.steps: tuple[Step, ...] = _steps(steps)
+        _check_strategy_steps(self.strategy, self.steps)
         self.order: Order = _typed(
             "Rollout.order", order, Order, Order(), "pass Order.sorted(), Order.shuffled(seed) ..."
         )
@@ -399,8 +401,51 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
     return ProgressDeadline(float(value), DeadlineAction.ROLLBACK)
 
 
+_STEPS = (Advance, Pause, Gate, Analyze, SetFlag, SetWeight, SetCanaryScale)
+
+
+def _check_weighted(strategy: Strategy, router: object) -> None:
+    if isinstance(strategy, Canary) and not _has(router, "set_weight"):
+        raise ConfigError(
+            "Rollout.router",
+            "a Canary splits traffic by weight, and "
+            + (
+                "there is no router"
+                if router is None
+                else f"{type(router).__name__} has no set_weight()"
+            ),
+            "pass a rolling.typing.WeightedRouter such as rolling.routers.Balancer"
+            " or rolling.routers.HAProxyRouter",
+        )
+
+
+def _check_strategy_steps(strategy: Strategy, steps: tuple[Step, ...]) -> None:
+    """Steps that only one kind of strategy understands, refused on the others."""
+    for index, step in enumerate(steps):
+        field = f"Rollout.steps[{index}]"
+        name = type(step).__name__
+        if isinstance(strategy, BlueGreen):
+            raise ConfigError(
+                field,
+                f"BlueGreen takes no steps, got {name}",
+                "measure green with BlueGreen(pre_promotion=..., post_promotion=...)",
+            )
+        if isinstance(strategy, Canary) and isinstance(step, Advance):
+            raise ConfigError(
+                field,
+                "a Canary moves traffic with SetWeight, not Advance",
+                "use SetWeight(percent) and SetCanaryScale(...)",
+            )
+        if not isinstance(strategy, Canary) and isinstance(step, SetWeight | SetCanaryScale):
+            raise ConfigError(
+                field,
+                f"{name} applies to the Canary strategy only",
+                "pass strategy=rolling.Canary(), or use Advance for a canary by count",
+            )
+
+
 def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
-    if isinstance(steps, Advance | Pause | Gate | Analyze | SetFlag):
+    if isinstance(steps, _STEPS):
         raise ConfigError(
             "Rollout.steps",
             "expected a sequence of steps, got a single step",
@@ -408,10 +453,11 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
         )
     result = tuple(steps)
     for index, step in enumerate(result):
-        if not isinstance(step, Advance | Pause | Gate | Analyze | SetFlag):
+        if not isinstance(step, _STEPS):
             raise ConfigError(
                 f"Rollout.steps[{index}]",
-                f"expected Advance, Pause, Gate, Analyze or SetFlag, got {step!r}",
+                "expected Advance, Pause, Gate, Analyze, SetFlag, SetWeight or SetCanaryScale,"
+                f" got {step!r}",
                 "build steps with rolling.Advance, rolling.Pause, rolling.Gate and rolling.Analyze",
             )
     check_steps(result)

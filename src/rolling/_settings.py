@@ -16,7 +16,7 @@ from ._errors import ConfigError
 from ._flagging import FlagRules
 from ._policies import FailurePolicy, Order, ProgressDeadline, Readiness, RollbackMode, Waves
 from ._steps import Advance, Step
-from ._strategy import Batches, ResolvedWindow, RollingUpdate
+from ._strategy import Batches, BlueGreen, Canary, ResolvedWindow, RollingUpdate, Strategy
 from ._validate import percent_of
 
 __all__ = ["Settings", "advance_target", "check_fleet", "check_steps"]
@@ -48,7 +48,7 @@ class Settings:
     """
 
     target: str
-    strategy: RollingUpdate | Batches
+    strategy: Strategy
     readiness: Readiness
     failure: FailurePolicy
     rollback: RollbackMode
@@ -72,6 +72,11 @@ class Settings:
         return self.strategy.wants_surge and self.can_launch
 
     @property
+    def paired(self) -> bool:
+        """Whether the new set stands beside the old one (Canary, BlueGreen)."""
+        return isinstance(self.strategy, Canary | BlueGreen)
+
+    @property
     def lockstep(self) -> bool:
         """Whether units go in lockstep batches (else a sliding window)."""
         return isinstance(self.strategy, Batches)
@@ -86,9 +91,15 @@ class Settings:
         """The availability budget for a fleet of ``desired`` instances.
 
         For :class:`~rolling.Batches`, ``max_unavailable`` is the largest batch
-        (or, with ``surge=True``, ``max_surge`` is).
+        (or, with ``surge=True``, ``max_surge`` is). A :class:`~rolling.Canary`
+        promoted through a window has that window's; otherwise the weighted
+        strategies stand a whole new set beside the old one.
         """
         strategy = self.strategy
+        if isinstance(strategy, Canary) and strategy.promotion is not None:
+            return strategy.promotion.resolve(desired)
+        if isinstance(strategy, Canary | BlueGreen):
+            return ResolvedWindow(desired=desired, max_unavailable=0, max_surge=desired)
         if isinstance(strategy, RollingUpdate):
             return strategy.resolve(desired)
         largest = max(strategy.resolve(desired), default=0)

@@ -20,7 +20,9 @@ __all__ = [
     "GateCheck",
     "InconclusiveAction",
     "Pause",
+    "SetCanaryScale",
     "SetFlag",
+    "SetWeight",
     "Step",
     "check_setter",
 ]
@@ -208,5 +210,69 @@ class SetFlag:
         return self.flag
 
 
-Step = Advance | Pause | Gate | Analyze | SetFlag
+def _check_percent(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:  # noqa: PLR2004 - a percentage
+        raise ConfigError(
+            field, f"expected a number from 0 to 100, got {value!r}", "pass a percentage such as 5"
+        )
+
+
+@attrs.frozen
+class SetWeight:
+    """Send ``percent`` % of new requests to the canary instances (:class:`~rolling.Canary`).
+
+    The canary set grows first when it has to (see :class:`SetCanaryScale`):
+    new instances are launched and ready, and join the router at weight 0,
+    before any weight moves to them. Then every instance's weight is set so the
+    canary set gets the share asked for and the stable set the rest.
+
+    Attributes:
+        percent: The canary set's share of new requests, 0 to 100.
+
+    .. versionadded:: 0.4.0
+    """
+
+    percent: float = attrs.field(validator=validator(_check_percent))
+
+
+def _check_replicas(field: str, value: object) -> None:
+    if value is not None:
+        check_count_or_percent(field, value)
+
+
+@attrs.frozen(kw_only=True)
+class SetCanaryScale:
+    """How many canary instances a :class:`~rolling.Canary` runs from this step on.
+
+    Give exactly one: ``replicas`` (a count, or a percentage of the fleet,
+    rounded up), or ``match_traffic_weight=True`` (the default before any
+    ``SetCanaryScale``: as many instances as the weight's share of the fleet,
+    rounded up, and at least one while the weight is above 0). As in Argo
+    Rollouts, an explicit scale stays until the next ``SetCanaryScale``.
+
+    Attributes:
+        replicas: Canary instances, or a percentage of the fleet.
+        match_traffic_weight: Follow the weight instead.
+
+    .. versionadded:: 0.4.0
+    """
+
+    replicas: CountOrPercent | None = attrs.field(
+        default=None, validator=validator(_check_replicas)
+    )
+    match_traffic_weight: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if (self.replicas is None) == (not self.match_traffic_weight):
+            raise ConfigError(
+                "SetCanaryScale.replicas",
+                "give exactly one of replicas and match_traffic_weight=True",
+                'pass SetCanaryScale(replicas=2), SetCanaryScale(replicas="20%")'
+                " or SetCanaryScale(match_traffic_weight=True)",
+            )
+
+
+Step = Advance | Pause | Gate | Analyze | SetFlag | SetWeight | SetCanaryScale
 """Any step."""

@@ -12,12 +12,13 @@ from typing import cast
 
 import attrs
 
+from ._analysis import Analysis
 from ._errors import ConfigError
 from ._steps import Gate, Pause
 from ._validate import CountOrPercent, check_count_or_percent, percent_of
-from .validate import validator
+from .validate import check_seconds, validator
 
-__all__ = ["Batches", "ResolvedWindow", "RollingUpdate", "Strategy"]
+__all__ = ["Batches", "BlueGreen", "Canary", "ResolvedWindow", "RollingUpdate", "Strategy"]
 
 
 @attrs.frozen(kw_only=True)
@@ -193,5 +194,139 @@ class Batches:
         return self.surge
 
 
-Strategy = RollingUpdate | Batches
-"""Either strategy."""
+def _check_promotion(field: str, value: object) -> None:
+    if value is not None and not isinstance(value, RollingUpdate):
+        raise ConfigError(
+            field,
+            f"expected a RollingUpdate or None, got {value!r}",
+            'pass RollingUpdate(max_surge="25%") to replace the rest through a window,'
+            " or None for all at once",
+        )
+
+
+def _check_analysis(field: str, value: object) -> None:
+    if value is not None and not isinstance(value, Analysis):
+        raise ConfigError(
+            field, f"expected an Analysis or None, got {value!r}", "pass rolling.Analysis(...)"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Canary:
+    """A weighted canary: a few new instances get a share of the traffic, step by step.
+
+    Needs an :class:`~rolling.typing.ElasticDriver` and a
+    :class:`~rolling.typing.WeightedRouter`. The rollout's ``steps`` say what
+    happens, in Argo Rollouts' vocabulary: :class:`~rolling.SetWeight`,
+    :class:`~rolling.SetCanaryScale`, :class:`~rolling.Pause`,
+    :class:`~rolling.Analyze`, :class:`~rolling.Gate` and
+    :class:`~rolling.SetFlag`. Canary instances are launched beside the stable
+    set (which keeps its size) and are ready before they get any weight.
+
+    After the last step (or on :meth:`~rolling.RolloutHandle.promote` with
+    ``full=True``) the rollout is *promoted*: with ``promotion=None`` (Argo's
+    default) the rest of the new set is launched at once, every request goes to
+    the new set in one switch, and the stable set is kept ``scale_down_delay``
+    seconds (a rollback in that time switches back) and then terminated; with a
+    :class:`RollingUpdate`, the canaries take full weight, as many stable
+    instances go, and the rest of the fleet is replaced through that window.
+
+    A rollback before promotion sets the canaries' weight to 0, drains and
+    terminates them, and gives the stable set its full weight back.
+
+    Attributes:
+        promotion: How the rest of the fleet is replaced on promotion; None:
+            all at once.
+        scale_down_delay: Seconds the old set is kept, out of traffic, after an
+            all-at-once switch.
+
+    .. versionadded:: 0.4.0
+    """
+
+    promotion: RollingUpdate | None = attrs.field(
+        default=None, validator=validator(_check_promotion)
+    )
+    scale_down_delay: float = attrs.field(default=0.0, validator=validator(check_seconds))
+
+    @property
+    def wants_surge(self) -> bool:
+        """A canary always adds instances, and so needs an elastic driver."""
+        return True
+
+
+def _check_optional_count(field: str, value: object) -> None:
+    if value is not None:
+        check_count_or_percent(field, value, allow_zero=False)
+
+
+@attrs.frozen(kw_only=True)
+class BlueGreen:
+    """Blue-green: a whole new set beside the old one, one switch, and a way back.
+
+    Needs an :class:`~rolling.typing.ElasticDriver`. The new (green) set is
+    launched beside the old (blue) one and made ready; ``pre_promotion`` is
+    measured on it; then, once promoted (at once with ``auto_promote``, else on
+    :meth:`~rolling.RolloutHandle.promote` or after ``auto_promote_after``
+    seconds), every request switches to green. Blue is kept out of traffic for
+    ``scale_down_delay`` seconds, while ``post_promotion`` is measured: a
+    failed verdict or an abort in that time switches back to blue and
+    terminates green. Then blue is terminated.
+
+    With a :class:`~rolling.typing.WeightedRouter` green joins at weight 0
+    and the switch is two weight changes per pair (green up, then blue to 0),
+    so blue is never drained; with a plain :class:`~rolling.typing.Router`
+    green is attached, then blue detached.
+
+    Attributes:
+        preview_replicas: Launch only this many green instances (a count or a
+            percentage of the fleet, rounded up) before promotion; the rest
+            come just before the switch. None: the whole set at once.
+        pre_promotion: Analysis of green before the switch.
+        post_promotion: Analysis after the switch, while blue is kept.
+        auto_promote: Switch as soon as green is ready and passes
+            ``pre_promotion``; False: wait for a promote.
+        auto_promote_after: With ``auto_promote=False``, switch after this many
+            seconds anyway.
+        scale_down_delay: Seconds blue is kept after the switch.
+
+    .. versionadded:: 0.4.0
+    """
+
+    preview_replicas: CountOrPercent | None = attrs.field(
+        default=None, validator=validator(_check_optional_count)
+    )
+    pre_promotion: Analysis | None = attrs.field(default=None, validator=validator(_check_analysis))
+    post_promotion: Analysis | None = attrs.field(
+        default=None, validator=validator(_check_analysis)
+    )
+    auto_promote: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    auto_promote_after: float | None = attrs.field(
+        default=None, validator=validator(check_seconds, allow_none=True)
+    )
+    scale_down_delay: float = attrs.field(default=30.0, validator=validator(check_seconds))
+
+    def __attrs_post_init__(self) -> None:
+        if self.auto_promote_after is not None and self.auto_promote:
+            raise ConfigError(
+                "BlueGreen.auto_promote_after",
+                "auto_promote_after only applies with auto_promote=False",
+                "pass auto_promote=False with it, or drop it",
+            )
+
+    @property
+    def wants_surge(self) -> bool:
+        """Blue-green always adds a whole set, and so needs an elastic driver."""
+        return True
+
+    def preview(self, desired: int) -> int:
+        """How many green instances come before promotion, for a fleet of ``desired``."""
+        value = self.preview_replicas
+        if value is None:
+            return desired
+        if isinstance(value, int):
+            return min(value, desired)
+        return min(desired, math.ceil(percent_of(value) * desired / 100))
+
+
+Strategy = RollingUpdate | Batches | Canary | BlueGreen
+"""Any strategy."""

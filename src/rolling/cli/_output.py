@@ -19,7 +19,18 @@ from typing import Any, TextIO
 
 import attrs
 
-from rolling import Advance, Analyze, Gate, Pause, RolloutResult, RolloutStatus, SetFlag, Step
+from rolling import (
+    Advance,
+    Analyze,
+    Gate,
+    Pause,
+    RolloutResult,
+    RolloutStatus,
+    SetCanaryScale,
+    SetFlag,
+    SetWeight,
+    Step,
+)
 from rolling.events import (
     BatchFinished,
     BatchStarted,
@@ -59,7 +70,7 @@ def event_name(event: Event) -> str:
     return _CAMEL.sub("_", type(event).__name__).lower()
 
 
-def step_json(step: Step) -> dict[str, Any]:
+def step_json(step: Step) -> dict[str, Any]:  # noqa: PLR0911 - one return per kind of step
     """A step as JSON: ``{"type": "pause", "seconds": null}`` and so on."""
     if isinstance(step, Pause):
         return {"type": "pause", "seconds": step.seconds}
@@ -69,6 +80,14 @@ def step_json(step: Step) -> dict[str, Any]:
         return {"type": "analyze", "metrics": [m.name for m in step.analysis.metrics]}
     if isinstance(step, SetFlag):
         return {"type": "set_flag", "flag": step.flag, "value": step.value}
+    if isinstance(step, SetWeight):
+        return {"type": "set_weight", "percent": step.percent}
+    if isinstance(step, SetCanaryScale):
+        return {
+            "type": "set_canary_scale",
+            "replicas": step.replicas,
+            "match_traffic_weight": step.match_traffic_weight,
+        }
     return {"type": "advance", "to": step.to}
 
 
@@ -181,7 +200,7 @@ def _plain(event: Event) -> str | None:  # noqa: C901, PLR0911, PLR0912 - one li
             return f"{event_name(event)}"
 
 
-def _step_text(step: Step) -> str:
+def _step_text(step: Step) -> str:  # noqa: PLR0911 - one return per kind of step
     if isinstance(step, Pause):
         if step.seconds is None:
             return "pause until `rolling promote`"
@@ -192,6 +211,12 @@ def _step_text(step: Step) -> str:
         return "analyze " + ", ".join(m.name for m in step.analysis.metrics)
     if isinstance(step, SetFlag):
         return f"set flag {step.flag} to {step.value!r}"
+    if isinstance(step, SetWeight):
+        return f"set the canary weight to {step.percent:g} %"
+    if isinstance(step, SetCanaryScale):
+        if step.replicas is None:
+            return "scale the canary with the weight"
+        return f"scale the canary to {step.replicas}"
     return f"advance to {step.to}"
 
 

@@ -1,0 +1,44 @@
+"""Weights that give a canary set the share of requests a step asks for.
+
+A weighted router splits new requests by weight among the attached instances, so
+``c`` canaries at weight ``wc`` beside ``s`` stable instances at weight ``ws``
+get ``c*wc / (c*wc + s*ws)`` of them. Weights are whole numbers from 0 to
+:data:`~rolling.typing.MAX_WEIGHT`, so the share asked for is met as closely as
+those allow: every stable weight is tried, the canary weight that comes closest
+is kept, and ties go to the pair nearest :data:`~rolling.typing.FULL_WEIGHT`.
+At 0 % and 100 % one side is at 0 and the other at ``FULL_WEIGHT``.
+"""
+
+from __future__ import annotations
+
+from .typing import FULL_WEIGHT, MAX_WEIGHT
+
+__all__ = ["canary_weights", "share"]
+
+
+def share(canaries: int, canary_weight: int, stables: int, stable_weight: int) -> float:
+    """The canary set's share of new requests, in percent, for these weights."""
+    canary = canaries * canary_weight
+    total = canary + stables * stable_weight
+    return 100.0 * canary / total if total else 0.0
+
+
+def canary_weights(percent: float, canaries: int, stables: int) -> tuple[int, int]:
+    """The (canary, stable) weights closest to giving ``canaries`` ``percent`` % of requests."""
+    if canaries == 0 or percent <= 0:
+        return 0, FULL_WEIGHT
+    if stables == 0 or percent >= 100:  # noqa: PLR2004 - a percentage
+        return FULL_WEIGHT, 0
+    best = (FULL_WEIGHT, FULL_WEIGHT)
+    best_key = (float("inf"), 0)
+    ratio = percent * stables / ((100 - percent) * canaries)
+    for stable_weight in range(1, MAX_WEIGHT + 1):
+        wanted = round(ratio * stable_weight)
+        canary_weight = min(max(wanted, 1), MAX_WEIGHT)
+        error = abs(share(canaries, canary_weight, stables, stable_weight) - percent)
+        key = (round(error, 9), abs(stable_weight - FULL_WEIGHT))
+        if key < best_key:
+            best, best_key = (canary_weight, stable_weight), key
+        if wanted >= MAX_WEIGHT:
+            break  # a heavier stable side only moves further from the share
+    return best
