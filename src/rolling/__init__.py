@@ -47,6 +47,7 @@ from .events import (
     StatusChanged,
     StepFinished,
     StepStarted,
+    TrafficShifted,
     WaveStarted,
 )
 from .typing import HealthResult, Hooks, Journal, Lock
@@ -118,6 +119,7 @@ __all__ = [
     "StepFinished",
     "StepStarted",
     "Strategy",
+    "TrafficShifted",
     "WaveStarted",
     "Waves",
 ]

@@ -74,6 +74,9 @@ class Analyses:
         for slot in slots:
             if slot.old_version != target:
                 versions.add(slot.old_version)
+            if slot.extra is not None:
+                # A canary or a green instance: measured from its launch, in traffic or not.
+                new.append(slot.extra)
             live = slot.live
             if live is None or not slot.attached:
                 continue

@@ -35,6 +35,7 @@ __all__ = [
     "Sleep",
     "Spawn",
     "Survey",
+    "Together",
     "WaitReady",
     "WaitStep",
 ]
@@ -120,6 +121,17 @@ class Spawn:
     """Start a program for each of ``units`` in a task of its own."""
 
     units: Sequence[Any]
+
+
+@attrs.define
+class Together:
+    """Drive ``programs`` side by side, each in a task of its own; answer their return values.
+
+    The main program waits for all of them. Each is driven like a unit program:
+    its waits are interruptible, and cancellation throws ``Interrupted`` into it.
+    """
+
+    programs: Sequence[Any]
 
 
 @attrs.define

@@ -53,6 +53,11 @@ class Holds:
         """The pause or gate being held at, if any."""
         return self._step
 
+    @property
+    def promoted_fully(self) -> bool:
+        """Whether ``promote(full=True)`` came: every step left is skipped."""
+        return self._full
+
     def promote(self, *, full: bool) -> bool:
         """End the running hold (and skip all that remain with ``full``); False if none runs."""
         if full:

@@ -78,6 +78,8 @@ from ._errors import RollingError
 from ._flagging import Flags
 from ._holds import Holds
 from ._journal import begin_record
+from ._paired import Paired
+from ._paired_units import PairedUnits
 from ._passes import Pass, Passes, Start
 from ._policies import DeadlineAction, RollbackMode
 from ._recovery import Recovered, reconcile, recover
@@ -140,8 +142,15 @@ class Machine:
         self._budget = 0
         self._recovered: Recovered | None = None
         self._doomed: tuple[Any, ...] = ()
-        self._units = UnitPrograms(self, settings, random.Random(settings.seed))
-        self._passes = Passes(self, settings, self._units, self._holds)
+        rng = random.Random(settings.seed)
+        self._passes: Passes | Paired
+        if settings.paired:
+            paired = PairedUnits(self, settings, rng)
+            self._units: UnitPrograms = paired
+            self._passes = Paired(self, settings, paired, self._holds)
+        else:
+            self._units = UnitPrograms(self, settings, rng)
+            self._passes = Passes(self, settings, self._units, self._holds)
         self._analyses = Analyses(self, settings.analysis)
         self.flags = Flags(self, settings.flags)
         self._rollout_id = ""
@@ -497,6 +506,12 @@ class Machine:
         if slot.started_at is None:
             slot.started_at = self._now
 
+    def unit_rested(self, slot: Slot) -> None:
+        """A pair's program ended, its work not yet finished: no call is in flight for it."""
+        self._busy.discard(slot)
+        self._seq += 1
+        slot.changed_seq = self._seq
+
     def unit_ended(self, start: Start, *, serving: int, existing: int) -> None:
         """Bookkeeping as a unit ends: settle its reservation with the deltas it caused."""
         slot = start.slot
@@ -590,6 +605,11 @@ class Machine:
         """Make the result; the run has ended with ``status``."""
         analyses = self._analyses
         analyses.end_background()
+        for slot in self.slots:
+            if slot.extra is not None:
+                # A paired strategy halted or cancelled with both instances standing.
+                slot.strays += (slot.extra,)
+                slot.extra = None
         self.status = status
         self.result = RolloutResult(
             status=status,

@@ -23,9 +23,15 @@ from ._steps import Analyze, Step
 __all__ = ["Measurer", "analyses_of"]
 
 
-def analyses_of(steps: Iterable[Step], background: Analysis | None) -> list[Analysis]:
-    """Every analysis of a rollout: its ``Analyze`` steps', then the background one."""
+def analyses_of(
+    steps: Iterable[Step], background: Analysis | None, strategy: object = None
+) -> list[Analysis]:
+    """Every analysis of a rollout: its ``Analyze`` steps', a blue-green's, the background one."""
     found = [step.analysis for step in steps if isinstance(step, Analyze)]
+    for name in ("pre_promotion", "post_promotion"):
+        analysis = getattr(strategy, name, None)
+        if isinstance(analysis, Analysis):
+            found.append(analysis)
     if background is not None:
         found.append(background)
     return found

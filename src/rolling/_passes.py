@@ -122,11 +122,18 @@ class Passes:
             barriers=plan.barriers,
         )
 
-    def forward(self, desired: int) -> Program:
-        """The forward pass over a fleet of ``desired`` instances."""
+    def forward(self, desired: int, *, promotion: bool = False) -> Program:
+        """The forward pass over a fleet of ``desired`` instances.
+
+        With ``promotion``, it is the rest of a canary's fleet replaced through a
+        window (:mod:`rolling._paired`): already announced, and with no steps.
+        """
         machine = self._m
         settings = self._s
-        plan = plan_forward(settings, machine.slots, desired)
+        plan = plan_forward(settings, machine.slots, desired, steps=not promotion)
+        if promotion:
+            yield from self._run_forward(plan, desired)
+            return
         for slot in plan.skipped:
             slot.outcome = InstanceOutcome.SKIPPED
             machine.phase(slot, Phase.SKIPPED, settings.target)
@@ -151,6 +158,11 @@ class Passes:
             except Failed as exc:
                 machine.trigger(exc.reason, RollbackMode.HALT, RolloutStatus.HALTED)
                 return
+        yield from self._run_forward(plan, desired)
+
+    def _run_forward(self, plan: Plan, desired: int) -> Program:
+        machine = self._m
+        settings = self._s
         if not plan.units and not plan.barriers:
             return
         ledger = self._ledger(
@@ -162,7 +174,7 @@ class Passes:
             ledger.stop()
         yield from self._drive(Pass(plan, ledger, settings.target, rolling_back=False))
 
-    def revert(self, desired: int) -> Program:
+    def revert(self, desired: int, *, announce: bool = True) -> Program:
         """The rollback pass: every changed instance back, newest first."""
         machine = self._m
         todo = [s for s in machine.slots if needs_revert(s)]
@@ -170,12 +182,13 @@ class Passes:
         # Newest first, but what is already out of traffic goes before all of it: it costs
         # no availability, and a window that is full could otherwise never reach it.
         todo.sort(key=lambda s: s.serving)
-        machine.emit(
-            RollbackStarted,
-            reason=machine.stop_reason,
-            mode=str(RollbackMode.REVERT),
-            instance_ids=tuple(s.key for s in todo),
-        )
+        if announce:
+            machine.emit(
+                RollbackStarted,
+                reason=machine.stop_reason,
+                mode=str(RollbackMode.REVERT),
+                instance_ids=tuple(s.key for s in todo),
+            )
         if not todo:
             return
         for slot in todo:

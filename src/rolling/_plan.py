@@ -22,7 +22,7 @@ from ._slot import Slot
 from ._steps import Advance, Step
 from ._strategy import Batches
 
-__all__ = ["Groups", "Plan", "plan_forward", "plan_rollback"]
+__all__ = ["Groups", "Plan", "pair_order", "plan_forward", "plan_rollback"]
 
 
 @attrs.define
@@ -97,8 +97,16 @@ def _arrange(settings: Settings, slots: list[Slot]) -> tuple[list[list[Slot]], l
     return waves, skipped
 
 
-def plan_forward(settings: Settings, slots: list[Slot], desired: int) -> Plan:
-    """Plan the forward pass."""
+def pair_order(settings: Settings, slots: list[Slot]) -> tuple[list[Slot], list[Slot]]:
+    """The slots a paired strategy works on, in order, and the ones already on the target."""
+    waves, skipped = _arrange(settings, slots)
+    return [slot for wave in waves for slot in wave], skipped
+
+
+def plan_forward(
+    settings: Settings, slots: list[Slot], desired: int, *, steps: bool = True
+) -> Plan:
+    """Plan the forward pass (with ``steps=False``, one that holds at no step)."""
     waves, skipped = _arrange(settings, slots)
     strategy = settings.strategy
     groups = Groups()
@@ -118,7 +126,7 @@ def plan_forward(settings: Settings, slots: list[Slot], desired: int) -> Plan:
         else:
             position += len(wave)
         ends.setdefault(position, {})["wave"] = wave_index
-    steps_at = _place_steps(settings, ends, position, len(skipped), desired)
+    steps_at = _place_steps(settings, ends, position, len(skipped), desired) if steps else {}
     barriers = [
         Barrier(
             position=p,

@@ -135,15 +135,18 @@ class Rollout(Generic[InstanceT]):
             " or rolling.BlueGreen(...)",
         )
         if self.strategy.wants_surge and not self.can_launch:
-            surge_field = {
+            surge_fields: dict[type, str] = {
                 RollingUpdate: "RollingUpdate.max_surge",
                 Batches: "Batches.surge",
-            }.get(type(self.strategy), "Rollout.strategy")
+            }
+            surge_field = surge_fields.get(type(self.strategy), "Rollout.strategy")
             raise ConfigError(
                 surge_field,
-                f"surge adds instances, but {type(driver).__name__}"
+                f"{type(self.strategy).__name__} adds instances, but {type(driver).__name__}"
                 " cannot launch() and terminate()",
-                "set it to 0 / False, or use an elastic driver",
+                "use an elastic driver"
+                if surge_field == "Rollout.strategy"
+                else "set it to 0 / False, or use an elastic driver",
             )
         self.readiness: Readiness = _typed(
             "Rollout.readiness", readiness, Readiness, Readiness(), "pass rolling.Readiness(...)"
@@ -243,6 +246,7 @@ class Rollout(Generic[InstanceT]):
             seed=seed,
             analysis=self.analysis,
             flags=self.flags,
+            weighted=_has(router, "set_weight"),
         )
 
     def _claim(self) -> None:

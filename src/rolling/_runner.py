@@ -48,6 +48,7 @@ from ._effects import (
     Sleep,
     Spawn,
     Survey,
+    Together,
     WaitReady,
     WaitStep,
 )
@@ -112,6 +113,9 @@ class Runner:
         if rollout.router is not None:
             calls["detach"] = rollout.router.detach
             calls["attach"] = rollout.router.attach
+            set_weight = getattr(rollout.router, "set_weight", None)
+            if set_weight is not None:
+                calls["set_weight"] = set_weight
         self._calls = calls
         self._observers = list(rollout.observers)
         self._streams: list[EventStream] = []
@@ -167,7 +171,9 @@ class Runner:
         self._checkpoint = loop_checkpoint()
         self._deadline = loop_deadline()
         # Before anything changes: a query the metric server rejects stops the rollout here.
-        await self._measurer.prepare(analyses_of(self._rollout.steps, self._rollout.analysis))
+        await self._measurer.prepare(
+            analyses_of(self._rollout.steps, self._rollout.analysis, self._rollout.strategy)
+        )
         machine.start(self._clock(), time.time())
         self._flush()
         lock = self._rollout.lock
@@ -431,7 +437,7 @@ class Runner:
 
     # ----------------------------------------------------------- effects
 
-    async def _do(self, effect: object, window: float) -> Any:  # noqa: C901, PLR0911 - one branch per effect kind
+    async def _do(self, effect: object, window: float) -> Any:  # noqa: C901, PLR0911, PLR0912 - one branch per effect kind
         if isinstance(effect, Call):
             return await self._call(effect, window)
         if isinstance(effect, Record):
@@ -473,8 +479,33 @@ class Runner:
             return await self._run_analysis(effect)
         if isinstance(effect, SetFlagValue):
             return await self._set_flag(effect)
+        if isinstance(effect, Together):
+            return await self._together(effect.programs)
         msg = f"unknown effect {effect!r}"  # pragma: no cover - every kind is handled above
         raise AssertionError(msg)  # pragma: no cover
+
+    async def _together(self, programs: Sequence[Program]) -> list[Any]:
+        """Drive ``programs`` side by side; their return values, in order."""
+        results: list[Any] = [None] * len(programs)
+
+        async def one(index: int, program: Program) -> None:
+            try:
+                try:
+                    results[index] = await self._drive(program, program.send, None, math.inf)
+                except BaseException as exc:
+                    await self._interrupt(program, exc)
+                    raise
+                finally:
+                    program.close()
+            except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
+                self._error(exc)
+            finally:
+                self._flush()
+
+        async with anyio.create_task_group() as tg:
+            for index, program in enumerate(programs):
+                tg.start_soon(one, index, program)
+        return results
 
     async def _call(self, effect: Call, window: float) -> Any:
         """Run one driver, router or hook call to completion, shielded and bounded."""

@@ -45,6 +45,8 @@ class Settings:
         seed: Seed for back-off jitter.
         analysis: The background analysis, if any.
         flags: The feature-flag rules, if any.
+        weighted: Whether the router sets weights (a paired strategy then moves
+            traffic by weight).
     """
 
     target: str
@@ -65,6 +67,7 @@ class Settings:
     seed: int | None
     analysis: Analysis | None = None
     flags: FlagRules | None = None
+    weighted: bool = False
 
     @property
     def surge_enabled(self) -> bool:

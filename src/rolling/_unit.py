@@ -34,7 +34,7 @@ from .events import Phase
 if TYPE_CHECKING:
     from ._machine import Machine, Start
 
-__all__ = ["UnitPrograms"]
+__all__ = ["UnitPrograms", "check_answer"]
 
 Program = Generator[Any, Any, Any]
 
@@ -360,7 +360,7 @@ class UnitPrograms:
         slot.replace_tried = True
         replaced = yield Call("replace", (asked, version), "driver.replace")
         slot.live = replaced
-        _check_answer("driver.replace", replaced, version, asked.id)
+        check_answer("driver.replace", replaced, version, asked.id)
         if machine.listening:
             machine.phase(slot, Phase.WAITING_READY, version)
         if not self._instant:
@@ -396,7 +396,7 @@ class UnitPrograms:
                     slot, "replace", asked, version, "driver.replace", asked, version
                 )
                 yield from self._set_live(slot, replaced)
-                _check_answer("driver.replace", replaced, version, asked.id)
+                check_answer("driver.replace", replaced, version, asked.id)
                 if hooks:
                     yield from self.hook("after_replace", replaced)
         else:
@@ -408,7 +408,7 @@ class UnitPrograms:
             slot.ready = False
             launched = yield from self._launch(slot, version)
             yield from self._set_live(slot, launched)
-            _check_answer("driver.launch", launched, version, None)
+            check_answer("driver.launch", launched, version, None)
             if hooks:
                 yield from self.hook("after_launch", launched)
         yield from self._ready(slot, slot.live, version, restoring=restoring)
@@ -430,7 +430,7 @@ class UnitPrograms:
         self._m.phase(slot, Phase.LAUNCHING, version)
         slot.extra = yield from self.call(slot, "launch", None, version, "driver.launch", version)
         self._m.phase(slot, Phase.LAUNCHED, version)
-        _check_answer("driver.launch", slot.extra, version, None)
+        check_answer("driver.launch", slot.extra, version, None)
         if hooks:
             yield from self.hook("after_launch", slot.extra)
         yield from self._ready(slot, slot.extra, version)
@@ -480,7 +480,7 @@ class UnitPrograms:
             slot.reason = f"{slot.reason}; cleanup: {exc.reason}" if slot.reason else exc.reason
 
 
-def _check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
+def check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
     """A driver's answer must be what was asked for; trusting a wrong one hides a failure.
 
     writing-a-driver.md requires the version asked for, and the same id in place;

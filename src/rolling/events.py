@@ -49,6 +49,7 @@ __all__ = [
     "StatusChanged",
     "StepFinished",
     "StepStarted",
+    "TrafficShifted",
     "WaveStarted",
 ]
 
@@ -351,3 +352,30 @@ class AnalysisDecided(Event):
     """
 
     verdict: Verdict
+
+
+@attrs.frozen(kw_only=True)
+class TrafficShifted(Event):
+    """A weighted or blue-green strategy moved traffic between the old and the new set.
+
+    Attributes:
+        percent: The new set's share of new requests that was asked for.
+        achieved: The share the weights give (whole weights cannot meet every
+            share exactly; see :class:`~rolling.SetWeight`).
+        new_instances: Instances on the new side.
+        new_weight: The weight each of them got (0 to
+            :data:`~rolling.typing.MAX_WEIGHT`).
+        old_weight: The weight each old instance got.
+        reason: ``"step"`` (a :class:`~rolling.SetWeight`), ``"switch"`` (all
+            traffic to the new set) or ``"promote"`` (every instance at full
+            weight before a canary's window promotion).
+
+    .. versionadded:: 0.4.0
+    """
+
+    percent: float
+    achieved: float
+    new_instances: int
+    new_weight: int
+    old_weight: int
+    reason: str

@@ -30,8 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import ConfigError
+from .typing import MAX_WEIGHT
 
-__all__ = ["check_callable", "check_int", "check_seconds", "validator"]
+__all__ = ["check_callable", "check_int", "check_seconds", "check_weight", "validator"]
 
 
 def check_int(field: str, value: object, *, minimum: int, allow_none: bool = False) -> None:
@@ -50,6 +51,26 @@ def check_int(field: str, value: object, *, minimum: int, allow_none: bool = Fal
         )
     if value < minimum:
         raise ConfigError(field, f"must be >= {minimum}, got {value}", f"pass at least {minimum}")
+
+
+def check_weight(field: str, value: object) -> None:
+    """Check a router weight: an int from 0 to :data:`~rolling.typing.MAX_WEIGHT`.
+
+    For :class:`~rolling.typing.WeightedRouter` implementations, before they
+    change anything.
+
+    .. versionadded:: 0.4.0
+
+    Raises:
+        ConfigError: It is not.
+    """
+    limit = MAX_WEIGHT
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ConfigError(
+            field,
+            f"expected a weight, an int from 0 to {limit}, got {value!r}",
+            f"pass a whole number from 0 (no new traffic) to {limit}",
+        )
 
 
 def check_seconds(

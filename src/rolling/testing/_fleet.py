@@ -21,22 +21,22 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable, Generator, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import anyio
 import attrs
 from anyio.lowlevel import checkpoint
 
 from rolling import ConfigError
-from rolling.typing import HealthResult, Instance
-from rolling.validate import check_int
+from rolling.typing import FULL_WEIGHT, HealthResult, Instance
+from rolling.validate import check_int, check_weight
 
 from ._errors import SimulatedFault, SimulationError
 from ._faults import Fault, Latency, LatencyValue, Operation, check_latency, sample
 
 __all__ = ["FleetCall", "FleetChange", "FleetListener", "SimInstance", "SimulatedFleet"]
 
-DISRUPTIVE_OPERATIONS = frozenset({"detach", "terminate", "replace"})
+DISRUPTIVE_OPERATIONS = frozenset({"detach", "terminate", "replace", "weigh_out"})
 """Operations that take an instance out of service while they run."""
 
 
@@ -119,6 +119,7 @@ class _Record:
     attached: bool = True
     running: bool = True
     launching: bool = False
+    weight: int = FULL_WEIGHT
     # ``unhealthy_at_start``: unhealthy while it still runs this version.
     sick_version: str | None = None
 
@@ -415,6 +416,8 @@ class SimulatedFleet:
         record = self._records.get(instance_id)
         if record is None or record.launching or not record.attached or not record.running:
             return False
+        if record.weight == 0:
+            return False  # in the router, but sent no request
         return self._fault_health(record, flapping=False).healthy
 
     def serving_count(self) -> int:
@@ -548,6 +551,36 @@ class SimulatedFleet:
         with self._operation("attach", record.id):
             await self._perform("attach", record.id, record.version)
             record.attached = True
+
+    async def set_weight(self, instance: Instance, weight: int) -> None:
+        """Give ``instance`` a share of traffic (a :class:`~rolling.typing.WeightedRouter`).
+
+        A weight of 0 takes it out of service (the monitor counts it out from
+        the start of the call) without detaching it.
+
+        Raises:
+            ConfigError: ``weight`` is not an int from 0 to ``MAX_WEIGHT``.
+            SimulationError: The instance is unknown or terminated.
+        """
+        check_weight("SimulatedFleet.set_weight", weight)
+        record = self._live(instance.id, "set_weight", log=True)
+        op = "weigh_out" if weight == 0 else "weigh"
+        with self._operation(cast("Operation", op), record.id):
+            await checkpoint()
+            record.weight = weight
+
+    def weight_of(self, instance_id: str) -> int:
+        """The weight ``instance_id`` was given (``FULL_WEIGHT`` unless set)."""
+        return self._records[instance_id].weight
+
+    def traffic_share(self, version: str) -> float:
+        """The share of new requests, in percent, that ``version`` gets by weight now."""
+        weights = {
+            i: r.weight for i, r in self._records.items() if self.is_serving(i) or r.weight == 0
+        }
+        total = sum(weights.values())
+        on = sum(w for i, w in weights.items() if self._records[i].version == version)
+        return 100.0 * on / total if total else 0.0
 
     async def check(self, instance: Instance) -> HealthResult:
         """Probe ``instance`` once: healthy unless it is not running or a fault says otherwise.
