@@ -33,6 +33,8 @@ from rolling import (
     Analyze,
     Backoff,
     Batches,
+    BlueGreen,
+    Canary,
     FailurePolicy,
     Gate,
     InstanceOutcome,
@@ -44,6 +46,8 @@ from rolling import (
     RollbackMode,
     RollingUpdate,
     RolloutStatus,
+    SetCanaryScale,
+    SetWeight,
 )
 from rolling._effects import (
     IDLE,
@@ -59,13 +63,15 @@ from rolling._effects import (
     Sleep,
     Spawn,
     Survey,
+    Together,
     WaitReady,
     WaitStep,
 )
 from rolling._machine import INTERRUPT, STEP, WAKE, Machine, Start
 from rolling._settings import Settings
 from rolling._slot import Slot
-from rolling._strategy import ResolvedWindow
+from rolling._strategy import ResolvedWindow, Strategy
+from rolling.typing import FULL_WEIGHT
 
 SEQUENCES = int(os.environ.get("ROLLING_MACHINE_SEQUENCES", "20000"))
 PER_CONFIGURATION = 5
@@ -107,13 +113,57 @@ async def _gate() -> bool:  # never called: the test answers gates itself
 
 
 @st.composite
+def paired_strategies(draw: st.DrawFn) -> tuple[Strategy, list[Any], bool]:
+    """A canary (always weighted) or a blue-green (weighted or by attach and detach)."""
+    if draw(st.booleans()):
+        promotion = draw(
+            st.sampled_from(
+                [
+                    None,
+                    RollingUpdate(max_surge=1, max_unavailable=0),
+                    RollingUpdate(max_surge="25%"),
+                ]
+            )
+        )
+        canary = Canary(promotion=promotion, scale_down_delay=draw(st.sampled_from([0, 30])))
+        pool = [
+            SetWeight(5),
+            SetWeight(draw(st.sampled_from([0, 20, 50, 100]))),
+            SetCanaryScale(replicas=draw(st.sampled_from([0, 1, 3, "50%"]))),
+            SetCanaryScale(match_traffic_weight=True),
+            Pause(5),
+            Pause(),
+            Gate(_gate),
+            Analyze(_analysis("step"), inconclusive_timeout=60),
+            SetWeight(30),
+        ]
+        steps = draw(st.lists(st.sampled_from(pool), max_size=6))
+        return canary, steps, True
+    blue_green = BlueGreen(
+        preview_replicas=draw(st.sampled_from([None, 1, "50%"])),
+        pre_promotion=_analysis("pre") if draw(st.booleans()) else None,
+        post_promotion=_analysis("post") if draw(st.booleans()) else None,
+        auto_promote=draw(st.booleans()),
+        scale_down_delay=draw(st.sampled_from([0, 30])),
+    )
+    return blue_green, [], draw(st.booleans())
+
+
+@st.composite
 def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
     # Mostly small fleets, where interleavings are dense; some up to 500.
     tier = draw(st.integers(0, 19))
     size = draw(st.integers(1, 12 if tier < 14 else 60 if tier < 19 else 500))
     surge_ok = draw(st.booleans())
     can_replace = draw(st.booleans()) or not surge_ok
-    if draw(st.booleans()):
+    steps: list[Any] = []
+    weighted = False
+    strategy: Strategy
+    if draw(st.integers(0, 3)) == 0:
+        # A paired strategy: a new set beside the old one (an elastic driver).
+        surge_ok = True
+        strategy, steps, weighted = draw(paired_strategies())
+    elif draw(st.booleans()):
         sizes = draw(
             st.lists(
                 st.one_of(st.integers(1, 8), st.sampled_from(["5%", "20%", "50%"])),
@@ -121,7 +171,7 @@ def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
                 max_size=3,
             )
         )
-        strategy: RollingUpdate | Batches = Batches(
+        strategy = Batches(
             *sizes,
             surge=surge_ok and draw(st.booleans()),
             pause=draw(st.sampled_from([None, Pause(5), Pause()])),
@@ -133,8 +183,7 @@ def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
         if unavailable in {0, "0%"} and surge in {0, "0%"}:
             unavailable = 1
         strategy = RollingUpdate(max_unavailable=unavailable, max_surge=surge)
-    steps: list[Any] = []
-    if draw(st.booleans()):
+    if not isinstance(strategy, Canary | BlueGreen) and draw(st.booleans()):
         steps = [Advance(draw(st.integers(1, 3))), Pause(), Advance("100%"), Gate(_gate)]
         if draw(st.booleans()):
             steps.insert(1, Analyze(_analysis("step"), inconclusive_timeout=60))
@@ -159,13 +208,14 @@ def configurations(draw: st.DrawFn) -> tuple[Settings, int, float, int]:
         order=draw(st.sampled_from([Order(), Order.shuffled(3)])),
         waves=None,
         hooks=frozenset(draw(st.sampled_from([(), ("before_batch", "after_replace")]))),
-        has_router=draw(st.booleans()),
+        has_router=weighted or draw(st.booleans()),
         has_check=draw(st.booleans()),
         can_replace=can_replace,
         can_launch=surge_ok,
         journaled=draw(st.booleans()),
         seed=1,
         analysis=_analysis("background") if draw(st.booleans()) else None,
+        weighted=weighted,
     )
     fault = draw(st.sampled_from([0.0, 0.02, 0.1, 0.4]))
     return config, size, fault, draw(st.integers(0, 2**32 - 1 - PER_CONFIGURATION))
@@ -196,11 +246,23 @@ class Player:
     contrib: dict[int, tuple[int, int]] = attrs.Factory(dict[int, tuple[int, int]])
     serving: int = 0
     existing: int = 0
+    together: list[Any] = attrs.Factory(list[Any])
+    """The answers of a ``Together`` the main program waits on."""
+    together_left: int = 0
+    weights: dict[str, int] = attrs.Factory(dict[str, int])
 
     window: ResolvedWindow = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.window = self.config.window(len(self.fleet))
+        window = self.config.window(len(self.fleet))
+        if self.config.paired:
+            # A whole new set may stand beside the old one; a window promotion keeps its floor.
+            window = ResolvedWindow(
+                desired=window.desired,
+                max_unavailable=window.max_unavailable,
+                max_surge=window.desired,
+            )
+        self.window = window
 
     # -- invariants at the moment of an effect
 
@@ -216,9 +278,44 @@ class Player:
         for slot in self.machine.slots:
             self.refresh(slot)
 
-    def check_effect(self, effect: object, slot: Slot) -> None:
+    def slot_of(self, instance: object) -> Slot:
+        for slot in self.machine.slots:
+            if instance is slot.live or instance is slot.extra:
+                return slot
+        raise AssertionError(f"{instance} belongs to no slot")
+
+    def check_weight(self, effect: Call, slot: Slot | None) -> None:
+        """A weight of 0 on an old instance comes only once its new partner serves."""
+        instance, weight = effect.args
+        if slot is None:
+            slot = self.slot_of(instance)
+        if weight != 0 or self.cancelled or instance is not slot.live:
+            return
+        partner = slot.extra
+        if partner is not None and slot.extra_attached:
+            assert self.weights.get(partner.id, FULL_WEIGHT) > 0, "old out before its new one"
+        weights = self.weights
+        assert any(
+            (
+                s.live is not None
+                and s.attached
+                and s.live is not instance
+                and weights.get(s.live.id, FULL_WEIGHT)
+            )
+            or (s.extra is not None and s.extra_attached and weights.get(s.extra.id, FULL_WEIGHT))
+            for s in self.machine.slots
+        ), "every instance at weight 0"
+
+    def check_effect(self, effect: object, slot: Slot | None) -> None:
         if not isinstance(effect, Call):
             return
+        if effect.op == "set_weight":
+            self.check_weight(effect, slot)
+            return
+        if slot is None:
+            slot = self.slot_of(effect.args[0]) if effect.op in {"detach", "attach"} else None
+            if slot is None:
+                return
         window = self.window
         if effect.op == "detach":
             instance = effect.args[0]
@@ -253,6 +350,8 @@ class Player:
             return instance
         if effect.op == "terminate":
             self.terminated.add(effect.args[0].id)
+        if effect.op == "set_weight":
+            self.weights[effect.args[0].id] = effect.args[1]
         return None
 
     def answer(self, effect: Any, *, interrupted: bool) -> Any:  # noqa: C901, PLR0911, PLR0912 - one answer per kind
@@ -335,10 +434,13 @@ class Player:
         self.signals()
 
     def step_unit(self, key: int) -> None:
-        program, effect, start, interrupted = self.units[key]
+        program, effect, start, interrupted = self.units[key][:4]
         value = self.answer(effect, interrupted=interrupted)
         self.units[key][3] = False
         self.machine.clock(self.now)
+        if start is None:
+            self.step_together(key, program, value)
+            return
         try:
             effect = self.resume(program, value)
         except StopIteration as stop:
@@ -359,6 +461,41 @@ class Player:
         self.units[key][1] = effect
         self.signals()
 
+    def start_together(self, effect: Together) -> None:
+        """The main program waits while each of ``effect``'s programs runs like a unit."""
+        self.together = [None] * len(effect.programs)
+        self.together_left = len(effect.programs)
+        assert len(effect.slots) == len(effect.programs)
+        for index, (program, slot) in enumerate(zip(effect.programs, effect.slots, strict=True)):
+            self.machine.clock(self.now)
+            try:
+                first = program.send(None)
+            except StopIteration as stop:
+                self.together[index] = stop.value
+                self.together_left -= 1
+                continue
+            finally:
+                self.refresh(slot)
+            self.check_effect(first, slot)
+            self.units[id(program)] = [program, first, None, False, index, slot]
+        self.signals()
+
+    def step_together(self, key: int, program: Any, value: Any) -> None:
+        slot = self.units[key][5]
+        try:
+            effect = self.resume(program, value)
+        except StopIteration as stop:
+            self.together[self.units[key][4]] = stop.value
+            self.together_left -= 1
+            del self.units[key]
+            self.refresh(slot)
+            self.signals()
+            return
+        self.refresh(slot)
+        self.check_effect(effect, slot)
+        self.units[key][1] = effect
+        self.signals()
+
     def step_main(self) -> bool:
         """Advance the main program; False once it has ended."""
         assert self.main is not None
@@ -371,6 +508,10 @@ class Player:
         elif isinstance(effect, Spawn):
             for start in effect.units:
                 self.spawn(start)
+        elif isinstance(effect, Together):
+            if self.together_left:
+                return True  # its programs are still running
+            value, self.together = self.together, []
         elif (
             isinstance(effect, WaitStep | CheckGate)
             and not self.step_ended
@@ -392,6 +533,8 @@ class Player:
                 self.refresh_all()  # the main program changed slots: a resume, or the plan
         if isinstance(self.main_effect, WaitStep | CheckGate):
             self.step_ended = False
+        if isinstance(self.main_effect, Together):
+            self.start_together(self.main_effect)
         self.signals()
         return True
 
@@ -513,6 +656,8 @@ class Player:
                 assert slot.live is not None, slot
                 assert slot.live.version == target, slot
                 assert slot.attached, slot
+                # A weighted strategy leaves every instance at full weight.
+                assert self.weights.get(slot.live.id, FULL_WEIGHT) == FULL_WEIGHT, slot
         if result.status is RolloutStatus.ROLLED_BACK:
             for item in result.instances:
                 back = item.version == item.old_version and item.serving

@@ -132,6 +132,8 @@ class Together:
     """
 
     programs: Sequence[Any]
+    slots: Sequence[Any] = ()
+    """The slot each program works on, in the same order (for whoever tracks slots)."""
 
 
 @attrs.define

@@ -609,7 +609,11 @@ class Machine:
             if slot.extra is not None:
                 # A paired strategy halted or cancelled with both instances standing.
                 slot.strays += (slot.extra,)
+                slot.reason = slot.reason or f"left beside its new instance {slot.extra.id}"
                 slot.extra = None
+            if slot.outcome is InstanceOutcome.IN_PROGRESS:
+                slot.outcome = InstanceOutcome.INTERRUPTED
+                slot.reason = slot.reason or "interrupted"
         self.status = status
         self.result = RolloutResult(
             status=status,

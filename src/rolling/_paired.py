@@ -193,7 +193,7 @@ class Paired:
         yield from self._weigh(canaries, todo, None, "promote")
         if self._stopping():
             return
-        yield from self._together([self._units.retire(s) for s in canaries])
+        yield from self._together([(s, self._units.retire(s)) for s in canaries])
         if not self._stopping():
             yield from self._inner.forward(desired, promotion=True)
 
@@ -251,14 +251,15 @@ class Paired:
         pairs = pairs + (yield from self._stage(fresh))
         if self._stopping() or not pairs:
             return
-        reasons = yield Together([_guarded(self._units.switch(s)) for s in pairs])
+        reasons = yield Together([_guarded(self._units.switch(s)) for s in pairs], pairs)
         self._switched.update(pairs)
         if self._units.weighted:
             # Old instances with no pair of their own (failed ones) keep serving at full weight.
             others = [s for s in todo if s not in self._switched and s.live is not None]
+            full = [(s, s.live) for s in others] + self._new_side
             reasons += yield Together(
-                [_guarded(self._units.weigh(s, s.live, FULL_WEIGHT)) for s in others]
-                + [_guarded(self._units.weigh(s, i, FULL_WEIGHT)) for s, i in self._new_side]
+                [_guarded(self._units.weigh(s, i, FULL_WEIGHT)) for s, i in full],
+                [s for s, _ in full],
             )
         if self._failed_traffic(reasons, "switching to the new set"):
             return
@@ -273,7 +274,7 @@ class Paired:
             yield WaitStep(left)
         if self._stopping():
             return
-        yield from self._together([self._units.retire(s) for s in pairs])
+        yield from self._together([(s, self._units.retire(s)) for s in pairs])
         self._switched.clear()
 
     # ------------------------------------------------------------- pieces
@@ -289,10 +290,22 @@ class Paired:
             yield IDLE
 
     def _stage(self, slots: Sequence[Slot]) -> Generator[Any, Any, list[Slot]]:
-        """Stage ``slots`` side by side; the ones whose new instance is ready."""
+        """Stage ``slots`` side by side; the ones whose new instance is ready.
+
+        At most twice the fleet exists at once: a pair with no room fails.
+        """
+        machine = self._m
+        room = 2 * len(machine.slots) - sum(s.existing for s in machine.slots)
+        for slot in slots[max(room, 0) :]:
+            # Strays (instances that could not be terminated) hold the room a pair needs.
+            slot.outcome = InstanceOutcome.FAILED
+            slot.reason = "no room to launch: instances that could not be terminated hold it"
+            machine.phase(slot, Phase.FAILED, self._s.target, slot.reason)
+            machine.record_failure(slot)
+        slots = slots[: max(room, 0)]
         if not slots:
             return []
-        answers = yield Together([self._units.stage(s) for s in slots])
+        answers = yield Together([self._units.stage(s) for s in slots], slots)
         return [s for s, ok in zip(slots, answers, strict=True) if ok]
 
     def _scale(self, canaries: list[Slot], fresh: list[Slot], wanted: int) -> Program:
@@ -304,8 +317,8 @@ class Paired:
         if len(canaries) > wanted:
             extra = canaries[wanted:]
             del canaries[wanted:]
-            yield from self._together([self._units.unstage(s) for s in extra])
-            fresh[:0] = extra
+            yield from self._together([(s, self._units.unstage(s)) for s in extra])
+            fresh[:0] = [s for s in extra if s.extra is None and not s.strays]
 
     def _weigh(
         self, canaries: list[Slot], todo: list[Slot], percent: float | None, why: str
@@ -325,8 +338,15 @@ class Paired:
         weight_first, weight_second = (
             (new_weight, old_weight) if gaining_new else (old_weight, new_weight)
         )
-        reasons = yield Together([_guarded(units.weigh(s, i, weight_first)) for s, i in first])
-        reasons += yield Together([_guarded(units.weigh(s, i, weight_second)) for s, i in second])
+        reasons = yield Together(
+            [_guarded(units.weigh(s, i, weight_first)) for s, i in first], [s for s, _ in first]
+        )
+        if self._failed_traffic(reasons, "setting weights"):
+            return
+        reasons = yield Together(
+            [_guarded(units.weigh(s, i, weight_second)) for s, i in second],
+            [s for s, _ in second],
+        )
         if self._failed_traffic(reasons, "setting weights"):
             return
         if percent is None:
@@ -357,9 +377,10 @@ class Paired:
             self._m.policy_trigger(f"{doing} failed: {failed[0]}")
         return bool(failed)
 
-    def _together(self, programs: list[Program]) -> Program:
-        if programs:
-            yield Together(programs)
+    def _together(self, work: list[tuple[Slot, Program]]) -> Program:
+        """Run each slot's program side by side."""
+        if work:
+            yield Together([p for _, p in work], [s for s, _ in work])
 
     # ------------------------------------------------------------ rollback
 
@@ -380,14 +401,14 @@ class Paired:
             old = [(s, s.live) for s in serving if s.live.version != self._s.target]
             new = self._new_side + [(s, s.live) for s in replaced if s.attached]
             yield from self._together(
-                [_guarded(units.weigh(s, i, FULL_WEIGHT)) for s, i in old + new]
+                [(s, _guarded(units.weigh(s, i, FULL_WEIGHT))) for s, i in old + new]
             )
         else:
             yield from self._together(
-                [_guarded(units.switch_back(s)) for s in pairs if s in self._switched]
+                [(s, _guarded(units.switch_back(s))) for s in pairs if s in self._switched]
             )
         self._switched.clear()
-        yield from self._together([units.discard(s) for s in pairs])
+        yield from self._together([(s, units.discard(s)) for s in pairs])
         if replaced:
             yield from self._inner.revert(desired, announce=False)
 

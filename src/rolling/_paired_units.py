@@ -56,8 +56,13 @@ class PairedUnits(UnitPrograms):
         policy = self._s.failure
         machine.unit_began(slot)
         reason = ""
+        strays = len(slot.strays)
         try:
             for attempt in range(1, policy.retries + 2):
+                if len(slot.strays) > strays:
+                    # The pair's one instance of room is held by what it could not terminate.
+                    reason = f"{reason}; no room to launch again: {slot.strays[-1].id} is left"
+                    break
                 slot.attempts += 1
                 try:
                     yield from self._stage_once(slot, target)
@@ -102,12 +107,19 @@ class PairedUnits(UnitPrograms):
         """Take the new instance away; one that cannot be terminated stays a stray."""
         if slot.extra is None:
             return
-        try:
-            if self.weighted and slot.extra_attached:
+        reasons = []
+        if self.weighted and slot.extra_attached:
+            try:
                 yield from self.weigh(slot, slot.extra, 0)
+            except Failed as exc:
+                reasons.append(exc.reason)  # the detach below takes it out all the same
+        try:
             yield from self._drop_extra(slot, version)
         except Failed as exc:
-            slot.reason = f"{slot.reason}; cleanup: {exc.reason}" if slot.reason else exc.reason
+            reasons.append(exc.reason)
+        if reasons:
+            why = "; ".join(reasons)
+            slot.reason = f"{slot.reason}; cleanup: {why}" if slot.reason else why
 
     def unstage(self, slot: Slot) -> Program:
         """A canary the scale no longer wants: out of traffic and gone; its pair is pending."""
@@ -155,18 +167,27 @@ class PairedUnits(UnitPrograms):
         target = self._s.target
         machine = self._m
         old = slot.live
+        kept = ""
         if slot.attached:
-            yield from self.detach(slot, old, target)
+            try:
+                yield from self.detach(slot, old, target)
+            except Failed as exc:
+                # Still in the router (at weight 0, or beside the new one): never terminated so.
+                kept = f"old instance {old.id} left in the router: {exc.reason}"
         # Swap first, so a terminate that fails leaves a stray, not an instance to roll back.
         new, slot.extra = slot.extra, None
         slot.attached, slot.extra_attached = True, False
         slot.ready = True
         yield from self._set_live(slot, new)
-        try:
-            yield from self._terminate(slot, old, target)
-        except Failed as exc:
+        if kept:
             slot.strays += (old,)
-            slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
+            slot.reason = kept
+        else:
+            try:
+                yield from self._terminate(slot, old, target)
+            except Failed as exc:
+                slot.strays += (old,)
+                slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
         slot.outcome = InstanceOutcome.UPDATED
         machine.phase(slot, Phase.UPDATED, target)
         machine.record_success()
