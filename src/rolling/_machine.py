@@ -68,7 +68,6 @@ from typing import Any
 from ._analyses import ANALYZE, Analyses
 from ._analysis import MeasureContext
 from ._effects import (
-    Failed,
     ListInstances,
     LoadJournal,
     Record,
@@ -82,10 +81,11 @@ from ._paired import Paired
 from ._paired_units import PairedUnits
 from ._passes import Pass, Passes, Start
 from ._policies import DeadlineAction, RollbackMode
-from ._recovery import Recovered, reconcile, recover
+from ._recovery import recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
+from ._resuming import Resumption
 from ._settings import Settings, check_fleet
-from ._slot import Slot, changed, instance_result
+from ._slot import Slot, instance_result
 from ._steps import Step
 from ._unit import UnitPrograms
 from .events import (
@@ -140,8 +140,7 @@ class Machine:
         self._consecutive = 0
         self._desired = 0
         self._budget = 0
-        self._recovered: Recovered | None = None
-        self._doomed: tuple[Any, ...] = ()
+        self._resumption: Resumption | None = None
         rng = random.Random(settings.seed)
         self._passes: Passes | Paired
         if settings.paired:
@@ -387,14 +386,11 @@ class Machine:
         if settings.journaled:
             recovered = recover((yield LoadJournal()), target=settings.target)
         instances = list((yield ListInstances()))
-        if len({i.id for i in instances}) != len(instances):
-            ids = collections.Counter(i.id for i in instances)
-            duplicates = sorted(i for i, count in ids.items() if count > 1)
-            msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
-            raise RollingError(msg)
+        _check_unique(instances)
         check_fleet(settings.steps, len(instances) if recovered is None else len(recovered.fleet))
         if recovered is not None:
-            yield from self._plan_resume(recovered, instances)
+            self._resumption = Resumption(self, self._units, recovered, self._tally)
+            yield from self._resumption.plan(instances)
         else:
             healthy = (yield Survey(instances)) if settings.has_check else [True] * len(instances)
             for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True)):
@@ -415,7 +411,8 @@ class Machine:
         self._desired = len(self.slots)
         self._tally[InstanceOutcome.PENDING] = len(self.slots)
         self._budget = settings.failure.budget(self._desired)
-        yield from self._resume()
+        if self._resumption is not None:
+            yield from self._resumption.finish_dead_work()
         if self._stop_mode is None:
             yield from self._passes.forward(self._desired)
         yield from self._analyses.after_forward()
@@ -430,68 +427,17 @@ class Machine:
         if settings.journaled:
             yield Record({"t": "end", "status": str(self.status)}, sync=True)
 
-    def _plan_resume(self, recovered: Recovered, instances: Sequence[Any]) -> Program:
-        """Rebuild the slots of an unfinished rollout from its journal and the live fleet."""
-        matched = reconcile(recovered, instances)
-        present = [i for i in (matched.live[key] for key, _ in recovered.fleet) if i is not None]
-        answers = (yield Survey(present)) if self._s.has_check else [True] * len(present)
-        healthy = dict(zip((i.id for i in present), answers, strict=True))
-        for position, (key, old_version) in enumerate(recovered.fleet):
-            instance = matched.live[key]
-            attached = matched.attached[key]
-            ok = instance is not None and healthy[instance.id]
-            self.slots.append(
-                Slot(
-                    key=key,
-                    position=position,
-                    old_version=old_version,
-                    live=instance,
-                    serving_at_start=ok and attached,
-                    ready=ok,
-                    attached=attached,
-                    tally=self._tally,
-                )
-            )
-        self._recovered = recovered
-        self._doomed = matched.doomed
+    def mark_changed(self, slot: Slot) -> None:
+        """``slot`` changed now: the rollback takes the newest first."""
+        self._seq += 1
+        slot.changed_seq = self._seq
 
-    def _resume(self) -> Program:
-        """Finish what a dead controller left half-done, before rolling on."""
-        recovered = self._recovered
-        if recovered is None:
-            return
-        units = self._units
-        for stray in self._doomed:
-            holder = Slot(
-                key=stray.id, position=-1, old_version="", live=stray, serving_at_start=False
-            )
-            try:
-                yield from units.call(holder, "terminate", stray, "", "driver.terminate", stray)
-            except Failed as exc:
-                msg = f"could not clean up {stray.id} before resuming: {exc.reason}"
-                raise RollingError(msg) from None
-        for slot in self.slots:
-            live = slot.live
-            if live is not None and not slot.attached and slot.ready:
-                # Left out of traffic by the dead controller, and healthy: put it back.
-                yield from units.attach(slot, live, live.version)
-                slot.serving_at_start = True
-            if live is not None and slot.attached and live.version == self._s.target:
-                slot.outcome = (
-                    InstanceOutcome.SKIPPED
-                    if slot.old_version == self._s.target
-                    else InstanceOutcome.UPDATED
-                )
-                self._seq += 1
-                slot.changed_seq = self._seq
-        if recovered.rolling_back:
-            self.stop_reason = f"resumed rollback: {recovered.reason}"
-            self._stop_mode = RollbackMode.REVERT
-            aborted = recovered.reason.startswith("aborted")
-            self._stop_status = RolloutStatus.ABORTED if aborted else RolloutStatus.ROLLED_BACK
-            for slot in self.slots:
-                if slot.outcome is InstanceOutcome.PENDING and changed(slot):
-                    slot.outcome = InstanceOutcome.INTERRUPTED
+    def resume_rollback(self, reason: str) -> None:
+        """The dead controller was rolling back: the resumed run rolls back too."""
+        self.stop_reason = f"resumed rollback: {reason}"
+        self._stop_mode = RollbackMode.REVERT
+        aborted = reason.startswith("aborted")
+        self._stop_status = RolloutStatus.ABORTED if aborted else RolloutStatus.ROLLED_BACK
 
     # -------------------------------------------------------------- units
 
@@ -649,3 +595,11 @@ class Machine:
     def current_step(self) -> Step | None:
         """The pause or gate being waited on, if any."""
         return self._holds.current
+
+
+def _check_unique(instances: Sequence[Any]) -> None:
+    if len({i.id for i in instances}) != len(instances):
+        ids = collections.Counter(i.id for i in instances)
+        duplicates = sorted(i for i, count in ids.items() if count > 1)
+        msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
+        raise RollingError(msg)

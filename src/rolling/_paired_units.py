@@ -107,7 +107,7 @@ class PairedUnits(UnitPrograms):
         """Take the new instance away; one that cannot be terminated stays a stray."""
         if slot.extra is None:
             return
-        reasons = []
+        reasons: list[str] = []
         if self.weighted and slot.extra_attached:
             try:
                 yield from self.weigh(slot, slot.extra, 0)
