@@ -254,15 +254,7 @@ class Player:
     window: ResolvedWindow = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        window = self.config.window(len(self.fleet))
-        if self.config.paired:
-            # A whole new set may stand beside the old one; a window promotion keeps its floor.
-            window = ResolvedWindow(
-                desired=window.desired,
-                max_unavailable=window.max_unavailable,
-                max_surge=window.desired,
-            )
-        self.window = window
+        self.window = self.config.bounds(len(self.fleet))
 
     # -- invariants at the moment of an effect
 

@@ -20,7 +20,20 @@ from hypothesis import strategies as st
 
 import rolling
 from helpers import ElasticOnly, monitor_for
-from rolling import Batches, FailurePolicy, Readiness, RollingUpdate, Rollout, RolloutStatus
+from rolling import (
+    Batches,
+    BlueGreen,
+    Canary,
+    FailurePolicy,
+    Pause,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    RolloutStatus,
+    SetCanaryScale,
+    SetWeight,
+    Strategy,
+)
 from rolling.testing import EventRecorder, Fault, InvariantMonitor, Latency, SimulatedFleet
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +46,8 @@ EXAMPLES = int(os.environ.get("ROLLING_PROPERTY_EXAMPLES", "300"))
 class Scenario:
     size: int
     seed: int
-    strategy: RollingUpdate | Batches
+    strategy: Strategy
+    steps: tuple[Any, ...]
     elastic_only: bool
     retries: int
     max_failed: int | str
@@ -50,8 +64,27 @@ class Scenario:
 count_or_pct = st.one_of(st.integers(0, 6), st.sampled_from(["0%", "10%", "25%", "50%", "100%"]))
 
 
+CANARY_STEPS = (
+    SetWeight(10),
+    SetWeight(50),
+    Pause(3),
+    SetCanaryScale(replicas="20%"),
+    SetCanaryScale(match_traffic_weight=True),
+    SetWeight(100),
+)
+
+
 @st.composite
-def strategies(draw: st.DrawFn) -> RollingUpdate | Batches:
+def strategies(draw: st.DrawFn) -> Strategy:
+    kind = draw(st.integers(0, 7))
+    if kind == 0:
+        promotion = draw(st.sampled_from([None, RollingUpdate(max_surge="25%")]))
+        return Canary(promotion=promotion, scale_down_delay=draw(st.sampled_from([0, 5])))
+    if kind == 1:
+        return BlueGreen(
+            preview_replicas=draw(st.sampled_from([None, 1, "50%"])),
+            scale_down_delay=draw(st.sampled_from([0, 5])),
+        )
     if draw(st.booleans()):
         sizes = draw(
             st.lists(
@@ -73,6 +106,7 @@ scenarios = st.builds(
     size=st.integers(1, 200),
     seed=st.integers(0, 2**32),
     strategy=strategies(),
+    steps=st.lists(st.sampled_from(CANARY_STEPS), max_size=4).map(tuple),
     elastic_only=st.booleans(),
     retries=st.integers(0, 2),
     max_failed=st.one_of(st.integers(0, 5), st.sampled_from(["10%", "50%", "100%"])),
@@ -147,6 +181,7 @@ async def run_scenario(scenario: Scenario) -> tuple[InvariantMonitor, rolling.Ro
         driver,
         "v2",
         strategy=strategy,
+        steps=scenario.steps if isinstance(strategy, Canary) else (),
         router=fleet,
         readiness=Readiness(
             check=fleet, period=1, timeout=2, deadline=30, min_ready=scenario.min_ready

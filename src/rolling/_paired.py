@@ -15,7 +15,9 @@ meets them:
    the canary set to its scale, the weight's share of the fleet rounded up,
    at least one while ``p > 0``, unless ``SetCanaryScale`` fixed it; then
    every instance's weight is set (:mod:`rolling._weights`), the side that
-   gains traffic first. ``Pause``, ``Gate``, ``Analyze`` and ``SetFlag`` are
+   gains traffic first. The availability floor holds on what gets traffic: a
+   canary set smaller than the floor never takes every request (at 100 % the
+   stable set keeps weight 1). ``Pause``, ``Gate``, ``Analyze`` and ``SetFlag`` are
    held as in any strategy (:mod:`rolling._holds`); a pause holds before the
    next step. ``promote(full=True)`` skips to the promotion.
 3. **Promotion.** All at once (``Canary(promotion=None)``, and
@@ -138,7 +140,7 @@ class Paired:
         for slot in skipped:
             slot.outcome = InstanceOutcome.SKIPPED
             machine.phase(slot, Phase.SKIPPED, settings.target)
-        window = settings.window(desired)
+        window = settings.bounds(desired)
         machine.emit(
             RolloutStarted,
             target=settings.target,
@@ -147,8 +149,7 @@ class Paired:
             skipped=tuple(s.key for s in skipped),
             unhealthy=tuple(s.key for s in machine.slots if not s.serving_at_start),
             max_unavailable=window.max_unavailable,
-            # A whole new set may stand beside the old one (a canary at 100 %, green).
-            max_surge=desired,
+            max_surge=window.max_surge,
         )
         if "before_rollout" in settings.hooks:
             try:
@@ -331,7 +332,12 @@ class Paired:
             new_weight = old_weight = FULL_WEIGHT
             gaining_new = True
         else:
-            new_weight, old_weight = canary_weights(percent, len(new), len(old))
+            # The availability floor holds on what gets traffic: a canary set smaller than
+            # the floor never takes every request from the stable set.
+            floor = self._s.bounds(len(self._m.slots)).floor
+            new_weight, old_weight = canary_weights(
+                percent, len(new), len(old), keep_stable=len(new) < floor
+            )
             gaining_new = percent >= self._percent_before
         self._percent_before = percent if percent is not None else 100.0
         first, second = (new, old) if gaining_new else (old, new)

@@ -265,9 +265,12 @@ class Rollout(Generic[InstanceT]):
         """The availability budget for a fleet of ``desired`` instances.
 
         For :class:`~rolling.Batches`, ``max_unavailable`` is the largest batch
-        (or, with ``surge=True``, ``max_surge`` is).
+        (or, with ``surge=True``, ``max_surge`` is). :class:`~rolling.Canary`
+        and :class:`~rolling.BlueGreen` may stand a whole new set beside the
+        old one, so their ``max_surge`` is ``desired``; a canary promoted
+        through a window takes its ``max_unavailable``.
         """
-        return self._settings.window(desired)
+        return self._settings.bounds(desired)
 
     def _runner(self) -> Runner:
         self._claim()

@@ -90,6 +90,13 @@ class Settings:
         readiness = self.readiness
         return not self.has_check and readiness.initial_delay == 0 and readiness.min_ready == 0
 
+    def bounds(self, desired: int) -> ResolvedWindow:
+        """What the whole rollout keeps to: its window, but a paired strategy may add a set."""
+        window = self.window(desired)
+        if self.paired:
+            return attrs.evolve(window, max_surge=desired)
+        return window
+
     def window(self, desired: int) -> ResolvedWindow:
         """The availability budget for a fleet of ``desired`` instances.
 

@@ -224,7 +224,10 @@ class SetWeight:
     The canary set grows first when it has to (see :class:`SetCanaryScale`):
     new instances are launched and ready, and join the router at weight 0,
     before any weight moves to them. Then every instance's weight is set so the
-    canary set gets the share asked for and the stable set the rest.
+    canary set gets the share asked for and the stable set the rest, as
+    closely as whole weights allow (:class:`~rolling.TrafficShifted` says the
+    share achieved). A canary set smaller than the availability floor never
+    takes every request: at 100 % the stable set keeps the least weight.
 
     Attributes:
         percent: The canary set's share of new requests, 0 to 100.

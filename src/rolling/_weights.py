@@ -23,12 +23,20 @@ def share(canaries: int, canary_weight: int, stables: int, stable_weight: int) -
     return 100.0 * canary / total if total else 0.0
 
 
-def canary_weights(percent: float, canaries: int, stables: int) -> tuple[int, int]:
-    """The (canary, stable) weights closest to giving ``canaries`` ``percent`` % of requests."""
+def canary_weights(
+    percent: float, canaries: int, stables: int, *, keep_stable: bool = False
+) -> tuple[int, int]:
+    """The (canary, stable) weights closest to giving ``canaries`` ``percent`` % of requests.
+
+    With ``keep_stable``, the stable side never goes to 0: at 100 % it keeps
+    weight 1 (the canaries are too few to serve alone under the floor).
+    """
     if canaries == 0 or percent <= 0:
         return 0, FULL_WEIGHT
-    if stables == 0 or percent >= 100:  # noqa: PLR2004 - a percentage
+    if stables == 0:
         return FULL_WEIGHT, 0
+    if percent >= 100:  # noqa: PLR2004 - a percentage
+        return (MAX_WEIGHT, 1) if keep_stable else (FULL_WEIGHT, 0)
     best = (FULL_WEIGHT, FULL_WEIGHT)
     best_key = (float("inf"), 0)
     ratio = percent * stables / ((100 - percent) * canaries)

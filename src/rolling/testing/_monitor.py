@@ -322,7 +322,8 @@ def _item_truth(item: InstanceResult, fleet: SimulatedFleet) -> list[str]:
     for stray in item.strays:
         if not fleet.is_live(stray):
             found.append(f"{where} names stray {stray}, which is not live")
-        elif fleet.is_attached(stray):
+        elif fleet.is_attached(stray) and fleet.weight_of(stray) > 0:
+            # At weight 0 it is in the router but sent nothing (a paired strategy's leftover).
             found.append(f"{where} names stray {stray}, which is in traffic")
     current = item.current_id
     if current is None:
