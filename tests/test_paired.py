@@ -1,0 +1,511 @@
+"""Canary and BlueGreen on a simulated fleet: steps, weights, switches, rollbacks and resume."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import rolling
+from helpers import MUTATING, ElasticOnly, monitor_for, rollout_for
+from rolling import (
+    Advance,
+    Analysis,
+    BlueGreen,
+    Canary,
+    ConfigError,
+    InstanceOutcome,
+    Metric,
+    Pause,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    RolloutStatus,
+    SetCanaryScale,
+    SetWeight,
+    TrafficShifted,
+)
+from rolling._weights import canary_weights, share
+from rolling.testing import EventRecorder, FleetChange, Latency, MemoryJournal, SimulatedFleet
+from rolling.typing import FULL_WEIGHT, MAX_WEIGHT
+
+pytestmark = pytest.mark.anyio
+
+WEIGHING = MUTATING | {"weigh", "weigh_out"}
+
+
+class PlainRouter:
+    """A router with attach and detach only (no weights), over a simulated fleet."""
+
+    def __init__(self, fleet: SimulatedFleet) -> None:
+        self.fleet = fleet
+        self.calls: list[tuple[str, str]] = []
+
+    async def attach(self, instance: Any) -> None:
+        self.calls.append(("attach", instance.id))
+        await self.fleet.attach(instance)
+
+    async def detach(self, instance: Any) -> None:
+        self.calls.append(("detach", instance.id))
+        await self.fleet.detach(instance)
+
+
+def canary_rollout(fleet: SimulatedFleet, steps: list[Any], **options: Any) -> Rollout[Any]:
+    return Rollout(
+        fleet,
+        "v2",
+        strategy=options.pop("strategy", Canary()),
+        router=fleet,
+        readiness=Readiness(check=fleet, period=1, deadline=30),
+        steps=steps,
+        **options,
+    )
+
+
+def all_full(fleet: SimulatedFleet) -> bool:
+    return all(fleet.weight_of(i.id) == FULL_WEIGHT for i in fleet.instances)
+
+
+# ----------------------------------------------------------------- configuration
+
+
+async def _never(_context: object) -> float:  # pragma: no cover - never measured
+    return 0.0
+
+
+def test_configuration_errors_name_the_field() -> None:
+    fleet = SimulatedFleet(3)
+    with pytest.raises(ConfigError, match=r"Rollout\.router.*no router"):
+        Rollout(fleet, "v2", strategy=Canary())
+    with pytest.raises(ConfigError, match=r"Rollout\.router.*PlainRouter has no set_weight"):
+        Rollout(fleet, "v2", strategy=Canary(), router=PlainRouter(fleet))
+
+    class InPlaceOnly:
+        async def list_instances(self) -> Any:
+            return await fleet.list_instances()
+
+        async def replace(self, instance: Any, version: str) -> Any:
+            return await fleet.replace(instance, version)  # pragma: no cover
+
+    for strategy in (Canary(), BlueGreen()):
+        with pytest.raises(ConfigError, match=r"Rollout\.strategy.*cannot launch"):
+            Rollout(InPlaceOnly(), "v2", strategy=strategy, router=fleet)
+    with pytest.raises(ConfigError, match=r"steps\[0\].*SetWeight, not Advance"):
+        Rollout(fleet, "v2", strategy=Canary(), router=fleet, steps=[Advance(1)])
+    with pytest.raises(ConfigError, match=r"steps\[1\].*Canary strategy only"):
+        Rollout(fleet, "v2", steps=[Pause(1), SetWeight(5)])
+    with pytest.raises(ConfigError, match=r"steps\[0\].*BlueGreen takes no steps"):
+        Rollout(fleet, "v2", strategy=BlueGreen(), router=fleet, steps=[Pause(1)])
+    with pytest.raises(ConfigError, match=r"SetWeight\.percent"):
+        SetWeight(101)
+    with pytest.raises(ConfigError, match=r"SetWeight\.percent"):
+        SetWeight(True)
+    with pytest.raises(ConfigError, match="exactly one"):
+        SetCanaryScale()
+    with pytest.raises(ConfigError, match="exactly one"):
+        SetCanaryScale(replicas=1, match_traffic_weight=True)
+    with pytest.raises(ConfigError, match=r"SetCanaryScale\.replicas"):
+        SetCanaryScale(replicas=-1)
+    with pytest.raises(ConfigError, match=r"BlueGreen\.auto_promote_after"):
+        BlueGreen(auto_promote_after=5)
+    with pytest.raises(ConfigError, match=r"BlueGreen\.preview_replicas"):
+        BlueGreen(preview_replicas=0)
+    with pytest.raises(ConfigError, match=r"BlueGreen\.pre_promotion"):
+        BlueGreen(pre_promotion="errors")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"Canary\.promotion"):
+        Canary(promotion="25%")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"Canary\.scale_down_delay"):
+        Canary(scale_down_delay=-1)
+
+
+def test_the_window_of_a_paired_strategy_allows_a_whole_new_set() -> None:
+    fleet = SimulatedFleet(8)
+    window = Rollout(fleet, "v2", strategy=BlueGreen(), router=fleet).window(8)
+    assert (window.max_unavailable, window.max_surge, window.floor, window.ceiling) == (0, 8, 8, 16)
+    promoted = Canary(promotion=RollingUpdate(max_unavailable=2, max_surge=1))
+    window = Rollout(fleet, "v2", strategy=promoted, router=fleet).window(8)
+    assert (window.max_unavailable, window.max_surge) == (2, 8)
+    assert BlueGreen(preview_replicas="25%").preview(7) == 2
+    assert BlueGreen(preview_replicas=10).preview(7) == 7
+
+
+# ----------------------------------------------------------------------- weights
+
+
+@given(
+    percent=st.floats(0.5, 99.5),
+    canaries=st.integers(1, 50),
+    stables=st.integers(1, 500),
+)
+def test_canary_weights_are_the_closest_whole_weights(
+    percent: float, canaries: int, stables: int
+) -> None:
+    new, old = canary_weights(percent, canaries, stables)
+    assert 1 <= new <= MAX_WEIGHT
+    assert 1 <= old <= MAX_WEIGHT
+    got = share(canaries, new, stables, old)
+    # No pair of whole weights with the canary side at the same stable weight does better.
+    for other in (new - 1, new + 1):
+        if 1 <= other <= MAX_WEIGHT:
+            assert abs(got - percent) <= abs(share(canaries, other, stables, old) - percent) + 1e-9
+    # Reachable shares are met within a tenth of a point.
+    lowest = share(canaries, 1, stables, MAX_WEIGHT)
+    highest = share(canaries, MAX_WEIGHT, stables, 1)
+    if lowest + 0.1 <= percent <= highest - 0.1:
+        assert abs(got - percent) < 0.1, (new, old, got)
+
+
+def test_canary_weights_at_the_ends() -> None:
+    assert canary_weights(0, 3, 10) == (0, FULL_WEIGHT)
+    assert canary_weights(50, 0, 10) == (0, FULL_WEIGHT)
+    assert canary_weights(100, 3, 10) == (FULL_WEIGHT, 0)
+    assert canary_weights(100, 3, 10, keep_stable=True) == (MAX_WEIGHT, 1)
+    assert canary_weights(40, 3, 0) == (FULL_WEIGHT, 0)
+    assert canary_weights(5, 1, 9) == (45, 95)
+    assert share(0, 1, 0, 1) == 0.0
+
+
+# ------------------------------------------------------------------------ canary
+
+
+async def test_a_canary_follows_its_steps_and_ends_on_the_new_version() -> None:
+    fleet = SimulatedFleet(10)
+    recorder = EventRecorder()
+    steps = [SetWeight(10), Pause(30), SetWeight(25), Pause(30), SetWeight(50), Pause(30)]
+    rollout = canary_rollout(fleet, steps, observers=[recorder])
+    monitor = monitor_for(rollout, fleet)
+    seen: list[tuple[float, dict[str, int], float]] = []
+    async with rollout.start():
+        await anyio.sleep(15)
+        for _ in range(3):  # inside each pause
+            await anyio.sleep(0 if not seen else 30)
+            seen.append((fleet.traffic_share("v2"), fleet.version_counts(), anyio.current_time()))
+    result = rollout_result(recorder)
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert [round(s, 6) for s, _, _ in seen] == [10.0, 25.0, 50.0]
+    # The canary set follows the weight: 10 % and 25 % of 10 rounded up, then half.
+    assert [counts.get("v2") for _, counts, _ in seen] == [1, 3, 5]
+    assert all(counts["v1"] == 10 for _, counts, _ in seen)
+    shifts = recorder.of_type(TrafficShifted)
+    assert [(e.percent, e.reason) for e in shifts] == [
+        (10.0, "step"),
+        (25.0, "step"),
+        (50.0, "step"),
+        (100.0, "switch"),
+    ]
+    assert fleet.version_counts() == {"v2": 10}
+    assert all_full(fleet)
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+
+
+def rollout_result(recorder: EventRecorder) -> rolling.RolloutResult:
+    (finished,) = recorder.of_type(rolling.RolloutFinished)
+    return finished.result
+
+
+async def test_an_explicit_canary_scale_holds_until_the_next_one() -> None:
+    fleet = SimulatedFleet(10)
+    steps = [
+        SetCanaryScale(replicas=4),
+        SetWeight(10),
+        Pause(10),
+        SetCanaryScale(match_traffic_weight=True),
+        SetWeight(10),
+        Pause(10),
+    ]
+    rollout = canary_rollout(fleet, steps)
+    counts: list[int] = []
+    async with rollout.start() as handle:
+        await anyio.sleep(5)
+        counts.append(fleet.version_counts().get("v2", 0))
+        assert round(fleet.traffic_share("v2"), 6) == 10.0
+        await anyio.sleep(10)
+        counts.append(fleet.version_counts().get("v2", 0))
+    assert counts == [4, 1]  # the scale shrank back to the weight's share: one canary
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+
+
+async def test_abort_during_a_canary_leaves_the_stable_set_untouched_at_full_weight() -> None:
+    fleet = SimulatedFleet(6)
+    before = {i.id for i in fleet.instances}
+    rollout = canary_rollout(fleet, [SetWeight(20), Pause()])
+    monitor = monitor_for(rollout, fleet)
+    async with rollout.start() as handle:
+        await anyio.sleep(10)
+        assert fleet.version_counts() == {"v1": 6, "v2": 2}
+        handle.abort()
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    assert {i.id for i in fleet.instances} == before
+    assert fleet.version_counts() == {"v1": 6}
+    assert all_full(fleet)
+    assert [i.outcome for i in result.instances].count(InstanceOutcome.REVERTED) == 2
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+
+
+async def test_promote_full_skips_the_steps_left() -> None:
+    fleet = SimulatedFleet(4)
+    recorder = EventRecorder()
+    rollout = canary_rollout(
+        fleet, [SetWeight(25), Pause(), SetWeight(50), Pause()], observers=[recorder]
+    )
+    async with rollout.start() as handle:
+        await anyio.sleep(5)
+        handle.promote(full=True)
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert [e.percent for e in recorder.of_type(TrafficShifted)] == [25.0, 100.0]
+    assert fleet.version_counts() == {"v2": 4}
+
+
+async def test_a_failing_canary_rolls_back_and_terminates_what_it_launched() -> None:
+    fleet = SimulatedFleet(5)
+    fleet.fault(version="v2", never_ready=True)
+    rollout = canary_rollout(fleet, [SetWeight(40), Pause(10)])
+    monitor = monitor_for(rollout, fleet)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert fleet.version_counts() == {"v1": 5}
+    assert len(fleet.instances) == 5
+    assert all_full(fleet)
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+
+
+async def test_a_canary_promoted_through_a_window() -> None:
+    fleet = SimulatedFleet(8)
+    recorder = EventRecorder()
+    strategy = Canary(promotion=RollingUpdate(max_unavailable=0, max_surge=2))
+    rollout = canary_rollout(
+        fleet, [SetWeight(25), Pause(5)], strategy=strategy, observers=[recorder]
+    )
+    monitor = monitor_for(rollout, fleet)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 8}
+    assert all_full(fleet)
+    # Everyone at full weight first; then the window replaces the rest, never above 8 + 8.
+    assert [e.reason for e in recorder.of_type(TrafficShifted)] == ["step", "promote"]
+    assert monitor.max_existing <= 10  # 8 old + 2 canaries, then the window's surge of 2
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+
+
+async def test_a_canary_below_the_floor_never_takes_every_request() -> None:
+    fleet = SimulatedFleet(5)
+    recorder = EventRecorder()
+    rollout = canary_rollout(
+        fleet, [SetCanaryScale(replicas=1), SetWeight(100), Pause(10)], observers=[recorder]
+    )
+    async with rollout.start():
+        await anyio.sleep(5)
+        assert all(fleet.weight_of(i.id) == 1 for i in fleet.instances if i.version == "v1")
+    step = recorder.of_type(TrafficShifted)[1]  # [0]: the scale step, at weight 0
+    assert (step.percent, step.new_weight, step.old_weight) == (100.0, MAX_WEIGHT, 1)
+    assert step.achieved == pytest.approx(100 * 256 / 261)
+
+
+# -------------------------------------------------------------------- blue-green
+
+
+async def test_blue_green_keeps_blue_for_the_delay_then_terminates_it() -> None:
+    fleet = SimulatedFleet(4, latency=Latency(launch=2))
+    blue = {i.id for i in fleet.instances}
+    recorder = EventRecorder()
+    rollout = Rollout(
+        fleet, "v2", strategy=BlueGreen(scale_down_delay=60), router=fleet, observers=[recorder]
+    )
+    monitor = monitor_for(rollout, fleet)
+    async with rollout.start():
+        await anyio.sleep(30)
+        assert blue <= {i.id for i in fleet.instances}
+        assert fleet.traffic_share("v2") == 100.0
+        assert all(fleet.weight_of(i) == 0 for i in blue)
+        await anyio.sleep(40)
+        assert not blue & {i.id for i in fleet.instances}
+    (switch,) = recorder.of_type(TrafficShifted)
+    finished = rollout_result(recorder)
+    assert finished.status is RolloutStatus.SUCCEEDED
+    assert finished.finished_at - switch.at == pytest.approx(60, abs=1)
+    assert monitor.max_existing == 8
+    monitor.check_result(finished, fleet)
+    monitor.assert_ok()
+
+
+async def _bad(_context: object) -> float:
+    return 1.0
+
+
+BAD = Analysis(
+    name="errors", metrics=[Metric(name="errors", provider=_bad, failure=lambda v: v > 0.5)]
+)
+
+
+@pytest.mark.parametrize("weighted", [True, False], ids=["weights", "attach-detach"])
+async def test_a_failed_post_promotion_analysis_switches_back(weighted: bool) -> None:
+    fleet = SimulatedFleet(3)
+    router: Any = fleet if weighted else PlainRouter(fleet)
+    rollout = Rollout(
+        fleet, "v2", strategy=BlueGreen(post_promotion=BAD, scale_down_delay=60), router=router
+    )
+    monitor = monitor_for(rollout, fleet)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert "errors" in result.reason
+    assert fleet.version_counts() == {"v1": 3}
+    assert all_full(fleet)
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+    if not weighted:
+        calls = router.calls
+        # Green goes in at the switch, never before; each blue leaves only after its green came.
+        assert calls[0][0] == "attach"
+        assert [op for op, _ in calls].count("attach") == 6  # 3 green in, 3 blue back
+        assert [op for op, _ in calls].count("detach") == 6  # 3 blue out, 3 green out
+        first_detach = next(i for i, (op, _) in enumerate(calls) if op == "detach")
+        assert first_detach >= 1
+
+
+async def test_a_failed_pre_promotion_analysis_never_switches() -> None:
+    fleet = SimulatedFleet(3)
+    recorder = EventRecorder()
+    rollout = Rollout(
+        fleet,
+        "v2",
+        strategy=BlueGreen(pre_promotion=BAD),
+        router=fleet,
+        observers=[recorder],
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert not recorder.of_type(TrafficShifted)
+    assert fleet.version_counts() == {"v1": 3}
+
+
+async def test_blue_green_waits_for_a_promote_or_its_timer() -> None:
+    fleet = SimulatedFleet(2)
+    rollout = Rollout(
+        fleet, "v2", strategy=BlueGreen(auto_promote=False, scale_down_delay=0), router=fleet
+    )
+    async with rollout.start() as handle:
+        await anyio.sleep(100)
+        assert handle.status().status is RolloutStatus.PAUSED
+        assert fleet.traffic_share("v2") == 0.0
+        assert fleet.version_counts() == {"v1": 2, "v2": 2}  # the preview stands, unseen
+        handle.promote()
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    fleet = SimulatedFleet(2)
+    strategy = BlueGreen(auto_promote=False, auto_promote_after=30, scale_down_delay=0)
+    started = anyio.current_time()
+    result = await Rollout(fleet, "v2", strategy=strategy, router=fleet).run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert anyio.current_time() - started == pytest.approx(30, abs=1)
+
+
+async def test_a_preview_share_comes_first_and_the_rest_before_the_switch() -> None:
+    fleet = SimulatedFleet(4)
+    rollout = Rollout(
+        fleet,
+        "v2",
+        strategy=BlueGreen(preview_replicas=1, auto_promote=False, scale_down_delay=0),
+        router=fleet,
+    )
+    async with rollout.start() as handle:
+        await anyio.sleep(10)
+        assert fleet.version_counts() == {"v1": 4, "v2": 1}
+        handle.promote()
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 4}
+
+
+async def test_a_halt_during_the_hold_reports_both_sets() -> None:
+    fleet = SimulatedFleet(2)
+    rollout = Rollout(fleet, "v2", strategy=BlueGreen(scale_down_delay=60), router=fleet)
+    async with rollout.start() as handle:
+        await anyio.sleep(20)
+        handle.abort(rollback=False)
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    assert len(fleet.instances) == 4  # both sets stand, as a halt leaves them
+    strays = {s for i in result.instances for s in i.strays}
+    assert strays == {i.id for i in fleet.instances if i.version == "v2"}
+    assert all(i.outcome is InstanceOutcome.INTERRUPTED for i in result.instances)
+
+
+# ------------------------------------------------------------------------ resume
+
+
+def canary_shape(journal: MemoryJournal) -> Any:
+    def make() -> tuple[SimulatedFleet, Rollout[Any]]:
+        fleet = SimulatedFleet(4, latency=Latency(launch=3, terminate=1, detach=1, attach=1))
+        steps = [SetWeight(25), Pause(5), SetWeight(50)]
+        return fleet, rollout_for(fleet, journal, strategy=Canary(), steps=steps)
+
+    return make
+
+
+def blue_green_shape(journal: MemoryJournal) -> Any:
+    def make() -> tuple[SimulatedFleet, Rollout[Any]]:
+        fleet = SimulatedFleet(3, latency=Latency(launch=3, terminate=1, detach=1, attach=1))
+        return fleet, rollout_for(fleet, journal, strategy=BlueGreen(scale_down_delay=10))
+
+    return make
+
+
+@pytest.mark.parametrize("shape", [canary_shape, blue_green_shape], ids=["canary", "blue-green"])
+async def test_cancel_at_every_effect_then_resume(shape: Any) -> None:
+    fleet, rollout = shape(MemoryJournal())()
+    assert (await rollout.run()).status is RolloutStatus.SUCCEEDED
+    effects = sum(1 for c in fleet.calls if c.op in MUTATING | {"set_weight"})
+    assert effects >= 10
+    for k in range(1, effects + 1):
+        journal = MemoryJournal()
+        fleet, first = shape(journal)()
+        monitor = monitor_for(first, fleet, raise_immediately=False)
+        seen = 0
+        scope = anyio.CancelScope()
+
+        def cancel_at_k(change: FleetChange, scope: anyio.CancelScope = scope, k: int = k) -> None:
+            nonlocal seen
+            if change.phase == "begin" and change.op in WEIGHING:
+                seen += 1
+                if seen == k:
+                    scope.cancel()
+
+        fleet.add_listener(cancel_at_k)
+        with scope:
+            await first.run()
+        fleet.remove_listener(cancel_at_k)
+        _, second = shape(journal)()
+        resumed = await Rollout(
+            fleet,
+            "v2",
+            strategy=second.strategy,
+            steps=second.steps,
+            router=fleet,
+            readiness=Readiness(check=fleet, period=1, deadline=30),
+            journal=journal,
+        ).run()
+        assert resumed.status is RolloutStatus.SUCCEEDED, (k, resumed.reason)
+        assert fleet.version_counts() == {"v2": fleet.desired}, k
+        assert set(fleet.attached_ids) == {i.id for i in fleet.instances}, k
+        assert len(fleet.instances) == fleet.desired, k
+        assert all_full(fleet), k
+        monitor.check_result(resumed, fleet)
+        monitor.assert_ok()
+
+
+async def test_a_paired_strategy_works_with_an_elastic_only_driver() -> None:
+    fleet = SimulatedFleet(3)
+    result = await Rollout(
+        ElasticOnly(fleet), "v2", strategy=BlueGreen(scale_down_delay=0), router=fleet
+    ).run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 3}
+    assert not math.isnan(result.finished_at)
