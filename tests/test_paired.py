@@ -73,10 +73,6 @@ def all_full(fleet: SimulatedFleet) -> bool:
 # ----------------------------------------------------------------- configuration
 
 
-async def _never(_context: object) -> float:  # pragma: no cover - never measured
-    return 0.0
-
-
 def test_configuration_errors_name_the_field() -> None:
     fleet = SimulatedFleet(3)
     with pytest.raises(ConfigError, match=r"Rollout\.router.*no router"):
