@@ -157,12 +157,15 @@ async def measure(name: str, routers: Routers, size: int, args: argparse.Namespa
                 for backend in new:
                     await router.set_weight(backend, 0)
                 load = Load(frontend)
+                started = time.monotonic()
                 async with anyio.create_task_group() as clients:
                     clients.start_soon(load.run, args.clients)
                     await anyio.sleep(args.settle)
-                    there = [await switch(router, new, old, args.settle) for _ in range(args.rounds)]
-                    back = [await switch(router, old, new, args.settle) for _ in range(args.rounds)]
+                    rounds = range(args.rounds)
+                    there = [await switch(router, new, old, args.settle) for _ in rounds]
+                    back = [await switch(router, old, new, args.settle) for _ in rounds]
                     clients.cancel_scope.cancel()
+                rate = load.total / (time.monotonic() - started)
             servers.cancel_scope.cancel()
     rows: list[str] = [name, str(size)]
     for results in (there, back):
@@ -173,7 +176,7 @@ async def measure(name: str, routers: Routers, size: int, args: argparse.Namespa
             f"{1000 * both:.1f}",
         ]
     worst = max(r[1] for r in there + back)
-    rows += [f"{load.failed}/{load.total}", verdict(met=worst < GOAL)]
+    rows += [f"{rate:.0f}", f"{load.failed}/{load.total}", verdict(met=worst < GOAL)]
     return rows
 
 
@@ -187,15 +190,16 @@ async def run(args: argparse.Namespace) -> None:
         "back calls ms",
         "back last old ms",
         "back both ms",
+        "requests/s",
         "failed/requests",
         "< 1 s",
     ]
-    rows: list[list[str]] = []
-    for name, routers in (("balancer", balancer_router), ("haproxy", haproxy_router)):
-        if name == "haproxy" and not args.haproxy:
-            continue
-        for size in args.sizes:
-            rows.append(await measure(name, routers, size, args))
+    chosen: list[tuple[str, Routers]] = [("balancer", balancer_router)]
+    if args.haproxy:
+        chosen.append(("haproxy", haproxy_router))
+    rows = [
+        await measure(name, routers, size, args) for name, routers in chosen for size in args.sizes
+    ]
     print(
         table(
             f"Switch by weights, {args.rounds} switches each way, {args.clients} clients "

@@ -1,4 +1,4 @@
-"""Weights on the built-in balancer: smooth weighted round robin, with real sockets and real time."""
+"""Balancer weights: smooth weighted round robin, with real sockets and real time."""
 
 from __future__ import annotations
 

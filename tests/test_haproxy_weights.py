@@ -1,4 +1,4 @@
-"""Weights on the HAProxy router: ``set weight`` read back, against a real haproxy and a fake socket."""
+"""HAProxy router weights (``set weight``, read back): a real haproxy, and a fake socket."""
 
 from __future__ import annotations
 
@@ -32,14 +32,16 @@ def haproxy_binary() -> str:
 
 
 @contextlib.asynccontextmanager
-async def fleet(directory: Path, names: tuple[str, ...] = NAMES) -> AsyncGenerator[HAProxy]:
+async def fleet(
+    directory: Path, binary: str, names: tuple[str, ...] = NAMES
+) -> AsyncGenerator[HAProxy]:
     """One app per name behind one haproxy, every server UP."""
     async with anyio.create_task_group() as task_group:
         apps = [App(name) for name in names]
         for app in apps:
             await task_group.start(app.serve)
         servers = [(app.name, app.host, app.port) for app in apps]
-        async with running_haproxy(directory, servers) as haproxy:
+        async with running_haproxy(directory, servers, binary=binary) as haproxy:
             yield haproxy
         task_group.cancel_scope.cancel()
 
@@ -74,7 +76,7 @@ def test_is_a_weighted_router() -> None:
 async def test_canary_share_is_within_three_points(
     tmp_path: Path, haproxy_binary: str, share: int
 ) -> None:
-    async with fleet(tmp_path) as haproxy:
+    async with fleet(tmp_path, haproxy_binary) as haproxy:
         router = haproxy.router()
         for name in NAMES:
             weight = share if name.startswith("canary") else 100 - share
@@ -94,16 +96,17 @@ async def test_canary_share_is_within_three_points(
 async def test_weight_zero_stops_new_sessions_but_keeps_open_ones(
     tmp_path: Path, haproxy_binary: str
 ) -> None:
+    answers: collections.Counter[str] = collections.Counter()
+    slow: list[tuple[int, str]] = []
     async with anyio.create_task_group() as task_group:
         apps = {name: App(name) for name in ("old", "new")}
         for app in apps.values():
             await task_group.start(app.serve)
         servers = [(app.name, app.host, app.port) for app in apps.values()]
-        async with running_haproxy(tmp_path, servers) as haproxy:
+        async with running_haproxy(tmp_path, servers, binary=haproxy_binary) as haproxy:
             router = haproxy.router()
             old, new = Node("old", apps["old"].port), Node("new", apps["new"].port)
             await router.set_weight(new, 0)
-            slow: list[tuple[int, str]] = []
 
             async def long_request() -> None:
                 slow.append(await http_get(*haproxy.frontend, "/slow"))
@@ -130,7 +133,7 @@ async def test_weight_zero_stops_new_sessions_but_keeps_open_ones(
 async def test_set_weight_before_attach_is_applied_by_attach(
     tmp_path: Path, haproxy_binary: str
 ) -> None:
-    async with fleet(tmp_path, ("s1", "s2")) as haproxy:
+    async with fleet(tmp_path, haproxy_binary, ("s1", "s2")) as haproxy:
         router = haproxy.router(address=lambda _instance: None)  # keep the configured addresses
         s1, s2 = Node("s1", 0), Node("s2", 0)
         await router.detach(s1)
@@ -148,7 +151,7 @@ async def test_set_weight_before_attach_is_applied_by_attach(
 
 
 async def test_max_and_zero_weights_apply(tmp_path: Path, haproxy_binary: str) -> None:
-    async with fleet(tmp_path, ("s1", "s2")) as haproxy:
+    async with fleet(tmp_path, haproxy_binary, ("s1", "s2")) as haproxy:
         router = haproxy.router()
         await router.set_weight(Node("s1", 0), MAX_WEIGHT)
         await router.set_weight(Node("s2", 0), 0)
@@ -158,7 +161,7 @@ async def test_max_and_zero_weights_apply(tmp_path: Path, haproxy_binary: str) -
 
 
 async def test_unknown_server(tmp_path: Path, haproxy_binary: str) -> None:
-    async with fleet(tmp_path, ("s1",)) as haproxy:
+    async with fleet(tmp_path, haproxy_binary, ("s1",)) as haproxy:
         with pytest.raises(HAProxyLookupError, match="no server 's9'"):
             await haproxy.router().set_weight(Node("s9", 0), 10)
 

@@ -151,7 +151,7 @@ class HAProxyRouter:
         default=5.0, kw_only=True, validator=validator(check_seconds, allow_zero=False)
     )
     _weights: dict[tuple[str, str], int] = attrs.field(
-        factory=dict, init=False, repr=False, eq=False
+        factory=dict[tuple[str, str], int], init=False, repr=False, eq=False
     )
     """The weight last given to each (backend, server), for :meth:`attach` to apply."""
 
