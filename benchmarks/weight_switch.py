@@ -161,9 +161,11 @@ async def measure(name: str, routers: Routers, size: int, args: argparse.Namespa
                 async with anyio.create_task_group() as clients:
                     clients.start_soon(load.run, args.clients)
                     await anyio.sleep(args.settle)
-                    rounds = range(args.rounds)
-                    there = [await switch(router, new, old, args.settle) for _ in rounds]
-                    back = [await switch(router, old, new, args.settle) for _ in rounds]
+                    there: list[tuple[float, float, float]] = []
+                    back: list[tuple[float, float, float]] = []
+                    for _ in range(args.rounds):  # alternate, so every switch changes sets
+                        there.append(await switch(router, new, old, args.settle))
+                        back.append(await switch(router, old, new, args.settle))
                     clients.cancel_scope.cancel()
                 rate = load.total / (time.monotonic() - started)
             servers.cancel_scope.cancel()
@@ -202,7 +204,7 @@ async def run(args: argparse.Namespace) -> None:
     ]
     print(
         table(
-            f"Switch by weights, {args.rounds} switches each way, {args.clients} clients "
+            f"Switch by weights, {args.rounds} switches each way (alternating), {args.clients} clients "
             "(median/worst; 'both' is the worst)",
             header,
             rows,
