@@ -204,7 +204,8 @@ async def run(args: argparse.Namespace) -> None:
     ]
     print(
         table(
-            f"Switch by weights, {args.rounds} switches each way (alternating), {args.clients} clients "
+            f"Switch by weights, {args.rounds} switches each way (alternating), "
+            f"{args.clients} clients "
             "(median/worst; 'both' is the worst)",
             header,
             rows,
