@@ -32,6 +32,12 @@ Rules, as HAProxy 2.6 sees them:
 3. Every command opens its own connection, sends one line and reads the reply
    to the end (what ``echo "show stat" | socat stdio <socket>`` does), all
    within ``command_timeout``. Nothing is kept open between commands.
+4. :meth:`HAProxyRouter.set_weight` sends ``set weight <b>/<s> <N>`` and reads
+   it back with ``get weight <b>/<s>`` (``N (initial M)``), raising when the
+   two differ. It remembers ``N``, and :meth:`HAProxyRouter.attach` sets the
+   remembered weight (or :data:`~rolling.typing.FULL_WEIGHT`) just before
+   ``state ready``. Weight 0 is no drain: the server stays ``UP`` and keeps
+   its sessions.
 
 .. versionadded:: 0.1.0
 """
