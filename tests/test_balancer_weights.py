@@ -210,3 +210,28 @@ async def test_max_weight_is_accepted() -> None:
         await lb.attach(a)
         await lb.attach(b)
         assert [await fetch(lb.port) for _ in range(3)] == [b"a"] * 3
+
+
+async def test_weight_set_while_detached_applies_on_reattach() -> None:
+    async with backends(("a", says("a")), ("b", says("b"))) as (a, b), Balancer() as lb:
+        await lb.attach(a)
+        await lb.attach(b)
+        await lb.detach(b)
+        await lb.set_weight(b, FULL_WEIGHT)  # its weight already: no change
+        await lb.set_weight(b, 3 * FULL_WEIGHT // 2)
+        assert lb.backends == ("a",)
+        assert [await fetch(lb.port) for _ in range(3)] == [b"a"] * 3
+        await lb.attach(b)
+        answers = [await fetch(lb.port) for _ in range(5)]
+    # a at 100, b at 150: b, a, b, a, b over one cycle of 5.
+    assert collections.Counter(answers) == {b"a": 2, b"b": 3}
+
+
+async def test_set_weight_after_close_does_nothing() -> None:
+    async with backends(("a", says("a"))) as (a,):
+        async with Balancer() as lb:
+            await lb.attach(a)
+        await lb.set_weight(a, 0)
+        assert lb.stats().backends["a"].weight == FULL_WEIGHT
+        with pytest.raises(ConfigError):
+            await lb.set_weight(a, -1)  # still checked

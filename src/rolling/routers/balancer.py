@@ -378,6 +378,8 @@ class Balancer:
             ConfigError: ``weight`` is not an int in that range (nothing changes).
         """
         check_weight("Balancer.set_weight.weight", weight)
+        if self._state == "closed":
+            return
         key = str(instance.id)
         backend = self._backends.get(key)
         if backend is None:
