@@ -135,8 +135,8 @@ class Router(Protocol[_InstanceT_contra]):
 class WeightedRouter(Router[_InstanceT_contra], Protocol[_InstanceT_contra]):
     """A router that can split new traffic between instances by weight.
 
-    Needed by the weighted strategies (``Canary``, and ``BlueGreen`` for its
-    instant switch); a strategy that needs
+    Needed by the weighted strategies (:class:`~rolling.Canary`, and
+    :class:`~rolling.BlueGreen` for its instant switch); a strategy that needs
     weights refuses a router without ``set_weight`` when the rollout is built.
 
     The contract every implementation keeps:
