@@ -505,3 +505,18 @@ async def test_a_paired_strategy_works_with_an_elastic_only_driver() -> None:
     assert result.status is RolloutStatus.SUCCEEDED
     assert fleet.version_counts() == {"v2": 3}
     assert not math.isnan(result.finished_at)
+
+
+async def test_pause_holds_a_canary_before_its_next_step() -> None:
+    fleet = SimulatedFleet(4)
+    recorder = EventRecorder()
+    rollout = canary_rollout(fleet, [SetWeight(25), SetWeight(50)], observers=[recorder])
+    async with rollout.start() as handle:
+        handle.pause()
+        await anyio.sleep(100)
+        # Paused before the first step: nothing launched, no weight moved.
+        assert handle.status().status is RolloutStatus.PAUSED
+        assert fleet.version_counts() == {"v1": 4}
+        handle.resume()
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert [e.percent for e in recorder.of_type(TrafficShifted)] == [25.0, 50.0, 100.0]

@@ -288,6 +288,7 @@ class Paired:
         """A pause holds the paired program between steps."""
         machine = self._m
         while machine.paused and not self._stopping():
+            machine.set_status(RolloutStatus.PAUSED)  # a pause asked before the run began
             yield IDLE
 
     def _stage(self, slots: Sequence[Slot]) -> Generator[Any, Any, list[Slot]]:
