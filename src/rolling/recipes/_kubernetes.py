@@ -250,8 +250,8 @@ def ecs_rolling_update(
                 f"expected a bool, got {value!r}",
                 "pass True or False",
             )
-    if desired is not None:
-        check_whole("ecs_rolling_update.desired", desired, minimum=0, tool_name="desiredCount")
+    if desired is not None:  # a service with no tasks has nothing to deploy
+        check_whole("ecs_rolling_update.desired", desired, minimum=1, tool_name="desiredCount")
     strategy = _ecs_window(minimum, maximum, desired)
     failure = FailurePolicy(max_failed="100%")
     if deployment_circuit_breaker:
