@@ -204,3 +204,22 @@ def test_flags_example_turns_the_flag_on_then_off() -> None:
         "rolled_back [('new-format', False, 'disable')]",
         "off",
     ]
+
+
+async def test_coming_from_example_runs_each_tools_recipe() -> None:
+    module = load_example("coming_from")
+    try:
+        results: list[rolling.RolloutResult] = await module.main()
+        options = module.recipes()
+    finally:
+        sys.modules.pop(module.__name__, None)
+    assert [r.status for r in results] == [rolling.RolloutStatus.SUCCEEDED] * 3
+    assert all(len(r.instances) == 10 for r in results)
+    # What the comments claim each recipe means, on the example's ten instances.
+    kubernetes = options["kubernetes"]["strategy"].resolve(10)
+    assert (kubernetes.floor, kubernetes.ceiling) == (10, 13)
+    assert options["kubernetes"]["readiness"].min_ready == 2
+    ecs = options["ecs"]["strategy"].resolve(10)
+    assert (ecs.floor, ecs.ceiling) == (5, 15)
+    assert options["ecs"]["failure"].circuit_breaker == 5
+    assert options["ansible"]["strategy"].resolve(10) == [1, 3, 3, 3]

@@ -72,7 +72,7 @@ def ansible(
     :attr:`FailurePolicy.max_failed_per_batch
     <rolling.FailurePolicy.max_failed_per_batch>` has the same "more than"
     rule. Without it, as in Ansible, failed hosts are tolerated and the play
-    stops only when a whole batch failed (:data:`WHOLE_BATCH_FAILED`);
+    stops only when a whole batch failed (``WHOLE_BATCH_FAILED``);
     ``any_errors_fatal`` stops at the first failure. Ansible has no rollback,
     so the rollback policy is ``halt``.
 
