@@ -1,3 +1,5 @@
+# pyright: reportTypedDictNotRequiredAccess=false
+# (the tests read the keys each recipe is documented to return; a missing one fails the test)
 """rolling.recipes: each tool's arithmetic, checked against the tool's own documented examples.
 
 Each test cites the page and the example it checks. What rolling resolves (a window's floor
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,10 +21,13 @@ from rolling import recipes
 from rolling.recipes import RolloutOptions
 from rolling.testing import Fault, InvariantMonitor, Latency, SimulatedFleet
 
+if TYPE_CHECKING:
+    from rolling._strategy import ResolvedWindow
+
 STALLED = 24 * 3600
 
 
-def window(options: RolloutOptions, desired: int) -> rolling.ResolvedWindow:
+def window(options: RolloutOptions, desired: int) -> ResolvedWindow:
     strategy = options["strategy"]
     assert isinstance(strategy, rolling.RollingUpdate)
     return strategy.resolve(desired)
@@ -38,6 +43,19 @@ def config_error(field: str) -> Any:
     return pytest.raises(rolling.ConfigError, match=f"^{re.escape(field)}:")
 
 
+def merged(options: RolloutOptions, readiness: rolling.Readiness, **extra: Any) -> dict[str, Any]:
+    """``options`` with the fleet's readiness check (a recipe's own readiness timing wins)."""
+    mine = options.get("readiness")
+    check = (
+        readiness
+        if mine is None
+        else rolling.Readiness(
+            check=readiness.check, min_ready=mine.min_ready, deadline=mine.deadline
+        )
+    )
+    return {**options, "readiness": check, **extra}
+
+
 async def run_watched(
     options: RolloutOptions, size: int, *, max_unavailable: int, max_surge: int, **extra: Any
 ) -> tuple[rolling.RolloutResult, SimulatedFleet, InvariantMonitor]:
@@ -50,7 +68,7 @@ async def run_watched(
         fleet,
         "v2",
         router=fleet,
-        **{"readiness": rolling.Readiness(check=fleet), **options, **extra},  # type: ignore[arg-type]
+        **merged(options, rolling.Readiness(check=fleet), **extra),
     )
     with rolling_timeout():
         result = await rollout.run()
@@ -255,7 +273,7 @@ async def test_ecs_circuit_breaker_trips_and_rolls_back() -> None:
         fleet,
         "v2",
         router=fleet,
-        **{**options, "readiness": rolling.Readiness(check=fleet, deadline=30)},  # type: ignore[arg-type]
+        **merged(options, rolling.Readiness(check=fleet, deadline=30)),
     )
     with rolling_timeout():
         result = await rollout.run()
@@ -573,7 +591,7 @@ async def test_ansible_max_fail_percentage_halts_the_play() -> None:
         fleet,
         "v2",
         router=fleet,
-        **{**options, "readiness": rolling.Readiness(check=fleet)},  # type: ignore[arg-type]
+        **merged(options, rolling.Readiness(check=fleet)),
     )
     with rolling_timeout():
         result = await rollout.run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import cast
 
 from rolling import Batches, ConfigError, FailurePolicy, RollbackMode
 
@@ -89,13 +90,14 @@ def ansible(
 
     .. versionadded:: 0.4.0
     """
+    raw: object = serial
     entries: list[object]
-    if serial is None:
+    if raw is None:
         entries = [0]
-    elif isinstance(serial, int | str):
-        entries = [serial]
-    elif isinstance(serial, Sequence) and len(serial) > 0:  # pyright: ignore[reportUnnecessaryIsInstance] - callers may pass anything
-        entries = list(serial)
+    elif isinstance(raw, int | str):
+        entries = [raw]
+    elif isinstance(raw, Sequence) and len(cast("Sequence[object]", raw)) > 0:
+        entries = list(cast("Sequence[object]", raw))
     else:
         raise ConfigError(
             "ansible.serial",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from fractions import Fraction
 from typing import TypedDict
 
@@ -64,7 +64,7 @@ class RolloutOptions(TypedDict, total=False):
 
 
 @contextlib.contextmanager
-def renamed(field: str) -> Iterator[None]:
+def renamed(field: str) -> Generator[None]:
     """Re-raise a :class:`~rolling.ConfigError` from a rolling object as one about ``field``."""
     try:
         yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from rolling import (
     Analyze,
@@ -162,21 +163,24 @@ def spinnaker_rolling_red_black(
         delay_before_scale_down_sec,
     )
     check = _validation("spinnaker_rolling_red_black", validation)
-    targets = (
-        list(target_percentages)
-        if isinstance(target_percentages, Sequence) and not isinstance(target_percentages, str)  # pyright: ignore[reportUnnecessaryIsInstance] - callers may pass anything
-        else []
+    raw: object = target_percentages
+    items = (
+        cast("Sequence[object]", raw)
+        if isinstance(raw, Sequence) and not isinstance(raw, str)
+        else ()
     )
+    targets: list[int] = []
     previous = 0
-    for index, target in enumerate(targets):
+    for index, item in enumerate(items):
         field = f"spinnaker_rolling_red_black.target_percentages[{index}]"
-        check_whole(field, target, minimum=1, tool_name="a target percentage")
+        target = check_whole(field, item, minimum=1, tool_name="a target percentage")
         if not previous < target <= 100:  # noqa: PLR2004 - a percentage
             raise ConfigError(
                 field,
                 f"targets must rise, up to 100; got {target} after {previous}",
                 "pass rising percentages such as [25, 50, 100]",
             )
+        targets.append(target)
         previous = target
     if previous != 100:  # noqa: PLR2004 - a percentage
         raise ConfigError(
