@@ -397,7 +397,8 @@ def test_argo_durations_and_canary_scale() -> None:
         3600,
         5400,
     ]
-    # Same page, "Mimicking Rolling Update"/setCanaryScale: replicas, weight, matchTrafficWeight.
+    # Same page, "Dynamic Canary Scale (with Traffic Routing)": setCanaryScale takes replicas,
+    # weight (a share of spec.replicas) or matchTrafficWeight.
     options = recipes.argo_canary(
         [
             {"setCanaryScale": {"replicas": 3}},
@@ -469,9 +470,9 @@ def test_argo_blue_green() -> None:
 
 
 def test_spinnaker_red_black_and_highlander() -> None:
-    # spinnaker.io/docs/guides/user/kubernetes-v2/rollout-strategies/ and the deploy stage's
-    # strategies: red/black keeps maxRemainingAsgs server groups (2 by default) and waits
-    # delayBeforeDisableSec with both enabled; highlander destroys every old one.
+    # Spinnaker's deploy stage strategies (spinnaker.io, "Deployment strategies"): red/black
+    # keeps maxRemainingAsgs server groups (2 by default) and waits delayBeforeDisableSec
+    # with both enabled; highlander destroys every old one.
     assert recipes.spinnaker_red_black()["strategy"] == rolling.BlueGreen(scale_down_delay=0.0)
     kept = recipes.spinnaker_red_black(scale_down=True, delay_before_scale_down_sec=600)
     assert kept["strategy"] == rolling.BlueGreen(scale_down_delay=600.0)
@@ -561,8 +562,8 @@ def test_ansible_max_fail_percentage_is_more_than() -> None:
 
 @pytest.mark.parametrize("size", [1, 2, 10, 1000, 999_999])
 def test_ansible_default_stops_only_when_a_whole_batch_failed(size: int) -> None:
-    # Same page: without max_fail_percentage, failed hosts drop out and "if all hosts in a
-    # batch fail, the play stops".
+    # playbooks_error_handling.html: without max_fail_percentage, failed hosts drop out and
+    # the play goes on, until every host of a batch has failed.
     options = recipes.ansible(size)
     assert options["failure"].batch_exceeded(size, size)
     assert not options["failure"].batch_exceeded(size - 1, size)
@@ -606,3 +607,25 @@ def test_recipes_are_documented_and_exported() -> None:
     for name in recipes.__all__:
         assert getattr(recipes, name).__doc__, name
     assert recipes.__all__ == sorted(recipes.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_recipes_refuse_what_is_not_the_tools_type() -> None:
+    async def healthy() -> bool:
+        return True
+
+    gate = rolling.Gate(healthy)
+    assert recipes.argo_canary([{"analysis": gate}])["steps"] == (gate,)
+    with config_error("argo_canary.steps[0]"):
+        recipes.argo_canary([{"setCanaryScale": {"weight": 120}}])
+    with config_error("argo_canary.steps[0]"):
+        recipes.argo_canary([{"pause": {"seconds": 5}}])
+    with config_error("argo_canary.analysis"):
+        recipes.argo_canary([], analysis="error-rate")  # type: ignore[arg-type]
+    with config_error("argo_blue_green.auto_promotion_enabled"):
+        recipes.argo_blue_green(auto_promotion_enabled="no")  # type: ignore[arg-type]
+    with config_error("ansible.any_errors_fatal"):
+        recipes.ansible(any_errors_fatal=1)  # type: ignore[arg-type]
+    # ECS takes whole percentages, as ints or as "50%".
+    assert window(recipes.ecs_rolling_update(minimum_healthy_percent="50%"), 4).floor == 2  # type: ignore[arg-type]
+    with config_error("ecs_rolling_update.minimum_healthy_percent"):
+        recipes.ecs_rolling_update(minimum_healthy_percent="half")  # type: ignore[arg-type]
