@@ -216,3 +216,22 @@ async def test_weights_example_gives_the_canaries_their_share_then_none() -> Non
     # Smooth weighted round robin is exact over whole cycles: 25 of every 100 connections.
     assert split == {"stable1": 150, "stable2": 150, "canary1": 50, "canary2": 50}
     assert stopped == {"stable1": 200, "stable2": 200}
+
+
+async def test_coming_from_example_runs_each_tools_recipe() -> None:
+    module = load_example("coming_from")
+    try:
+        results: list[rolling.RolloutResult] = await module.main()
+        options = module.recipes()
+    finally:
+        sys.modules.pop(module.__name__, None)
+    assert [r.status for r in results] == [rolling.RolloutStatus.SUCCEEDED] * 3
+    assert all(len(r.instances) == 10 for r in results)
+    # What the comments claim each recipe means, on the example's ten instances.
+    kubernetes = options["kubernetes"]["strategy"].resolve(10)
+    assert (kubernetes.floor, kubernetes.ceiling) == (10, 13)
+    assert options["kubernetes"]["readiness"].min_ready == 2
+    ecs = options["ecs"]["strategy"].resolve(10)
+    assert (ecs.floor, ecs.ceiling) == (5, 15)
+    assert options["ecs"]["failure"].circuit_breaker == 5
+    assert options["ansible"]["strategy"].resolve(10) == [1, 3, 3, 3]
