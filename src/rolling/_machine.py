@@ -79,6 +79,7 @@ from ._flagging import Flags
 from ._holds import Holds
 from ._journal import begin_record
 from ._passes import Pass, Passes, Start
+from ._phase_event import make_phase_event
 from ._policies import DeadlineAction, RollbackMode
 from ._recovery import Recovered, reconcile, recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
@@ -89,7 +90,6 @@ from ._unit import UnitPrograms
 from .events import (
     ControlRequested,
     Event,
-    InstancePhaseChanged,
     Phase,
     ProgressDeadlineExceeded,
     RolloutFinished,
@@ -215,18 +215,19 @@ class Machine:
         if live is None:
             live = slot.extra if slot.extra is not None else slot.live
         now = self._now
-        # emit()'s work written out: this is most of a rollout's events.
+        # emit()'s work written out, and the event built without attrs' __init__: this is
+        # most of a rollout's events (rolling._phase_event says why that is the same event).
         self._events.append(
-            InstancePhaseChanged(
-                at=now,
-                wall=now + self._wall_offset,
-                instance_id=slot.key,
-                phase=phase,
-                version=version,
-                attempt=slot.attempts or 1,
-                current_id=None if live is None else live.id,
-                reason=reason,
-                rollback=self._rolling_back,
+            make_phase_event(
+                now,
+                now + self._wall_offset,
+                slot.key,
+                phase,
+                version,
+                slot.attempts or 1,
+                None if live is None else live.id,
+                reason,
+                self._rolling_back,
             )
         )
 

@@ -118,6 +118,7 @@ class Runner:
         self._clock: Callable[[], float] = time.monotonic
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
         self._deadline: Callable[[], float] = anyio.current_effective_deadline
+        self._scope: type[anyio.CancelScope] = anyio.CancelScope
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
         self._step_event: anyio.Event | None = None
@@ -166,6 +167,8 @@ class Runner:
         self._clock = loop_clock()
         self._checkpoint = loop_checkpoint()
         self._deadline = loop_deadline()
+        # The backend's own class: anyio.CancelScope(...) asks which backend runs on every call.
+        self._scope = type(anyio.CancelScope())
         # Before anything changes: a query the metric server rejects stops the rollout here.
         await self._measurer.prepare(analyses_of(self._rollout.steps, self._rollout.analysis))
         machine.start(self._clock(), time.time())
@@ -482,7 +485,7 @@ class Runner:
         timeout = self._effect_timeout
         limit = self._clock() + timeout
         entry: _Deadline | None = None
-        with anyio.CancelScope(shield=True) as scope:
+        with self._scope(shield=True) as scope:
             if self._cancelling:
                 scope.deadline = min(
                     limit, self._cleanup_deadline if window == math.inf else window
