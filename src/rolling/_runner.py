@@ -439,14 +439,16 @@ class Runner:
         timeout = self._effect_timeout
         limit = self._clock() + timeout
         entry: Deadline | None = None
+        timer = self._timer
         with self._scope(shield=True) as scope:
             if self._cancelling:
                 scope.deadline = min(
                     limit, self._cleanup_deadline if window == math.inf else window
                 )
-            elif self._timer.on:
+            elif timer.on:
                 # One timer for every call of the run, not one per call: see rolling._timers.
-                entry = self._timer.watch(limit, scope)
+                entry = Deadline(limit, scope)
+                timer.deadlines.append(entry)
             else:
                 scope.deadline = limit
             try:
@@ -456,7 +458,10 @@ class Runner:
                 raise Failed(msg) from exc
             finally:
                 if entry is not None:
-                    self._timer.done(entry)
+                    entry.done = True
+                    deadlines = timer.deadlines
+                    while deadlines and deadlines[0].done:
+                        deadlines.popleft()
         if scope.deadline < limit:
             msg = f"cancelled: {effect.what} was cut after cleanup_timeout={self._cleanup_timeout}s"
             raise Failed(msg)

@@ -48,32 +48,23 @@ class EffectTimer:
         self.clock = clock
         """The loop's clock (the runner sets it once the loop runs)."""
         self._timeout = timeout
-        self._deadlines: deque[Deadline] = deque()
+        self.deadlines: deque[Deadline] = deque()
+        """Calls in flight, in start order. A call appends its :class:`Deadline`, and when
+        it ends marks it done and pops every done one from the left: the runner does that
+        itself, inline, since a method call each way would cost about what the rest of
+        the bookkeeping of a call does."""
         self.on = False
         """Whether :meth:`run` runs, so a call may rely on it: set by whoever starts it."""
 
-    def watch(self, at: float, scope: anyio.CancelScope) -> Deadline:
-        """Cut ``scope`` at ``at`` unless :meth:`done` is called first."""
-        entry = Deadline(at, scope)
-        self._deadlines.append(entry)
-        return entry
-
-    def done(self, entry: Deadline) -> None:
-        """The call of ``entry`` ended."""
-        entry.done = True
-        deadlines = self._deadlines
-        while deadlines and deadlines[0].done:
-            deadlines.popleft()
-
     def cut(self, at: float) -> None:
         """The run is being cancelled: every call in flight ends by ``at`` at the latest."""
-        for entry in self._deadlines:
+        for entry in self.deadlines:
             if not entry.done:
                 entry.scope.deadline = min(entry.at, at)
 
     async def run(self) -> None:
         """Cancel each call still running at its deadline, until cancelled."""
-        deadlines = self._deadlines
+        deadlines = self.deadlines
         clock = self.clock
         timeout = self._timeout
         try:
