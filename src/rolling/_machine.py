@@ -215,8 +215,7 @@ class Machine:
         if live is None:
             live = slot.extra if slot.extra is not None else slot.live
         now = self._now
-        # emit()'s work written out, and the event built without attrs' __init__: this is
-        # most of a rollout's events (rolling._phase_event says why that is the same event).
+        # emit()'s work written out, built by rolling._phase_event: most events are these.
         self._events.append(
             make_phase_event(
                 now,
