@@ -7,13 +7,18 @@ import json
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ._errors import RollingError
 
-__all__ = ["FileLock", "LockLostError", "LockedError"]
+if TYPE_CHECKING:
+    from .typing import Lock
+
+__all__ = ["FileLock", "LockLostError", "LockedError", "under_lock"]
 
 
 class LockedError(RollingError, RuntimeError):
@@ -82,3 +87,55 @@ class FileLock:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+async def under_lock(
+    lock: Lock | None,
+    body: Callable[[], Awaitable[None]],
+    lost: Callable[[Exception], None],
+) -> None:
+    """Run ``body`` holding ``lock`` (if any), and release it however ``body`` ends.
+
+    A lock that can be lost (it has ``hold()``, see :class:`rolling.typing.Lock`) is
+    held by a task of its own beside ``body``: when ``hold()`` raises or returns, the
+    lock is lost and ``lost`` is called with the error (the runner halts the rollout).
+    The task is shielded and ends only once ``body`` has: a cancelled run's clean-up
+    writes the journal too, and needs the lock kept.
+    """
+    if lock is None:
+        await body()
+        return
+    await lock.acquire()
+    try:
+        hold: Callable[[], Awaitable[None]] | None = getattr(lock, "hold", None)
+        if hold is None:
+            await body()
+        else:
+            await _while_held(hold, body, lost)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await lock.release()
+
+
+async def _while_held(
+    hold: Callable[[], Awaitable[None]],
+    body: Callable[[], Awaitable[None]],
+    lost: Callable[[Exception], None],
+) -> None:
+    keeper = anyio.CancelScope(shield=True)
+
+    async def keep() -> None:
+        with keeper:
+            try:
+                await hold()
+            except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                lost(exc)
+            else:
+                lost(LockLostError("lost the lock: its hold() returned"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keep)
+        try:
+            await body()
+        finally:
+            keeper.cancel()

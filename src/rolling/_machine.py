@@ -80,6 +80,7 @@ from ._journal import begin_record
 from ._paired import Paired
 from ._paired_units import PairedUnits
 from ._passes import Pass, Passes, Start
+from ._phase_event import make_phase_event
 from ._policies import DeadlineAction, RollbackMode
 from ._recovery import recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
@@ -91,7 +92,6 @@ from ._unit import UnitPrograms
 from .events import (
     ControlRequested,
     Event,
-    InstancePhaseChanged,
     Phase,
     ProgressDeadlineExceeded,
     RolloutFinished,
@@ -223,18 +223,18 @@ class Machine:
         if live is None:
             live = slot.extra if slot.extra is not None else slot.live
         now = self._now
-        # emit()'s work written out: this is most of a rollout's events.
+        # emit()'s work written out, built by rolling._phase_event: most events are these.
         self._events.append(
-            InstancePhaseChanged(
-                at=now,
-                wall=now + self._wall_offset,
-                instance_id=slot.key,
-                phase=phase,
-                version=version,
-                attempt=slot.attempts or 1,
-                current_id=None if live is None else live.id,
-                reason=reason,
-                rollback=self._rolling_back,
+            make_phase_event(
+                now,
+                now + self._wall_offset,
+                slot.key,
+                phase,
+                version,
+                slot.attempts or 1,
+                None if live is None else live.id,
+                reason,
+                self._rolling_back,
             )
         )
 

@@ -18,6 +18,11 @@ units in flight settle, and ``run()`` raises that error itself, never an
 exception group. A lock that can be lost (it has ``hold()``, see
 :class:`rolling.typing.Lock`) is held by a task of its own beside the run; a
 loss is such an error.
+
+The runner's helpers, each with its rules at its top: :func:`rolling._lock.under_lock`
+(holding the lock around the run), :mod:`rolling._timers` (one timer for every call's
+``effect_timeout``, and the progress watchdog) and :mod:`rolling._step_effects` (pauses,
+gates, flags and the measuring of analyses).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,18 +57,18 @@ from ._effects import (
     WaitStep,
 )
 from ._errors import one_error
-from ._flagging import call_setter
-from ._lock import LockLostError
+from ._lock import LockLostError, under_lock
 from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
-from ._measuring import Measurer, analyses_of
+from ._measuring import analyses_of
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
+from ._step_effects import StepEffects
 from ._stream import EventStream, loop_checkpoint, loop_clock, loop_deadline
+from ._timers import Deadline, EffectTimer, watch_progress
 from .events import Event
 from .health import probe_once
 
 if TYPE_CHECKING:
-    from ._judge import AnalysisJudge
     from ._rollout import Rollout
 
 __all__ = ["Runner"]
@@ -79,17 +83,6 @@ after each of them costs more than the unit. Every 32nd bounds the delay of anot
 32 such units (about a millisecond). A cancellation does not wait for it: the worker asks
 the loop whether its task was cancelled after every unit (a cheap question, no loop turn).
 """
-
-
-class _Deadline:
-    """When a call in flight must be cut, unless it is done by then."""
-
-    __slots__ = ("at", "done", "scope")
-
-    def __init__(self, at: float, scope: anyio.CancelScope) -> None:
-        self.at = at
-        self.scope = scope
-        self.done = False
 
 
 class Runner:
@@ -122,18 +115,16 @@ class Runner:
         self._clock: Callable[[], float] = time.monotonic
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
         self._deadline: Callable[[], float] = anyio.current_effective_deadline
+        self._scope: type[anyio.CancelScope] = anyio.CancelScope
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
-        self._step_event: anyio.Event | None = None
         self._interruptible: set[anyio.CancelScope] = set()
-        self._deadlines: deque[_Deadline] = deque()
-        self._timer_on = False
+        self._timer = EffectTimer(self._now, rollout.effect_timeout)
         self._cancelling = False
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
-        self._measurer = Measurer(machine, self._now, self._flush)
-        self._background: anyio.CancelScope | None = None
+        self._steps = StepEffects(machine, self._now, self._flush, rollout.effect_timeout)
 
     def _now(self) -> float:
         # Not the clock itself: run() swaps in the event loop's own clock.
@@ -170,53 +161,21 @@ class Runner:
         self._clock = loop_clock()
         self._checkpoint = loop_checkpoint()
         self._deadline = loop_deadline()
+        # The backend's own class: anyio.CancelScope(...) asks which backend runs on every call.
+        self._scope = type(anyio.CancelScope())
+        self._timer.clock = self._clock
         # Before anything changes: a query the metric server rejects stops the rollout here.
-        await self._measurer.prepare(
-            analyses_of(self._rollout.steps, self._rollout.analysis, self._rollout.strategy)
-        )
+        analyses = analyses_of(self._rollout.steps, self._rollout.analysis, self._rollout.strategy)
+        await self._steps.measurer.prepare(analyses)
         machine.start(self._clock(), time.time())
         self._flush()
-        lock = self._rollout.lock
-        if lock is not None:
-            await lock.acquire()
-        try:
-            hold: Callable[[], Awaitable[None]] | None = getattr(lock, "hold", None)
-            if hold is None:
-                await self._run_locked()
-            else:
-                await self._run_held(hold)
-        finally:
-            if lock is not None:
-                with anyio.CancelScope(shield=True):
-                    await lock.release()
+        await under_lock(self._rollout.lock, self._run_locked, self._lost)
         result = machine.result
         assert result is not None  # noqa: S101 - every path above ends the machine
         await self._after_rollout(result)
         if self._errors:
             raise one_error(self._errors)
         return result
-
-    async def _run_held(self, hold: Callable[[], Awaitable[None]]) -> None:
-        """Run while the lock's ``hold()`` keeps it; when ``hold`` ends, the lock is lost: halt."""
-        # Shielded, and cancelled only once the run is over: a cancelled run's clean-up
-        # writes the journal too, and needs the lock kept.
-        keeper = anyio.CancelScope(shield=True)
-
-        async def keep() -> None:
-            with keeper:
-                try:
-                    await hold()
-                except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
-                    self._lost(exc)
-                else:
-                    self._lost(LockLostError("lost the lock: its hold() returned"))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(keep)
-            try:
-                await self._run_locked()
-            finally:
-                keeper.cancel()
 
     def _lost(self, exc: Exception) -> None:
         if self._m.result is None:
@@ -229,10 +188,10 @@ class Runner:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._cancel_watcher)
-                self._timer_on = True
-                tg.start_soon(self._effect_timer)
+                self._timer.on = True  # before any call can start: see EffectTimer.on
+                tg.start_soon(self._timer.run)
                 if self._rollout.progress_deadline is not None:
-                    tg.start_soon(self._watchdog)
+                    tg.start_soon(watch_progress, machine, self._clock, self._flush)
                 try:
                     await self._main()
                 except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
@@ -278,12 +237,12 @@ class Runner:
             if signals & INTERRUPT:
                 for scope in list(self._interruptible):
                     scope.cancel()
-            if signals & STEP and self._step_event is not None:
-                self._step_event.set()
+            if signals & STEP:
+                self._steps.end_step()
             if signals & WAKE:
                 self._wake.set()
             if signals & ANALYZE:
-                self._toggle_background()
+                self._steps.toggle_background(self._tg)
         if machine.result is not None and self._streams:
             for stream in self._streams:
                 stream.end()
@@ -468,17 +427,13 @@ class Runner:
             assert journal is not None  # noqa: S101 - asked only with a journal
             return await journal.load()
         if isinstance(effect, WaitStep):
-            event = self._step_event = anyio.Event()
-            with anyio.move_on_after(math.inf if effect.seconds is None else effect.seconds):
-                await event.wait()
-            self._step_event = None
-            return None
+            return await self._steps.wait_step(effect)
         if isinstance(effect, CheckGate):
-            return await self._check_gate(effect)
+            return await self._steps.check_gate(effect)
         if isinstance(effect, RunAnalysis):
-            return await self._run_analysis(effect)
+            return await self._steps.run_analysis(effect)
         if isinstance(effect, SetFlagValue):
-            return await self._set_flag(effect)
+            return await self._steps.set_flag(effect)
         if isinstance(effect, Together):
             return await self._together(effect.programs)
         msg = f"unknown effect {effect!r}"  # pragma: no cover - every kind is handled above
@@ -512,16 +467,17 @@ class Runner:
         fn = self._calls[effect.op]
         timeout = self._effect_timeout
         limit = self._clock() + timeout
-        entry: _Deadline | None = None
-        with anyio.CancelScope(shield=True) as scope:
+        entry: Deadline | None = None
+        timer = self._timer
+        with self._scope(shield=True) as scope:
             if self._cancelling:
                 scope.deadline = min(
                     limit, self._cleanup_deadline if window == math.inf else window
                 )
-            elif self._timer_on:
-                # One timer for every call of the run, not one per call: see _effect_timer.
-                entry = _Deadline(limit, scope)
-                self._deadlines.append(entry)
+            elif timer.on:
+                # One timer for every call of the run, not one per call: see rolling._timers.
+                entry = Deadline(limit, scope)
+                timer.deadlines.append(entry)
             else:
                 scope.deadline = limit
             try:
@@ -532,7 +488,7 @@ class Runner:
             finally:
                 if entry is not None:
                     entry.done = True
-                    deadlines = self._deadlines
+                    deadlines = timer.deadlines
                     while deadlines and deadlines[0].done:
                         deadlines.popleft()
         if scope.deadline < limit:
@@ -569,75 +525,6 @@ class Runner:
                 tg.start_soon(worker)
         return healthy
 
-    async def _check_gate(self, effect: CheckGate) -> tuple[bool, str] | None:
-        gate = effect.gate
-        outcome: tuple[bool, str] | None = None
-        event = self._step_event = anyio.Event()
-
-        async def ask() -> None:
-            nonlocal outcome
-            try:
-                with anyio.fail_after(math.inf if gate.timeout is None else gate.timeout):
-                    answer = await gate.check()
-            except TimeoutError:
-                outcome = (False, f"timed out after {gate.timeout}s")
-            except Exception as exc:  # noqa: BLE001 - a crashing gate is a closed gate, with the cause
-                outcome = (False, f"raised {type(exc).__name__}: {exc}")
-            else:
-                if isinstance(answer, tuple):
-                    outcome = (bool(answer[0]), str(answer[1]))
-                else:
-                    outcome = (bool(answer), "")
-            event.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ask)
-            await event.wait()
-            tg.cancel_scope.cancel()
-        self._step_event = None
-        return outcome
-
-    async def _set_flag(self, effect: SetFlagValue) -> tuple[bool, str]:
-        """Set a flag, shielded (a flag must not be left half-decided) and bounded."""
-        timeout = self._effect_timeout
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = self._clock() + timeout
-            try:
-                await call_setter(effect.setter, effect.flag, effect.value)
-            except Exception as exc:  # noqa: BLE001 - a failed set is an answer, with the cause
-                return False, f"raised {type(exc).__name__}: {exc}"
-            return True, ""
-        return False, f"did not return within {timeout}s"
-
-    async def _run_analysis(self, effect: RunAnalysis) -> None:
-        """An ``Analyze`` step: measure until a verdict, a promote or a stop."""
-        event = self._step_event = anyio.Event()
-
-        async def measure() -> None:
-            await self._measurer.run(effect.judge)
-            event.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(measure)
-            await event.wait()
-            tg.cancel_scope.cancel()
-        self._step_event = None
-
-    def _toggle_background(self) -> None:
-        """Start the background analysis's task, or stop it, as the machine says."""
-        judge = self._m.analyses.background
-        if judge is None:
-            if self._background is not None:
-                self._background.cancel()
-        elif self._background is None and self._tg is not None:
-            self._tg.start_soon(self._run_background, judge)
-
-    async def _run_background(self, judge: AnalysisJudge) -> None:
-        with anyio.CancelScope() as scope:
-            self._background = scope
-            if self._m.analyses.background is judge:
-                await self._measurer.run(judge)
-
     # ------------------------------------------------------------ timers
 
     async def _cancel_watcher(self) -> None:
@@ -648,52 +535,7 @@ class Runner:
                 # The run is being cancelled: shielded calls get a short leash from now on.
                 self._cancelling = True
                 self._cleanup_deadline = self._clock() + self._cleanup_timeout
-                for entry in self._deadlines:
-                    if not entry.done:
-                        entry.scope.deadline = min(entry.at, self._cleanup_deadline)
-
-    async def _effect_timer(self) -> None:
-        """Cancel each call still running at its deadline.
-
-        Every call would otherwise arm a timer of its own, and arming and
-        disarming one costs more than most calls the engine makes. Deadlines
-        are in start order (one ``effect_timeout`` for the run), so the oldest
-        call is always the next to expire, and with none in flight no call can
-        expire sooner than ``effect_timeout`` from now: the timer needs no
-        waking when one starts.
-        """
-        deadlines = self._deadlines
-        clock = self._clock
-        timeout = self._effect_timeout
-        try:
-            while True:
-                if not deadlines:
-                    await anyio.sleep(timeout)
-                    continue
-                first = deadlines[0]
-                now = clock()
-                if first.at > now:
-                    await anyio.sleep(first.at - now)
-                    continue
-                deadlines.popleft()
-                if not first.done:
-                    first.scope.cancel()
-        finally:
-            self._timer_on = False
-
-    async def _watchdog(self) -> None:
-        machine = self._m
-        while True:
-            due = machine.progress_due()
-            if due is None:
-                return
-            now = self._clock()
-            if now < due:
-                await anyio.sleep(due - now)
-                continue
-            machine.clock(now)
-            machine.deadline_passed()
-            self._flush()
+                self._timer.cut(self._cleanup_deadline)
 
     # ------------------------------------------------------------ the end
 

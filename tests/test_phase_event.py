@@ -1,0 +1,71 @@
+"""The engine's fast way of making InstancePhaseChanged makes the same event as the class."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import attrs
+import pytest
+
+from rolling import _phase_event
+from rolling.events import InstancePhaseChanged, Phase
+
+_ARGS: list[tuple[Any, ...]] = [
+    (1.5, 1700000000.25, "i-001", Phase.DETACHING, "v2", 1, "i-001", "", False),
+    (0.0, 0.0, "i-002", Phase.FAILED, "v1", 3, None, "replace raised", True),
+]
+
+
+@pytest.mark.parametrize("args", _ARGS)
+def test_same_event_as_the_class(args: tuple[Any, ...]) -> None:
+    fast = _phase_event.make_phase_event(*args)
+    plain = InstancePhaseChanged(**dict(zip(_phase_event._FIELDS, args, strict=True)))
+    assert _phase_event.make_phase_event is not _phase_event._by_class  # the fast path is on
+    assert type(fast) is InstancePhaseChanged
+    assert fast == plain
+    assert hash(fast) == hash(plain)
+    assert repr(fast) == repr(plain)
+    assert attrs.asdict(fast) == attrs.asdict(plain)
+    assert pickle.loads(pickle.dumps(fast)) == plain  # noqa: S301 - our own bytes
+
+
+def test_still_frozen() -> None:
+    event = _phase_event.make_phase_event(*_ARGS[0])
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        event.reason = "changed"  # type: ignore[misc]
+
+
+def test_a_class_it_was_not_written_for_falls_back() -> None:
+    @attrs.frozen(kw_only=True)
+    class Checked:
+        at: float = attrs.field(validator=attrs.validators.instance_of(float))
+
+    @attrs.frozen(kw_only=True)
+    class Fewer:
+        at: float
+
+    @attrs.frozen(kw_only=True)
+    class PostInit(InstancePhaseChanged):
+        def __attrs_post_init__(self) -> None:
+            pass
+
+    @attrs.define(kw_only=True, slots=False)
+    class NoSlots:
+        at: float
+        wall: float
+        instance_id: str
+        phase: Phase
+        version: str
+        attempt: int
+        current_id: str | None
+        reason: str
+        rollback: bool
+
+    others: tuple[Any, ...] = (Checked, Fewer, PostInit, NoSlots)
+    for cls in others:
+        assert _phase_event._fast_maker(cls) is None, cls
+    assert _phase_event._fast_maker(InstancePhaseChanged) is not None
+    assert _phase_event._by_class(*_ARGS[1]) == InstancePhaseChanged(
+        **dict(zip(_phase_event._FIELDS, _ARGS[1], strict=True))
+    )
