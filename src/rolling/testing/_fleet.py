@@ -21,132 +21,28 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable, Generator, Sequence
-from typing import Literal, NamedTuple, cast
+from typing import Literal, cast
 
 import anyio
-import attrs
 from anyio.lowlevel import checkpoint
 
 from rolling import ConfigError
-from rolling.typing import FULL_WEIGHT, HealthResult, Instance
+from rolling.typing import HealthResult, Instance
 from rolling.validate import check_int, check_weight
 
 from ._errors import SimulatedFault, SimulationError
 from ._faults import Fault, Latency, LatencyValue, Operation, check_latency, sample
+from ._fleet_records import (
+    FleetCall,
+    FleetChange,
+    FleetListener,
+    Injected,
+    Record,
+    SimInstance,
+    width,
+)
 
 __all__ = ["FleetCall", "FleetChange", "FleetListener", "SimInstance", "SimulatedFleet"]
-
-DISRUPTIVE_OPERATIONS = frozenset({"detach", "terminate", "replace", "weigh_out"})
-"""Operations that take an instance out of service while they run."""
-
-
-@attrs.frozen(kw_only=True)
-class SimInstance:
-    """A snapshot of one instance of a :class:`~rolling.testing.SimulatedFleet`.
-
-    The fleet keeps the truth, keyed by ``id``; a snapshot never changes after
-    it is handed out.
-
-    Attributes:
-        id: Identifier, unique in the fleet: ``"i-000"`` for the starting
-            fleet, ``"n-000"`` for launched instances.
-        version: The version it ran when the snapshot was taken.
-        zone: Its zone, assigned round robin, for waves.
-        generation: How many times it was replaced.
-
-    .. versionadded:: 0.1.0
-    """
-
-    id: str
-    version: str
-    zone: str
-    generation: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class FleetChange:
-    """One state change of a :class:`~rolling.testing.SimulatedFleet`, as told to listeners.
-
-    Attributes:
-        op: The operation (``"replace"``, ``"launch"``, ``"terminate"``,
-            ``"detach"``, ``"attach"``), or ``"overlap"`` when an operation
-            starts on an instance that is already being worked on.
-        instance_id: The instance concerned (for ``launch``, the id the new
-            instance will have).
-        phase: ``"begin"`` is told once the operation is registered as in
-            progress and before it changes anything; ``"end"`` once its effect
-            has landed, or once it failed or was cancelled. ``"overlap"`` is
-            always ``"begin"``.
-        at: Event-loop time (``anyio.current_time()``).
-
-    .. versionadded:: 0.1.0
-    """
-
-    op: str
-    instance_id: str
-    phase: Literal["begin", "end"]
-    at: float
-
-
-class FleetCall(NamedTuple):
-    """One call made to a :class:`~rolling.testing.SimulatedFleet`, as logged in ``calls``.
-
-    A plain tuple, so ``("replace", "i-000", "v2") in fleet.calls`` works.
-
-    .. versionadded:: 0.1.0
-    """
-
-    op: str
-    """The method called: an operation name or ``"list_instances"``."""
-    instance_id: str | None
-    """The instance (for ``launch``, the new id); None for ``list_instances``."""
-    version: str | None
-    """The version asked for (``replace``, ``launch``), else the instance's version then."""
-
-
-FleetListener = Callable[[FleetChange], None]
-"""A synchronous callback told about every :class:`FleetChange`."""
-
-
-@attrs.define
-class _Record:
-    """The fleet's truth about one instance."""
-
-    id: str
-    version: str
-    zone: str
-    generation: int = 0
-    attached: bool = True
-    running: bool = True
-    launching: bool = False
-    weight: int = FULL_WEIGHT
-    # ``unhealthy_at_start``: unhealthy while it still runs this version.
-    sick_version: str | None = None
-
-    def snapshot(self) -> SimInstance:
-        return SimInstance(
-            id=self.id, version=self.version, zone=self.zone, generation=self.generation
-        )
-
-
-@attrs.define
-class _Injected:
-    """One injected fault, with its own counters."""
-
-    fault: Fault
-    instance_id: str | None
-    version: str | None
-    raised: Counter[str] = attrs.field(factory=Counter[str])
-    flap_anchor: dict[str, float] = attrs.field(factory=dict[str, float])
-
-    def matches(self, instance_id: str, version: str) -> bool:
-        return (self.instance_id is None or self.instance_id == instance_id) and (
-            self.version is None or self.version == version
-        )
-
-
-def _width(size: int) -> int:
-    return max(3, len(str(max(size - 1, 0))))
 
 
 class SimulatedFleet:
@@ -207,14 +103,14 @@ class SimulatedFleet:
                     "SimulatedFleet.ids", "ids repeat", "give every instance its own id"
                 )
         else:
-            ids = [f"i-{n:0{_width(size)}d}" for n in range(size)]
+            ids = [f"i-{n:0{width(size)}d}" for n in range(size)]
         if not zones:
             raise ConfigError("SimulatedFleet.zones", "no zones given", 'pass at least one: ("a",)')
         self._zones = tuple(zones)
         self._latency = latency or Latency()
         self._rng = random.Random(seed)
-        self._records: dict[str, _Record] = {
-            instance_id: _Record(
+        self._records: dict[str, Record] = {
+            instance_id: Record(
                 id=instance_id, version=version, zone=self._zones[n % len(self._zones)]
             )
             for n, instance_id in enumerate(ids)
@@ -224,7 +120,7 @@ class SimulatedFleet:
         self._launched: list[str] = []
         self._terminated: list[str] = []
         self._latency_overrides: dict[str, dict[str, LatencyValue]] = {}
-        self._faults: list[_Injected] = []
+        self._faults: list[Injected] = []
         self._busy: dict[str, list[str]] = {}
         self._calls: list[FleetCall] = []
         self._listeners: list[FleetListener] = []
@@ -249,7 +145,7 @@ class SimulatedFleet:
             instance_id: The instance it applies to.
             version: The version it applies to.
         """
-        entry = _Injected(fault=fault, instance_id=instance_id, version=version)
+        entry = Injected(fault=fault, instance_id=instance_id, version=version)
         self._faults.append(entry)
         if fault.unhealthy_at_start:
             for record in self._records.values():
@@ -483,7 +379,7 @@ class SimulatedFleet:
         zone = self._zones[(self._desired + self._launches) % len(self._zones)]
         self._launches += 1
         self._calls.append(FleetCall("launch", instance_id, version))
-        record = _Record(
+        record = Record(
             id=instance_id,
             version=version,
             zone=zone,
@@ -599,7 +495,7 @@ class SimulatedFleet:
 
     # ---------------------------------------------------------------- machinery
 
-    def _live(self, instance_id: str, op: str, *, log: bool = False) -> _Record:
+    def _live(self, instance_id: str, op: str, *, log: bool = False) -> Record:
         record = self._records.get(instance_id)
         if log:
             version = record.version if record is not None else None
@@ -653,7 +549,7 @@ class SimulatedFleet:
                 entry.raised[op] += 1
                 raise SimulatedFault(f"simulated fault: {op} of {instance_id} ({version}) failed")
 
-    def _fault_health(self, record: _Record, *, flapping: bool) -> HealthResult:
+    def _fault_health(self, record: Record, *, flapping: bool) -> HealthResult:
         if record.sick_version == record.version:
             return HealthResult(healthy=False, reason="unhealthy since the start")
         matching = [e for e in self._faults if e.matches(record.id, record.version)]

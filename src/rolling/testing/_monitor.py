@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from rolling import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
 
-from ._fleet import DISRUPTIVE_OPERATIONS, FleetChange, SimulatedFleet
+from ._fleet import SimulatedFleet
+from ._fleet_records import DISRUPTIVE_OPERATIONS, FleetChange
 
 __all__ = ["InvariantMonitor", "InvariantViolation"]
 
