@@ -93,7 +93,7 @@ def render_config(
         "",
         f"backend {backend}",
         f"    option httpchk GET {check_path}",
-        "    default-server inter 200ms fall 2 rise 1 check",
+        "    default-server inter 200ms fall 2 rise 1 check weight 100",
         *(
             f"    server {name} [{address}]:{server_port}"
             if ":" in address

@@ -204,3 +204,15 @@ def test_flags_example_turns_the_flag_on_then_off() -> None:
         "rolled_back [('new-format', False, 'disable')]",
         "off",
     ]
+
+
+@pytest.mark.real_time
+async def test_weights_example_gives_the_canaries_their_share_then_none() -> None:
+    module = load_example("weights")
+    try:
+        split, stopped = await module.canary_share(25, 400)
+    finally:
+        sys.modules.pop(module.__name__, None)
+    # Smooth weighted round robin is exact over whole cycles: 25 of every 100 connections.
+    assert split == {"stable1": 150, "stable2": 150, "canary1": 50, "canary2": 50}
+    assert stopped == {"stable1": 200, "stable2": 200}

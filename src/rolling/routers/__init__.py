@@ -5,5 +5,8 @@
 * :mod:`rolling.routers.haproxy`: HAProxy through its Runtime API (drain, wait,
   maintenance; ready only once HAProxy's own checks say UP).
 
+Both are :class:`rolling.typing.WeightedRouter` implementations: ``set_weight``
+splits new traffic between instances (docs/weights.md).
+
 .. versionadded:: 0.1.0
 """

@@ -1,4 +1,4 @@
-"""A built-in TCP load balancer: round robin over attached instances, with draining.
+"""A built-in TCP load balancer: weighted round robin over attached instances, with draining.
 
 :class:`Balancer` listens on one loopback port and forwards every client
 connection to one attached backend, byte for byte, in both directions. It
@@ -12,8 +12,14 @@ of traffic and put them back::
 
 Rules, in the order a connection meets them:
 
-1. Each accepted client connection goes to the *next* attached backend, in
-   round-robin order; with none attached, the client is closed (``refused``).
+1. Each accepted client connection goes to the *next* attached backend by
+   smooth weighted round robin (as nginx does it): every backend of non-zero
+   weight adds its weight to its running score, the highest score wins (the
+   earliest attached on a tie) and loses the sum of the weights. Every
+   backend serves at :data:`~rolling.typing.FULL_WEIGHT` unless
+   :meth:`Balancer.set_weight` said otherwise, so equal weights are plain
+   round robin in attach order. With no backend attached at a weight above 0,
+   the client is closed (``refused``).
 2. Connecting to the backend is bounded by ``connect_timeout``. A failed
    connection closes the client (``refused``); the next backend is tried only
    when ``retries`` allows it (default: never, so failures stay visible).
@@ -24,6 +30,11 @@ Rules, in the order a connection meets them:
    waits until its open connections (counted from the moment a backend is
    picked until both directions end) reach zero, for at most
    ``drain_timeout``; past it, it returns anyway and counts a drain time-out.
+5. :meth:`Balancer.set_weight` applies to the next connection accepted. A
+   weight of 0 keeps the backend attached but picks it for no new connection;
+   its open connections keep flowing (no drain). Any change of weights or of
+   the attached set restarts the scores from zero, so the order after it is
+   the same whatever came before.
 
 .. versionadded:: 0.1.0
 """
@@ -42,7 +53,8 @@ import attrs
 
 from rolling import ConfigError, RollingError
 from rolling.net import Address, address_of, default_address, describe_connect_error, is_text
-from rolling.validate import check_callable, check_int, check_seconds
+from rolling.typing import FULL_WEIGHT
+from rolling.validate import check_callable, check_int, check_seconds, check_weight
 
 __all__ = ["BackendStats", "Balancer", "BalancerError", "BalancerStats"]
 
@@ -77,8 +89,11 @@ class BackendStats:
         active: Connections open now, including ones still connecting.
         total: Connections made to the backend since it was first attached.
         failed: Connection attempts to the backend that failed or timed out.
+        weight: Its share of new connections, relative to the other attached
+            backends (0: none).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0 ``weight``.
     """
 
     id: str
@@ -87,6 +102,7 @@ class BackendStats:
     active: int
     total: int
     failed: int
+    weight: int = FULL_WEIGHT
 
 
 @attrs.frozen(kw_only=True)
@@ -123,6 +139,9 @@ class _Backend:
     active: int = 0
     total: int = 0
     failed: int = 0
+    weight: int = FULL_WEIGHT
+    score: int = 0
+    """The running score of smooth weighted round robin."""
     changed: anyio.Event | None = None
     """Set (and dropped) when ``active`` reaches zero or the backend is re-attached."""
 
@@ -139,6 +158,7 @@ class _Backend:
             active=self.active,
             total=self.total,
             failed=self.failed,
+            weight=self.weight,
         )
 
 
@@ -203,8 +223,9 @@ class Balancer:
         self._task_group: anyio.abc.TaskGroup | None = None
 
         self._backends: dict[str, _Backend] = {}
-        self._rotation: list[str] = []
-        self._cursor = 0
+        self._rotation: list[_Backend] = []
+        self._pending: dict[str, int] = {}
+        """Weights set before their instance was first attached, by instance id."""
         self._accepted = 0
         self._refused = 0
         self._drain_timeouts = 0
@@ -290,13 +311,16 @@ class Balancer:
         key = str(instance.id)
         backend = self._backends.get(key)
         if backend is None:
-            self._backends[key] = _Backend(id=key, address=address)
-            self._rotation.append(key)
+            weight = self._pending.pop(key, FULL_WEIGHT)
+            backend = self._backends[key] = _Backend(id=key, address=address, weight=weight)
+            self._rotation.append(backend)
+            self._restart_scores()
         else:
             backend.address = address
             if not backend.attached:
                 backend.attached = True
-                self._rotation.append(key)
+                self._rotation.append(backend)
+                self._restart_scores()
                 backend.wake()  # a detach still draining it has nothing left to wait for
         await anyio.lowlevel.checkpoint()
 
@@ -320,7 +344,8 @@ class Balancer:
             return
         if backend.attached:
             backend.attached = False
-            self._drop_from_rotation(backend.id)
+            self._rotation.remove(backend)
+            self._restart_scores()
         with anyio.move_on_after(self._drain_timeout):
             while backend.active and not backend.attached:
                 if backend.changed is None:
@@ -334,6 +359,36 @@ class Balancer:
                 backend.active,
                 self._drain_timeout,
             )
+
+    async def set_weight(self, instance: Any, weight: int) -> None:
+        """Give ``instance`` this share of new connections, relative to the other backends.
+
+        It applies to the next connection accepted. A weight of 0 keeps the
+        backend attached but sends it no new connection; the ones it has keep
+        flowing. Before ``instance`` is first attached (even before ``async
+        with``), the weight is kept for when it is; a detached backend keeps
+        its weight for when it is attached again. Once the balancer has
+        closed, this does nothing.
+
+        Args:
+            instance: Keyed by its ``id``, as :meth:`attach` keys it.
+            weight: An int from 0 to :data:`~rolling.typing.MAX_WEIGHT`.
+
+        Raises:
+            ConfigError: ``weight`` is not an int in that range (nothing changes).
+        """
+        check_weight("Balancer.set_weight.weight", weight)
+        if self._state == "closed":
+            return
+        key = str(instance.id)
+        backend = self._backends.get(key)
+        if backend is None:
+            self._pending[key] = weight
+        elif backend.weight != weight:
+            backend.weight = weight
+            if backend.attached:
+                self._restart_scores()
+        await anyio.lowlevel.checkpoint()
 
     # -- inspection --------------------------------------------------------------
 
@@ -355,8 +410,8 @@ class Balancer:
 
     @property
     def backends(self) -> tuple[str, ...]:
-        """Ids of the attached backends, in rotation order."""
-        return tuple(self._rotation)
+        """Ids of the attached backends (weight 0 included), in attach order."""
+        return tuple(backend.id for backend in self._rotation)
 
     def stats(self) -> BalancerStats:
         """A snapshot of the counters."""
@@ -376,20 +431,25 @@ class Balancer:
         if self._state == "closed":
             raise BalancerError(f"cannot {action}: the Balancer has closed")
 
-    def _drop_from_rotation(self, key: str) -> None:
-        index = self._rotation.index(key)
-        del self._rotation[index]
-        if index < self._cursor:
-            # Keep pointing at the same next backend, so removing one does not
-            # make the rotation skip another.
-            self._cursor -= 1
+    def _restart_scores(self) -> None:
+        for backend in self._rotation:
+            backend.score = 0
 
     def _pick(self) -> _Backend | None:
-        if not self._rotation:
-            return None
-        index = self._cursor % len(self._rotation)
-        self._cursor = index + 1
-        return self._backends[self._rotation[index]]
+        """Smooth weighted round robin: O(backends), and allocates nothing."""
+        best: _Backend | None = None
+        total = 0
+        for backend in self._rotation:
+            weight = backend.weight
+            if weight:
+                total += weight
+                backend.score += weight
+                # Strictly greater: a tie goes to the one attached first.
+                if best is None or backend.score > best.score:
+                    best = backend
+        if best is not None:
+            best.score -= total
+        return best
 
     async def _accept_loop(
         self, listener: anyio.abc.SocketListener, task_group: anyio.abc.TaskGroup

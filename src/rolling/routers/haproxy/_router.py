@@ -1,204 +1,46 @@
-"""A router over HAProxy's Runtime API: drain, maintenance and ready, per server.
-
-:class:`HAProxyRouter` takes instances out of an HAProxy backend and puts them
-back, by sending commands to HAProxy's Runtime API (the ``stats socket``, at
-``level admin``) over a unix socket or TCP::
-
-    router = HAProxyRouter("/run/haproxy/admin.sock", check=HTTPCheck("/healthz"))
-    result = await Rollout(driver, "v2", router=router).run()
-
-Each instance is one ``server`` line of a backend: by default server
-``instance.id`` of backend ``app``; pass ``server=`` to map it otherwise.
-
-Rules, as HAProxy 2.6 sees them:
-
-1. :meth:`HAProxyRouter.detach` sends ``set server <b>/<s> state drain`` (no
-   new sessions go to it), waits until its current and queued sessions
-   (``scur`` and ``qcur`` of ``show stat``) reach zero, for at most
-   ``drain_timeout`` (past it, it logs a warning and goes on), then sends
-   ``set server <b>/<s> state maint``. A server already in maintenance only
-   gets ``maint`` again: ``drain`` would take it *out* of maintenance.
-2. :meth:`HAProxyRouter.attach` first probes the instance with ``check`` until
-   it is healthy (for at most ``up_timeout``), because HAProxy counts a
-   server it is told is ready as UP at once, before any check of its own. It
-   then updates the server's address and port with ``set server <b>/<s> addr
-   <ip> port <port>`` when they changed, sends ``set server <b>/<s> state
-   ready``, and waits (for at most ``up_timeout``) until ``show stat`` says
-   plain ``UP`` (or ``no check`` for a server without checks). ``UP 1/2``
-   and the like do not count: that is HAProxy's "up, but not yet confirmed"
-   which a server enters the moment it leaves maintenance. With ``fall N``,
-   plain ``UP`` takes ``N - 1`` passing checks of HAProxy's own after
-   ``ready``.
-3. Every command opens its own connection, sends one line and reads the reply
-   to the end (what ``echo "show stat" | socat stdio <socket>`` does), all
-   within ``command_timeout``. Nothing is kept open between commands.
-
-.. versionadded:: 0.1.0
-"""
+"""The router itself: attach, detach and weights of HAProxy servers (see the package docs)."""
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import logging
 import os
-import re
 import socket as _socket
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 import anyio
-import anyio.abc
 import attrs
 
-from rolling import ConfigError, RollingError
+from rolling import ConfigError
 from rolling.health import as_check_function, probe_once
-from rolling.net import address_of, causes_of, describe_connect_error, is_text
-from rolling.validate import check_callable, check_seconds, validator
+from rolling.net import address_of, is_text
+from rolling.typing import FULL_WEIGHT
+from rolling.validate import check_callable, check_seconds, check_weight, validator
 
-__all__ = [
-    "HAProxyConnectionError",
-    "HAProxyError",
-    "HAProxyLookupError",
-    "HAProxyPermissionError",
-    "HAProxyRouter",
-    "ServerAddress",
-    "ServerName",
-    "ServerStatus",
-    "Socket",
-]
-
-logger = logging.getLogger("rolling.haproxy")
-
-_MAX_PORT = 65535
-_MAX_REPLY = 16 * 1024 * 1024
-"""Bytes of one reply read at most: ``show stat`` of one backend is far smaller."""
-
-_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
-"""The characters HAProxy allows in proxy and server names (and nothing the CLI parses)."""
-
-# What HAProxy 2.6 answers when a name is unknown, by command: ``set server``,
-# ``show servers state`` and ``show stat`` each have their own wording.
-_NO_BACKEND = frozenset({"No such backend.", "Can't find backend.", "No such proxy."})
-_NO_SERVER = "No such server."
-_NOT_ADMIN = "Permission denied"
-
-# ``set server <b>/<s> addr <ip> port <port>`` reports what it did on success,
-# such as "IP changed from '10.0.0.1' to '10.0.0.2', no need to change the port
-# by 'stats socket command'". Errors come in other words ("Invalid addr ...")
-# or inside the same frame ("no need to change the addr, problem converting
-# port ..."), so success is recognised by its exact shape.
-_ADDR_CHANGED = re.compile(
-    r"(?:IP changed from '[^']*' to '[^']*'|no need to change the addr), "
-    r"(?:port changed from '[^']*' to '[^']*'|no need to change the port) by '[^']*'"
+from ._runtime import (
+    ADDR_CHANGED,
+    MAX_PORT,
+    NAME,
+    NO_BACKEND,
+    NO_SERVER,
+    NOT_ADMIN,
+    HAProxyConnectionError,
+    HAProxyError,
+    HAProxyLookupError,
+    HAProxyPermissionError,
+    ServerAddress,
+    ServerName,
+    ServerStatus,
+    Socket,
+    exchange,
+    parse_table,
+    parse_weight,
+    where_of,
 )
 
-_UP_STATUSES = frozenset({"UP", "no check"})
+__all__ = ["HAProxyRouter"]
 
-
-class HAProxyError(RollingError, RuntimeError):
-    """HAProxy's Runtime API refused a command, or a server did not get where it should.
-
-    The subclasses say why more precisely; this class itself is raised when a
-    command's reply is not the success HAProxy gives, when an instance never
-    passes its health check before attach, and when HAProxy does not report a
-    server UP within ``up_timeout``.
-
-    Attributes:
-        command: The Runtime API command concerned, when there is one.
-        reply: HAProxy's reply to it, when there was one.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(
-        self, message: str, *, command: str | None = None, reply: str | None = None
-    ) -> None:
-        """Keep the command and reply beside the message."""
-        super().__init__(message)
-        self.command = command
-        self.reply = reply
-
-
-class HAProxyConnectionError(HAProxyError, ConnectionError):
-    """HAProxy's Runtime API cannot be reached: HAProxy is down, or does not answer.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-class HAProxyPermissionError(HAProxyError, PermissionError):
-    """The socket may not be opened by this user, or it is not at ``level admin``.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-class HAProxyLookupError(HAProxyError, LookupError):
-    """HAProxy has no such backend, or no such server in it.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-@attrs.frozen(kw_only=True)
-class ServerStatus:
-    """One server as ``show stat`` reports it, at one moment.
-
-    Attributes:
-        backend: The backend's name.
-        server: The server's name.
-        status: HAProxy's status text: ``UP``, ``DOWN``, ``MAINT``, ``DRAIN``,
-            ``NOLB``, ``no check``, or a transition such as ``UP 1/2`` (up,
-            going down after one more failed check) or ``DOWN 1/2``.
-        sessions: Current sessions on the server (``scur``).
-        queued: Requests queued for this server (``qcur``).
-        check_status: The last health check's status, such as ``L7OK`` or
-            ``L4CON`` (empty when checks are off or the server is in
-            maintenance; a leading asterisk means a check is running).
-        check_description: The last check's detail, such as ``Connection refused``.
-        address: The address HAProxy sends traffic to, as it shows it
-            (``127.0.0.1:8001``).
-
-    .. versionadded:: 0.1.0
-    """
-
-    backend: str
-    server: str
-    status: str
-    sessions: int
-    queued: int
-    check_status: str
-    check_description: str
-    address: str
-
-    @property
-    def up(self) -> bool:
-        """Whether HAProxy reports the server plain ``UP`` (or ``no check``)."""
-        return self.status in _UP_STATUSES
-
-    @property
-    def in_maintenance(self) -> bool:
-        """Whether the server is in maintenance, set here or inherited (``MAINT (via ...)``)."""
-        return self.status.startswith("MAINT")
-
-
-Socket = str | Path | tuple[str, int]
-"""A unix socket path, or the ``(host, port)`` of a TCP ``stats socket``.
-
-Any path-like object works (``os.fspath`` turns it into text); the annotation names
-:class:`~pathlib.Path`.
-"""
-
-ServerName = Callable[[Any], tuple[str, str]]
-"""Maps an instance to its ``(backend, server)`` names in HAProxy."""
-
-ServerAddress = Callable[[Any], "tuple[str, int] | None"]
-"""Maps an instance to the ``(host, port)`` HAProxy should send its traffic to.
-
-``None`` leaves the address in HAProxy as it is.
-"""
+logger = logging.getLogger("rolling.haproxy")
 
 
 def _default_server(instance: Any) -> tuple[str, str]:
@@ -224,7 +66,7 @@ def _check_socket(_instance: object, _attribute: object, value: Any) -> None:
                 is_text(host)
                 and isinstance(port, int)
                 and not isinstance(port, bool)
-                and 0 < port <= _MAX_PORT
+                and 0 < port <= MAX_PORT
             ):
                 return
     # A PathLike of bytes gives bytes, which is_text turns down.
@@ -253,8 +95,10 @@ def _check_health_check(_instance: object, _attribute: object, value: Any) -> No
 class HAProxyRouter:
     """A :class:`~rolling.typing.Router` that drives servers of HAProxy backends.
 
-    It holds no connection and no state of its own: every call asks HAProxy.
-    One router serves any number of backends and instances.
+    It holds no connection, and no state of its own but the weights
+    :meth:`set_weight` was given (so :meth:`attach` can apply them): every
+    other call asks HAProxy. One router serves any number of backends and
+    instances.
 
     Args:
         socket: HAProxy's Runtime API: the path of a unix ``stats socket``, or
@@ -283,6 +127,7 @@ class HAProxyRouter:
         ConfigError: An argument is invalid.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0 :meth:`set_weight`; :meth:`attach` sets the weight.
     """
 
     socket: Socket = attrs.field(validator=_check_socket)
@@ -305,6 +150,10 @@ class HAProxyRouter:
     command_timeout: float = attrs.field(
         default=5.0, kw_only=True, validator=validator(check_seconds, allow_zero=False)
     )
+    _weights: dict[tuple[str, str], int] = attrs.field(
+        factory=dict[tuple[str, str], int], init=False, repr=False, eq=False
+    )
+    """The weight last given to each (backend, server), for :meth:`attach` to apply."""
 
     # -- the Router protocol ---------------------------------------------------
 
@@ -371,8 +220,38 @@ class HAProxyRouter:
             await self._wait_healthy(instance, backend, server)
         if target is not None and target != configured:
             await self._set_address(backend, server, *target)
+        # Before "ready": the server's first new session already goes by this weight.
+        await self._set_weight(backend, server, self._weights.get((backend, server), FULL_WEIGHT))
         await self._set_state(backend, server, "ready")
         await self._wait_up(backend, server)
+
+    async def set_weight(self, instance: Any, weight: int) -> None:
+        """Set the weight of the instance's server, and check that HAProxy took it.
+
+        Sends ``set weight <b>/<s> <weight>``, then reads it back with ``get
+        weight <b>/<s>``. HAProxy applies it to the next session it balances;
+        a weight of 0 sends the server no new session, and the ones it has go
+        on (no drain). The weight is also kept, so :meth:`attach` sets it
+        again; a server in maintenance takes the weight and no traffic.
+
+        Args:
+            instance: Mapped to its server by ``server``.
+            weight: An int from 0 to :data:`~rolling.typing.MAX_WEIGHT`.
+
+        Raises:
+            ConfigError: ``weight`` is not an int in that range (nothing is sent).
+            HAProxyLookupError: No such backend or server.
+            HAProxyPermissionError: The socket may not be opened, or is not
+                at ``level admin``.
+            HAProxyConnectionError: HAProxy is not running or does not answer.
+            HAProxyError: HAProxy refused the weight (a backend of a static
+                balance algorithm takes only 0 and its configured weight), or
+                read it back as another number.
+        """
+        check_weight("HAProxyRouter.set_weight.weight", weight)
+        backend, server = self._names(instance)
+        await self._set_weight(backend, server, weight)
+        self._weights[backend, server] = weight
 
     # -- inspection --------------------------------------------------------------
 
@@ -401,21 +280,15 @@ class HAProxyRouter:
             raise ValueError(msg)
         try:
             with anyio.fail_after(self.command_timeout):
-                return await self._exchange(line)
+                return await exchange(self.socket, line)
         except TimeoutError:
             raise HAProxyConnectionError(
-                f"HAProxy did not answer {line!r} on {self._where()} within "
+                f"HAProxy did not answer {line!r} on {where_of(self.socket)} within "
                 f"{float(self.command_timeout)}s",
                 command=line,
             ) from None
 
     # -- internals ---------------------------------------------------------------
-
-    def _where(self) -> str:
-        if isinstance(self.socket, tuple):
-            host, port = self.socket
-            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return os.fspath(self.socket)
 
     def _names(self, instance: Any) -> tuple[str, str]:
         mapping = _default_server if self.server is None else self.server
@@ -425,8 +298,8 @@ class HAProxyRouter:
             if (
                 isinstance(backend, str)
                 and isinstance(server, str)
-                and _NAME.fullmatch(backend)
-                and _NAME.fullmatch(server)
+                and NAME.fullmatch(backend)
+                and NAME.fullmatch(server)
             ):
                 return backend, server
         raise HAProxyError(
@@ -497,24 +370,24 @@ class HAProxyRouter:
     async def _run(self, line: str, backend: str, server: str | None = None) -> str:
         """Send ``line``; raise on the replies that mean an unknown name or no permission."""
         reply = (await self.command(line)).strip()
-        logger.debug("%s: %r -> %r", self._where(), line, reply[:200])
-        if reply in _NO_BACKEND:
+        logger.debug("%s: %r -> %r", where_of(self.socket), line, reply[:200])
+        if reply in NO_BACKEND:
             raise HAProxyLookupError(
                 f"HAProxy has no backend {backend!r} (it answered {reply!r} to {line!r} on "
-                f"{self._where()})",
+                f"{where_of(self.socket)})",
                 command=line,
                 reply=reply,
             )
-        if reply == _NO_SERVER:
+        if reply == NO_SERVER:
             raise HAProxyLookupError(
                 f"HAProxy has no server {server!r} in backend {backend!r} (it answered "
-                f"{reply!r} to {line!r} on {self._where()})",
+                f"{reply!r} to {line!r} on {where_of(self.socket)})",
                 command=line,
                 reply=reply,
             )
-        if reply == _NOT_ADMIN:
+        if reply == NOT_ADMIN:
             raise HAProxyPermissionError(
-                f"HAProxy refused {line!r} on {self._where()}: Permission denied. Changing "
+                f"HAProxy refused {line!r} on {where_of(self.socket)}: Permission denied. Changing "
                 "servers needs the stats socket at level admin (`stats socket ... level admin` "
                 "in haproxy.cfg)",
                 command=line,
@@ -527,15 +400,38 @@ class HAProxyRouter:
         reply = await self._run(line, backend, server)
         if reply:  # success is an empty reply
             raise HAProxyError(
-                f"HAProxy refused {line!r} on {self._where()}: {reply}", command=line, reply=reply
+                f"HAProxy refused {line!r} on {where_of(self.socket)}: {reply}",
+                command=line,
+                reply=reply,
+            )
+
+    async def _set_weight(self, backend: str, server: str, weight: int) -> None:
+        line = f"set weight {backend}/{server} {weight}"
+        reply = await self._run(line, backend, server)
+        if reply:  # success is an empty reply
+            raise HAProxyError(
+                f"HAProxy refused {line!r} on {where_of(self.socket)}: {reply}",
+                command=line,
+                reply=reply,
+            )
+        check = f"get weight {backend}/{server}"
+        answer = await self._run(check, backend, server)
+        now = parse_weight(answer, check)
+        if now != weight:
+            raise HAProxyError(
+                f"HAProxy reports weight {now} for {backend}/{server} after {line!r} on "
+                f"{where_of(self.socket)} (it answered {answer!r} to {check!r}); was another "
+                "client changing it?",
+                command=check,
+                reply=answer,
             )
 
     async def _set_address(self, backend: str, server: str, host: str, port: int) -> None:
         line = f"set server {backend}/{server} addr {host} port {port}"
         reply = await self._run(line, backend, server)
-        if not _ADDR_CHANGED.fullmatch(reply):
+        if not ADDR_CHANGED.fullmatch(reply):
             raise HAProxyError(
-                f"HAProxy refused {line!r} on {self._where()}: {reply or '(empty reply)'}",
+                f"HAProxy refused {line!r} on {where_of(self.socket)}: {reply or '(empty reply)'}",
                 command=line,
                 reply=reply,
             )
@@ -543,7 +439,7 @@ class HAProxyRouter:
     async def _status(self, backend: str, server: str) -> ServerStatus:
         line = f"show stat {backend} 4 -1"  # type 4: servers only; -1: every one of them
         reply = await self._run(line, backend)
-        for row in _table(reply, line, delimiter=","):
+        for row in parse_table(reply, line, delimiter=","):
             if row.get("pxname") == backend and row.get("svname") == server:
                 try:
                     return ServerStatus(
@@ -558,13 +454,13 @@ class HAProxyRouter:
                     )
                 except (KeyError, ValueError) as exc:
                     raise HAProxyError(
-                        f"cannot read {line!r} from {self._where()}: {exc!r} in {row!r}",
+                        f"cannot read {line!r} from {where_of(self.socket)}: {exc!r} in {row!r}",
                         command=line,
                         reply=reply,
                     ) from None
         raise HAProxyLookupError(
             f"HAProxy has no server {server!r} in backend {backend!r} ({line!r} on "
-            f"{self._where()} does not list it)",
+            f"{where_of(self.socket)} does not list it)",
             command=line,
             reply=reply,
         )
@@ -572,97 +468,19 @@ class HAProxyRouter:
     async def _configured_address(self, backend: str, server: str) -> tuple[str, int]:
         line = f"show servers state {backend}"
         reply = await self._run(line, backend)
-        for row in _table(reply, line, delimiter=" "):
+        for row in parse_table(reply, line, delimiter=" "):
             if row.get("be_name") == backend and row.get("srv_name") == server:
                 try:
                     return row["srv_addr"], int(row["srv_port"])
                 except (KeyError, ValueError) as exc:
                     raise HAProxyError(
-                        f"cannot read {line!r} from {self._where()}: {exc!r} in {row!r}",
+                        f"cannot read {line!r} from {where_of(self.socket)}: {exc!r} in {row!r}",
                         command=line,
                         reply=reply,
                     ) from None
         raise HAProxyLookupError(
             f"HAProxy has no server {server!r} in backend {backend!r} ({line!r} on "
-            f"{self._where()} does not list it)",
+            f"{where_of(self.socket)} does not list it)",
             command=line,
             reply=reply,
         )
-
-    async def _connect(self, line: str) -> anyio.abc.SocketStream:
-        where = self._where()
-        try:
-            if isinstance(self.socket, tuple):
-                return await anyio.connect_tcp(*self.socket)
-            return await anyio.connect_unix(self.socket)
-        except OSError as exc:
-            causes = causes_of(exc)
-            if any(isinstance(cause, PermissionError) for cause in causes):
-                raise HAProxyPermissionError(
-                    f"permission denied on HAProxy's socket {where}: run as a user that may "
-                    "write it (and enter its directory), or let that user's group write it: "
-                    f"`stats socket {where} mode 660 group <group> level admin` in haproxy.cfg",
-                    command=line,
-                ) from exc
-            if any(
-                isinstance(cause, FileNotFoundError | ConnectionRefusedError) for cause in causes
-            ):
-                reason = (
-                    describe_connect_error(exc)
-                    if isinstance(self.socket, tuple)
-                    else (exc.strerror or str(exc)).lower()
-                )
-                raise HAProxyConnectionError(
-                    f"HAProxy is not running or not listening on {where} ({reason})",
-                    command=line,
-                ) from exc
-            raise HAProxyConnectionError(
-                f"cannot reach HAProxy's Runtime API on {where}: {describe_connect_error(exc)}",
-                command=line,
-            ) from exc
-
-    async def _exchange(self, line: str) -> str:
-        stream = await self._connect(line)
-        async with stream:
-            data = bytearray()
-            try:
-                await stream.send(line.encode() + b"\n")
-                # HAProxy answers one command, then closes the connection.
-                async for chunk in stream:
-                    data += chunk
-                    if len(data) > _MAX_REPLY:
-                        raise HAProxyError(
-                            f"the reply to {line!r} from {self._where()} is larger than "
-                            f"{_MAX_REPLY // (1024 * 1024)} MiB",
-                            command=line,
-                        )
-            except (OSError, anyio.BrokenResourceError) as exc:
-                raise HAProxyConnectionError(
-                    f"HAProxy closed the connection on {self._where()} during {line!r}: {exc}",
-                    command=line,
-                ) from exc
-        return data.decode("utf-8", errors="replace")
-
-
-def _table(reply: str, line: str, *, delimiter: str) -> list[dict[str, str]]:
-    """The rows of a Runtime API table whose header line starts with ``#``.
-
-    ``show stat`` is CSV (``# pxname,svname,...``); ``show servers state`` is
-    separated by single spaces after a version line (``1``, then ``# be_id
-    be_name ...``).
-    """
-    lines = reply.splitlines()
-    for index, text in enumerate(lines):
-        if text.startswith("#"):
-            header = text[1:].strip()
-            rows = lines[index + 1 :]
-            break
-    else:
-        raise HAProxyError(
-            f"unexpected reply to {line!r}: {reply[:200]!r}", command=line, reply=reply
-        )
-    if delimiter == " ":
-        names = header.split()
-        return [dict(zip(names, row.split(), strict=False)) for row in rows if row.strip()]
-    names = next(csv.reader([header]))
-    return [dict(zip(names, row, strict=False)) for row in csv.reader(rows) if row and any(row)]
