@@ -131,6 +131,56 @@ def test_batches_and_surge_options(tmp_path: Path) -> None:
     assert report["failed"] == 0
 
 
+def test_canary_demo_shifts_traffic_step_by_step_then_promotes() -> None:
+    code, report = run_demo("--instances", "4", "--strategy", "canary")
+    assert code == 0, report
+    assert report["status"] == "succeeded"
+    assert report["failed"] == 0
+    assert report["final_versions"] == {"v2": 4}
+    assert report["strategy"] == "canary (10 %, 50 %, then promotion)"
+    step10, step50, switch = report["traffic"]
+    assert step10.startswith("step at ")
+    assert "asked 10 %, weights give 10.0 %" in step10
+    assert "asked 50 %, weights give 50.0 %" in step50
+    assert switch.startswith("switch at ")
+    assert "measured 100.0 %" in switch
+
+
+def test_blue_green_demo_switches_and_a_faulty_green_switches_back() -> None:
+    code, report = run_demo("--instances", "3", "--strategy", "blue-green")
+    assert code == 0, report
+    assert report["failed"] == 0
+    assert report["final_versions"] == {"v2": 3}
+    assert report["strategy"] == "blue-green (post-promotion analysis, blue kept 3 s)"
+    [switch] = report["traffic"]
+    assert "asked 100 %" in switch
+    code, faulty = run_demo("--instances", "3", "--strategy", "blue-green", "--faulty", "20")
+    assert code == 1, faulty
+    assert faulty["status"] == "rolled_back"
+    assert "error-ratio" in faulty["reason"]
+    assert faulty["final_versions"] == {"v1": 3}
+    # Only green's own errors: the switch and the switch back refused no request.
+    assert set(faulty["errors"]) == {"HTTP 500"}
+    switch, back = faulty["traffic"]
+    assert switch.startswith("switch at ")
+    assert back.startswith("rollback at ")
+    assert "back to v1, measured" in back
+
+
+def test_a_rolling_demo_report_has_no_traffic_lines() -> None:
+    report = DemoReport.build(
+        result=None,
+        samples=[Sample(at=0.0, latency=0.01, ok=True, version="v1")],
+        instances=1,
+        strategy="rolling update",
+        drain=True,
+        demo_seconds=1.0,
+        interrupted=True,
+    )
+    assert "traffic" not in json.loads(report.to_json())
+    assert "  traffic  " not in report.to_text()
+
+
 def test_sigint_mid_rollout_leaves_no_process_behind() -> None:
     with subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [*DEMO, "--instances", "4"],

@@ -257,8 +257,8 @@ def _traffic(
     start = 0.0 if result is None else result.started_at
     end = max((s.at for s in samples), default=start) if result is None else result.finished_at
     lines: list[str] = []
-    for shift, after in zip(shifts, [*shifts[1:], None], strict=True):
-        until = end if after is None else after.at
+    for index, shift in enumerate(shifts):
+        until = shifts[index + 1].at if index + 1 < len(shifts) else end
         window = [s for s in samples if s.ok and s.version and shift.at <= s.at < until]
         new = sum(1 for s in window if s.version != "v1")
         seen = f"{100 * new / len(window):.1f} %" if window else "-"
