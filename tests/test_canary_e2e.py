@@ -1,59 +1,36 @@
 """Canary and blue-green end to end: real processes, real routers, steady load, every answer kept.
 
 A fleet of the demo app (each answer says the version that served it) runs behind the
-built-in balancer or a real HAProxy; a load generator sends one request per connection
-through the router for the whole rollout and keeps every answer, so shares, failed requests
-and switch times are measured the way a client sees them.
-
-HAProxy needs a ``server`` line for every instance the process driver may launch (ids
-``p-0``, ``p-1``, ...): the fleet's own lines, then spare ones in maintenance
-(``disabled``), whose address the router sets on attach.
+built-in balancer or a real HAProxy (:mod:`canary_harness`); a load generator sends one
+request per connection through the router for the whole rollout and keeps every answer, so
+shares, failed requests and switch times are measured the way a client sees them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import anyio
-import attrs
 import pytest
 
-from haproxy_harness import render_config, running_haproxy
-from helpers import LOOPBACK, alive, free_port
+from canary_harness import ROUTERS, SIZE, Stage, app_processes, share, staged
+from helpers import alive
 from rolling import (
     Analysis,
     BlueGreen,
     Canary,
-    FailurePolicy,
     Metric,
     Pause,
-    Readiness,
     RollbackStarted,
-    Rollout,
     RolloutResult,
     RolloutStatus,
     SetWeight,
     TrafficShifted,
 )
-from rolling.checks import HTTPCheck
-from rolling.demo import app
-from rolling.demo._load import LoadGenerator, Sample
-from rolling.drivers.process import ProcessDriver, ProcessInstance
-from rolling.events import Event
-from rolling.routers.balancer import Balancer
-from rolling.typing import WeightedRouter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
-E = TypeVar("E", bound=Event)
-
-SIZE = 4
-"""Instances in the fleet."""
 PER_STEP = 2000
 """Requests counted during each canary pause (issue 12 asks for about 2,000)."""
 TOLERANCE = 3.0
@@ -62,151 +39,11 @@ SETTLE = 0.05
 """Seconds after a weight change before its requests count (requests already connecting)."""
 SWITCH_GOAL = 1.0
 """Seconds from a switch-back decision until only the old set answers (issue 12's goal)."""
-APP = "rolling.demo.app"
-WAIT = 60.0
-"""Seconds a test waits for an event or for answers before it fails."""
-
-
-def command(version: str, port: int) -> Sequence[str]:
-    # No added latency: the more requests a second, the sooner each step has its count.
-    return app.command(version, port, latency_ms=0.0, python=sys.executable)
-
-
-@attrs.define(eq=False)
-class Stage:
-    """A fleet of ``SIZE`` v1 processes behind a weighted router, and load through it."""
-
-    driver: ProcessDriver
-    router: WeightedRouter[Any]
-    load: LoadGenerator
-    fleet: list[ProcessInstance]
-    check: HTTPCheck
-    events: list[Event] = attrs.field(factory=list[Event])
-
-    def rollout(self, strategy: Canary | BlueGreen, **options: Any) -> Rollout[ProcessInstance]:
-        return Rollout(
-            self.driver,
-            "v2",
-            strategy=strategy,
-            router=self.router,
-            readiness=Readiness(check=self.check, period=0.1, timeout=1.0, deadline=15.0),
-            failure=FailurePolicy(max_failed=0),
-            observers=[self.events.append],
-            effect_timeout=60.0,
-            **options,
-        )
-
-    def of_type(self, kind: type[E]) -> list[E]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def ok_since(self, start: float) -> list[Sample]:
-        return [s for s in self.load.samples if s.ok and s.at >= start]
-
-    def failed(self) -> list[Sample]:
-        return [s for s in self.load.samples if not s.ok]
-
-    async def wait_for(self, kind: type[Event], count: int = 1) -> Any:
-        """The ``count``-th event of ``kind``, once there is one."""
-        with anyio.fail_after(WAIT):
-            while len(self.of_type(kind)) < count:  # noqa: ASYNC110 - observers are plain calls
-                await anyio.sleep(0.02)
-        return self.of_type(kind)[count - 1]
-
-    async def answers(self, start: float, count: int) -> list[Sample]:
-        """Wait until ``count`` good answers started after ``start``; those answers."""
-        with anyio.fail_after(WAIT):
-            while len(self.ok_since(start)) < count:  # noqa: ASYNC110 - the load runs beside
-                await anyio.sleep(0.05)
-        return self.ok_since(start)
-
-
-async def _wait_healthy(check: HTTPCheck, instance: ProcessInstance) -> None:
-    with anyio.fail_after(30):
-        while not (await check.check(instance)).healthy:  # noqa: ASYNC110 - a real process
-            await anyio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def balancer_for(
-    fleet: list[ProcessInstance], _directory: Path, _check: HTTPCheck
-) -> AsyncGenerator[tuple[WeightedRouter[Any], tuple[str, int]]]:
-    async with Balancer(drain_timeout=10.0) as balancer:
-        for instance in fleet:
-            await balancer.attach(instance)
-        yield balancer, (balancer.host, balancer.port)
-
-
-def haproxy_config(directory: Path, port: int, fleet: Sequence[ProcessInstance]) -> str:
-    """The harness's configuration, plus spare servers for every id the driver may launch."""
-    servers = [(i.id, i.host, i.port) for i in fleet]
-    text = render_config(
-        socket_path=directory / "admin.sock", frontend=(LOOPBACK, port), servers=servers
-    )
-    # The backend is the last section: spare lines go at its end. Port 9 (discard) is never
-    # used: a disabled server is in maintenance and the router sets its address on attach.
-    spares = [f"    server p-{n} {LOOPBACK}:9 disabled" for n in range(len(fleet), 4 * len(fleet))]
-    return text + "\n".join(spares) + "\n"
-
-
-@contextlib.asynccontextmanager
-async def haproxy_for(
-    fleet: list[ProcessInstance], directory: Path, check: HTTPCheck
-) -> AsyncGenerator[tuple[WeightedRouter[Any], tuple[str, int]]]:
-    port = free_port()
-    servers = [(i.id, i.host, i.port) for i in fleet]
-    config = haproxy_config(directory, port, fleet)
-    async with running_haproxy(directory, servers, config=config, frontend_port=port) as haproxy:
-        yield haproxy.router(check=check, drain_timeout=10.0, up_timeout=10.0), haproxy.frontend
-
-
-ROUTERS = {"balancer": balancer_for, "haproxy": haproxy_for}
 
 
 @pytest.fixture(params=sorted(ROUTERS))
 def router_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@contextlib.asynccontextmanager
-async def staged(kind: str, tmp_path: Path) -> AsyncGenerator[Stage]:
-    """``SIZE`` v1 processes behind ``kind``, with load running through it until the end."""
-    check = HTTPCheck("/healthz", timeout=0.8)
-    async with ProcessDriver(command, grace=5.0, log_dir=tmp_path / "logs") as driver:
-        fleet = await driver.spawn(SIZE, "v1")
-        async with anyio.create_task_group() as tg:
-            for instance in fleet:
-                tg.start_soon(_wait_healthy, check, instance)
-        async with ROUTERS[kind](fleet, tmp_path / kind, check) as (router, frontend):
-            load = LoadGenerator(*frontend, concurrency=8, timeout=5.0, max_seconds=180)
-            stage = Stage(driver=driver, router=router, load=load, fleet=fleet, check=check)
-            async with anyio.create_task_group() as traffic:
-                traffic.start_soon(load.run)
-                await stage.answers(0.0, 20)  # the load flows before anything changes
-                yield stage
-                load.stop()
-
-
-def share(samples: Sequence[Sample]) -> tuple[float, int, int]:
-    """The percentage of v2 answers, the v2 count, the total."""
-    new = sum(1 for s in samples if s.version == "v2")
-    return 100.0 * new / len(samples), new, len(samples)
-
-
-def app_processes() -> set[int]:
-    """Pids of the demo apps this test process started (its children running the app)."""
-    me = str(os.getpid())
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if parent == me and APP.encode() in cmdline and alive(int(entry.name)):
-            found.add(int(entry.name))
-    return found
 
 
 async def only_version(stage: Stage, version: str, after: float) -> None:
@@ -285,9 +122,11 @@ async def test_blue_green_switch_keeps_blue_for_the_delay(router_kind: str, tmp_
     async with staged(router_kind, tmp_path) as stage:
         blue = [i.pid for i in stage.fleet]
         deaths: dict[int, float] = {}
+        result: RolloutResult | None = None
         async with anyio.create_task_group() as watch:
             watch.start_soon(watch_deaths, blue, deaths)
-            result: RolloutResult = await stage.rollout(BlueGreen(scale_down_delay=delay)).run()
+            result = await stage.rollout(BlueGreen(scale_down_delay=delay)).run()
+        assert result is not None
         assert result.status is RolloutStatus.SUCCEEDED, result.reason
         switch = next(e for e in stage.of_type(TrafficShifted) if e.reason == "switch")
         # Blue runs the whole delay after the switch, and is gone once the rollout ends.
