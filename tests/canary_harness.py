@@ -144,10 +144,12 @@ ROUTERS = {"balancer": balancer_for, "haproxy": haproxy_for}
 
 
 @contextlib.asynccontextmanager
-async def staged(kind: str, directory: Path, *, size: int = SIZE) -> AsyncGenerator[Stage]:
+async def staged(
+    kind: str, directory: Path, *, size: int = SIZE, clients: int = 8
+) -> AsyncGenerator[Stage]:
     """``size`` v1 processes behind ``kind`` (a key of :data:`ROUTERS`), load through it.
 
-    Logs and HAProxy's files go under ``directory``.
+    Logs and HAProxy's files go under ``directory``; ``clients`` load workers.
     """
     check = HTTPCheck("/healthz", timeout=0.8)
     async with ProcessDriver(command, grace=5.0, log_dir=directory / "logs") as driver:
@@ -156,7 +158,7 @@ async def staged(kind: str, directory: Path, *, size: int = SIZE) -> AsyncGenera
             for instance in fleet:
                 tg.start_soon(_wait_healthy, check, instance)
         async with ROUTERS[kind](fleet, directory / kind, check) as (router, frontend):
-            load = LoadGenerator(*frontend, concurrency=8, timeout=5.0, max_seconds=180)
+            load = LoadGenerator(*frontend, concurrency=clients, timeout=5.0, max_seconds=180)
             stage = Stage(driver=driver, router=router, load=load, fleet=fleet, check=check)
             async with anyio.create_task_group() as traffic:
                 traffic.start_soon(load.run)
