@@ -11,6 +11,7 @@ from __future__ import annotations
 import anyio
 
 import rolling
+import rolling.analysis
 import rolling.testing
 
 
