@@ -21,6 +21,7 @@ from rolling.demo._load import LoadGenerator, Sample
 from rolling.demo._progress import Progress
 from rolling.demo._report import DemoReport
 from rolling.demo._runner import DemoOptions, size_note
+from rolling.events import RollbackStarted, TrafficShifted
 
 DEMO = [sys.executable, "-m", "rolling", "demo"]
 
@@ -306,3 +307,63 @@ def test_without_the_analysis_extra_the_demo_runs_and_says_analysis_is_off() -> 
     bad = _demo_without_prometheus_client("--instances", "2", "--faulty", "10")
     assert bad.returncode != 0
     assert "pip install 'rolling[analysis]'" in bad.stderr
+
+
+def _shift(at: float, percent: float, reason: str = "step") -> TrafficShifted:
+    return TrafficShifted(
+        at=at,
+        wall=at,
+        percent=percent,
+        achieved=percent,
+        new_instances=1,
+        new_weight=20,
+        old_weight=95,
+        reason=reason,
+    )
+
+
+def test_traffic_lines_measure_each_shift_until_the_next() -> None:
+    # 10 answers a second for 3 s: v2 answers 1 in 10 after the first shift, all after the switch,
+    # none after the rollback.
+    samples = [
+        Sample(
+            at=n / 10,
+            latency=0.01,
+            ok=True,
+            version="v2" if (10 <= n < 20 and n % 10 == 0) or 20 <= n < 25 else "v1",
+        )
+        for n in range(30)
+    ]
+    back = RollbackStarted(at=2.5, wall=2.5, reason="bad", mode="revert", instance_ids=("p-0",))
+    report = DemoReport.build(
+        result=None,
+        samples=samples,
+        instances=2,
+        strategy="blue-green",
+        drain=True,
+        demo_seconds=3.0,
+        interrupted=True,
+        shifts=[_shift(1.0, 10), _shift(2.0, 100, "switch"), back],
+    )
+    assert report.traffic == [
+        "step at 1.00 s: asked 10 %, weights give 10.0 %, measured 10.0 % (1 of 10)",
+        "switch at 2.00 s: asked 100 %, weights give 100.0 %, measured 100.0 % (5 of 5)",
+        "rollback at 2.50 s: back to v1, measured 0.0 % (0 of 5)",
+    ]
+    assert json.loads(report.to_json())["traffic"] == report.traffic
+    assert "  traffic        step at 1.00 s" in report.to_text()
+
+
+@pytest.mark.anyio
+async def test_the_status_line_shows_the_share_asked_and_seen() -> None:
+    load = LoadGenerator("127.0.0.1", 9, concurrency=1)
+    progress = Progress(load, io.StringIO(), shares=True)
+    assert progress.line().endswith("| traffic asked - | seen -")
+    progress(_shift(1.0, 25))
+    load.samples += [Sample(at=1.0, latency=0.01, ok=True, version="v2")]
+    load.samples += [Sample(at=1.0, latency=0.01, ok=True, version="v1")] * 3
+    assert progress.line().endswith("| traffic asked new 25% | seen v1 75% v2 25%")
+    progress(RollbackStarted(at=2.0, wall=2.0, reason="x", mode="revert", instance_ids=()))
+    assert progress.line().endswith("| traffic rolling back: asked new 0% | seen -")
+    plain = Progress(load, io.StringIO())
+    assert "traffic" not in plain.line()

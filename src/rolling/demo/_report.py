@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -255,7 +256,7 @@ def _traffic(
 ) -> list[str]:
     """Each shift: asked, achieved by the weights, and measured until the next shift."""
     start = 0.0 if result is None else result.started_at
-    end = max((s.at for s in samples), default=start) if result is None else result.finished_at
+    end = math.inf if result is None else result.finished_at  # interrupted: every answer after
     lines: list[str] = []
     for index, shift in enumerate(shifts):
         until = shifts[index + 1].at if index + 1 < len(shifts) else end
