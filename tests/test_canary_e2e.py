@@ -88,6 +88,25 @@ async def test_canary_shares_at_5_25_50_then_promote(router_kind: str, tmp_path:
         await no_leaks(stage, "v2")
 
 
+async def test_canary_promote_full_skips_the_steps_left(router_kind: str, tmp_path: Path) -> None:
+    async with staged(router_kind, tmp_path) as stage:
+        steps = [SetWeight(25), Pause(), SetWeight(50), Pause()]
+        async with stage.rollout(Canary(), steps=steps).start() as handle:
+            await stage.wait_for(TrafficShifted)
+            while handle.status().status is not RolloutStatus.PAUSED:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+            handle.promote(full=True)
+        result = handle.result
+        assert result.status is RolloutStatus.SUCCEEDED, result.reason
+        assert [(e.reason, e.percent) for e in stage.of_type(TrafficShifted)] == [
+            ("step", 25.0),
+            ("switch", 100.0),
+        ]
+        await only_version(stage, "v2", result.finished_at)
+        assert not stage.failed(), stage.failed()[:5]
+        await no_leaks(stage, "v2")
+
+
 async def test_canary_abort_during_a_pause_leaves_only_v1(router_kind: str, tmp_path: Path) -> None:
     async with staged(router_kind, tmp_path) as stage:
         original = {i.id: i.pid for i in stage.fleet}
