@@ -21,6 +21,7 @@ from rolling.demo._load import LoadGenerator, Sample
 from rolling.demo._progress import Progress
 from rolling.demo._report import DemoReport
 from rolling.demo._runner import DemoOptions, size_note
+from rolling.events import RollbackStarted, TrafficShifted
 
 DEMO = [sys.executable, "-m", "rolling", "demo"]
 
@@ -129,6 +130,56 @@ def test_batches_and_surge_options(tmp_path: Path) -> None:
     code, report = run_demo("--instances", "3", "--max-unavailable", "0", "--max-surge", "1")
     assert code == 0, report
     assert report["failed"] == 0
+
+
+def test_canary_demo_shifts_traffic_step_by_step_then_promotes() -> None:
+    code, report = run_demo("--instances", "4", "--strategy", "canary")
+    assert code == 0, report
+    assert report["status"] == "succeeded"
+    assert report["failed"] == 0
+    assert report["final_versions"] == {"v2": 4}
+    assert report["strategy"] == "canary (10 %, 50 %, then promotion)"
+    step10, step50, switch = report["traffic"]
+    assert step10.startswith("step at ")
+    assert "asked 10 %, weights give 10.0 %" in step10
+    assert "asked 50 %, weights give 50.0 %" in step50
+    assert switch.startswith("switch at ")
+    assert "measured 100.0 %" in switch
+
+
+def test_blue_green_demo_switches_and_a_faulty_green_switches_back() -> None:
+    code, report = run_demo("--instances", "3", "--strategy", "blue-green")
+    assert code == 0, report
+    assert report["failed"] == 0
+    assert report["final_versions"] == {"v2": 3}
+    assert report["strategy"] == "blue-green (post-promotion analysis, blue kept 3 s)"
+    [switch] = report["traffic"]
+    assert "asked 100 %" in switch
+    code, faulty = run_demo("--instances", "3", "--strategy", "blue-green", "--faulty", "20")
+    assert code == 1, faulty
+    assert faulty["status"] == "rolled_back"
+    assert "error-ratio" in faulty["reason"]
+    assert faulty["final_versions"] == {"v1": 3}
+    # Only green's own errors: the switch and the switch back refused no request.
+    assert set(faulty["errors"]) == {"HTTP 500"}
+    switch, back = faulty["traffic"]
+    assert switch.startswith("switch at ")
+    assert back.startswith("rollback at ")
+    assert "back to v1, measured" in back
+
+
+def test_a_rolling_demo_report_has_no_traffic_lines() -> None:
+    report = DemoReport.build(
+        result=None,
+        samples=[Sample(at=0.0, latency=0.01, ok=True, version="v1")],
+        instances=1,
+        strategy="rolling update",
+        drain=True,
+        demo_seconds=1.0,
+        interrupted=True,
+    )
+    assert "traffic" not in json.loads(report.to_json())
+    assert "  traffic  " not in report.to_text()
 
 
 def test_sigint_mid_rollout_leaves_no_process_behind() -> None:
@@ -256,3 +307,63 @@ def test_without_the_analysis_extra_the_demo_runs_and_says_analysis_is_off() -> 
     bad = _demo_without_prometheus_client("--instances", "2", "--faulty", "10")
     assert bad.returncode != 0
     assert "pip install 'rolling[analysis]'" in bad.stderr
+
+
+def _shift(at: float, percent: float, reason: str = "step") -> TrafficShifted:
+    return TrafficShifted(
+        at=at,
+        wall=at,
+        percent=percent,
+        achieved=percent,
+        new_instances=1,
+        new_weight=20,
+        old_weight=95,
+        reason=reason,
+    )
+
+
+def test_traffic_lines_measure_each_shift_until_the_next() -> None:
+    # 10 answers a second for 3 s: v2 answers 1 in 10 after the first shift, all after the switch,
+    # none after the rollback.
+    samples = [
+        Sample(
+            at=n / 10,
+            latency=0.01,
+            ok=True,
+            version="v2" if (10 <= n < 20 and n % 10 == 0) or 20 <= n < 25 else "v1",
+        )
+        for n in range(30)
+    ]
+    back = RollbackStarted(at=2.5, wall=2.5, reason="bad", mode="revert", instance_ids=("p-0",))
+    report = DemoReport.build(
+        result=None,
+        samples=samples,
+        instances=2,
+        strategy="blue-green",
+        drain=True,
+        demo_seconds=3.0,
+        interrupted=True,
+        shifts=[_shift(1.0, 10), _shift(2.0, 100, "switch"), back],
+    )
+    assert report.traffic == [
+        "step at 1.00 s: asked 10 %, weights give 10.0 %, measured 10.0 % (1 of 10)",
+        "switch at 2.00 s: asked 100 %, weights give 100.0 %, measured 100.0 % (5 of 5)",
+        "rollback at 2.50 s: back to v1, measured 0.0 % (0 of 5)",
+    ]
+    assert json.loads(report.to_json())["traffic"] == report.traffic
+    assert "  traffic        step at 1.00 s" in report.to_text()
+
+
+@pytest.mark.anyio
+async def test_the_status_line_shows_the_share_asked_and_seen() -> None:
+    load = LoadGenerator("127.0.0.1", 9, concurrency=1)
+    progress = Progress(load, io.StringIO(), shares=True)
+    assert progress.line().endswith("| traffic asked - | seen -")
+    progress(_shift(1.0, 25))
+    load.samples += [Sample(at=1.0, latency=0.01, ok=True, version="v2")]
+    load.samples += [Sample(at=1.0, latency=0.01, ok=True, version="v1")] * 3
+    assert progress.line().endswith("| traffic asked new 25% | seen v1 75% v2 25%")
+    progress(RollbackStarted(at=2.0, wall=2.0, reason="x", mode="revert", instance_ids=()))
+    assert progress.line().endswith("| traffic rolling back: asked new 0% | seen -")
+    plain = Progress(load, io.StringIO())
+    assert "traffic" not in plain.line()

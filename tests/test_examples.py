@@ -235,3 +235,26 @@ async def test_coming_from_example_runs_each_tools_recipe() -> None:
     assert (ecs.floor, ecs.ceiling) == (5, 15)
     assert options["ecs"]["failure"].circuit_breaker == 5
     assert options["ansible"]["strategy"].resolve(10) == [1, 3, 3, 3]
+
+
+async def test_canary_example_shifts_5_25_50_then_switches_and_blue_green_switches_back() -> None:
+    module = load_example("canary")
+    try:
+        result, shifts = await module.canary()
+        good = await module.blue_green(error_ratio=0.0)
+        bad = await module.blue_green(error_ratio=0.2)
+    finally:
+        sys.modules.pop(module.__name__, None)
+    assert result.status is rolling.RolloutStatus.SUCCEEDED, result.reason
+    assert {item.version for item in result.instances} == {"v2"}
+    # What docs/canary.md quotes: whole weights that meet each share exactly here.
+    assert shifts == [
+        "step: asked 5 %, weights give 5.0 % (1 x 20 beside 95)",
+        "step: asked 25 %, weights give 25.0 % (1 x 132 beside 99)",
+        "step: asked 50 %, weights give 50.0 % (2 x 200 beside 100)",
+        "switch: asked 100 %, weights give 100.0 % (4 x 100 beside 0)",
+    ]
+    assert good.status is rolling.RolloutStatus.SUCCEEDED, good.reason
+    assert bad.status is rolling.RolloutStatus.ROLLED_BACK
+    assert "error-ratio" in bad.reason
+    assert {item.version for item in bad.instances} == {"v1"}

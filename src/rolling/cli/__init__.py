@@ -105,9 +105,11 @@ def _add_demo(commands: Any) -> None:
     demo.add_argument("--instances", type=_positive, default=4, help="processes (default 4)")
     demo.add_argument(
         "--strategy",
-        choices=("rolling", "batches"),
+        choices=("rolling", "batches", "canary", "blue-green"),
         default="rolling",
-        help="a sliding window (rolling, default) or lockstep batches",
+        help="a sliding window (rolling, default), lockstep batches, a weighted canary"
+        " (10 %%, 50 %%, then promotion) or blue-green (switch, keep blue 3 s; with --faulty"
+        " the post-promotion analysis switches back)",
     )
     demo.add_argument(
         "--max-unavailable",

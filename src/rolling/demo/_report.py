@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import attrs
 
 from rolling import RolloutResult, RolloutStatus
+from rolling.events import RollbackStarted, TrafficShifted
 
 from ._load import Sample, percentile
 
@@ -55,6 +57,10 @@ class DemoReport:
         flag_on: ... of which answers that saw the flag on.
         flag_on_old: ... of which v1 answers that saw the flag on (the goal is 0).
         flag_changes: The rollout's flag changes, as text.
+        traffic: Canary and blue-green: each traffic shift, as text: the share
+            asked for, the share the weights give, and the share of answers
+            the new version gave until the next shift (left out of the JSON
+            when empty).
     """
 
     status: str
@@ -79,6 +85,7 @@ class DemoReport:
     flag_on: int = 0
     flag_on_old: int = 0
     flag_changes: list[str] = attrs.Factory(list[str])
+    traffic: list[str] = attrs.Factory(list[str])
 
     @classmethod
     def build(
@@ -94,6 +101,7 @@ class DemoReport:
         analysis: bool = False,
         cut_short_after: float | None = None,
         flag: bool = False,
+        shifts: Sequence[TrafficShifted | RollbackStarted] = (),
     ) -> DemoReport:
         """Summarise the samples and the rollout's result.
 
@@ -143,6 +151,7 @@ class DemoReport:
             detect_seconds=detect,
             failed_before_detect=sum(1 for s in before if not s.ok),
             **(_flag_figures(result, samples) if flag else {}),
+            traffic=_traffic(result, samples, shifts),
         )
 
     @property
@@ -160,6 +169,8 @@ class DemoReport:
         """The report as one JSON object."""
         data = attrs.asdict(self)
         data["exit_code"] = self.exit_code
+        if not self.traffic:
+            del data["traffic"]  # a rolling update's report stays as it was
         return json.dumps(data, indent=2, sort_keys=True)
 
     def _rollout_duration(self) -> str:
@@ -193,6 +204,11 @@ class DemoReport:
             f"  duration       {self._rollout_duration()}, demo {self.demo_seconds:.2f} s",
             f"  verdict        {verdict} (exit {self.exit_code})",
         ]
+        if self.traffic:
+            lines[-1:-1] = [
+                "  traffic        " + self.traffic[0],
+                *(f"                 {line}" for line in self.traffic[1:]),
+            ]
         if self.flag_changes or self.flag_checked:
             lines[-1:-1] = [
                 "  flag           " + ("; ".join(self.flag_changes) or "unchanged"),
@@ -231,6 +247,31 @@ def _flag_figures(result: RolloutResult | None, samples: Sequence[Sample]) -> di
             for c in changes
         ],
     }
+
+
+def _traffic(
+    result: RolloutResult | None,
+    samples: Sequence[Sample],
+    shifts: Sequence[TrafficShifted | RollbackStarted],
+) -> list[str]:
+    """Each shift: asked, achieved by the weights, and measured until the next shift."""
+    start = 0.0 if result is None else result.started_at
+    end = math.inf if result is None else result.finished_at  # interrupted: every answer after
+    lines: list[str] = []
+    for index, shift in enumerate(shifts):
+        until = shifts[index + 1].at if index + 1 < len(shifts) else end
+        window = [s for s in samples if s.ok and s.version and shift.at <= s.at < until]
+        new = sum(1 for s in window if s.version != "v1")
+        seen = f"{100 * new / len(window):.1f} %" if window else "-"
+        measured = f"measured {seen} ({new} of {len(window)})"
+        if isinstance(shift, RollbackStarted):
+            lines.append(f"rollback at {shift.at - start:.2f} s: back to v1, {measured}")
+            continue
+        lines.append(
+            f"{shift.reason} at {shift.at - start:.2f} s: asked {shift.percent:g} %,"
+            f" weights give {shift.achieved:.1f} %, {measured}"
+        )
+    return lines
 
 
 def _detected_at(result: RolloutResult | None) -> float | None:

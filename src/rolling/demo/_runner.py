@@ -16,14 +16,19 @@ import attrs
 from rolling import (
     Analysis,
     Batches,
+    BlueGreen,
+    Canary,
     ConfigError,
     FailurePolicy,
     FlagRules,
     Metric,
+    Pause,
     Readiness,
     RollingUpdate,
     Rollout,
     RolloutResult,
+    SetWeight,
+    Step,
 )
 from rolling.checks import HTTPCheck
 from rolling.cli._output import to_json
@@ -102,10 +107,12 @@ def _analysis_installed() -> bool:
     return importlib.util.find_spec("prometheus_client") is not None
 
 
-def demo_analysis() -> Analysis:
-    """The demo's background analysis: error ratio and p90 latency of the new version.
+def demo_analysis(count: int | None = None) -> Analysis:
+    """The demo's analysis: error ratio and p90 latency of the new version.
 
-    It scrapes each new instance's ``/metrics`` every half second.
+    It scrapes each new instance's ``/metrics`` every half second: until the
+    rollout ends (a background analysis), or ``count`` times (blue-green's
+    post-promotion analysis).
 
     Raises:
         ConfigError: ``prometheus-client`` (``rolling[analysis]``) is not installed.
@@ -128,6 +135,7 @@ def demo_analysis() -> Analysis:
                 ),
                 failure=lambda ratio: ratio > ERROR_RATIO_LIMIT,
                 interval=0.5,
+                count=count,
             ),
             Metric(
                 name="p90-latency",
@@ -135,6 +143,7 @@ def demo_analysis() -> Analysis:
                 failure=lambda seconds: seconds > P90_LIMIT,
                 failure_limit=1,
                 interval=0.5,
+                count=count,
             ),
         ],
     )
@@ -161,10 +170,30 @@ async def _demo_flags(options: DemoOptions, logs: Path) -> FlagRules | None:
     return FlagRules(setter, DEMO_FLAG)
 
 
-def _strategy(options: DemoOptions) -> RollingUpdate | Batches:
+DemoStrategy = RollingUpdate | Batches | Canary | BlueGreen
+
+CANARY_STEPS: tuple[Step, ...] = (SetWeight(10), Pause(3), SetWeight(50), Pause(3))
+"""``--strategy canary``: a tenth of the requests, then half, then promotion."""
+SCALE_DOWN_DELAY = 3.0
+"""Seconds the old set is kept after the switch (canary promotion and blue-green)."""
+POST_PROMOTION_COUNT = 4
+"""Blue-green's post-promotion analysis: this many measurements, half a second apart."""
+
+
+def _strategy(options: DemoOptions) -> DemoStrategy:
     if options.strategy == "batches":
         return Batches(options.max_unavailable)
+    if options.strategy == "canary":
+        return Canary(scale_down_delay=SCALE_DOWN_DELAY)
+    if options.strategy == "blue-green":
+        post = demo_analysis(POST_PROMOTION_COUNT) if options.analysis else None
+        return BlueGreen(post_promotion=post, scale_down_delay=SCALE_DOWN_DELAY)
     return RollingUpdate(max_unavailable=options.max_unavailable, max_surge=options.max_surge)
+
+
+def _paired(strategy: DemoStrategy) -> bool:
+    """Whether the strategy moves traffic by weight beside a second set (canary, blue-green)."""
+    return isinstance(strategy, Canary | BlueGreen)
 
 
 async def _wait_healthy(check: HTTPCheck, instance: ProcessInstance, deadline: float) -> None:
@@ -242,12 +271,13 @@ async def run_demo(options: DemoOptions, out: TextIO) -> DemoReport:
         demo_seconds=ended - started,
         interrupted=interrupted,
         cut_short_after=None if rollout_started is None else ended - rollout_started,
+        shifts=progress_holder[0].shifts if progress_holder else (),
     )
 
 
 async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece of the demo
     options: DemoOptions,
-    strategy: RollingUpdate | Batches,
+    strategy: DemoStrategy,
     check: HTTPCheck,
     logs: Path,
     out: TextIO,
@@ -277,7 +307,7 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
             await balancer.attach(instance)
         load = LoadGenerator(balancer.host, balancer.port, concurrency=options.concurrency)
         holder.append(load)
-        progress = Progress(load, out)
+        progress = Progress(load, out, shares=_paired(strategy))
         progress_holder.append(progress)
         events: list[dict[str, Any]] = []
         progress.seed({i.id: i.version for i in fleet})
@@ -299,7 +329,11 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
                 min_ready=1.0 if options.bad_release else 0.0,
             ),
             failure=FailurePolicy(),
-            analysis=demo_analysis() if options.analysis else None,
+            # Blue-green measures green after the switch (its post-promotion analysis).
+            analysis=demo_analysis()
+            if options.analysis and not isinstance(strategy, BlueGreen)
+            else None,
+            steps=CANARY_STEPS if isinstance(strategy, Canary) else (),
             observers=[progress, lambda event: events.append(to_json(event))],
             effect_timeout=60.0,
             flags=flags,
@@ -322,8 +356,14 @@ async def _demo(  # noqa: PLR0917 - private; every argument is a distinct piece 
         return result
 
 
-def _describe(strategy: RollingUpdate | Batches) -> str:
+def _describe(strategy: DemoStrategy) -> str:
     if isinstance(strategy, Batches):
         return "batches of " + ", ".join(str(s) for s in strategy.sizes)
+    if isinstance(strategy, Canary):
+        weights = ", ".join(f"{s.percent:g} %" for s in CANARY_STEPS if isinstance(s, SetWeight))
+        return f"canary ({weights}, then promotion)"
+    if isinstance(strategy, BlueGreen):
+        post = "post-promotion analysis, " if strategy.post_promotion is not None else ""
+        return f"blue-green ({post}blue kept {strategy.scale_down_delay:g} s)"
     window = f"max_unavailable={strategy.max_unavailable}, max_surge={strategy.max_surge}"
     return f"rolling update ({window})"
