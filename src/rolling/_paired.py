@@ -320,7 +320,9 @@ class Paired:
             extra = canaries[wanted:]
             del canaries[wanted:]
             yield from self._together([(s, self._units.unstage(s)) for s in extra])
-            fresh[:0] = [s for s in extra if s.extra is None and not s.strays]
+            # Back in line, even one whose canary was left as a stray: the room check of
+            # the next stage counts strays, and the pair must still reach the target.
+            fresh[:0] = [s for s in extra if s.extra is None]
 
     def _weigh(
         self, canaries: list[Slot], todo: list[Slot], percent: float | None, why: str
