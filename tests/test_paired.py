@@ -520,3 +520,34 @@ async def test_pause_holds_a_canary_before_its_next_step() -> None:
         handle.resume()
     assert handle.result.status is RolloutStatus.SUCCEEDED
     assert [e.percent for e in recorder.of_type(TrafficShifted)] == [25.0, 50.0, 100.0]
+
+
+async def test_a_shrinking_canary_puts_the_stable_set_back_before_a_canary_leaves() -> None:
+    # Found by the property test: 100 % on two canaries took the stable set to 0, and the
+    # drop to 10 % took a canary to 0 before the stable set was back, under the floor.
+    fleet = SimulatedFleet(2)
+    rollout = canary_rollout(fleet, [SetWeight(100), SetWeight(10)])
+    monitor = monitor_for(rollout, fleet)
+    result = await rollout.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+
+
+async def test_an_old_instance_that_cannot_be_detached_is_left_at_weight_0() -> None:
+    # Found by the property test: a window promotion retires canaries' partners at full
+    # weight, and a failed detach left one in traffic.
+    fleet = SimulatedFleet(4)
+    fleet.fault("i-000", detach_raises=True)
+    strategy = Canary(promotion=RollingUpdate(max_unavailable=1, max_surge=1))
+    rollout = canary_rollout(
+        fleet, [SetWeight(25)], strategy=strategy, failure=rolling.FailurePolicy(max_failed=4)
+    )
+    monitor = monitor_for(rollout, fleet)
+    result = await rollout.run()
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+    (first,) = [i for i in result.instances if i.id == "i-000"]
+    assert first.strays == ("i-000",)
+    assert fleet.weight_of("i-000") == 0
+    assert "left in the router at weight 0" in first.reason

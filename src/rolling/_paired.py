@@ -216,10 +216,18 @@ class Paired:
         else:
             self._scale_step = None if step.match_traffic_weight else step
         wanted = _canary_count(self._percent, self._scale_step, desired, len(canaries) + len(fresh))
-        yield from self._scale(canaries, fresh, wanted)
-        if self._stopping():
-            return
-        yield from self._weigh(canaries, todo, self._percent, "step")
+        if wanted < len(canaries):
+            # Shrinking: the share moves to those that stay before the others leave, so the
+            # stable side is back in traffic before a canary goes to 0.
+            yield from self._weigh(canaries[:wanted], todo, self._percent, "step")
+            if self._stopping():
+                return
+            yield from self._scale(canaries, fresh, wanted)
+        else:
+            yield from self._scale(canaries, fresh, wanted)
+            if self._stopping():
+                return
+            yield from self._weigh(canaries, todo, self._percent, "step")
         machine.progressed()
         machine.emit(StepFinished, index=index, step=step, promoted=False)
 

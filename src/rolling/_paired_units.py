@@ -170,10 +170,13 @@ class PairedUnits(UnitPrograms):
         kept = ""
         if slot.attached:
             try:
+                if self.weighted:
+                    # Out of new traffic first: a detach that fails then leaves it sent nothing.
+                    yield from self.weigh(slot, old, 0)
                 yield from self.detach(slot, old, target)
             except Failed as exc:
-                # Still in the router (at weight 0, or beside the new one): never terminated so.
-                kept = f"old instance {old.id} left in the router: {exc.reason}"
+                # Still in the router: never terminated so.
+                kept = f"old instance {old.id} left in the router at weight 0: {exc.reason}"
         # Swap first, so a terminate that fails leaves a stray, not an instance to roll back.
         new, slot.extra = slot.extra, None
         slot.attached, slot.extra_attached = True, False
