@@ -62,7 +62,6 @@ from ._weights import canary_weights, share
 from .events import (
     Phase,
     RollbackStarted,
-    RolloutStarted,
     StepFinished,
     StepStarted,
     TrafficShifted,
@@ -137,28 +136,9 @@ class Paired:
         machine = self._m
         settings = self._s
         todo, skipped = pair_order(settings, machine.slots)
-        for slot in skipped:
-            slot.outcome = InstanceOutcome.SKIPPED
-            machine.phase(slot, Phase.SKIPPED, settings.target)
-        window = settings.bounds(desired)
-        machine.emit(
-            RolloutStarted,
-            target=settings.target,
-            desired=desired,
-            to_update=tuple(s.key for s in todo),
-            skipped=tuple(s.key for s in skipped),
-            unhealthy=tuple(s.key for s in machine.slots if not s.serving_at_start),
-            max_unavailable=window.max_unavailable,
-            max_surge=window.max_surge,
-        )
-        if "before_rollout" in settings.hooks:
-            try:
-                yield from self._units.hook(
-                    "before_rollout", settings.target, [s.live for s in machine.slots]
-                )
-            except Failed as exc:
-                machine.trigger(exc.reason, RollbackMode.HALT, RolloutStatus.HALTED)
-                return
+        started = yield from self._inner.begin(todo, skipped, settings.bounds(desired))
+        if not started:
+            return
         # Instances already on the target serve on the new side from the first weight on.
         self._new_side = [(s, s.live) for s in skipped if s.live is not None and s.attached]
         if not todo or self._stopping():

@@ -25,7 +25,7 @@ from typing import Any
 from ._effects import Failed, Interrupted, Sleep
 from ._result import InstanceOutcome
 from ._slot import Slot
-from ._unit import UnitPrograms, check_answer
+from ._unit import UnitPrograms
 from .events import Phase
 from .typing import FULL_WEIGHT
 
@@ -89,15 +89,7 @@ class PairedUnits(UnitPrograms):
         return False
 
     def _stage_once(self, slot: Slot, target: str) -> Program:
-        hooks = self._hooks
-        if hooks:
-            yield from self.hook("before_launch", target)
-        self._m.phase(slot, Phase.LAUNCHING, target)
-        slot.extra = yield from self.call(slot, "launch", None, target, "driver.launch", target)
-        self._m.phase(slot, Phase.LAUNCHED, target)
-        check_answer("driver.launch", slot.extra, target, None)
-        if hooks:
-            yield from self.hook("after_launch", slot.extra)
+        yield from self._launch_extra(slot, target)
         yield from self._ready(slot, slot.extra, target)
         if self.weighted:
             yield from self.weigh(slot, slot.extra, 0)

@@ -33,6 +33,7 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot, needs_revert
+from ._strategy import ResolvedWindow
 from ._unit import UnitPrograms
 from .events import (
     BatchFinished,
@@ -134,18 +135,27 @@ class Passes:
         if promotion:
             yield from self._run_forward(plan, desired)
             return
-        for slot in plan.skipped:
-            slot.outcome = InstanceOutcome.SKIPPED
-            machine.phase(slot, Phase.SKIPPED, settings.target)
         for first, end in plan.groups.batches:
             self._batch_size[len(self._batch_size)] = end - first
-        window = settings.window(desired)
+        started = yield from self.begin(plan.units, plan.skipped, settings.window(desired))
+        if started:
+            yield from self._run_forward(plan, desired)
+
+    def begin(
+        self, units: Sequence[Slot], skipped: Sequence[Slot], window: ResolvedWindow
+    ) -> Generator[Any, Any, bool]:
+        """Mark the skipped, announce the start, run ``before_rollout``; False if it failed."""
+        machine = self._m
+        settings = self._s
+        for slot in skipped:
+            slot.outcome = InstanceOutcome.SKIPPED
+            machine.phase(slot, Phase.SKIPPED, settings.target)
         machine.emit(
             RolloutStarted,
             target=settings.target,
-            desired=desired,
-            to_update=tuple(s.key for s in plan.units),
-            skipped=tuple(s.key for s in plan.skipped),
+            desired=window.desired,
+            to_update=tuple(s.key for s in units),
+            skipped=tuple(s.key for s in skipped),
             unhealthy=tuple(s.key for s in machine.slots if not s.serving_at_start),
             max_unavailable=window.max_unavailable,
             max_surge=window.max_surge,
@@ -157,8 +167,8 @@ class Passes:
                 )
             except Failed as exc:
                 machine.trigger(exc.reason, RollbackMode.HALT, RolloutStatus.HALTED)
-                return
-        yield from self._run_forward(plan, desired)
+                return False
+        return True
 
     def _run_forward(self, plan: Plan, desired: int) -> Program:
         machine = self._m

@@ -417,7 +417,6 @@ class UnitPrograms:
 
     def _apply_surge(self, slot: Slot, version: str, strays: int) -> Program:
         """Add the new instance first; ``strays`` is how many the slot had when the unit began."""
-        hooks = self._hooks
         if slot.extra is not None:
             # A failed earlier attempt: its instance goes before a new one comes.
             yield from self._drop_extra(slot, version)
@@ -425,14 +424,7 @@ class UnitPrograms:
             # The unit's one instance of surge is held by what it could not terminate.
             msg = f"no room to launch: {slot.strays[-1].id} could not be terminated"
             raise Failed(msg)
-        if hooks:
-            yield from self.hook("before_launch", version)
-        self._m.phase(slot, Phase.LAUNCHING, version)
-        slot.extra = yield from self.call(slot, "launch", None, version, "driver.launch", version)
-        self._m.phase(slot, Phase.LAUNCHED, version)
-        check_answer("driver.launch", slot.extra, version, None)
-        if hooks:
-            yield from self.hook("after_launch", slot.extra)
+        yield from self._launch_extra(slot, version)
         yield from self._ready(slot, slot.extra, version)
         yield from self.attach(slot, slot.extra, version, extra=True)
         old = slot.live
@@ -452,6 +444,18 @@ class UnitPrograms:
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
+
+    def _launch_extra(self, slot: Slot, version: str) -> Program:
+        """Launch ``slot``'s new instance beside its old one, into ``slot.extra``."""
+        hooks = self._hooks
+        if hooks:
+            yield from self.hook("before_launch", version)
+        self._m.phase(slot, Phase.LAUNCHING, version)
+        slot.extra = yield from self.call(slot, "launch", None, version, "driver.launch", version)
+        self._m.phase(slot, Phase.LAUNCHED, version)
+        check_answer("driver.launch", slot.extra, version, None)
+        if hooks:
+            yield from self.hook("after_launch", slot.extra)
 
     def _drop_extra(self, slot: Slot, version: str) -> Program:
         extra = slot.extra
