@@ -19,7 +19,7 @@ import attrs
 
 from rolling import Journal, Readiness, Rollout
 from rolling.drivers.process import ProcessDriver, ProcessInstance
-from rolling.testing import InvariantMonitor, SimulatedFleet
+from rolling.testing import FleetChange, InvariantMonitor, SimulatedFleet
 
 __all__ = [
     "CANCEL_DELAYS",
@@ -37,6 +37,7 @@ __all__ = [
     "probe",
     "processes_with",
     "rollout_for",
+    "run_cancelled_at",
     "start_time",
     "wait_healthy",
 ]
@@ -234,3 +235,25 @@ def monitor_for(
         max_surge=window.max_surge,
         raise_immediately=raise_immediately,
     )
+
+
+async def run_cancelled_at(
+    fleet: SimulatedFleet, rollout: Rollout[Any], k: int, ops: frozenset[str]
+) -> None:
+    """Run ``rollout``, cancelling it as the ``k``-th operation in ``ops`` begins on ``fleet``."""
+    seen = 0
+    scope = anyio.CancelScope()
+
+    def cancel_at_k(change: FleetChange) -> None:
+        nonlocal seen
+        if change.phase == "begin" and change.op in ops:
+            seen += 1
+            if seen == k:
+                scope.cancel()
+
+    fleet.add_listener(cancel_at_k)
+    try:
+        with scope:
+            await rollout.run()
+    finally:
+        fleet.remove_listener(cancel_at_k)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rolling
-from helpers import MUTATING, ElasticOnly, monitor_for, rollout_for
+from helpers import MUTATING, ElasticOnly, monitor_for, rollout_for, run_cancelled_at
 from rolling import (
     Advance,
     Analysis,
@@ -30,7 +30,7 @@ from rolling import (
     TrafficShifted,
 )
 from rolling._weights import canary_weights, share
-from rolling.testing import EventRecorder, FleetChange, Latency, MemoryJournal, SimulatedFleet
+from rolling.testing import EventRecorder, Latency, MemoryJournal, SimulatedFleet
 from rolling.typing import FULL_WEIGHT, MAX_WEIGHT
 
 pytestmark = pytest.mark.anyio
@@ -464,20 +464,7 @@ async def test_cancel_at_every_effect_then_resume(shape: Any) -> None:
         journal = MemoryJournal()
         fleet, first = shape(journal)()
         monitor = monitor_for(first, fleet, raise_immediately=False)
-        seen = 0
-        scope = anyio.CancelScope()
-
-        def cancel_at_k(change: FleetChange, scope: anyio.CancelScope = scope, k: int = k) -> None:
-            nonlocal seen
-            if change.phase == "begin" and change.op in WEIGHING:
-                seen += 1
-                if seen == k:
-                    scope.cancel()
-
-        fleet.add_listener(cancel_at_k)
-        with scope:
-            await first.run()
-        fleet.remove_listener(cancel_at_k)
+        await run_cancelled_at(fleet, first, k, WEIGHING)
         _, second = shape(journal)()
         resumed = await Rollout(
             fleet,

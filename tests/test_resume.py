@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import rolling
-from helpers import MUTATING, monitor_for, rollout_for
+from helpers import MUTATING, monitor_for, rollout_for, run_cancelled_at
 from rolling import (
     InstanceOutcome,
     JournalError,
@@ -20,7 +20,6 @@ from rolling import (
 from rolling._recovery import reconcile, recover
 from rolling.testing import (
     EventRecorder,
-    FleetChange,
     Latency,
     MemoryJournal,
     SimulatedFleet,
@@ -97,20 +96,7 @@ async def test_cancel_at_every_effect_then_resume_from_the_journal(shape: Any) -
         journal = MemoryJournal()
         fleet, first = shape(journal)()
         monitor = monitor_for(first, fleet, raise_immediately=False)
-        seen = 0
-        scope = anyio.CancelScope()
-
-        def cancel_at_k(change: FleetChange, scope: anyio.CancelScope = scope, k: int = k) -> None:
-            nonlocal seen
-            if change.phase == "begin" and change.op in MUTATING:
-                seen += 1
-                if seen == k:
-                    scope.cancel()
-
-        fleet.add_listener(cancel_at_k)
-        with scope:
-            await first.run()
-        fleet.remove_listener(cancel_at_k)
+        await run_cancelled_at(fleet, first, k, MUTATING)
         _, second = shape(journal)()
         resumed = await Rollout(
             fleet,
