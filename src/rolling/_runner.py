@@ -37,6 +37,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._cancel_check import cancel_check
 from ._effects import (
     IDLE,
     Call,
@@ -63,7 +64,7 @@ from ._measuring import analyses_of
 from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
 from ._step_effects import StepEffects
-from ._stream import EventStream, loop_checkpoint, loop_clock, loop_deadline
+from ._stream import EventStream, loop_checkpoint, loop_clock
 from ._timers import Deadline, EffectTimer, watch_progress
 from .events import Event
 from .health import probe_once
@@ -114,7 +115,6 @@ class Runner:
         self._streams: list[EventStream] = []
         self._clock: Callable[[], float] = time.monotonic
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
-        self._deadline: Callable[[], float] = anyio.current_effective_deadline
         self._scope: type[anyio.CancelScope] = anyio.CancelScope
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
@@ -160,7 +160,6 @@ class Runner:
         machine = self._m
         self._clock = loop_clock()
         self._checkpoint = loop_checkpoint()
-        self._deadline = loop_deadline()
         # The backend's own class: anyio.CancelScope(...) asks which backend runs on every call.
         self._scope = type(anyio.CancelScope())
         self._timer.clock = self._clock
@@ -306,6 +305,7 @@ class Runner:
         machine = self._m
         unit: Start | None = start
         done = 0
+        cancelled = cancel_check()
         try:
             while unit is not None:
                 # The unit's program, driven here rather than in a coroutine of its own:
@@ -332,7 +332,7 @@ class Runner:
                 done += 1
                 # A cancellation that came while the unit ran lands now, before the next unit
                 # starts; other tasks get their turn at least every _UNITS_PER_CHECKPOINT.
-                if done == _UNITS_PER_CHECKPOINT or self._deadline() <= self._clock():
+                if done == _UNITS_PER_CHECKPOINT or cancelled(self._clock()):
                     done = 0
                     try:
                         await self._checkpoint()
