@@ -74,7 +74,21 @@ class UnitPrograms:
             machine.phase(slot, Phase.REVERTING, goal)
         try:
             try:
-                ok, reason = yield from self._attempts(slot, mode, goal, rolling_back=rolling_back)
+                plain = self._plain and not rolling_back and slot.live is not None
+                if plain and mode is Mode.IN_PLACE:
+                    # The path of most units, one generator shallower: the first attempt here.
+                    slot.attempts += 1
+                    try:
+                        yield from self._replace_in_place(slot, goal)
+                        ok, reason = True, ""
+                    except Failed as exc:
+                        ok, reason = yield from self._attempts(
+                            slot, mode, goal, rolling_back=False, failed=(1, exc.reason)
+                        )
+                else:
+                    ok, reason = yield from self._attempts(
+                        slot, mode, goal, rolling_back=rolling_back
+                    )
                 if ok:
                     self._succeed(slot, rolling_back=rolling_back)
                 elif rolling_back:
@@ -107,12 +121,26 @@ class UnitPrograms:
         self._m.record_success()
 
     def _attempts(
-        self, slot: Slot, mode: Mode, version: str, *, rolling_back: bool
+        self,
+        slot: Slot,
+        mode: Mode,
+        version: str,
+        *,
+        rolling_back: bool,
+        failed: tuple[int, str] = (0, ""),
     ) -> Generator[Any, Any, tuple[bool, str]]:
+        """Attempt until one attempt succeeds or none is left.
+
+        ``failed``: how many attempts were made already, and the reason the last one failed.
+        """
         policy = self._s.failure
-        reason = ""
+        done, reason = failed
         strays = len(slot.strays)
-        for attempt in range(1, policy.retries + 2):
+        if done:
+            if done > policy.retries:
+                return False, reason
+            yield from self._back_off(slot, done, version, reason)
+        for attempt in range(done + 1, policy.retries + 2):
             if not rolling_back:
                 slot.attempts += 1
             try:
@@ -127,10 +155,13 @@ class UnitPrograms:
             else:
                 return True, ""
             if attempt <= policy.retries:
-                delay = policy.backoff.delay(attempt, self._rng)
-                self._m.phase(slot, Phase.BACKING_OFF, version, reason)
-                yield from self._wait(Sleep(delay))
+                yield from self._back_off(slot, attempt, version, reason)
         return False, reason
+
+    def _back_off(self, slot: Slot, attempt: int, version: str, reason: str) -> Program:
+        delay = self._s.failure.backoff.delay(attempt, self._rng)
+        self._m.phase(slot, Phase.BACKING_OFF, version, reason)
+        yield from self._wait(Sleep(delay))
 
     def _fail(self, slot: Slot, mode: Mode, reason: str) -> Program:
         machine = self._m
