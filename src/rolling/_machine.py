@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from ._analyses import ANALYZE, Analyses
@@ -153,6 +153,13 @@ class Machine:
         self._analyses = Analyses(self, settings.analysis)
         self.flags = Flags(self, settings.flags)
         self._rollout_id = ""
+        # The runner's calls once per unit, bound to where the work is done (a call fewer each).
+        self.unit: Callable[[Start], Program] = self._units.run
+        """The program of one unit; it returns the units that may start after it."""
+        self.go_on: Callable[[Start], bool] = self._passes.go_on
+        """Whether a unit handed to a finishing task may still start; if not, undo it."""
+        self.successors: Callable[[Pass], list[Start]] = self._passes.successors
+        """After a unit ends: the units that may start now (the finishing task runs the first)."""
 
     # ---------------------------------------------------------- runner side
 
@@ -337,14 +344,6 @@ class Machine:
         """A unit that was allowed to start will not run after all (stopped, cancelled)."""
         self._passes.unstart(start)
 
-    def go_on(self, start: Start) -> bool:
-        """Whether a unit handed to a finishing task may still start; if not, undo it."""
-        return self._passes.go_on(start)
-
-    def successors(self, run: Pass) -> list[Start]:
-        """After a unit ends: the units that may start now (the finishing task runs the first)."""
-        return self._passes.successors(run)
-
     def progress_due(self) -> float | None:
         """When the progress deadline passes, or None once it no longer applies."""
         deadline = self._s.progress_deadline
@@ -441,10 +440,6 @@ class Machine:
 
     # -------------------------------------------------------------- units
 
-    def unit(self, start: Start) -> Program:
-        """The program of one unit; it returns the units that may start after it."""
-        return self._units.run(start)
-
     def unit_began(self, slot: Slot) -> None:
         """Bookkeeping as a unit starts."""
         self._busy.add(slot)
@@ -498,7 +493,8 @@ class Machine:
         self._progress_at = self._now
         if not self._rolling_back:
             self._consecutive = 0
-            self._analyses.start_background()
+            if self._s.analysis is not None:
+                self._analyses.start_background()
 
     # ------------------------------------------------------------ analysis
 

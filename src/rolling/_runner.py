@@ -325,10 +325,11 @@ class Runner:
                 if not successors:
                     break
                 unit = successors[0]
-                tg = self._tg
-                assert tg is not None  # noqa: S101 - set by _run_locked
-                for other in successors[1:]:
-                    tg.start_soon(self._worker, other)
+                if len(successors) > 1:
+                    tg = self._tg
+                    assert tg is not None  # noqa: S101 - set by _run_locked
+                    for other in successors[1:]:
+                        tg.start_soon(self._worker, other)
                 done += 1
                 # A cancellation that came while the unit ran lands now, before the next unit
                 # starts; other tasks get their turn at least every _UNITS_PER_CHECKPOINT.

@@ -391,7 +391,8 @@ class UnitPrograms:
         slot.replace_tried = True
         replaced = yield Call("replace", (asked, version), "driver.replace")
         slot.live = replaced
-        check_answer("driver.replace", replaced, version, asked.id)
+        if replaced.version != version or replaced.id != asked.id:  # check_answer says how
+            check_answer("driver.replace", replaced, version, asked.id)
         if machine.listening:
             machine.phase(slot, Phase.WAITING_READY, version)
         if not self._instant:
