@@ -388,7 +388,7 @@ class Player:
         answer = self.rng.choice([0.0, 0.1, 0.5, 0.9, None])
         error = "boom" if self.rng.random() < self.fault else ""
         self.now += 1
-        self.machine.clock(self.now)
+        self.machine.now = self.now
         more: bool = self.machine.measured(judge, index, answer, error)
         self.signals()
         return more
@@ -418,7 +418,7 @@ class Player:
         assert key not in self.working, f"{key} worked on twice at once"
         self.working.add(key)
         program = self.machine.unit(start)
-        self.machine.clock(self.now)
+        self.machine.now = self.now
         effect = program.send(None)
         self.refresh(start.slot)
         self.check_effect(effect, start.slot)
@@ -429,7 +429,7 @@ class Player:
         program, effect, start, interrupted = self.units[key][:4]
         value = self.answer(effect, interrupted=interrupted)
         self.units[key][3] = False
-        self.machine.clock(self.now)
+        self.machine.now = self.now
         if start is None:
             self.step_together(key, program, value)
             return
@@ -459,7 +459,7 @@ class Player:
         self.together_left = len(effect.programs)
         assert len(effect.slots) == len(effect.programs)
         for index, (program, slot) in enumerate(zip(effect.programs, effect.slots, strict=True)):
-            self.machine.clock(self.now)
+            self.machine.now = self.now
             try:
                 first = program.send(None)
             except StopIteration as stop:
@@ -514,7 +514,7 @@ class Player:
             value = self.answer(effect, interrupted=False)
         if isinstance(effect, WaitStep | CheckGate):
             self.step_ended = False
-        self.machine.clock(self.now)
+        self.machine.now = self.now
         try:
             self.main_effect = self.resume(self.main, value)
         except StopIteration:
@@ -547,7 +547,7 @@ class Player:
             machine.fail("error: an observer raised")
         else:
             self.now += self.rng.choice([0.5, 5, 40])
-            machine.clock(self.now)
+            machine.now = self.now
             due = machine.progress_due()
             if due is not None and self.now >= due:
                 machine.deadline_passed()
@@ -629,7 +629,7 @@ class Player:
             self.step_unit(next(iter(self.units)))
         assert self.main is not None
         self.main.close()
-        self.machine.clock(self.now)
+        self.machine.now = self.now
         self.machine.finish(RolloutStatus.CANCELLED, "cancelled")
 
     # -- the end

@@ -4,7 +4,7 @@ The machine is sans-io in the manner of h11: it never awaits, never reads a
 clock and never calls a driver. Its programs are plain generators that yield
 effects (:mod:`rolling._effects`) and receive what came of them; the runner
 (:mod:`rolling._runner`) carries the effects out and tells the machine the time
-with :meth:`Machine.clock`. Every count, outcome and status is set here.
+by setting :attr:`Machine.now`. Every count, outcome and status is set here.
 
 Rules, in the order a rollout meets them:
 
@@ -118,7 +118,9 @@ class Machine:
         self._s = settings
         self.listening = listening
         """Whether events are made at all (read it; :meth:`listen` sets it)."""
-        self._now = 0.0
+        self.now = 0.0
+        """The event loop's time: the runner sets it before resuming any program (a plain
+        attribute, not a method: it is set before every step of every unit)."""
         self._wall_offset = 0.0
         self._events: list[Event] = []
         self._signals = 0
@@ -163,13 +165,9 @@ class Machine:
 
     # ---------------------------------------------------------- runner side
 
-    def clock(self, now: float) -> None:
-        """Tell the machine the event loop's time; call before resuming any program."""
-        self._now = now
-
     def start(self, now: float, wall: float) -> None:
         """The run starts at loop time ``now``, wall time ``wall``."""
-        self._now = self._started_at = self._progress_at = now
+        self.now = self._started_at = self._progress_at = now
         self._wall_offset = wall - now
         self._rollout_id = f"{self._s.target}@{wall:.3f}"
         self.set_status(RolloutStatus.RUNNING)
@@ -208,12 +206,12 @@ class Machine:
     def emit(self, event_type: type[Event], **fields: Any) -> None:
         """Make an event, stamped with the machine's time."""
         if self.listening:
-            now = self._now
+            now = self.now
             self._events.append(event_type(at=now, wall=now + self._wall_offset, **fields))
 
     def wall(self) -> float:
         """Wall time matching :attr:`now`."""
-        return self._now + self._wall_offset
+        return self.now + self._wall_offset
 
     def add_event(self, event: Event) -> None:
         """Pass on an event made elsewhere (a flag change is kept for the result too)."""
@@ -229,7 +227,7 @@ class Machine:
         live = instance
         if live is None:
             live = slot.extra if slot.extra is not None else slot.live
-        now = self._now
+        now = self.now
         # emit()'s work written out, built by rolling._phase_event: most events are these.
         self._events.append(
             make_phase_event(
@@ -268,7 +266,7 @@ class Machine:
         self._passes.pause(paused=False)
         if self._holds.resume():
             self._signals |= STEP
-        self._progress_at = self._now
+        self._progress_at = self.now
         if self.status is RolloutStatus.PAUSED and self._holds.current is None:
             self.set_status(RolloutStatus.RUNNING)
         self._signals |= WAKE
@@ -356,7 +354,7 @@ class Machine:
         deadline = self._s.progress_deadline
         if deadline is None or self._stop_mode is not None:
             return
-        now = self._now
+        now = self.now
         if self._paused or self._holds.current is not None or self._analyses.baking:
             # Waiting for an operator is not a lack of progress.
             self._progress_at = now
@@ -374,7 +372,7 @@ class Machine:
 
     def progressed(self) -> None:
         """An instance completed: the progress deadline starts again."""
-        self._progress_at = self._now
+        self._progress_at = self.now
 
     # --------------------------------------------------------- main program
 
@@ -443,9 +441,9 @@ class Machine:
     def unit_began(self, slot: Slot) -> None:
         """Bookkeeping as a unit starts."""
         self._busy.add(slot)
-        slot.outcome = InstanceOutcome.IN_PROGRESS
+        slot.set_outcome(InstanceOutcome.IN_PROGRESS)
         if slot.started_at is None:
-            slot.started_at = self._now
+            slot.started_at = self.now
 
     def unit_rested(self, slot: Slot) -> None:
         """A pair's program ended, its work not yet finished: no call is in flight for it."""
@@ -458,11 +456,11 @@ class Machine:
         slot = start.slot
         if slot.outcome is InstanceOutcome.IN_PROGRESS:
             # Cut short (the clean-up deadline passed): a result never says "in progress".
-            slot.outcome = InstanceOutcome.INTERRUPTED
+            slot.set_outcome(InstanceOutcome.INTERRUPTED)
             slot.reason = slot.reason or "interrupted: clean-up did not finish in time"
         start.run.ledger.settle(serving=serving, existing=existing)
         self._busy.discard(slot)
-        slot.finished_at = self._now
+        slot.finished_at = self.now
         self._seq += 1
         slot.changed_seq = self._seq
 
@@ -490,7 +488,7 @@ class Machine:
 
     def record_success(self) -> None:
         """An instance made it: progress, and the breaker's count starts again."""
-        self._progress_at = self._now
+        self._progress_at = self.now
         if not self._rolling_back:
             self._consecutive = 0
             if self._s.analysis is not None:
@@ -499,18 +497,13 @@ class Machine:
     # ------------------------------------------------------------ analysis
 
     @property
-    def now(self) -> float:
-        """The event loop's time, as last told."""
-        return self._now
-
-    @property
     def analyses(self) -> Analyses:
         """The rollout's analyses (steps and background)."""
         return self._analyses
 
     def measure_context(self) -> MeasureContext:
         """What a measurement taken now knows of the rollout."""
-        return self._analyses.context(self.slots, self._rollout_id, self._now)
+        return self._analyses.context(self.slots, self._rollout_id, self.now)
 
     def measured(self, judge: Any, index: int, answer: object, error: str) -> bool:
         """The runner took a measurement: judge it; whether to measure again."""
@@ -554,7 +547,7 @@ class Machine:
                 slot.reason = slot.reason or f"left beside its new instance {slot.extra.id}"
                 slot.extra = None
             if slot.outcome is InstanceOutcome.IN_PROGRESS:
-                slot.outcome = InstanceOutcome.INTERRUPTED
+                slot.set_outcome(InstanceOutcome.INTERRUPTED)
                 slot.reason = slot.reason or "interrupted"
         self.status = status
         self.result = RolloutResult(
@@ -563,7 +556,7 @@ class Machine:
             reason=reason,
             instances=tuple(instance_result(s) for s in self.slots),
             started_at=self._started_at,
-            finished_at=self._now,
+            finished_at=self.now,
             measurements=tuple(m for j in analyses.judges for m in j.measurements),
             verdicts=tuple(j.verdict() for j in analyses.judges),
             verdict=analyses.deciding,

@@ -87,7 +87,7 @@ class Measurer:
         measure = _measure_function(metric)
         await anyio.sleep(metric.initial_delay)
         while True:
-            machine.clock(clock())
+            machine.now = clock()
             context = machine.measure_context()
             answer: Any = None
             error = ""
@@ -98,7 +98,7 @@ class Measurer:
                 error = f"measuring took longer than {metric.timeout}s"
             except Exception as exc:  # noqa: BLE001 - a provider that raises gives an error measurement
                 error = f"{type(exc).__name__}: {exc}"
-            machine.clock(clock())
+            machine.now = clock()
             more = machine.measured(judge, index, answer, error)
             self._flush()
             if not more:

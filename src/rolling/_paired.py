@@ -288,7 +288,7 @@ class Paired:
         room = 2 * len(machine.slots) - sum(s.existing for s in machine.slots)
         for slot in slots[max(room, 0) :]:
             # Strays (instances that could not be terminated) hold the room a pair needs.
-            slot.outcome = InstanceOutcome.FAILED
+            slot.set_outcome(InstanceOutcome.FAILED)
             slot.reason = "no room to launch: instances that could not be terminated hold it"
             machine.phase(slot, Phase.FAILED, self._s.target, slot.reason)
             machine.record_failure(slot)

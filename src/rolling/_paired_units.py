@@ -76,13 +76,13 @@ class PairedUnits(UnitPrograms):
                     yield from self._wait(Sleep(policy.backoff.delay(attempt, self._rng)))
         except Interrupted:
             yield from self._drop_quietly(slot, target)
-            slot.outcome = InstanceOutcome.INTERRUPTED
+            slot.set_outcome(InstanceOutcome.INTERRUPTED)
             slot.reason = "interrupted"
             machine.phase(slot, Phase.INTERRUPTED, target, slot.reason)
             return False
         finally:
             machine.unit_rested(slot)
-        slot.outcome = InstanceOutcome.FAILED
+        slot.set_outcome(InstanceOutcome.FAILED)
         slot.reason = reason
         machine.phase(slot, Phase.FAILED, target, reason)
         machine.record_failure(slot)
@@ -121,7 +121,7 @@ class PairedUnits(UnitPrograms):
         finally:
             self._m.unit_rested(slot)
         if slot.extra is None:
-            slot.outcome = InstanceOutcome.PENDING
+            slot.set_outcome(InstanceOutcome.PENDING)
             self._m.phase(slot, Phase.PENDING, slot.old_version)
 
     def shift(self, slot: Slot, new: int, old: int, *, gaining_new: bool) -> Program:
@@ -183,7 +183,7 @@ class PairedUnits(UnitPrograms):
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
-        slot.outcome = InstanceOutcome.UPDATED
+        slot.set_outcome(InstanceOutcome.UPDATED)
         machine.phase(slot, Phase.UPDATED, target)
         machine.record_success()
 
@@ -206,9 +206,9 @@ class PairedUnits(UnitPrograms):
         yield from self._drop_quietly(slot, old)
         failed = len(slot.strays) > strays or not slot.attached
         if failed:
-            slot.outcome = InstanceOutcome.REVERT_FAILED
+            slot.set_outcome(InstanceOutcome.REVERT_FAILED)
             machine.phase(slot, Phase.REVERT_FAILED, old, slot.reason)
         elif slot.outcome is not InstanceOutcome.FAILED:
-            slot.outcome = InstanceOutcome.REVERTED
+            slot.set_outcome(InstanceOutcome.REVERTED)
             slot.reason = ""
             machine.phase(slot, Phase.REVERTED, old)

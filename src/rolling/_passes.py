@@ -148,7 +148,7 @@ class Passes:
         machine = self._m
         settings = self._s
         for slot in skipped:
-            slot.outcome = InstanceOutcome.SKIPPED
+            slot.set_outcome(InstanceOutcome.SKIPPED)
             machine.phase(slot, Phase.SKIPPED, settings.target)
         machine.emit(
             RolloutStarted,
@@ -291,7 +291,7 @@ class Passes:
         )
         if run.rolling_back:
             for slot in run.plan.units[ledger.cursor :]:
-                slot.outcome = InstanceOutcome.REVERT_FAILED
+                slot.set_outcome(InstanceOutcome.REVERT_FAILED)
                 slot.reason = reason
                 machine.phase(slot, Phase.REVERT_FAILED, slot.old_version, reason)
             ledger.stop()

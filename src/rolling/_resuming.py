@@ -90,7 +90,7 @@ class Resumption:
         for slot in machine.slots:
             live = slot.live
             if live is not None and slot.attached and live.version == target:
-                slot.outcome = (
+                slot.set_outcome(
                     InstanceOutcome.SKIPPED
                     if slot.old_version == target
                     else InstanceOutcome.UPDATED
@@ -101,7 +101,7 @@ class Resumption:
             machine.resume_rollback(recovered.reason)
             for slot in machine.slots:
                 if slot.outcome is InstanceOutcome.PENDING and changed(slot):
-                    slot.outcome = InstanceOutcome.INTERRUPTED
+                    slot.set_outcome(InstanceOutcome.INTERRUPTED)
 
     def _traffic_back(self) -> Program:
         """Rule 2."""

@@ -149,7 +149,7 @@ class Runner:
 
     def control(self, action: Callable[[], Any]) -> Any:
         """Call a control method of the machine, then act on what it asked for."""
-        self._m.clock(self._clock())
+        self._m.now = self._clock()
         try:
             return action()
         finally:
@@ -178,7 +178,7 @@ class Runner:
 
     def _lost(self, exc: Exception) -> None:
         if self._m.result is None:
-            self._m.clock(self._clock())
+            self._m.now = self._clock()
             self._error(exc)
 
     async def _run_locked(self) -> None:
@@ -208,7 +208,7 @@ class Runner:
         await self._close_journal()
 
     def _end(self, status: RolloutStatus, reason: str) -> None:
-        self._m.clock(self._clock())
+        self._m.now = self._clock()
         self._m.finish(status, reason)
         self._flush()
 
@@ -276,7 +276,7 @@ class Runner:
         send: Callable[[Any], Any] = program.send
         arg: Any = None
         while True:
-            machine.clock(self._clock())
+            machine.now = self._clock()
             try:
                 effect = send(arg)
             except StopIteration:
@@ -372,7 +372,7 @@ class Runner:
         machine = self._m
         clock = self._clock
         while True:
-            machine.clock(clock())
+            machine.now = clock()
             try:
                 effect = send(arg)
             except StopIteration as stop:

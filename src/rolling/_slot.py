@@ -29,7 +29,8 @@ class Slot:
     extra_attached: bool = False
     tally: dict[InstanceOutcome, int] | None = attrs.field(default=None, kw_only=True, repr=False)
     """Slots by outcome, shared by the slots of a run, so a snapshot need not scan them."""
-    _outcome: InstanceOutcome = InstanceOutcome.PENDING
+    outcome: InstanceOutcome = InstanceOutcome.PENDING
+    """What happened to this instance so far: read it; change it with :meth:`set_outcome`."""
     reason: str = ""
     attempts: int = 0
     started_at: float | None = None
@@ -41,18 +42,17 @@ class Slot:
     strays: tuple[Any, ...] = ()
     batch: int | None = None
 
-    @property
-    def outcome(self) -> InstanceOutcome:
-        """What happened to this instance so far."""
-        return self._outcome
+    def set_outcome(self, value: InstanceOutcome) -> None:
+        """Change :attr:`outcome`, keeping the run's tally.
 
-    @outcome.setter
-    def outcome(self, value: InstanceOutcome) -> None:
+        A method, not a property setter: a plain attribute reads faster than a property,
+        and a unit reads the outcome more often than it changes it.
+        """
         tally = self.tally
         if tally is not None:
-            tally[self._outcome] -= 1
+            tally[self.outcome] -= 1
             tally[value] = tally.get(value, 0) + 1
-        self._outcome = value
+        self.outcome = value
 
     @property
     def existing(self) -> int:

@@ -96,6 +96,6 @@ async def watch_progress(
         if now < due:
             await anyio.sleep(due - now)
             continue
-        machine.clock(now)
+        machine.now = now
         machine.deadline_passed()
         flush()

@@ -92,7 +92,7 @@ class UnitPrograms:
                 if ok:
                     self._succeed(slot, rolling_back=rolling_back)
                 elif rolling_back:
-                    slot.outcome = InstanceOutcome.REVERT_FAILED
+                    slot.set_outcome(InstanceOutcome.REVERT_FAILED)
                     slot.reason = reason
                     machine.phase(slot, Phase.REVERT_FAILED, goal, reason)
                     yield from self._settle(slot, attach_if_healthy=True)
@@ -112,7 +112,7 @@ class UnitPrograms:
         return machine.successors(run)
 
     def _succeed(self, slot: Slot, *, rolling_back: bool) -> None:
-        slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
+        slot.set_outcome(InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED)
         if not slot.strays:
             slot.reason = ""
         if self._m.listening:
@@ -165,7 +165,7 @@ class UnitPrograms:
 
     def _fail(self, slot: Slot, mode: Mode, reason: str) -> Program:
         machine = self._m
-        slot.outcome = InstanceOutcome.FAILED
+        slot.set_outcome(InstanceOutcome.FAILED)
         slot.reason = reason
         machine.phase(slot, Phase.FAILED, self._s.target, reason)
         machine.record_failure(slot)
@@ -207,11 +207,11 @@ class UnitPrograms:
             return
         live = slot.live
         if live is not None and slot.attached and live.version == version:
-            slot.outcome = InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
+            slot.set_outcome(InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED)
             slot.reason = ""
             self._m.phase(slot, Phase(slot.outcome), version)
         else:
-            slot.outcome = InstanceOutcome.INTERRUPTED
+            slot.set_outcome(InstanceOutcome.INTERRUPTED)
             slot.reason = "interrupted"
             self._m.phase(slot, Phase.INTERRUPTED, version, slot.reason)
 
