@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from ._frozen_builder import frozen_builder
 from ._result import InstanceOutcome, InstanceResult
 
 __all__ = ["Slot", "changed", "instance_result", "needs_revert"]
@@ -77,19 +78,37 @@ def needs_revert(slot: Slot) -> bool:
     return not untouched and changed(slot)
 
 
+_make_result = frozen_builder(
+    InstanceResult,
+    (
+        "id",
+        "outcome",
+        "old_version",
+        "version",
+        "current_id",
+        "serving",
+        "attempts",
+        "reason",
+        "started_at",
+        "finished_at",
+        "strays",
+    ),
+)
+
+
 def instance_result(slot: Slot) -> InstanceResult:
     """The public result for ``slot``."""
     live = slot.live
-    return InstanceResult(
-        id=slot.key,
-        outcome=slot.outcome,
-        old_version=slot.old_version,
-        version=None if live is None else live.version,
-        current_id=None if live is None else live.id,
-        serving=live is not None and slot.attached,
-        attempts=slot.attempts,
-        reason=slot.reason,
-        started_at=slot.started_at,
-        finished_at=slot.finished_at,
-        strays=tuple([stray.id for stray in slot.strays]) if slot.strays else (),
+    return _make_result(
+        slot.key,
+        slot.outcome,
+        slot.old_version,
+        None if live is None else live.version,
+        None if live is None else live.id,
+        live is not None and slot.attached,
+        slot.attempts,
+        slot.reason,
+        slot.started_at,
+        slot.finished_at,
+        tuple([stray.id for stray in slot.strays]) if slot.strays else (),
     )
