@@ -65,7 +65,7 @@ from ._probe import wait_ready
 from ._result import RolloutResult, RolloutStatus
 from ._step_effects import StepEffects
 from ._stream import EventStream, loop_checkpoint, loop_clock
-from ._timers import Deadline, EffectTimer, watch_progress
+from ._timers import SCOPE, Deadline, EffectTimer, watch_progress
 from .events import Event
 from .health import probe_once
 
@@ -477,7 +477,7 @@ class Runner:
                 )
             elif timer.on:
                 # One timer for every call of the run, not one per call: see rolling._timers.
-                entry = Deadline(limit, scope)
+                entry = [limit, scope]
                 timer.deadlines.append(entry)
             else:
                 scope.deadline = limit
@@ -488,9 +488,9 @@ class Runner:
                 raise Failed(msg) from exc
             finally:
                 if entry is not None:
-                    entry.done = True
+                    entry[SCOPE] = None
                     deadlines = timer.deadlines
-                    while deadlines and deadlines[0].done:
+                    while deadlines and deadlines[0][SCOPE] is None:
                         deadlines.popleft()
         if scope.deadline < limit:
             msg = f"cancelled: {effect.what} was cut after cleanup_timeout={self._cleanup_timeout}s"

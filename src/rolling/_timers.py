@@ -20,25 +20,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 if TYPE_CHECKING:
     from ._machine import Machine
 
-__all__ = ["Deadline", "EffectTimer", "watch_progress"]
+__all__ = ["AT", "SCOPE", "Deadline", "EffectTimer", "watch_progress"]
 
 
-class Deadline:
-    """When a call in flight must be cut, unless it is done by then."""
+Deadline = list[Any]
+"""When a call in flight must be cut: ``[at, scope]``; the call sets ``scope`` to None when
+it ends. A two-item list, not a class: one is made per call, and a class's ``__init__``
+costs more than the rest of the timer's bookkeeping of the call."""
 
-    __slots__ = ("at", "done", "scope")
-
-    def __init__(self, at: float, scope: anyio.CancelScope) -> None:
-        self.at = at
-        self.scope = scope
-        self.done = False
+AT, SCOPE = 0, 1
 
 
 class EffectTimer:
@@ -49,18 +46,19 @@ class EffectTimer:
         """The loop's clock (the runner sets it once the loop runs)."""
         self._timeout = timeout
         self.deadlines: deque[Deadline] = deque()
-        """Calls in flight, in start order. A call appends its :class:`Deadline`, and when
-        it ends marks it done and pops every done one from the left: the runner does that
-        itself, inline, since a method call each way would cost about what the rest of
-        the bookkeeping of a call does."""
+        """Calls in flight, in start order. A call appends its :data:`Deadline`, and when
+        it ends sets the entry's scope to None and pops every ended one from the left: the
+        runner does that itself, inline, since a method call each way would cost about
+        what the rest of the bookkeeping of a call does."""
         self.on = False
         """Whether :meth:`run` runs, so a call may rely on it: set by whoever starts it."""
 
     def cut(self, at: float) -> None:
         """The run is being cancelled: every call in flight ends by ``at`` at the latest."""
         for entry in self.deadlines:
-            if not entry.done:
-                entry.scope.deadline = min(entry.at, at)
+            scope = entry[SCOPE]
+            if scope is not None:
+                scope.deadline = min(entry[AT], at)
 
     async def run(self) -> None:
         """Cancel each call still running at its deadline, until cancelled."""
@@ -72,14 +70,14 @@ class EffectTimer:
                 if not deadlines:
                     await anyio.sleep(timeout)
                     continue
-                first = deadlines[0]
+                at, scope = deadlines[0]
                 now = clock()
-                if first.at > now:
-                    await anyio.sleep(first.at - now)
+                if at > now:
+                    await anyio.sleep(at - now)
                     continue
                 deadlines.popleft()
-                if not first.done:
-                    first.scope.cancel()
+                if scope is not None:
+                    scope.cancel()
         finally:
             self.on = False
 
