@@ -245,13 +245,13 @@ class Passes:
         """Turn the ledger's starts into units, announcing the waves they open."""
         plan = run.plan
         units = plan.units
-        waves = plan.groups.waves
+        groups = plan.groups
         result: list[Start] = []
         for start in starts:
             slot = units[start.index]
-            wave = plan.groups.opens_wave(start.index) if waves else None
+            wave = groups.opens_wave(start.index) if start.index == groups.next_wave_at else None
             if wave is not None:
-                first, end = plan.groups.waves[wave]
+                first, end = groups.waves[wave]
                 key = plan.wave_keys[wave] if plan.wave_keys else None
                 ids = tuple(u.key for u in units[first:end])
                 self._m.emit(WaveStarted, index=wave, key=key, instance_ids=ids)

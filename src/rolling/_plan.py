@@ -31,14 +31,19 @@ class Groups:
 
     waves: list[tuple[int, int]] = attrs.Factory(list[tuple[int, int]])
     batches: list[tuple[int, int]] = attrs.Factory(list[tuple[int, int]])
+    next_wave_at: int = 0
+    """The unit that opens the next wave (the first opens at 0), -1 once all have opened:
+    asking it is cheaper than calling :meth:`opens_wave` for every unit."""
     _next_wave: int = 0
     _next_batch: int = 0
 
     def opens_wave(self, index: int) -> int | None:
         """The wave that unit ``index`` opens, if it opens one (asked once per unit, in order)."""
         group = self._next_wave
-        if group < len(self.waves) and self.waves[group][0] == index:
+        waves = self.waves
+        if group < len(waves) and waves[group][0] == index:
             self._next_wave = group + 1
+            self.next_wave_at = waves[group + 1][0] if group + 1 < len(waves) else -1
             return group
         return None
 

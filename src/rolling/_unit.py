@@ -90,7 +90,15 @@ class UnitPrograms:
                         slot, mode, goal, rolling_back=rolling_back
                     )
                 if ok:
-                    self._succeed(slot, rolling_back=rolling_back)
+                    slot.set_outcome(
+                        InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED
+                    )
+                    if not slot.strays:
+                        slot.reason = ""
+                    if machine.listening:
+                        phase = Phase.REVERTED if rolling_back else Phase.UPDATED
+                        machine.phase(slot, phase, slot.live.version)
+                    machine.record_success()
                 elif rolling_back:
                     slot.set_outcome(InstanceOutcome.REVERT_FAILED)
                     slot.reason = reason
@@ -110,15 +118,6 @@ class UnitPrograms:
                 existing=slot.existing - existed_before - capacity,
             )
         return machine.successors(run)
-
-    def _succeed(self, slot: Slot, *, rolling_back: bool) -> None:
-        slot.set_outcome(InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED)
-        if not slot.strays:
-            slot.reason = ""
-        if self._m.listening:
-            phase = Phase.REVERTED if rolling_back else Phase.UPDATED
-            self._m.phase(slot, phase, slot.live.version)
-        self._m.record_success()
 
     def _attempts(
         self,
