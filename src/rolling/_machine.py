@@ -67,6 +67,7 @@ from typing import Any
 
 from ._analyses import ANALYZE, Analyses
 from ._analysis import MeasureContext
+from ._collector import collector_paused
 from ._effects import (
     ListInstances,
     LoadJournal,
@@ -390,8 +391,8 @@ class Machine:
             yield from self._resumption.plan(instances)
         else:
             healthy = (yield Survey(instances)) if settings.has_check else [True] * len(instances)
-            for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True)):
-                self.slots.append(
+            with collector_paused():
+                self.slots += [
                     Slot(
                         key=instance.id,
                         position=position,
@@ -401,7 +402,8 @@ class Machine:
                         ready=ok,
                         tally=self._tally,
                     )
-                )
+                    for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True))
+                ]
             if settings.journaled:
                 fleet = [(i.id, i.version) for i in instances]
                 yield Record(begin_record(settings.target, fleet), sync=True)
@@ -550,11 +552,13 @@ class Machine:
                 slot.set_outcome(InstanceOutcome.INTERRUPTED)
                 slot.reason = slot.reason or "interrupted"
         self.status = status
+        with collector_paused():
+            instances = tuple(instance_result(s) for s in self.slots)
         self.result = RolloutResult(
             status=status,
             target=self._s.target,
             reason=reason,
-            instances=tuple(instance_result(s) for s in self.slots),
+            instances=instances,
             started_at=self._started_at,
             finished_at=self.now,
             measurements=tuple(m for j in analyses.judges for m in j.measurements),
