@@ -45,7 +45,19 @@ def cancel_check() -> Callable[[float], bool]:
     state = _asyncio_task_state()
     if state is None:
         return _public_check
-    return lambda now: _walk(state, now)
+
+    def walk(now: float) -> bool:
+        # anyio's current_effective_deadline, with the task's state already in hand.
+        scope = state.cancel_scope
+        while scope is not None:
+            if scope._cancel_called or scope._deadline <= now:  # noqa: SLF001 - see the rules
+                return True
+            if scope._shield:  # noqa: SLF001 - see the rules
+                return False
+            scope = scope._parent_scope  # noqa: SLF001 - see the rules
+        return False
+
+    return walk
 
 
 def _public_check(now: float) -> bool:
@@ -53,7 +65,7 @@ def _public_check(now: float) -> bool:
 
 
 def _asyncio_task_state() -> Any:
-    """The state anyio keeps for the current asyncio task, if it has what :func:`_walk` reads."""
+    """The state anyio keeps for the current asyncio task, if it has what the walk reads."""
     try:
         from anyio._backends import _asyncio as backend  # noqa: PLC0415 - only on asyncio; see the rules
 
@@ -65,15 +77,3 @@ def _asyncio_task_state() -> Any:
     if scope is None or not all(hasattr(scope, name) for name in _SCOPE_FIELDS):
         return None  # another anyio, or a task anyio did not start (its scopes are unknown)
     return state
-
-
-def _walk(state: Any, now: float) -> bool:
-    # anyio's current_effective_deadline, with the task's state already in hand.
-    scope = state.cancel_scope
-    while scope is not None:
-        if scope._cancel_called or scope._deadline <= now:  # noqa: SLF001 - see the rules
-            return True
-        if scope._shield:  # noqa: SLF001 - see the rules
-            return False
-        scope = scope._parent_scope  # noqa: SLF001 - see the rules
-    return False

@@ -175,7 +175,8 @@ class Ledger:
             return Poll(done=True)
         if self.paused:
             return _WAIT
-        starts = self._lockstep_starts(limit) if self._lockstep else self._window_starts(limit)
+        # A sliding window's limit is the one window_starts() works out.
+        starts = self._lockstep_starts(limit) if self._lockstep else self.window_starts()
         if not starts and not self.in_flight:
             return Poll(stuck=True)
         return Poll(starts=tuple(starts))
@@ -191,38 +192,7 @@ class Ledger:
         limit = self._count
         if self._next_barrier < len(self._barriers):
             limit = min(self._barriers[self._next_barrier].position, limit)
-        if self.cursor >= limit:
-            return []
-        return self._window_starts(limit)
-
-    def pass_barrier(self) -> None:
-        """The engine ran the reached barrier's steps; move past it."""
-        self._next_barrier += 1
-
-    def _lockstep_starts(self, limit: int) -> list[Start]:
-        surge = self._surge
-        mode = Mode.SURGE if surge else self._take_out_mode
-        starts: list[Start] = []
-        while self.cursor < limit:
-            capacity = surge or self._absent[self.cursor]
-            if capacity:
-                # Even a batch may not pass the ceiling: an instance that could not be
-                # terminated still takes its place.
-                if self.existing >= self.ceiling:
-                    break
-                self.existing += 1
-            elif self._serving_at_start[self.cursor]:
-                # A batch is the unavailability it may cause, not more: an instance that
-                # failed out of traffic earlier holds part of it.
-                if self.serving - 1 < self.floor:
-                    break
-                self.serving -= 1
-            starts.append(Start(self.cursor, mode, capacity))
-            self.cursor += 1
-        self.in_flight += len(starts)
-        return starts
-
-    def _window_starts(self, limit: int) -> list[Start]:
+        # The loop written here, not called: this runs once per unit.
         starts: list[Start] = []
         while self.cursor < limit:
             index = self.cursor
@@ -249,6 +219,33 @@ class Ledger:
             starts.append(Start(index, mode, capacity))
             self.cursor += 1
             self.in_flight += 1
+        return starts
+
+    def pass_barrier(self) -> None:
+        """The engine ran the reached barrier's steps; move past it."""
+        self._next_barrier += 1
+
+    def _lockstep_starts(self, limit: int) -> list[Start]:
+        surge = self._surge
+        mode = Mode.SURGE if surge else self._take_out_mode
+        starts: list[Start] = []
+        while self.cursor < limit:
+            capacity = surge or self._absent[self.cursor]
+            if capacity:
+                # Even a batch may not pass the ceiling: an instance that could not be
+                # terminated still takes its place.
+                if self.existing >= self.ceiling:
+                    break
+                self.existing += 1
+            elif self._serving_at_start[self.cursor]:
+                # A batch is the unavailability it may cause, not more: an instance that
+                # failed out of traffic earlier holds part of it.
+                if self.serving - 1 < self.floor:
+                    break
+                self.serving -= 1
+            starts.append(Start(self.cursor, mode, capacity))
+            self.cursor += 1
+        self.in_flight += len(starts)
         return starts
 
     def settle(self, *, serving: int, existing: int) -> None:
