@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from typing import Any
 
@@ -9,7 +10,7 @@ import attrs
 import pytest
 
 from rolling import InstanceOutcome, InstanceResult, _slot
-from rolling._frozen_builder import frozen_builder
+from rolling._frozen_builder import builder_class, frozen_builder
 from rolling._slot import Slot, instance_result
 
 _RESULT_FIELDS = tuple(f.name for f in attrs.fields(InstanceResult))
@@ -26,6 +27,8 @@ def _same(fast: Any, plain: Any) -> None:
     assert repr(fast) == repr(plain)
     assert attrs.asdict(fast) == attrs.asdict(plain)
     assert pickle.loads(pickle.dumps(fast)) == plain  # noqa: S301 - our own bytes
+    assert copy.copy(fast) == plain
+    assert attrs.evolve(fast) == plain
 
 
 @pytest.mark.parametrize(
@@ -136,3 +139,15 @@ def test_names_that_are_not_every_field_fall_back_to_the_class() -> None:
     with pytest.raises(ValueError, match="zip"):
         make(*values[:-1])  # one value short
     assert _fast(frozen_builder(InstanceResult, _RESULT_FIELDS))
+
+
+def test_nothing_but_the_class_is_ever_seen() -> None:
+    make = frozen_builder(InstanceResult, _RESULT_FIELDS)
+    values = ("i-5", InstanceOutcome.UPDATED, "v1", "v2", "i-5", True, 1, "", 0.0, 1.0, ())
+    made = make(*values)
+    assert type(made) is InstanceResult
+    assert made.__class__ is InstanceResult
+    builder = builder_class(InstanceResult, _RESULT_FIELDS)
+    assert builder is not None
+    assert issubclass(builder, InstanceResult)
+    assert not isinstance(made, builder)

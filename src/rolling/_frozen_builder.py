@@ -5,17 +5,24 @@ Rules:
 * The object made is an ordinary instance of the class: the same type and fields, equal
   (and hashing equal) to one made by calling the class, with the same repr. Only the way
   it is built differs. attrs' frozen ``__init__`` sets each field through
-  ``object.__setattr__``, looked up per call; writing each slot through its own member
-  descriptor costs about a third of that, and a rollout makes one
-  :class:`~rolling.InstanceResult` per instance (about a sixth of the engine's own cost
-  per instance before this) and about eight phase events per instance when someone listens.
-* The fast path is taken only for a class it fits: slotted, every field named (in any
-  order), no validator, no converter, no ``on_setattr`` hook, no ``__attrs_post_init__``.
-  Anything else gets the class itself, called with keywords, so a change to the class can
-  make building slower but never wrong. tests/test_frozen_builder.py holds the two to the
-  same objects.
+  ``object.__setattr__``, looked up per call (about 15k instructions for nine fields
+  here); a rollout makes one :class:`~rolling.InstanceResult` per instance and, when
+  someone listens, about eight phase events per instance.
+* How: the object is first made as a private *builder* subclass that adds no slot and
+  writes attributes the plain way (object's own ``__setattr__`` and ``__delattr__``, so
+  each field is one slot store the interpreter specialises), then its ``__class__`` is
+  set to the class. Python allows that assignment exactly when the two layouts are the
+  same, which a subclass adding no slot guarantees; no code runs in between, so nothing
+  ever sees the builder type. The one trace: the builder is listed by the class's
+  ``__subclasses__()``.
+* The fast path is taken only for a class it fits: slotted, every slot a field and every
+  field named (in any order), no validator, no converter, no ``on_setattr`` hook, no
+  ``__attrs_pre_init__`` or ``__attrs_post_init__``; and only once an object made both
+  ways has proved the same, field for field. Anything else gets the class itself, called
+  with keywords, so a change to the class can make building slower but never wrong.
+  tests/test_frozen_builder.py holds the two to the same objects.
 * The builder's function is generated source (as attrs generates its own ``__init__``):
-  one plain call per field, which a loop over the setters would double.
+  one slot store per field and no call, which a loop over the fields would not give.
 """
 
 from __future__ import annotations
@@ -25,24 +32,62 @@ from typing import Any, TypeVar
 
 import attrs
 
-__all__ = ["frozen_builder"]
+__all__ = ["builder_class", "frozen_builder"]
 
 T = TypeVar("T")
 
 
 def frozen_builder(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
     """A function taking one positional argument per name, in order, returning a ``cls``."""
-    setters = _slot_setters(cls, names)
-    if setters is None:
+    builder = builder_class(cls, names)
+    if builder is None:
         return _by_class(cls, names)
     arguments = ", ".join(f"a{k}" for k in range(len(names)))
-    body = "".join(f"    s{k}(o, a{k})\n" for k in range(len(names)))
-    source = f"def make({arguments}):\n    o = new(cls)\n{body}    return o\n"
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"s{k}": setter for k, setter in enumerate(setters)})
-    exec(compile(source, f"<frozen_builder {cls.__qualname__}>", "exec"), namespace)  # noqa: S102 - our own source, built from field positions only
+    stores = "".join(f"    o.{name} = a{k}\n" for k, name in enumerate(names))
+    source = (
+        f"def make({arguments}):\n    o = new(builder)\n{stores}    o.__class__ = cls\n"
+        "    return o\n"
+    )
+    namespace: dict[str, Any] = {"new": object.__new__, "builder": builder, "cls": cls}
+    exec(compile(source, f"<frozen_builder {cls.__qualname__}>", "exec"), namespace)  # noqa: S102 - our own source, from the class's field names only
     make: Callable[..., T] = namespace["make"]
-    return make
+    return make if _proved(make, cls, names) else _by_class(cls, names)
+
+
+def builder_class(cls: type, names: Sequence[str]) -> type | None:
+    """The builder subclass of ``cls`` (see the rules), or None if ``cls`` does not fit."""
+    if not _fits(cls, names):
+        return None
+    try:
+        return type(
+            f"_{cls.__name__}Builder",
+            (cls,),
+            {
+                "__slots__": (),
+                # Both: a type has one slot for setting and deleting attributes.
+                "__setattr__": object.__setattr__,
+                "__delattr__": object.__delattr__,
+                "__module__": __name__,
+            },
+        )
+    except TypeError:  # pragma: no cover - a class that cannot be subclassed
+        return None
+
+
+def _proved(make: Callable[..., Any], cls: type, names: Sequence[str]) -> bool:
+    """Whether ``make`` puts each value where ``cls`` does (checked once per class)."""
+    values = tuple(object() for _ in names)
+    try:
+        made = make(*values)
+    except TypeError:  # pragma: no cover - __class__ refused: not the same layout after all
+        return False
+    expected = cls(**dict(zip(names, values, strict=True)))
+    fields = [f.name for f in attrs.fields(cls)]
+    return (
+        type(made) is cls
+        and made == expected
+        and [getattr(made, name) for name in fields] == [getattr(expected, n) for n in fields]
+    )
 
 
 def _by_class(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
@@ -55,31 +100,28 @@ def _by_class(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
     return make
 
 
-def _slot_setters(cls: type, names: Sequence[str]) -> list[Callable[[object, object], None]] | None:
-    """The slots' own setters for ``names``, or None if the class is not plain enough."""
+def _fits(cls: type, names: Sequence[str]) -> bool:
+    """Whether ``cls`` is the plain slotted attrs class the fast path was written for."""
     if not attrs.has(cls) or any(
         getattr(cls, hook, None) is not None
         for hook in ("__attrs_pre_init__", "__attrs_post_init__")
     ):
-        return None
+        return False
     fields = attrs.fields(cls)
     slots = {s for k in cls.__mro__ for s in k.__dict__.get("__slots__", ())} - {"__weakref__"}
     # Every slot must be a field: attrs' __init__ would set any other (a cached hash) too.
     if sorted(f.name for f in fields) != sorted(names) or slots != set(names):
-        return None
+        return False
     if any(
         f.validator is not None
         or f.converter is not None
         or f.on_setattr not in (None, attrs.setters.NO_OP)
         for f in fields
     ):
-        return None
-    setters: list[Callable[[object, object], None]] = []
-    for name in names:
-        descriptor = next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), None)
-        # A slot is a member descriptor: its __set__ writes the slot, past the frozen
-        # class's __setattr__ (which only refuses changes after construction).
-        if type(descriptor).__name__ != "member_descriptor":
-            return None
-        setters.append(descriptor.__set__)  # type: ignore[union-attr]
-    return setters
+        return False
+    # A slot is a member descriptor: an attribute set on the builder lands in it.
+    return all(
+        type(next((k.__dict__[n] for k in cls.__mro__ if n in k.__dict__), None)).__name__
+        == "member_descriptor"
+        for n in names
+    )
