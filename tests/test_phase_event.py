@@ -69,3 +69,21 @@ def test_a_class_it_was_not_written_for_falls_back() -> None:
     assert _phase_event._by_class(*_ARGS[1]) == InstancePhaseChanged(
         **dict(zip(_phase_event._FIELDS, _ARGS[1], strict=True))
     )
+
+
+def test_evolve_and_fields_see_an_ordinary_event() -> None:
+    fast = _phase_event.make_phase_event(*_ARGS[0])
+    assert attrs.fields(type(fast)) == attrs.fields(InstancePhaseChanged)
+    changed = attrs.evolve(fast, reason="later")
+    assert type(changed) is InstancePhaseChanged
+    assert changed.reason == "later"
+    assert changed.instance_id == fast.instance_id
+
+
+def test_a_maker_that_makes_something_else_is_not_taken() -> None:
+    def off_by_one(*args: Any) -> InstancePhaseChanged:
+        fields = dict(zip(_phase_event._FIELDS, args, strict=True))
+        return InstancePhaseChanged(**{**fields, "attempt": fields["attempt"] + 1})
+
+    assert not _phase_event._proved(off_by_one, InstancePhaseChanged)
+    assert _phase_event._proved(_phase_event.make_phase_event, InstancePhaseChanged)
