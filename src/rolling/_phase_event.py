@@ -31,7 +31,7 @@ import attrs
 
 from .events import InstancePhaseChanged, Phase
 
-__all__ = ["make_phase_event"]
+__all__ = ["PHASE_EVENT_BUILDER", "make_phase_event"]
 
 _FIELDS = (
     "at",
@@ -97,7 +97,8 @@ def _plain(cls: type) -> bool:
     return True
 
 
-def _fast_maker(cls: type[InstancePhaseChanged]) -> PhaseEventMaker | None:
+def _fast(cls: type[InstancePhaseChanged]) -> tuple[PhaseEventMaker, Any] | None:
+    """The fast maker for ``cls`` and its builder class, once proved; None if not plain."""
     if not _plain(cls):
         return None
     try:
@@ -141,7 +142,7 @@ def _fast_maker(cls: type[InstancePhaseChanged]) -> PhaseEventMaker | None:
         event.__class__ = cls
         return event  # type: ignore[no-any-return]
 
-    return make if _proved(make, cls) else None
+    return (make, builder) if _proved(make, cls) else None
 
 
 def _proved(make: PhaseEventMaker, cls: type[InstancePhaseChanged]) -> bool:
@@ -155,5 +156,15 @@ def _proved(make: PhaseEventMaker, cls: type[InstancePhaseChanged]) -> bool:
     return type(made) is cls and attrs.astuple(made) == attrs.astuple(expected)
 
 
-make_phase_event: PhaseEventMaker = _fast_maker(InstancePhaseChanged) or _by_class
+_FAST = _fast(InstancePhaseChanged)
+
+make_phase_event: PhaseEventMaker = _by_class if _FAST is None else _FAST[0]
 """Called with every field, positionally, in the order of ``_FIELDS``."""
+
+PHASE_EVENT_BUILDER: Any = None if _FAST is None else _FAST[1]
+"""The builder class when the fast path is on, else None.
+
+For :meth:`rolling._machine.Machine.phase`, which writes ``make`` out (one Python
+call fewer per event): ``object.__new__(PHASE_EVENT_BUILDER)``, every field set,
+then ``__class__`` set to ``InstancePhaseChanged``, exactly as ``make`` does.
+"""
