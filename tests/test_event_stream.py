@@ -10,8 +10,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import rolling
 from rolling import Event
 from rolling._stream import _CHECKPOINT_EVERY, EventStream
+from rolling.testing import SimulatedFleet
 
 pytestmark = pytest.mark.anyio
 
@@ -163,3 +165,21 @@ async def test_a_stream_waiting_is_cancelled_like_any_wait() -> None:
     stream.push(_events(0, 2))
     stream.end()
     assert _ats([event async for event in stream]) == [0, 1]
+
+
+async def test_a_lone_observer_that_raises_hears_no_more_and_run_raises_it() -> None:
+    # The runner's path for one observer: what the general one does for one.
+    heard: list[Event] = []
+
+    class ObserverError(Exception):
+        pass
+
+    def observer(event: Event) -> None:
+        heard.append(event)
+        if isinstance(event, rolling.InstancePhaseChanged):
+            raise ObserverError(event.phase)
+
+    with pytest.raises(ObserverError):
+        await rolling.Rollout(SimulatedFleet(3), "v2", observers=[observer]).run()
+    assert isinstance(heard[-1], rolling.InstancePhaseChanged)
+    assert sum(isinstance(event, rolling.InstancePhaseChanged) for event in heard) == 1

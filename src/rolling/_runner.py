@@ -250,7 +250,16 @@ class Runner:
 
     def _deliver(self, events: list[Event]) -> None:
         observers = self._observers
-        if observers:
+        if len(observers) == 1:
+            # The usual case, without a loop per event: what the general one does for one.
+            observer = observers[0]
+            try:
+                for event in events:
+                    observer(event)
+            except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                observers.clear()
+                self._error(exc)
+        elif observers:
             for event in events:
                 for observer in observers:
                     try:
