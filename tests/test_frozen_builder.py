@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from rolling import InstanceOutcome, InstanceResult, _slot
+from rolling import InstanceOutcome, InstanceResult, _frozen_builder, _slot
 from rolling._frozen_builder import builder_class, frozen_builder
 from rolling._slot import Slot, instance_result
 
@@ -151,3 +151,32 @@ def test_nothing_but_the_class_is_ever_seen() -> None:
     assert builder is not None
     assert issubclass(builder, InstanceResult)
     assert not isinstance(made, builder)
+
+
+@attrs.frozen
+class _Pair:
+    a: object
+    b: object
+
+
+class _Crossed(_Pair):
+    """A builder whose store of ``b`` lands in ``a``: proving must catch it."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+    @property
+    def b(self) -> object:
+        return None
+
+    @b.setter
+    def b(self, value: object) -> None:
+        _Pair.a.__set__(self, value)  # type: ignore[attr-defined]
+
+
+def test_a_builder_that_puts_a_value_elsewhere_is_not_taken() -> None:
+    assert not _frozen_builder._proved(_Crossed, _Pair, ("a", "b"))
+    fitting = builder_class(_Pair, ("a", "b"))
+    assert fitting is not None
+    assert _frozen_builder._proved(fitting, _Pair, ("a", "b"))

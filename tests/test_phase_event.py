@@ -8,8 +8,11 @@ from typing import Any
 import attrs
 import pytest
 
+import rolling
 from rolling import _phase_event
+from rolling._frozen_builder import builder_class
 from rolling.events import InstancePhaseChanged, Phase
+from rolling.testing import SimulatedFleet
 
 _ARGS: list[tuple[Any, ...]] = [
     (1.5, 1700000000.25, "i-001", Phase.DETACHING, "v2", 1, "i-001", "", False),
@@ -20,8 +23,9 @@ _ARGS: list[tuple[Any, ...]] = [
 @pytest.mark.parametrize("args", _ARGS)
 def test_same_event_as_the_class(args: tuple[Any, ...]) -> None:
     fast = _phase_event.make_phase_event(*args)
-    plain = InstancePhaseChanged(**dict(zip(_phase_event._FIELDS, args, strict=True)))
-    assert _phase_event.make_phase_event is not _phase_event._by_class  # the fast path is on
+    plain = InstancePhaseChanged(**dict(zip(_phase_event.FIELDS, args, strict=True)))
+    assert _phase_event.make_phase_event.__qualname__ == "make"  # the fast path is on
+    assert _phase_event.PHASE_EVENT_BUILDER is not None  # ... and Machine.phase's too
     assert type(fast) is InstancePhaseChanged
     assert fast == plain
     assert hash(fast) == hash(plain)
@@ -64,8 +68,28 @@ def test_a_class_it_was_not_written_for_falls_back() -> None:
 
     others: tuple[Any, ...] = (Checked, Fewer, PostInit, NoSlots)
     for cls in others:
-        assert _phase_event._fast_maker(cls) is None, cls
-    assert _phase_event._fast_maker(InstancePhaseChanged) is not None
-    assert _phase_event._by_class(*_ARGS[1]) == InstancePhaseChanged(
-        **dict(zip(_phase_event._FIELDS, _ARGS[1], strict=True))
-    )
+        assert builder_class(cls, _phase_event.FIELDS) is None, cls
+    assert builder_class(InstancePhaseChanged, _phase_event.FIELDS) is not None
+
+
+def test_evolve_and_fields_see_an_ordinary_event() -> None:
+    fast = _phase_event.make_phase_event(*_ARGS[0])
+    assert attrs.fields(type(fast)) == attrs.fields(InstancePhaseChanged)
+    changed = attrs.evolve(fast, reason="later")
+    assert type(changed) is InstancePhaseChanged
+    assert changed.reason == "later"
+    assert changed.instance_id == fast.instance_id
+
+
+@pytest.mark.anyio
+async def test_the_machines_events_are_the_same_as_the_class_makes() -> None:
+    # Machine.phase writes the fast path out; what it makes must be the ordinary event too.
+    seen: list[rolling.Event] = []
+    rollout = rolling.Rollout(SimulatedFleet(3), "v2", observers=[seen.append])
+    await rollout.run()
+    phases = [event for event in seen if isinstance(event, InstancePhaseChanged)]
+    assert len(phases) >= 3 * 5
+    for event in phases:
+        plain = InstancePhaseChanged(**attrs.asdict(event, recurse=False))
+        assert type(event) is InstancePhaseChanged
+        assert (event, hash(event), repr(event)) == (plain, hash(plain), repr(plain))

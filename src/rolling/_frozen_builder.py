@@ -18,8 +18,9 @@ Rules:
 * The fast path is taken only for a class it fits: slotted, every slot a field and every
   field named (in any order), no validator, no converter, no ``on_setattr`` hook, no
   ``__attrs_pre_init__`` or ``__attrs_post_init__``; and only once an object made both
-  ways has proved the same, field for field. Anything else gets the class itself, called
-  with keywords, so a change to the class can make building slower but never wrong.
+  ways has proved the same, field for field (once per class: :func:`builder_class`).
+  Anything else gets the class itself, called with keywords, so a change to the class
+  can make building slower but never wrong.
   tests/test_frozen_builder.py holds the two to the same objects.
 * The builder's function is generated source (as attrs generates its own ``__init__``):
   one slot store per field and no call, which a loop over the fields would not give.
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 def frozen_builder(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
     """A function taking one positional argument per name, in order, returning a ``cls``."""
+    names = tuple(names)
     builder = builder_class(cls, names)
     if builder is None:
         return _by_class(cls, names)
@@ -51,15 +53,31 @@ def frozen_builder(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
     namespace: dict[str, Any] = {"new": object.__new__, "builder": builder, "cls": cls}
     exec(compile(source, f"<frozen_builder {cls.__qualname__}>", "exec"), namespace)  # noqa: S102 - our own source, from the class's field names only
     make: Callable[..., T] = namespace["make"]
-    return make if _proved(make, cls, names) else _by_class(cls, names)
+    return make
 
 
-def builder_class(cls: type, names: Sequence[str]) -> type | None:
-    """The builder subclass of ``cls`` (see the rules), or None if ``cls`` does not fit."""
+_new: Callable[[type], object] = object.__new__
+
+_BUILDERS: dict[tuple[type, tuple[str, ...]], type | None] = {}
+
+
+def builder_class(cls: type, names: tuple[str, ...]) -> type | None:
+    """The builder subclass of ``cls`` (see the rules), proved; None if ``cls`` does not fit.
+
+    One per class and names: code that writes the stores out itself (the machine's
+    phase events) uses it as :func:`frozen_builder`'s function does.
+    """
+    key = (cls, names)
+    if key not in _BUILDERS:
+        _BUILDERS[key] = _new_builder(cls, names)
+    return _BUILDERS[key]
+
+
+def _new_builder(cls: type, names: tuple[str, ...]) -> type | None:
     if not _fits(cls, names):
         return None
     try:
-        return type(
+        builder = type(
             f"_{cls.__name__}Builder",
             (cls,),
             {
@@ -72,22 +90,23 @@ def builder_class(cls: type, names: Sequence[str]) -> type | None:
         )
     except TypeError:  # pragma: no cover - a class that cannot be subclassed
         return None
+    return builder if _proved(builder, cls, names) else None
 
 
-def _proved(make: Callable[..., Any], cls: type, names: Sequence[str]) -> bool:
-    """Whether ``make`` puts each value where ``cls`` does (checked once per class)."""
+def _proved(builder: type, cls: type, names: tuple[str, ...]) -> bool:
+    """Whether building through ``builder`` puts each value where ``cls`` does."""
     values = tuple(object() for _ in names)
+    made = _new(builder)
+    for name, value in zip(names, values, strict=True):
+        setattr(made, name, value)
     try:
-        made = make(*values)
+        made.__class__ = cls
     except TypeError:  # pragma: no cover - __class__ refused: not the same layout after all
         return False
-    expected = cls(**dict(zip(names, values, strict=True)))
+    expected: object = cls(**dict(zip(names, values, strict=True)))
     fields = [f.name for f in attrs.fields(cls)]
-    return (
-        type(made) is cls
-        and made == expected
-        and [getattr(made, name) for name in fields] == [getattr(expected, n) for n in fields]
-    )
+    same: bool = type(made) is cls and made == expected
+    return same and all(getattr(made, n) is getattr(expected, n) for n in fields)
 
 
 def _by_class(cls: type[T], names: Sequence[str]) -> Callable[..., T]:

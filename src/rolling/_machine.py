@@ -81,7 +81,7 @@ from ._journal import begin_record
 from ._paired import Paired
 from ._paired_units import PairedUnits
 from ._passes import Pass, Passes, Start
-from ._phase_event import make_phase_event
+from ._phase_event import PHASE_EVENT_BUILDER, make_phase_event
 from ._policies import DeadlineAction, RollbackMode
 from ._recovery import recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
@@ -93,6 +93,7 @@ from ._unit import UnitPrograms
 from .events import (
     ControlRequested,
     Event,
+    InstancePhaseChanged,
     Phase,
     ProgressDeadlineExceeded,
     RolloutFinished,
@@ -100,6 +101,8 @@ from .events import (
 )
 
 __all__ = ["ANALYZE", "INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"]
+
+_new = object.__new__
 
 Program = Generator[Any, Any, Any]
 """A machine program: yields effects, receives their results."""
@@ -229,20 +232,26 @@ class Machine:
         if live is None:
             live = slot.extra if slot.extra is not None else slot.live
         now = self.now
-        # emit()'s work written out, built by rolling._phase_event: most events are these.
-        self._events.append(
-            make_phase_event(
-                now,
-                now + self._wall_offset,
-                slot.key,
-                phase,
-                version,
-                slot.attempts or 1,
-                None if live is None else live.id,
-                reason,
-                self._rolling_back,
-            )
-        )
+        builder = PHASE_EVENT_BUILDER
+        if builder is None:  # pragma: no cover - the fast path is off (see _phase_event)
+            current = None if live is None else live.id
+            fields = (slot.key, phase, version, slot.attempts or 1, current, reason)
+            wall = now + self._wall_offset
+            self._events.append(make_phase_event(now, wall, *fields, self._rolling_back))
+            return
+        # emit()'s work, and rolling._phase_event's make(), written out: most events are these.
+        event = _new(builder)
+        event.at = now
+        event.wall = now + self._wall_offset
+        event.instance_id = slot.key
+        event.phase = phase
+        event.version = version
+        event.attempt = slot.attempts or 1
+        event.current_id = None if live is None else live.id
+        event.reason = reason
+        event.rollback = self._rolling_back
+        event.__class__ = InstancePhaseChanged
+        self._events.append(event)
 
     def set_status(self, status: RolloutStatus) -> None:
         """Change the status, announcing it."""
@@ -291,8 +300,15 @@ class Machine:
         self.trigger("aborted", mode, RolloutStatus.ABORTED)
 
     def fail(self, reason: str) -> None:
-        """An error the rollout cannot go on after (an observer raised): halt at once."""
-        self.trigger(reason, RollbackMode.HALT, RolloutStatus.HALTED)
+        """An error the rollout cannot go on after (an observer raised): halt at once.
+
+        Whatever a trigger before it asked for (a rollback not begun, an abort), the run
+        ends ``HALTED``: the status of a rollout that ended in an unexpected error.
+        """
+        if self._rolling_back or self._stop_mode is None:
+            self.trigger(reason, RollbackMode.HALT, RolloutStatus.HALTED)
+            return
+        self.halt_rollback(reason)
 
     def trigger(self, reason: str, mode: RollbackMode, status: RolloutStatus) -> None:
         """Stop starting work, interrupt waits, and remember what to do next."""

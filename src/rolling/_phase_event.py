@@ -2,29 +2,27 @@
 
 Rules:
 
-* The object made is an ordinary ``InstancePhaseChanged``: the same type, the same
-  fields, equal (and hashing equal) to one made by calling the class. Only the way
-  it is built differs: attrs' frozen ``__init__`` sets each field through
-  ``object.__setattr__`` looked up per call, which costs three times what setting
-  the slots directly does, and a rollout makes about eight of these per instance.
-* The fast path is taken only when the class is what it was written for: slotted,
-  no validator, converter, factory default or ``__attrs_post_init__``, and exactly
-  the fields below. Anything else (a future change to the event) falls back to the
-  class itself, so a change there can make this slower but never wrong;
-  tests/test_phase_event.py holds the two to the same result.
+* A rollout makes about eight of these per instance when someone listens; each is made
+  as :mod:`rolling._frozen_builder` makes its objects (a builder subclass with plain
+  slot stores, then the event's class), and is an ordinary ``InstancePhaseChanged``:
+  the same type and fields, equal and hashing equal to one made by calling the class.
+* :meth:`Machine.phase <rolling._machine.Machine.phase>` writes the stores out itself
+  with :data:`PHASE_EVENT_BUILDER` (one Python call fewer per event); when that is None
+  (the class no longer fits the fast path), it calls :data:`make_phase_event`, which is
+  then the class itself. tests/test_phase_event.py holds both to the class's result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import attrs
-
+from ._frozen_builder import builder_class, frozen_builder
 from .events import InstancePhaseChanged, Phase
 
-__all__ = ["make_phase_event"]
+__all__ = ["PHASE_EVENT_BUILDER", "make_phase_event"]
 
-_FIELDS = (
+FIELDS = (
     "at",
     "wall",
     "instance_id",
@@ -35,94 +33,14 @@ _FIELDS = (
     "reason",
     "rollback",
 )
+"""The order of :data:`make_phase_event`'s arguments."""
 
 PhaseEventMaker = Callable[
     [float, float, str, Phase, str, int, "str | None", str, bool], InstancePhaseChanged
 ]
 
+make_phase_event: PhaseEventMaker = frozen_builder(InstancePhaseChanged, FIELDS)
+"""Called with every field, positionally, in the order of :data:`FIELDS`."""
 
-def _by_class(  # noqa: PLR0917 - one argument per field of the event
-    at: float,
-    wall: float,
-    instance_id: str,
-    phase: Phase,
-    version: str,
-    attempt: int,
-    current_id: str | None,
-    reason: str,
-    rollback: bool,  # noqa: FBT001 - positional on purpose: this is the hot path
-) -> InstancePhaseChanged:
-    """The plain way, through the class (the fallback)."""
-    return InstancePhaseChanged(
-        at=at,
-        wall=wall,
-        instance_id=instance_id,
-        phase=phase,
-        version=version,
-        attempt=attempt,
-        current_id=current_id,
-        reason=reason,
-        rollback=rollback,
-    )
-
-
-def _slot_setters(cls: type) -> list[Callable[[object, object], None]] | None:
-    """The slots' own setters for every field of ``cls``, or None if it is not plain."""
-    if getattr(cls, "__attrs_post_init__", None) is not None:
-        return None
-    fields = attrs.fields(cls)
-    if tuple(f.name for f in fields) != _FIELDS:
-        return None
-    if any(
-        f.validator is not None
-        or f.converter is not None
-        or f.on_setattr not in (None, attrs.setters.NO_OP)
-        for f in fields
-    ):
-        return None
-    setters: list[Callable[[object, object], None]] = []
-    for name in _FIELDS:
-        descriptor = next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), None)
-        # A slot is a member descriptor: its __set__ writes the slot, past the frozen
-        # class's __setattr__ (which only refuses changes after construction).
-        if type(descriptor).__name__ != "member_descriptor":
-            return None
-        setters.append(descriptor.__set__)  # type: ignore[union-attr]
-    return setters
-
-
-def _fast_maker(cls: type[InstancePhaseChanged]) -> PhaseEventMaker | None:
-    setters = _slot_setters(cls)
-    if setters is None:
-        return None
-    new = object.__new__
-    s_at, s_wall, s_id, s_phase, s_version, s_attempt, s_current, s_reason, s_rollback = setters
-
-    def make(  # noqa: PLR0917 - one argument per field of the event
-        at: float,
-        wall: float,
-        instance_id: str,
-        phase: Phase,
-        version: str,
-        attempt: int,
-        current_id: str | None,
-        reason: str,
-        rollback: bool,  # noqa: FBT001 - positional on purpose: this is the hot path
-    ) -> InstancePhaseChanged:
-        event = new(cls)
-        s_at(event, at)
-        s_wall(event, wall)
-        s_id(event, instance_id)
-        s_phase(event, phase)
-        s_version(event, version)
-        s_attempt(event, attempt)
-        s_current(event, current_id)
-        s_reason(event, reason)
-        s_rollback(event, rollback)
-        return event
-
-    return make
-
-
-make_phase_event: PhaseEventMaker = _fast_maker(InstancePhaseChanged) or _by_class
-"""Called with every field, positionally, in the order of ``_FIELDS``."""
+PHASE_EVENT_BUILDER: Any = builder_class(InstancePhaseChanged, FIELDS)
+"""The builder subclass Machine.phase makes events as, or None: see the rules."""

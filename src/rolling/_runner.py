@@ -202,7 +202,9 @@ class Runner:
             self._end(RolloutStatus.CANCELLED, "cancelled")
             await self._close_journal()
             raise
-        if machine.result is None or self._errors:
+        if machine.result is None:
+            # An error ended the run before the machine did (fail() halts it otherwise; a
+            # rollout ends once, so an error after its end leaves the result as announced).
             first = self._errors[0]
             self._end(RolloutStatus.HALTED, f"error: {type(first).__name__}: {first}")
         await self._close_journal()
@@ -248,15 +250,7 @@ class Runner:
             self._streams.clear()
 
     def _deliver(self, events: list[Event]) -> None:
-        observers = self._observers
-        if observers:
-            for event in events:
-                for observer in observers:
-                    try:
-                        observer(event)
-                    except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
-                        observers.remove(observer)
-                        self._error(exc)
+        failed = self._notify(events) if self._observers else []
         streams = self._streams
         closed = False
         for stream in streams:
@@ -264,6 +258,35 @@ class Runner:
             closed = closed or stream.closed
         if closed:
             streams[:] = [s for s in streams if not s.closed]
+        # Once every stream has these events: the halt's own events come after them.
+        for exc in failed:
+            self._error(exc)
+
+    def _notify(self, events: list[Event]) -> list[Exception]:
+        """Call the observers with ``events``; one that raises hears nothing more."""
+        failed: list[Exception] = []
+        observers = self._observers
+        if len(observers) == 1:
+            # The usual case, without a loop per event: what the general one does for one.
+            observer = observers[0]
+            try:
+                for event in events:
+                    observer(event)
+            except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                observers.clear()
+                failed.append(exc)
+        elif observers:
+            for event in events:
+                index = 0
+                while index < len(observers):
+                    try:
+                        observers[index](event)
+                    except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                        del observers[index]
+                        failed.append(exc)
+                    else:
+                        index += 1
+        return failed
 
     # ---------------------------------------------------------- programs
 

@@ -97,7 +97,8 @@ class UnitPrograms:
                         slot.reason = ""
                     if machine.listening:
                         phase = Phase.REVERTED if rolling_back else Phase.UPDATED
-                        machine.phase(slot, phase, slot.live.version)
+                        live: Any = slot.live
+                        machine.phase(slot, phase, live.version)
                     machine.record_success()
                 elif rolling_back:
                     slot.set_outcome(InstanceOutcome.REVERT_FAILED)
