@@ -270,6 +270,39 @@ async def test_defect_5_no_new_unit_starts_after_a_fatal_observer_error() -> Non
     monitor.assert_ok()
 
 
+async def test_an_error_halts_a_rollback_not_yet_begun_and_the_run_finishes_once() -> None:
+    # The budget's trigger asks for a rollback; an observer fails before it begins (on the
+    # failed instance's own event). The error wins: HALTED, nothing reverted, one finish.
+    fleet = SimulatedFleet(4, latency=Latency(replace=1))
+    fleet.fault(fleet.instances[1].id, replace_raises=True)
+    seen: list[rolling.Event] = []
+
+    class BoomError(Exception):
+        pass
+
+    def explode(event: rolling.Event) -> None:
+        seen.append(event)
+        if isinstance(event, rolling.InstancePhaseChanged) and event.phase is Phase.FAILED:
+            raise BoomError("observer failed")
+
+    rollout, monitor = _rollout(
+        fleet,
+        strategy=RollingUpdate(max_unavailable=2),
+        failure=FailurePolicy(max_failed=0, retries=0, restore_failed=False),
+        observers=[explode, seen.append],
+    )
+    with pytest.raises(BoomError):
+        await rollout.run()
+    finished = [e for e in seen if isinstance(e, rolling.RolloutFinished)]
+    (last,) = finished  # one finish (the observer that raised hears no more)
+    assert isinstance(seen[-1], rolling.RolloutFinished)
+    result = last.result
+    assert result.status is RolloutStatus.HALTED
+    assert "observer failed" in result.reason
+    assert not any(i.outcome is InstanceOutcome.REVERTED for i in result.instances)
+    monitor.assert_ok()
+
+
 # -- 6. readiness period -------------------------------------------------------------------------
 
 
