@@ -87,8 +87,11 @@ class InstanceResult:
         reason: Why it failed or stopped; empty on success.
         started_at: Event-loop time its work began, or None.
         finished_at: Event-loop time its work ended, or None.
-        strays: Ids of instances its work launched or displaced that could not be
-            terminated: they still exist, out of traffic, and need a look.
+        strays: Ids of instances its work launched or displaced that it left standing:
+            they still exist and need a look. They are out of traffic (or in the router
+            at weight 0), except after a halt of a canary or blue-green, which leaves both
+            sets as they are: the new instance of an ``INTERRUPTED`` unit may then still
+            take its share.
     """
 
     id: str

@@ -251,7 +251,8 @@ class InvariantMonitor:
         return ", ".join(out) or "none"
 
     def _truth(self, result: RolloutResult, fleet: SimulatedFleet) -> list[str]:
-        found = [m for item in result.instances for m in _item_truth(item, fleet)]
+        halted = result.status in {RolloutStatus.HALTED, RolloutStatus.ABORTED}
+        found = [m for item in result.instances for m in _item_truth(item, fleet, halted)]
         if result.status is RolloutStatus.SUCCEEDED:
             found.extend(self._succeeded_truth(result, fleet))
         elif result.status is RolloutStatus.ROLLED_BACK:
@@ -316,14 +317,17 @@ def _strays(result: RolloutResult) -> set[str]:
     return {stray for item in result.instances for stray in item.strays}
 
 
-def _item_truth(item: InstanceResult, fleet: SimulatedFleet) -> list[str]:
+def _item_truth(item: InstanceResult, fleet: SimulatedFleet, halted: bool) -> list[str]:  # noqa: FBT001 - internal
     """Check what one instance result says about what runs in its place, and its strays."""
     where = f"{item.id} ({item.outcome})"
     found: list[str] = []
+    # A halt leaves a canary's or blue-green's sets as they are: the new instance of a unit
+    # it interrupted is a stray that may still take its share of traffic.
+    left_serving = halted and item.outcome is InstanceOutcome.INTERRUPTED
     for stray in item.strays:
         if not fleet.is_live(stray):
             found.append(f"{where} names stray {stray}, which is not live")
-        elif fleet.is_attached(stray) and fleet.weight_of(stray) > 0:
+        elif fleet.is_attached(stray) and fleet.weight_of(stray) > 0 and not left_serving:
             # At weight 0 it is in the router but sent nothing (a paired strategy's leftover).
             found.append(f"{where} names stray {stray}, which is in traffic")
     current = item.current_id
