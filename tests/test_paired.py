@@ -440,7 +440,7 @@ async def test_a_canary_halted_at_its_first_weight_is_reported_serving() -> None
     # Found by the 600-scenario property test: a halt leaves the canary taking its share,
     # and the result names it as its unit's stray (the monitor accepts that after a halt).
     fleet = SimulatedFleet(2)
-    steps = [SetWeight(10), Pause()]
+    steps: list[Any] = [SetWeight(10), Pause()]
     rollout = Rollout(fleet, "v2", strategy=Canary(), steps=steps, router=fleet)
     async with rollout.start() as handle:
         await anyio.sleep(5)
