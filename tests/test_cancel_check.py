@@ -25,14 +25,22 @@ async def _in_a_task(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         tg.start_soon(fn)
 
 
-async def test_the_fast_path_is_taken_on_asyncio(anyio_backend: tuple[str, object]) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("trio asks trio itself")
+async def test_each_backend_takes_its_own_fast_path(
+    anyio_backend: tuple[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     found: list[object] = []
 
     async def look() -> None:
         found.append(_cancel_check._asyncio_task_state())
 
+    if anyio_backend[0] == "trio":
+        # trio answers itself: anyio's asyncio state is never looked for.
+        def refuse() -> None:
+            raise AssertionError
+
+        monkeypatch.setattr(_cancel_check, "_asyncio_task_state", refuse)
+        assert _cancel_check.cancel_check() is not _cancel_check._public_check
+        return
     await _in_a_task(look)
     assert found[0] is not None
 
