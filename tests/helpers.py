@@ -8,7 +8,7 @@ there for ``haproxy_harness`` and ``netns_hosts``).
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,9 +17,9 @@ import anyio
 import anyio.abc
 import attrs
 
-from rolling import Journal, Readiness, Rollout
+from rolling import Journal, Readiness, Rollout, RolloutStatus
 from rolling.drivers.process import ProcessDriver, ProcessInstance
-from rolling.testing import FleetChange, InvariantMonitor, SimulatedFleet
+from rolling.testing import FleetChange, InvariantMonitor, MemoryJournal, SimulatedFleet
 
 __all__ = [
     "CANCEL_DELAYS",
@@ -257,3 +257,29 @@ async def run_cancelled_at(
             await rollout.run()
     finally:
         fleet.remove_listener(cancel_at_k)
+
+
+Shape = Callable[[Journal], Callable[[], tuple[SimulatedFleet, Rollout[Any]]]]
+"""Given a journal, a maker of a fresh fleet and a rollout of it that writes that journal."""
+
+
+async def cancel_then_resume(
+    shape: Shape, k: int, ops: frozenset[str]
+) -> tuple[SimulatedFleet, InvariantMonitor]:
+    """Cancel ``shape``'s rollout as its ``k``-th operation in ``ops`` begins, then resume it.
+
+    The same rollout runs again on the same fleet from the journal; it must end SUCCEEDED
+    with the fleet whole on v2 and in traffic, and the result must tell the truth.
+    """
+    journal = MemoryJournal()
+    fleet, first = shape(journal)()
+    monitor = monitor_for(first, fleet, raise_immediately=False)
+    await run_cancelled_at(fleet, first, k, ops)
+    _, again = shape(journal)()
+    resumed = await rollout_for(fleet, journal, strategy=again.strategy, steps=again.steps).run()
+    assert resumed.status is RolloutStatus.SUCCEEDED, (k, resumed.reason)
+    assert fleet.version_counts() == {"v2": fleet.desired}, k
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}, k
+    assert len(fleet.instances) == fleet.desired, k
+    monitor.check_result(resumed, fleet)
+    return fleet, monitor

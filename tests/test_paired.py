@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rolling
-from helpers import MUTATING, ElasticOnly, monitor_for, rollout_for, run_cancelled_at
+from helpers import MUTATING, ElasticOnly, cancel_then_resume, monitor_for, rollout_for
 from rolling import (
     Advance,
     Analysis,
@@ -480,26 +480,8 @@ async def test_cancel_at_every_effect_then_resume(shape: Any) -> None:
     effects = sum(1 for c in fleet.calls if c.op in MUTATING | {"set_weight"})
     assert effects >= 10
     for k in range(1, effects + 1):
-        journal = MemoryJournal()
-        fleet, first = shape(journal)()
-        monitor = monitor_for(first, fleet, raise_immediately=False)
-        await run_cancelled_at(fleet, first, k, WEIGHING)
-        _, second = shape(journal)()
-        resumed = await Rollout(
-            fleet,
-            "v2",
-            strategy=second.strategy,
-            steps=second.steps,
-            router=fleet,
-            readiness=Readiness(check=fleet, period=1, deadline=30),
-            journal=journal,
-        ).run()
-        assert resumed.status is RolloutStatus.SUCCEEDED, (k, resumed.reason)
-        assert fleet.version_counts() == {"v2": fleet.desired}, k
-        assert set(fleet.attached_ids) == {i.id for i in fleet.instances}, k
-        assert len(fleet.instances) == fleet.desired, k
+        fleet, monitor = await cancel_then_resume(shape, k, WEIGHING)
         assert all_full(fleet), k
-        monitor.check_result(resumed, fleet)
         monitor.assert_ok()
 
 

@@ -64,15 +64,16 @@ async def run_watched(
         size, latency=Latency(replace=7, launch=11, terminate=2, detach=1, attach=1)
     )
     monitor = InvariantMonitor(fleet, max_unavailable=max_unavailable, max_surge=max_surge)
-    rollout = rolling.Rollout(
-        fleet,
-        "v2",
-        router=fleet,
-        **merged(options, rolling.Readiness(check=fleet), **extra),
-    )
+    return await run_on(fleet, options, rolling.Readiness(check=fleet), **extra), fleet, monitor
+
+
+async def run_on(
+    fleet: SimulatedFleet, options: RolloutOptions, readiness: rolling.Readiness, **extra: Any
+) -> rolling.RolloutResult:
+    """Roll ``fleet`` to v2 with ``options`` (behind the fleet's router), bounded in time."""
+    rollout = rolling.Rollout(fleet, "v2", router=fleet, **merged(options, readiness, **extra))
     with rolling_timeout():
-        result = await rollout.run()
-    return result, fleet, monitor
+        return await rollout.run()
 
 
 def rolling_timeout() -> Any:
@@ -269,14 +270,7 @@ async def test_ecs_circuit_breaker_trips_and_rolls_back() -> None:
     fleet = SimulatedFleet(4, latency=Latency(launch=3))
     fleet.inject(Fault(never_ready=True), version="v2")
     monitor = InvariantMonitor(fleet, max_unavailable=0, max_surge=1)
-    rollout = rolling.Rollout(
-        fleet,
-        "v2",
-        router=fleet,
-        **merged(options, rolling.Readiness(check=fleet, deadline=30)),
-    )
-    with rolling_timeout():
-        result = await rollout.run()
+    result = await run_on(fleet, options, rolling.Readiness(check=fleet, deadline=30))
     assert result.status is rolling.RolloutStatus.ROLLED_BACK
     assert "circuit breaker: 3 failures in a row" in result.reason
     monitor.check_result(result, fleet)
@@ -588,14 +582,7 @@ async def test_ansible_max_fail_percentage_halts_the_play() -> None:
     for instance_id in ("i-001", "i-002"):
         fleet.inject(Fault(replace_raises=True), instance_id=instance_id)
     monitor = InvariantMonitor(fleet, max_unavailable=4, max_surge=0)
-    rollout = rolling.Rollout(
-        fleet,
-        "v2",
-        router=fleet,
-        **merged(options, rolling.Readiness(check=fleet)),
-    )
-    with rolling_timeout():
-        result = await rollout.run()
+    result = await run_on(fleet, options, rolling.Readiness(check=fleet))
     assert result.status is rolling.RolloutStatus.HALTED
     assert "max_failed_per_batch=49%" in result.reason
     monitor.check_result(result, fleet)

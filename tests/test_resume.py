@@ -8,11 +8,10 @@ import anyio
 import pytest
 
 import rolling
-from helpers import MUTATING, monitor_for, rollout_for, run_cancelled_at
+from helpers import MUTATING, cancel_then_resume, rollout_for
 from rolling import (
     InstanceOutcome,
     JournalError,
-    Readiness,
     RollingUpdate,
     Rollout,
     RolloutStatus,
@@ -93,24 +92,7 @@ async def test_cancel_at_every_effect_then_resume_from_the_journal(shape: Any) -
     effects = await count_effects(shape(MemoryJournal()))
     assert effects >= 10
     for k in range(1, effects + 1):
-        journal = MemoryJournal()
-        fleet, first = shape(journal)()
-        monitor = monitor_for(first, fleet, raise_immediately=False)
-        await run_cancelled_at(fleet, first, k, MUTATING)
-        _, second = shape(journal)()
-        resumed = await Rollout(
-            fleet,
-            "v2",
-            strategy=second.strategy,
-            router=fleet,
-            readiness=Readiness(check=fleet, period=1, deadline=30),
-            journal=journal,
-        ).run()
-        assert resumed.status is RolloutStatus.SUCCEEDED, (k, resumed.reason)
-        assert fleet.version_counts() == {"v2": fleet.desired}, k
-        assert set(fleet.attached_ids) == {i.id for i in fleet.instances}, k
-        assert len(fleet.instances) == fleet.desired, k
-        monitor.check_result(resumed, fleet)
+        _, monitor = await cancel_then_resume(shape, k, MUTATING)
         monitor.assert_ok()
 
 

@@ -20,11 +20,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+
+from ._stream import running_trio
 
 __all__ = ["cancel_check"]
 
@@ -33,15 +34,10 @@ _SCOPE_FIELDS = ("_cancel_called", "_deadline", "_shield", "_parent_scope")
 
 def cancel_check() -> Callable[[float], bool]:
     """For the calling task: ``now -> whether it is cancelled or past its deadline``."""
-    trio: Any = sys.modules.get("trio")
+    trio = running_trio()
     if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            pass  # trio is imported, but asyncio runs this task
-        else:
-            trio_deadline: Callable[[], float] = trio.current_effective_deadline
-            return lambda now: trio_deadline() <= now
+        trio_deadline: Callable[[], float] = trio.current_effective_deadline
+        return lambda now: trio_deadline() <= now
     state = _asyncio_task_state()
     if state is None:
         return _public_check

@@ -15,8 +15,9 @@ Part of the runner (:mod:`rolling._runner`). Rules:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -67,7 +68,6 @@ class StepEffects:
         """A gate: its answer, or None when :meth:`end_step` came first."""
         gate = effect.gate
         outcome: tuple[bool, str] | None = None
-        event = self._event = anyio.Event()
 
         async def ask() -> None:
             nonlocal outcome
@@ -83,13 +83,8 @@ class StepEffects:
                     outcome = (bool(answer[0]), str(answer[1]))
                 else:
                     outcome = (bool(answer), "")
-            event.set()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ask)
-            await event.wait()
-            tg.cancel_scope.cancel()
-        self._event = None
+        await self._until_step_ends(ask)
         return outcome
 
     async def set_flag(self, effect: SetFlagValue) -> tuple[bool, str]:
@@ -106,14 +101,18 @@ class StepEffects:
 
     async def run_analysis(self, effect: RunAnalysis) -> None:
         """An ``Analyze`` step: measure until a verdict, a promote or a stop."""
+        await self._until_step_ends(functools.partial(self.measurer.run, effect.judge))
+
+    async def _until_step_ends(self, work: Callable[[], Awaitable[object]]) -> None:
+        """Run ``work`` until it returns or :meth:`end_step` comes, whichever is first."""
         event = self._event = anyio.Event()
 
-        async def measure() -> None:
-            await self.measurer.run(effect.judge)
+        async def run() -> None:
+            await work()
             event.set()
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(measure)
+            tg.start_soon(run)
             await event.wait()
             tg.cancel_scope.cancel()
         self._event = None

@@ -14,7 +14,7 @@ import anyio.lowlevel
 
 from .events import Event
 
-__all__ = ["EventStream", "loop_checkpoint", "loop_clock"]
+__all__ = ["EventStream", "loop_checkpoint", "loop_clock", "running_trio"]
 
 # A consumer that finds events waiting takes them without a loop turn each; it still yields
 # to the loop after this many in a row, so a fast producer cannot starve everything else. A
@@ -157,14 +157,14 @@ class _Waiter(Protocol):
 
 def _loop_event() -> Callable[[], _Waiter]:
     """The running loop's own Event class (anyio's looks up the backend at each one made)."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         event: Callable[[], _Waiter] = trio.Event
         return event
     return asyncio.Event
 
 
-def _running_trio() -> Any:
+def running_trio() -> Any:
     """The trio module when trio runs this task, else None (a trio loop needs it imported)."""
     trio: Any = sys.modules.get("trio")
     if trio is None:
@@ -178,7 +178,7 @@ def _running_trio() -> Any:
 
 def loop_clock() -> Callable[[], float]:
     """The running event loop's clock, looked up once (``anyio.current_time`` asks every call)."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         clock: Callable[[], float] = trio.current_time
         return clock
@@ -191,7 +191,7 @@ def loop_clock() -> Callable[[], float]:
 
 def loop_checkpoint() -> Callable[[], Awaitable[None]]:
     """The running event loop's checkpoint, looked up once (anyio's looks up the backend)."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
         return checkpoint
