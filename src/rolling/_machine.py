@@ -103,6 +103,8 @@ from .events import (
 __all__ = ["ANALYZE", "INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"]
 
 _new = object.__new__
+# Read once per unit twice: an enum member looked up on its class costs about 1k instructions.
+_IN_PROGRESS = InstanceOutcome.IN_PROGRESS
 
 Program = Generator[Any, Any, Any]
 """A machine program: yields effects, receives their results."""
@@ -459,7 +461,7 @@ class Machine:
     def unit_began(self, slot: Slot) -> None:
         """Bookkeeping as a unit starts."""
         self._busy.add(slot)
-        slot.set_outcome(InstanceOutcome.IN_PROGRESS)
+        slot.set_outcome(_IN_PROGRESS)
         if slot.started_at is None:
             slot.started_at = self.now
 
@@ -472,7 +474,7 @@ class Machine:
     def unit_ended(self, start: Start, *, serving: int, existing: int) -> None:
         """Bookkeeping as a unit ends: settle its reservation with the deltas it caused."""
         slot = start.slot
-        if slot.outcome is InstanceOutcome.IN_PROGRESS:
+        if slot.outcome is _IN_PROGRESS:
             # Cut short (the clean-up deadline passed): a result never says "in progress".
             slot.set_outcome(InstanceOutcome.INTERRUPTED)
             slot.reason = slot.reason or "interrupted: clean-up did not finish in time"
