@@ -183,10 +183,10 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
         ),
         ('[driver]\nplugin = "simulated"\n[[steps]]\nwait = 3\n', 4, "steps.0.wait", "not a step"),
         (
-            '[driver]\nplugin = "simulated"\n[strategy]\ntype = "canary"\n',
+            '[driver]\nplugin = "simulated"\n[strategy]\ntype = "canery"\n',
             4,
             "strategy.type",
-            "batches",
+            "blue-green",
         ),
         (
             '[driver]\nplugin = "simulated"\n[[steps]]\npause = "forever"\n',

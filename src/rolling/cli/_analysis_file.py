@@ -30,7 +30,7 @@ import attrs
 from rolling import Analysis, Analyze, ConfigError, Metric
 from rolling.plugins import build
 
-__all__ = ["AnalysisReader", "Threshold", "parse_condition"]
+__all__ = ["AnalysisReader", "Loader", "Threshold", "Where", "parse_condition"]
 
 Where = tuple[str | int, ...]
 
@@ -80,7 +80,9 @@ def parse_condition(text: object, *, every: bool) -> Threshold:
     )
 
 
-class _Loader(Protocol):
+class Loader(Protocol):
+    """What the readers need of the file's loader: its errors, substitution and construction."""
+
     def error(self, where: Where, key: str | None, problem: str, fix: str) -> ConfigError: ...
     def from_config_error(self, where: Where, exc: ConfigError) -> ConfigError: ...
     def substitute(self, value: Any, where: Where, key: str | None) -> Any: ...
@@ -92,7 +94,7 @@ class _Loader(Protocol):
 class AnalysisReader:
     """Builds the analyses of one rollout file, with its loader's file:line errors."""
 
-    def __init__(self, loader: _Loader, data: Mapping[str, Any]) -> None:
+    def __init__(self, loader: Loader, data: Mapping[str, Any]) -> None:
         self.loader = loader
         metrics = data.get("metrics", {})
         if not isinstance(metrics, dict):

@@ -28,14 +28,11 @@ import attrs
 from rolling import Advance as AdvanceStep
 from rolling import (
     Backoff,
-    Batches,
     ConfigError,
     FailurePolicy,
     Order,
-    Pause,
     ProgressDeadline,
     Readiness,
-    RollingUpdate,
     Rollout,
     Step,
     Waves,
@@ -46,6 +43,7 @@ from rolling.testing import SimulatedFleet
 from ._analysis_file import AnalysisReader
 from ._output import events_log
 from ._plan import learned_durations, longest_first
+from ._strategy_file import StrategyReader
 
 __all__ = [
     "FILE_SCHEMA",
@@ -186,12 +184,15 @@ class _Locator:
 
 
 class _Loader:
+    # Readers of the parts that have their own module; made by load(), which has the data.
+    analyses: AnalysisReader
+    strategies: StrategyReader
+
     def __init__(self, path: Path, text: str, env: Mapping[str, str]) -> None:
         self.path = path
         self.locator = _Locator(text)
         self.env = env
         self.secrets: list[str] = []
-        self.analyses: AnalysisReader | None = None
 
     def error(self, where: Where, key: str | None, problem: str, fix: str) -> RolloutFileError:
         field = ".".join(str(part) for part in (*where, *([key] if key else [])))
@@ -290,45 +291,6 @@ class _Loader:
             raise self.from_config_error((key,), exc) from None
         return PluginSpec(group=group, name=name, settings=settings, built=built)
 
-    def strategy(self, data: Mapping[str, Any]) -> RollingUpdate | Batches | None:
-        table = self.table(data, "strategy")
-        if table is None:
-            return None
-        kind = table.pop("type", "rolling")
-        if kind == "rolling":
-            return cast("RollingUpdate", self.construct(("strategy",), RollingUpdate, table))
-        if kind == "batches":
-            if "pause" in table:
-                table["pause"] = self.pause(("strategy",), "pause", table["pause"])
-            sizes = table.pop("sizes", None)
-            if not isinstance(sizes, list) or not sizes:
-                raise self.error(
-                    ("strategy",), "sizes", "is missing or empty", 'write sizes = [1, "25%"]'
-                )
-
-            def batches(*, pause: Pause | None = None, surge: bool = False) -> Batches:
-                return Batches(*cast("list[int | str]", sizes), pause=pause, surge=surge)
-
-            return cast("Batches", self.construct(("strategy",), batches, table))
-        raise self.error(
-            ("strategy",), "type", f"unknown strategy {kind!r}", 'use "rolling" or "batches"'
-        )
-
-    def pause(self, where: Where, key: str, value: object) -> Pause:
-        if value == "promote":
-            return Pause()
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(
-                where,
-                key,
-                f'expected seconds or "promote", got {value!r}',
-                'write pause = 30, or pause = "promote" to wait for `rolling promote`',
-            )
-        try:
-            return Pause(value)
-        except ConfigError as exc:
-            raise self.error(where, key, exc.problem, exc.fix) from None
-
     def steps(self, data: Mapping[str, Any]) -> list[Step]:
         value = data.get("steps", [])
         if not isinstance(value, list):
@@ -341,12 +303,15 @@ class _Loader:
                     where,
                     None,
                     "a step has exactly one key",
-                    'write advance = "25%", pause = 30, pause = "promote" or analyze = ["m"]',
+                    'write advance = "25%", pause = 30, pause = "promote", analyze = ["m"], '
+                    "set_weight = 10 or set_canary_scale = 2",
                 )
             ((key, step),) = cast("dict[str, Any]", raw).items()
             if key == "pause":
-                steps.append(self.pause(where, key, step))
-            elif key == "analyze" and self.analyses is not None:
+                steps.append(self.strategies.pause(where, key, step))
+            elif key in {"set_weight", "set_canary_scale"}:
+                steps.append(self.strategies.canary_step(where, key, step))
+            elif key == "analyze":
                 steps.append(self.analyses.step(where, step))
             elif key == "advance":
                 try:
@@ -355,7 +320,11 @@ class _Loader:
                     raise self.error(where, key, exc.problem, exc.fix) from None
             else:
                 raise self.error(
-                    where, key, "is not a step", "use advance, pause or analyze (gates need Python)"
+                    where,
+                    key,
+                    "is not a step",
+                    "use advance, pause, analyze, set_weight or set_canary_scale"
+                    " (gates need Python)",
                 )
         return steps
 
@@ -438,15 +407,31 @@ class _Loader:
             'write progress_deadline = 600, or {seconds = 600, action = "report"}',
         )
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        """Build a Rollout on a stand-in fleet: the library checks every option together."""
+    def check_options(self, options: Mapping[str, Any], router: PluginSpec | None) -> None:
+        """Build a Rollout on a stand-in fleet: the library checks every option together.
+
+        The file's router, built but not entered, goes in as itself: a canary asks it
+        whether it can set weights.
+        """
         try:
-            Rollout(SimulatedFleet(1), "check", **options)
+            Rollout(
+                SimulatedFleet(1),
+                "check",
+                router=None if router is None else router.built,
+                **options,
+            )
         except ConfigError as exc:
+            if exc.field == "Rollout.router":
+                fix = exc.fix
+                if router is None:
+                    fix = 'add a [router] that can set weights: plugin = "balancer" or "haproxy"'
+                raise self.error((), "router", exc.problem, fix) from None
             section = exc.field.split(".", 1)[0].removeprefix("Rollout")
             where: Where = {
                 "RollingUpdate": ("strategy",),
                 "Batches": ("strategy",),
+                "Canary": ("strategy",),
+                "BlueGreen": ("strategy",),
                 "FailurePolicy": ("failure",),
                 "Readiness": ("readiness",),
                 "Order": ("order",),
@@ -487,7 +472,13 @@ class _Loader:
         if control is not None and not isinstance(control, str):
             raise self.error((), "control", "expected a path", 'write control = "deploy.control"')
 
-    def options(self, data: Mapping[str, Any], check: PluginSpec | None) -> dict[str, Any]:
+    def options(
+        self,
+        data: Mapping[str, Any],
+        driver: PluginSpec,
+        router: PluginSpec | None,
+        check: PluginSpec | None,
+    ) -> dict[str, Any]:
         """Keyword arguments of ``Rollout(...)``, each built and checked."""
         readiness = self.table(data, "readiness") or {}
         if "check" in readiness:
@@ -498,29 +489,25 @@ class _Loader:
             readiness["check"] = check.built
         options: dict[str, Any] = {
             "readiness": self.construct(("readiness",), Readiness, readiness),
-            "strategy": self.strategy(data),
+            "strategy": self.strategies.strategy(self.table(data, "strategy"), driver.built),
             "failure": self.failure(data),
             "order": self.order(data),
             "waves": self.waves(data),
             "steps": self.steps(data),
             "progress_deadline": self.deadline(data),
-            "analysis": None if self.analyses is None else self.analyses.background(data),
+            "analysis": self.analyses.background(data),
         }
         for key in ("rollback", "effect_timeout", "cleanup_timeout", "seed"):
             options[key] = data.get(key)
         options = {k: v for k, v in options.items() if v is not None}
-        self.check_options(options)
-        return options
-
-    def _checked_options(self, data: Mapping[str, Any], check: PluginSpec | None) -> dict[str, Any]:
-        options = self.options(data, check)
-        if self.analyses is not None:
-            self.analyses.check_unused()
+        self.check_options(options, router)
+        self.analyses.check_unused()
         return options
 
     def load(self, data: dict[str, Any]) -> RolloutFile:
         self.header(data)
         self.analyses = AnalysisReader(self, data)
+        self.strategies = StrategyReader(self, self.analyses)
         driver = self.plugin(data, "driver", "rolling.drivers")
         if driver is None:
             raise self.error(
@@ -533,7 +520,7 @@ class _Loader:
             driver=driver,
             router=router,
             check=check,
-            options=self._checked_options(data, check),
+            options=self.options(data, driver, router, check),
             journal=self.journal(data),
             control=_control_of(self.path, data),
             secrets=tuple(self.secrets),

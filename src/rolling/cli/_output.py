@@ -46,10 +46,19 @@ from rolling.events import (
     StatusChanged,
     StepFinished,
     StepStarted,
+    TrafficShifted,
     WaveStarted,
 )
 
-__all__ = ["JSON_SCHEMA", "Output", "event_name", "events_log", "step_json", "to_json"]
+__all__ = [
+    "JSON_SCHEMA",
+    "Output",
+    "event_name",
+    "events_log",
+    "step_json",
+    "step_text",
+    "to_json",
+]
 
 _SETTLED = frozenset({Phase.UPDATED, Phase.REVERTED, Phase.SKIPPED})
 """Phases after which an instance runs the event's version for good."""
@@ -179,7 +188,7 @@ def _plain(event: Event) -> str | None:  # noqa: C901, PLR0911, PLR0912 - one li
         case BatchFinished():
             return f"batch {event.index + 1} done ({event.failed} failed)"
         case StepStarted():
-            return f"step {event.index + 1}: {_step_text(event.step)}"
+            return f"step {event.index + 1}: {step_text(event.step)}"
         case StepFinished():
             how = " (promoted)" if event.promoted else ""
             return f"step {event.index + 1} done{how}"
@@ -194,13 +203,20 @@ def _plain(event: Event) -> str | None:  # noqa: C901, PLR0911, PLR0912 - one li
             return f"no progress within {event.seconds:g} s: {event.action}"
         case RollbackStarted():
             return f"rollback ({event.mode}): {event.reason}"
+        case TrafficShifted():
+            return (
+                f"traffic ({event.reason}): {event.percent:g} % to the new set asked,"
+                f" {event.achieved:.1f} % by weight ({event.new_instances} new at"
+                f" {event.new_weight}, old at {event.old_weight})"
+            )
         case RolloutFinished():
             return None  # the summary line says it
         case _:
             return f"{event_name(event)}"
 
 
-def _step_text(step: Step) -> str:  # noqa: PLR0911 - one return per kind of step
+def step_text(step: Step) -> str:  # noqa: PLR0911 - one return per kind of step
+    """A step in a few words, as the plain lines and `rolling plan` say it."""
     if isinstance(step, Pause):
         if step.seconds is None:
             return "pause until `rolling promote`"
@@ -273,7 +289,7 @@ class Output:
             for instance in event.skipped:
                 self.versions[instance] = event.target
         elif isinstance(event, StepStarted):
-            self.step = _step_text(event.step)
+            self.step = step_text(event.step)
         elif isinstance(event, StepFinished):
             self.step = ""
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import attrs
 
-from rolling import Batches, Order, Pause, RollingUpdate, Rollout, Step
+from rolling import Batches, BlueGreen, Canary, Order, Pause, RollingUpdate, Rollout
+
+from ._output import step_text
 
 __all__ = ["Plan", "learned_durations", "longest_first", "make_plan"]
 
@@ -74,7 +76,10 @@ class Plan:
         starts: Predicted ``(id, start, end)`` seconds from the start.
         learned: How many durations came from an earlier run.
         estimate: The seconds assumed for the others.
-        waits_for_promote: Whether a step waits for ``rolling promote`` (not counted).
+        waits_for_promote: Whether a step (or a blue-green without
+            ``auto_promote``) waits for ``rolling promote`` (not counted).
+        after: Seconds after the last update: the old set a canary or blue-green
+            keeps before it is terminated.
     """
 
     fleet: tuple[tuple[str, str], ...]
@@ -86,11 +91,12 @@ class Plan:
     learned: int
     estimate: float
     waits_for_promote: bool
+    after: float = 0.0
 
     @property
     def total(self) -> float:
         """Predicted seconds to the end."""
-        return max((end for _, _, end in self.starts), default=0.0)
+        return max((end for _, _, end in self.starts), default=0.0) + self.after
 
     def to_text(self) -> str:
         """The plan for a person."""
@@ -132,14 +138,6 @@ def _schedule(
     return starts
 
 
-def _step_text(step: Step) -> str:
-    if isinstance(step, Pause):
-        return (
-            "pause until `rolling promote`" if step.seconds is None else f"pause {step.seconds:g} s"
-        )
-    return type(step).__name__.lower() + f" {getattr(step, 'to', getattr(step, 'name', ''))}"
-
-
 def make_plan(
     rollout: Rollout[Any],
     instances: Sequence[Any],
@@ -154,16 +152,21 @@ def make_plan(
     skipped = tuple(str(i.id) for i in instances if i.version == target)
     strategy = rollout.strategy
     resolved = rollout.window(len(instances))
+    after = 0.0  # what follows the last instance's update: a kept old set's delay
     if isinstance(strategy, Batches):
         sizes = strategy.resolve(len(to_update), whole=len(instances))
         window = "batches of " + ", ".join(str(s) for s in sizes)
-    else:
-        assert isinstance(strategy, RollingUpdate)  # noqa: S101 - the only other strategy
+    elif isinstance(strategy, RollingUpdate):
         sizes = [max(resolved.max_unavailable, resolved.max_surge, 1)]
         window = (
             f"{sizes[0]} at a time (max_unavailable {resolved.max_unavailable},"
             f" max_surge {resolved.max_surge})"
         )
+    else:
+        # Canary and blue-green launch the new set beside the old one: predicted as all of
+        # it at once, or, for a canary promoted through a window, that window.
+        window, sizes, after = _paired_window(strategy, len(instances), len(to_update))
+        after = after if to_update else 0.0  # nothing to switch, nothing kept
     starts = _schedule(to_update, durations, estimate, sizes)
     pauses = sum(s.seconds or 0.0 for s in rollout.steps if isinstance(s, Pause))
     if pauses:
@@ -173,9 +176,38 @@ def make_plan(
         to_update=to_update,
         skipped=skipped,
         window=window,
-        steps=tuple(_step_text(s) for s in rollout.steps),
+        steps=tuple(step_text(s) for s in rollout.steps),
         starts=tuple(starts),
         learned=sum(1 for key in to_update if key in durations),
         estimate=estimate,
-        waits_for_promote=any(isinstance(s, Pause) and s.seconds is None for s in rollout.steps),
+        waits_for_promote=any(isinstance(s, Pause) and s.seconds is None for s in rollout.steps)
+        or (isinstance(strategy, BlueGreen) and not strategy.auto_promote),
+        after=after,
     )
+
+
+def _paired_window(
+    strategy: Canary | BlueGreen, desired: int, to_update: int
+) -> tuple[str, list[int], float]:
+    """What the plan says of a canary or blue-green: its text, slot count and final delay."""
+    if isinstance(strategy, BlueGreen):
+        preview = strategy.preview(desired)
+        text = f"blue-green: {preview} new beside the old {desired}"
+        if preview < desired:
+            text += f", the rest of the {desired} new at the switch"
+        text += f"; the old set kept {strategy.scale_down_delay:g} s after the switch"
+        return text, [max(to_update, 1)], strategy.scale_down_delay
+    if strategy.promotion is None:
+        text = (
+            "canary: new instances beside the old as the steps say, then the rest at once;"
+            f" the old set kept {strategy.scale_down_delay:g} s after the switch"
+        )
+        return text, [max(to_update, 1)], strategy.scale_down_delay
+    window = strategy.promotion.resolve(desired)
+    size = max(window.max_unavailable, window.max_surge, 1)
+    text = (
+        "canary: new instances beside the old as the steps say, then promoted"
+        f" {size} at a time (max_unavailable {window.max_unavailable},"
+        f" max_surge {window.max_surge})"
+    )
+    return text, [size], 0.0

@@ -21,6 +21,7 @@ from rolling import (
     RolloutStatus,
 )
 from rolling.plugins import planning
+from rolling.routers.balancer import Balancer
 
 from ._control import ControlUnavailableError, open_control, serve_control
 from ._file import RolloutFile
@@ -141,7 +142,9 @@ async def plan_file(
     planning(set_to=True)  # for this task and what it starts: entering changes nothing
     async with contextlib.AsyncExitStack() as stack:
         driver = await _enter(stack, rollout_file.driver.built)
-        rollout: Rollout[Any] = Rollout(driver, target, **rollout_file.options)
+        # The router, built but never entered: a canary's Rollout asks it for weights.
+        router = None if rollout_file.router is None else rollout_file.router.built
+        rollout: Rollout[Any] = Rollout(driver, target, router=router, **rollout_file.options)
         instances = await driver.list_instances()
     if history is None and rollout_file.journal is not None:
         history = events_log(rollout_file.journal)
@@ -172,6 +175,8 @@ async def _run(
         router = (
             None if rollout_file.router is None else await _enter(stack, rollout_file.router.built)
         )
+        if isinstance(router, Balancer) and not router.backends:
+            await _serve_the_fleet(router, driver)
         journal = None if rollout_file.journal is None else FileJournal(rollout_file.journal)
         rollout: Rollout[Any] = Rollout(
             driver,
@@ -187,6 +192,17 @@ async def _run(
             await handle.wait()
             control.cancel_scope.cancel()
         return handle.result
+
+
+async def _serve_the_fleet(balancer: Balancer, driver: Any) -> None:
+    """Put the fleet behind the `balancer` plugin's new, empty balancer.
+
+    The engine takes every instance it finds as in traffic (a real router already has the
+    fleet); the built-in balancer starts each run empty, so without this the old set would
+    get no request until it is replaced, and a canary's share would be all of them.
+    """
+    for instance in await driver.list_instances():
+        await balancer.attach(instance)
 
 
 def _open_log(path: Path) -> TextIO:

@@ -1,0 +1,356 @@
+"""Canary and blue-green in rollout files: the library's objects, file:line errors, real runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jsonschema
+import pytest
+
+from rolling import (
+    Analysis,
+    BlueGreen,
+    Canary,
+    Pause,
+    RollingUpdate,
+    SetCanaryScale,
+    SetWeight,
+)
+from rolling.cli._file import RolloutFileError, load_file
+from rolling.cli._run import plan_file
+
+ROLLING = [sys.executable, "-m", "rolling"]
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "cli-events.schema.json").read_text()
+)
+DOCS_EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+SIMULATED = '[driver]\nplugin = "simulated"\ninstances = 4\n'
+ROUTER = '[router]\nplugin = "balancer"\n'
+CANARY = (
+    SIMULATED
+    + ROUTER
+    + '[strategy]\ntype = "canary"\nscale_down_delay = 5\npromotion = { max_unavailable = 1 }\n'
+    + "[[steps]]\nset_weight = 25\n"
+    + '[[steps]]\npause = "promote"\n'
+    + '[[steps]]\nset_canary_scale = "50%"\n'
+    + "[[steps]]\nset_canary_scale = 3\n"
+    + '[[steps]]\nset_canary_scale = "match"\n'
+    + "[[steps]]\nset_weight = 50\n"
+)
+METRICS = """\
+[metrics.errors]
+provider = "web"
+failure = "> 0.05"
+[metrics.errors.settings]
+url = "http://127.0.0.1:9/ratio.json"
+"""
+BLUE_GREEN = (
+    SIMULATED
+    + '[strategy]\ntype = "blue-green"\npreview_replicas = 1\nauto_promote = false\n'
+    + 'auto_promote_after = 60\nscale_down_delay = 2\npre_promotion = ["errors"]\n'
+    + 'post_promotion = { metrics = ["errors"], bake = 3 }\n'
+    + METRICS
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.toml"
+    path.write_text(text)
+    return path
+
+
+def rolling(*args: str | Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# -- the library's objects ----------------------------------------------------------------
+
+
+def test_a_canary_file_builds_the_canary_and_its_steps(tmp_path: Path) -> None:
+    options = load_file(write(tmp_path, CANARY)).options
+    assert options["strategy"] == Canary(
+        promotion=RollingUpdate(max_unavailable=1), scale_down_delay=5
+    )
+    assert options["steps"] == [
+        SetWeight(25),
+        Pause(),
+        SetCanaryScale(replicas="50%"),
+        SetCanaryScale(replicas=3),
+        SetCanaryScale(match_traffic_weight=True),
+        SetWeight(50),
+    ]
+
+
+def test_promotion_false_is_all_at_once(tmp_path: Path) -> None:
+    text = CANARY.replace("promotion = { max_unavailable = 1 }", "promotion = false")
+    assert load_file(write(tmp_path, text)).options["strategy"] == Canary(scale_down_delay=5)
+
+
+def test_a_blue_green_file_builds_its_analyses_from_the_metrics(tmp_path: Path) -> None:
+    strategy = load_file(write(tmp_path, BLUE_GREEN)).options["strategy"]
+    assert isinstance(strategy, BlueGreen)
+    assert (strategy.preview_replicas, strategy.auto_promote) == (1, False)
+    assert (strategy.auto_promote_after, strategy.scale_down_delay) == (60, 2)
+    assert isinstance(strategy.pre_promotion, Analysis)
+    assert isinstance(strategy.post_promotion, Analysis)
+    assert [m.name for m in strategy.pre_promotion.metrics] == ["errors"]
+    assert strategy.post_promotion.bake == 3
+    # Each use builds its own provider (providers remember their last answer).
+    assert strategy.pre_promotion.metrics[0].provider is not (
+        strategy.post_promotion.metrics[0].provider
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        (SIMULATED + '[strategy]\ntype = "canry"\n', 5, "strategy.type", "blue-green"),
+        # A canary needs a router that can set weights; the fix names the file's way.
+        (SIMULATED + '[strategy]\ntype = "canary"\n', None, "router", "[router] that can set"),
+        (CANARY.replace("set_weight = 25", "set_weight = 150"), 10, "steps.0.percent", "100"),
+        (CANARY.replace("set_weight = 25", 'set_weight = "x"'), 11, "steps.0.set_weight", "10"),
+        (
+            CANARY.replace("set_canary_scale = 3", "set_canary_scale = true"),
+            17,
+            "steps.3.set_canary_scale",
+            '"match"',
+        ),
+        (
+            CANARY.replace("set_canary_scale = 3", 'set_canary_scale = "lots"'),
+            16,
+            "steps.3.replicas",
+            "percentage",
+        ),
+        (
+            CANARY.replace("promotion = { max_unavailable = 1 }", "promotion = 3"),
+            9,
+            "strategy.promotion",
+            "RollingUpdate",
+        ),
+        (
+            CANARY.replace("{ max_unavailable = 1 }", "{ max_unavailble = 1 }"),
+            None,
+            "strategy.promotion.max_unavailble",
+            "max_unavailable",
+        ),
+        (
+            CANARY.replace("scale_down_delay = 5", "scale_down_delay = -1"),
+            8,
+            "strategy.scale_down_delay",
+            ">= 0",
+        ),
+        # A canary's steps mean nothing to another strategy: the library says so.
+        (SIMULATED + "[[steps]]\nset_weight = 10\n", 4, "steps.0", "Canary"),
+        (
+            BLUE_GREEN.replace('pre_promotion = ["errors"]', "pre_promotion = 3"),
+            10,
+            "strategy.pre_promotion",
+            "list of metric names",
+        ),
+        (
+            BLUE_GREEN.replace('pre_promotion = ["errors"]', 'pre_promotion = ["x"]'),
+            10,
+            "strategy.pre_promotion",
+            "'x'",
+        ),
+        (
+            BLUE_GREEN.replace("preview_replicas = 1", "preview_replicas = 0"),
+            6,
+            "strategy.preview_replicas",
+            ">= 1",
+        ),
+    ],
+)
+def test_bad_strategies_name_the_file_line_key_and_fix(
+    tmp_path: Path, text: str, line: int | None, field: str, words: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(RolloutFileError) as caught:
+        load_file(path)
+    error = caught.value
+    assert (error.line, error.field) == (line, field), str(error)
+    assert words in str(error)
+    assert error.fix
+
+
+def test_plans_of_a_canary_and_a_blue_green(tmp_path: Path) -> None:
+    canary = anyio.run(
+        lambda: plan_file(load_file(write(tmp_path, CANARY)), "v2", history=None, estimate=2.0)
+    )
+    assert canary.window.startswith("canary:")
+    assert "promoted 1 at a time (max_unavailable 1, max_surge 0)" in canary.window
+    assert canary.steps[0] == "set the canary weight to 25 %"
+    assert [end for _, _, end in canary.starts] == [2.0, 4.0, 6.0, 8.0]
+    assert canary.waits_for_promote
+    blue_green = anyio.run(
+        lambda: plan_file(load_file(write(tmp_path, BLUE_GREEN)), "v2", history=None, estimate=2.0)
+    )
+    assert blue_green.window.startswith("blue-green: 1 new beside the old 4")
+    assert [end for _, _, end in blue_green.starts] == [2.0] * 4
+    assert blue_green.total == 4.0  # the old set is kept 2 s after the switch
+    assert blue_green.waits_for_promote  # auto_promote = false
+
+
+# -- real runs ----------------------------------------------------------------------------
+
+
+def test_a_blue_green_run_switches_and_its_json_lines_follow_the_schema(tmp_path: Path) -> None:
+    path = write(tmp_path, SIMULATED + '[strategy]\ntype = "blue-green"\nscale_down_delay = 0.1\n')
+    done = rolling("run", path, "--to", "v2", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    validator: Any = jsonschema.Draft202012Validator(SCHEMA)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    for line in lines:
+        validator.validate(line)
+    shifts = [line for line in lines if line["event"] == "traffic_shifted"]
+    assert [(s["reason"], s["percent"], s["new_instances"]) for s in shifts] == [
+        ("switch", 100.0, 4)
+    ]
+    # The schema can fail: a traffic shift without its share does not pass.
+    assert not validator.is_valid({k: v for k, v in shifts[0].items() if k != "achieved"})
+    assert lines[-1]["outcome"] == "succeeded"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def fleet_file(tmp_path: Path) -> Iterator[Path]:
+    """A process fleet's state file; every process it lists is stopped at the end."""
+    path = tmp_path / "fleet.json"
+    yield path
+    if path.exists():
+        for entry in json.loads(path.read_text())["instances"]:
+            if entry.get("pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(entry["pid"], signal.SIGKILL)
+
+
+def versions_answering(port: int, requests: int) -> Counter[str]:
+    """Which versions answer ``requests`` requests through the balancer."""
+    seen: Counter[str] = Counter()
+    for _ in range(requests):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+            seen[answer.read().decode().split()[2]] += 1  # "hello from v1 on port N"
+    return seen
+
+
+def test_a_canary_of_real_processes_splits_traffic_then_promotes(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    port = free_port()
+    command = json.dumps(
+        [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
+    )
+    path = write(
+        tmp_path,
+        f'[driver]\nplugin = "process"\ncommand = {command}\ninstances = 4\n'
+        f'state_file = "{fleet_file}"\ngrace = 2\n'
+        f'[router]\nplugin = "balancer"\nport = {port}\ndrain_timeout = 2\n'
+        '[check]\nplugin = "http"\ntimeout = 0.5\n'
+        "[readiness]\nperiod = 0.1\ndeadline = 20\n"
+        f'[journal]\npath = "{tmp_path / "deploy.journal"}"\n'
+        '[strategy]\ntype = "canary"\n'
+        '[[steps]]\nset_weight = 50\n[[steps]]\npause = "promote"\n',
+    )
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "run", str(path), "--to", "v2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            asked = rolling("status", path, "--json", cwd=tmp_path)
+            if asked.returncode == 0:
+                status = json.loads(asked.stdout)["status"]
+                if status["step"] == {"type": "pause", "seconds": None}:
+                    break
+            time.sleep(0.2)
+        assert status.get("step") == {"type": "pause", "seconds": None}, status
+        # Half the requests go to the two canaries, half to the four old instances.
+        split = versions_answering(port, 200)
+        assert set(split) == {"v1", "v2"}
+        assert 70 <= split["v2"] <= 130, split
+        promoted = rolling("promote", path, cwd=tmp_path)
+        assert promoted.returncode == 0, promoted.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "traffic (step): 50 % to the new set asked, 50.0 % by weight (2 new" in out
+    assert "traffic (switch): 100 %" in out
+    assert "rolling run: succeeded (v2)" in out.splitlines()[-1]
+    # The new set replaced the old one: four processes of v2 stand, and no v1.
+    fleet = json.loads(fleet_file.read_text())["instances"]
+    assert sorted(entry["version"] for entry in fleet) == ["v2"] * 4
+
+
+@pytest.mark.parametrize("example", ["canary.toml", "blue-green.toml"])
+def test_the_documented_examples_run_and_promote(
+    tmp_path: Path, example: str, fleet_file: Path
+) -> None:
+    """docs/examples' files, on a free port, promoted with `rolling promote --full`."""
+    text = (DOCS_EXAMPLES / example).read_text()
+    text = text.replace("port = 8080", f"port = {free_port()}")
+    text = text.replace("scale_down_delay = 30", "scale_down_delay = 0.5")
+    text = text.replace("scale_down_delay = 10", "scale_down_delay = 0.5")
+    text = text.replace(f'"{example.split(".", maxsplit=1)[0]}-fleet.json"', f'"{fleet_file}"')
+    assert str(fleet_file) in text
+    path = write(tmp_path, text)
+    # The examples run `python`: the interpreter running the tests.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "run", str(path), "--to", "v2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        promoted = rolling("promote", path, "--full", cwd=tmp_path)
+        while promoted.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            promoted = rolling("promote", path, "--full", cwd=tmp_path)
+        assert promoted.returncode == 0, promoted.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "control: promote" in out
+    assert "traffic (switch): 100 %" in out
+    fleet = json.loads(fleet_file.read_text())["instances"]
+    assert sorted(entry["version"] for entry in fleet) == ["v2"] * 4
