@@ -186,7 +186,13 @@ async def test_a_standby_takes_over_a_killed_controller(  # noqa: PLR0915 - one 
     )
     assert len(sweep.kills) == len(FORWARD_KILLS) + len(ROLLBACK_KILLS)
     assert all(k.point != "resuming" for k in sweep.kills[1:]), sweep.kills
-    assert all(TTL * 0.5 < t < TTL + 2.5 for t in takeovers), takeovers
+    # A standby takes over once the killed holder's lease expires: TTL after its last
+    # renewal, which it sends every TTL/3 s, so about 1-2 s after the kill. On a loaded
+    # machine a renewal can be late, and a lease already near its end expires sooner after
+    # the kill (0.42 s was seen, under three test workers and a profiler): so the typical
+    # takeover waits for the lease, and none is instant or later than a lease and a poll.
+    assert statistics.median(takeovers) > TTL * 0.5, takeovers
+    assert all(0.1 < t < TTL + 2.5 for t in takeovers), takeovers
     assert leaked == []
     assert outside == [], outside[:5]
     assert len(samples) > 200
