@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from rolling import (
 )
 from rolling.cli._file import RolloutFileError, load_file
 from rolling.cli._run import plan_file
+from rolling.plugins import build as real_build
+from rolling.testing import SimulatedFleet
 
 ROLLING = [sys.executable, "-m", "rolling"]
 SCHEMA = json.loads(
@@ -354,3 +356,34 @@ def test_the_documented_examples_run_and_promote(
     assert "traffic (switch): 100 %" in out
     fleet = json.loads(fleet_file.read_text())["instances"]
     assert sorted(entry["version"] for entry in fleet) == ["v2"] * 4
+
+
+def test_a_router_plugin_that_builds_a_context_manager_is_asked_once_entered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A factory may return a context manager whose entered value is the router.
+
+    Nothing can ask it for weights before it is entered, so the file is not refused for
+    that: validate and plan take it, and `rolling run` asks the router itself.
+    """
+    import rolling.cli._file as file_module  # noqa: PLC0415 - the module under test
+
+    built: list[object] = []
+
+    def build(group: str, name: str, settings: Any) -> Any:
+        if group != "rolling.routers":
+            return real_build(group, name, settings)
+
+        @contextlib.asynccontextmanager
+        async def entered() -> AsyncGenerator[SimulatedFleet]:
+            yield SimulatedFleet(1)
+
+        built.append(entered())
+        return built[-1]
+
+    monkeypatch.setattr(file_module, "build", build)
+    loaded = load_file(write(tmp_path, CANARY.replace('plugin = "balancer"', 'plugin = "cm"')))
+    assert loaded.router is not None
+    assert loaded.router.built is built[0]
+    plan = anyio.run(lambda: plan_file(loaded, "v2", history=None, estimate=1.0))
+    assert plan.window.startswith("canary:")

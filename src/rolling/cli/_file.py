@@ -411,15 +411,15 @@ class _Loader:
         """Build a Rollout on a stand-in fleet: the library checks every option together.
 
         The file's router, built but not entered, goes in as itself: a canary asks it
-        whether it can set weights.
+        whether it can set weights. A plugin that builds a context manager around its
+        router goes in as the stand-in, which can; `rolling run` asks the router itself.
         """
+        fleet = SimulatedFleet(1)
+        built = None if router is None else router.built
+        if built is not None and not callable(getattr(built, "attach", None)):
+            built = fleet
         try:
-            Rollout(
-                SimulatedFleet(1),
-                "check",
-                router=None if router is None else router.built,
-                **options,
-            )
+            Rollout(fleet, "check", router=built, **options)
         except ConfigError as exc:
             if exc.field == "Rollout.router":
                 fix = exc.fix
