@@ -297,6 +297,9 @@ def test_a_canary_of_real_processes_splits_traffic_then_promotes(
                     break
             time.sleep(0.2)
         assert status.get("step") == {"type": "pause", "seconds": None}, status
+        assert status["traffic"] == 50.0
+        text = rolling("status", path, cwd=tmp_path)
+        assert "the new set gets 50.0 % of new requests" in text.stdout
         # Half the requests go to the two canaries, half to the four old instances.
         split = versions_answering(port, 200)
         assert set(split) == {"v1", "v2"}

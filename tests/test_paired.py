@@ -539,3 +539,36 @@ async def test_an_old_instance_that_cannot_be_detached_is_left_at_weight_0() -> 
     assert first.strays == ("i-000",)
     assert fleet.weight_of("i-000") == 0
     assert "left in the router at weight 0" in first.reason
+
+
+async def test_the_status_says_the_new_sets_share_of_traffic() -> None:
+    fleet = SimulatedFleet(4)
+    rollout = canary_rollout(fleet, [SetWeight(25), Pause(), SetWeight(30), Pause()])
+    async with rollout.start() as handle:
+        assert handle.status().traffic is None  # no shift yet
+        await anyio.sleep(100)
+        assert handle.status().traffic == fleet.traffic_share("v2") == 25.0
+        handle.promote()
+        await anyio.sleep(100)
+        # 30 % of four: two canaries; the share is what the weights give, not the ask.
+        assert handle.status().traffic == pytest.approx(fleet.traffic_share("v2"))
+        canary, stable = canary_weights(30, 2, 4)
+        assert handle.status().traffic == pytest.approx(share(2, canary, 4, stable))
+        handle.abort()
+    assert handle.result.status is RolloutStatus.ABORTED
+    assert handle.status().traffic == 0.0
+    assert fleet.traffic_share("v2") == 0.0
+    plain = Rollout(SimulatedFleet(2), "v2")
+    async with plain.start() as handle:
+        pass
+    assert handle.status().traffic is None
+
+
+async def test_after_a_window_promotion_the_status_says_all_traffic_is_new() -> None:
+    fleet = SimulatedFleet(4)
+    strategy = Canary(promotion=RollingUpdate(max_unavailable=1))
+    rollout = canary_rollout(fleet, [SetWeight(25)], strategy=strategy)
+    async with rollout.start() as handle:
+        pass
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert handle.status().traffic == 100.0

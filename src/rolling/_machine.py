@@ -131,6 +131,8 @@ class Machine:
         self._events: list[Event] = []
         self._signals = 0
         self.status = RolloutStatus.PENDING
+        self.traffic: float | None = None
+        """The new set's share of new requests after the last traffic shift (paired only)."""
         self.result: RolloutResult | None = None
         self.slots: list[Slot] = []
         self._tally: dict[InstanceOutcome, int] = {}

@@ -177,6 +177,10 @@ class Paired:
         yield from self._together([(s, self._units.retire(s)) for s in canaries])
         if not self._stopping():
             yield from self._inner.forward(desired, promotion=True)
+            # Everyone serves at full weight now: the new set's share is its head count's.
+            serving = [s.live for s in self._m.slots if s.serving]
+            new = sum(1 for live in serving if live.version == self._s.target)
+            self._m.traffic = share(new, 1, len(serving) - new, 1)
 
     def _canary_step(
         self,
@@ -357,6 +361,7 @@ class Paired:
         self, percent: float, achieved: float, weights: tuple[int, int, int], why: str
     ) -> None:
         new_instances, new_weight, old_weight = weights
+        self._m.traffic = achieved
         self._m.emit(
             TrafficShifted,
             percent=percent,
@@ -406,6 +411,8 @@ class Paired:
             )
         self._switched.clear()
         yield from self._together([(s, units.discard(s)) for s in pairs])
+        if machine.traffic is not None:
+            machine.traffic = 0.0  # the new instances are gone: the old set has it all
         if replaced:
             yield from self._inner.revert(desired, announce=False)
 

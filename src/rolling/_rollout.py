@@ -484,8 +484,16 @@ class RolloutSnapshot:
         paused: Whether :meth:`RolloutHandle.pause` is in force.
         step: The pause or gate being waited on, if any.
         elapsed: Seconds since the start, on the event loop's clock.
+        traffic: For :class:`~rolling.Canary` and :class:`~rolling.BlueGreen`,
+            the new set's share of new requests, in percent, as the weights
+            of the last :class:`~rolling.TrafficShifted` give it (0.0 once a
+            rollback has removed the new instances); None before any shift,
+            and for the other strategies.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0
+       ``traffic``.
     """
 
     status: RolloutStatus
@@ -496,6 +504,7 @@ class RolloutSnapshot:
     paused: bool
     step: Step | None
     elapsed: float
+    traffic: float | None = None
 
 
 class RolloutHandle:
@@ -586,6 +595,7 @@ class RolloutHandle:
             paused=machine.paused,
             step=machine.current_step,
             elapsed=anyio.current_time() - self._started_at,
+            traffic=machine.traffic,
         )
 
     def events(self) -> anyio.abc.ObjectReceiveStream[Event]:

@@ -403,6 +403,9 @@ def _status_text(status: dict[str, Any]) -> str:
             else f"a {step['type']} step"
         )
     paused = "; paused" if status["paused"] else ""
+    traffic = status.get("traffic")  # absent from a run of an older rolling
+    if traffic is not None:
+        paused += f"; the new set gets {traffic:.1f} % of new requests"
     flight = ", ".join(status["in_flight"]) or "none"
     elapsed = f"{status['elapsed']:.1f} s"
     return (

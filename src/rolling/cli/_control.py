@@ -101,6 +101,7 @@ def snapshot_json(snapshot: RolloutSnapshot) -> dict[str, Any]:
         "paused": snapshot.paused,
         "step": None if snapshot.step is None else step_json(snapshot.step),
         "elapsed": snapshot.elapsed,
+        "traffic": snapshot.traffic,
     }
 
 
