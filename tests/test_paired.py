@@ -27,6 +27,7 @@ from rolling import (
     RolloutStatus,
     SetCanaryScale,
     SetWeight,
+    StepStarted,
     TrafficShifted,
 )
 from rolling._weights import canary_weights, share
@@ -572,3 +573,22 @@ async def test_after_a_window_promotion_the_status_says_all_traffic_is_new() -> 
         pass
     assert handle.result.status is RolloutStatus.SUCCEEDED
     assert handle.status().traffic == 100.0
+
+
+async def test_a_resumed_canary_goes_on_after_its_last_ended_step() -> None:
+    fleet = SimulatedFleet(4)
+    journal = MemoryJournal()
+    steps = [SetWeight(25), Pause(100), SetWeight(50), Pause(100)]
+    with anyio.move_on_after(150):  # cut during the second pause
+        await canary_rollout(fleet, steps, journal=journal).run()
+    assert fleet.version_counts() == {"v1": 4, "v2": 2}
+    recorder = EventRecorder()
+    began = anyio.current_time()
+    result = await canary_rollout(fleet, steps, journal=journal, observers=[recorder]).run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 4}
+    # The traffic steps run again to rebuild the canary set; the pause that had ended is
+    # not held again, the one that was cut is held in full.
+    assert [e.index for e in recorder.of_type(StepStarted)] == [0, 2, 3]
+    assert [e.percent for e in recorder.of_type(TrafficShifted)] == [25.0, 50.0, 100.0]
+    assert 100 <= anyio.current_time() - began < 150

@@ -60,9 +60,8 @@ Rules, in the order a rollout meets them:
 
 from __future__ import annotations
 
-import collections
 import random
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ._analyses import ANALYZE, Analyses
@@ -74,7 +73,6 @@ from ._effects import (
     Record,
     Survey,
 )
-from ._errors import RollingError
 from ._flagging import Flags
 from ._holds import Holds
 from ._journal import begin_record
@@ -86,7 +84,7 @@ from ._policies import DeadlineAction, RollbackMode
 from ._recovery import recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._resuming import Resumption
-from ._settings import Settings, check_fleet
+from ._settings import Settings, check_fleet, check_unique
 from ._slot import Slot, instance_result
 from ._steps import Step
 from ._unit import UnitPrograms
@@ -131,8 +129,8 @@ class Machine:
         self._events: list[Event] = []
         self._signals = 0
         self.status = RolloutStatus.PENDING
-        self.traffic: float | None = None
-        """The new set's share of new requests after the last traffic shift (paired only)."""
+        self.traffic: float | None = None  # a paired strategy's new set's share, in percent
+        self.resumed_steps = 0  # the steps a resumed canary's journal says had ended
         self.result: RolloutResult | None = None
         self.slots: list[Slot] = []
         self._tally: dict[InstanceOutcome, int] = {}
@@ -404,10 +402,11 @@ class Machine:
         if settings.journaled:
             recovered = recover((yield LoadJournal()), target=settings.target)
         instances = list((yield ListInstances()))
-        _check_unique(instances)
+        check_unique(instances)
         check_fleet(settings.steps, len(instances) if recovered is None else len(recovered.fleet))
         if recovered is not None:
             self._resumption = Resumption(self, self._units, recovered, self._tally)
+            self.resumed_steps = recovered.steps_done
             yield from self._resumption.plan(instances)
         else:
             healthy = (yield Survey(instances)) if settings.has_check else [True] * len(instances)
@@ -608,11 +607,3 @@ class Machine:
     def current_step(self) -> Step | None:
         """The pause or gate being waited on, if any."""
         return self._holds.current
-
-
-def _check_unique(instances: Sequence[Any]) -> None:
-    if len({i.id for i in instances}) != len(instances):
-        ids = collections.Counter(i.id for i in instances)
-        duplicates = sorted(i for i, count in ids.items() if count > 1)
-        msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
-        raise RollingError(msg)

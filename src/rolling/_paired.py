@@ -39,6 +39,11 @@ meets them:
    leaves both sets as they are; new instances left are reported as strays.
 6. **Failed traffic calls.** A ``set_weight``, attach or detach that fails while
    traffic moves is a trigger, handled by the rollback policy.
+7. **Resume.** With a journal, each canary step that ends is recorded. A
+   resumed canary (whose new instances the resume removed) goes on after the
+   last recorded step: the steps before it that move traffic or set a flag
+   run again, in order, to rebuild the canary set and its share; the pauses,
+   gates and analyses before it are not held again.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import math
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._effects import IDLE, Failed, Together, WaitStep
+from ._effects import IDLE, Failed, Record, Together, WaitStep
 from ._holds import Holds
 from ._passes import Pass, Passes, Start
 from ._plan import pair_order
@@ -55,7 +60,7 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot
-from ._steps import Analyze, Pause, SetCanaryScale, SetWeight
+from ._steps import Analyze, Gate, Pause, SetCanaryScale, SetWeight
 from ._strategy import BlueGreen, Canary
 from ._validate import percent_of
 from ._weights import canary_weights, share
@@ -152,18 +157,8 @@ class Paired:
     def _canary(self, strategy: Canary, todo: list[Slot], desired: int) -> Program:
         canaries: list[Slot] = []
         fresh = list(todo)  # pairs not staged yet, in order
-        for index, step in enumerate(self._s.steps):
-            yield from self._unpaused()
-            if self._stopping():
-                return
-            if self._holds.promoted_fully:
-                break
-            if isinstance(step, SetWeight | SetCanaryScale):
-                yield from self._canary_step(
-                    index, step, canaries=canaries, fresh=fresh, todo=todo, desired=desired
-                )
-            else:
-                yield from self._holds.run(index, step)
+        if not (yield from self._canary_steps(canaries, fresh, todo, desired)):
+            return
         yield from self._unpaused()
         if self._stopping():
             return
@@ -181,6 +176,29 @@ class Paired:
             serving = [s.live for s in self._m.slots if s.serving]
             new = sum(1 for live in serving if live.version == self._s.target)
             self._m.traffic = share(new, 1, len(serving) - new, 1)
+
+    def _canary_steps(
+        self, canaries: list[Slot], fresh: list[Slot], todo: list[Slot], desired: int
+    ) -> Generator[Any, Any, bool]:
+        """Rules 2 and 7: the steps in order; False once the rollout stops."""
+        done = self._m.resumed_steps
+        for index, step in enumerate(self._s.steps):
+            if index < done and isinstance(step, Pause | Gate | Analyze):
+                continue  # held by the controller before this one
+            yield from self._unpaused()
+            if self._stopping():
+                return False
+            if self._holds.promoted_fully:
+                break
+            if isinstance(step, SetWeight | SetCanaryScale):
+                yield from self._canary_step(
+                    index, step, canaries=canaries, fresh=fresh, todo=todo, desired=desired
+                )
+            else:
+                yield from self._holds.run(index, step)
+            if self._s.journaled and index >= done and not self._stopping():
+                yield Record({"t": "step", "i": index})
+        return True
 
     def _canary_step(
         self,

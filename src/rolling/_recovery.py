@@ -23,6 +23,8 @@ Pure functions, no I/O. The rules, in order:
    an error.
 7. If a ``rollback`` record exists, the rollout resumes its rollback;
    otherwise it resumes rolling forward.
+8. A canary's ``step`` records name the steps that ended: a resumed canary
+   goes on after the last of them (:mod:`rolling._paired`, rule 7).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Recovered:
         outcomes: The last outcome recorded for each key.
         rolling_back: Whether it had started rolling back.
         reason: Why it was rolling back, if it was.
+        steps_done: How many of a canary's steps had ended, in order.
     """
 
     target: str
@@ -64,9 +67,10 @@ class Recovered:
     outcomes: dict[str, str]
     rolling_back: bool
     reason: str
+    steps_done: int = 0
 
 
-def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | None:  # noqa: C901 - one pass, one branch per record kind, in the order the rules list them
+def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | None:  # noqa: C901, PLR0912 - one pass, one branch per record kind, in the order the rules list them
     """Read the last rollout back, or return None when there is nothing to resume."""
     start = None
     for index, record in enumerate(records):
@@ -96,6 +100,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
     outcomes: dict[str, str] = {}
     rolling_back = False
     reason = ""
+    steps_done = 0
     for record in last[1:]:
         kind = record.get("t")
         if kind == "fx":
@@ -109,6 +114,8 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
         elif kind == "rollback":
             rolling_back = True
             reason = str(record.get("reason", ""))
+        elif kind == "step":
+            steps_done = max(steps_done, int(record["i"]) + 1)
     return Recovered(
         target=target,
         fleet=fleet,
@@ -119,6 +126,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
         outcomes=outcomes,
         rolling_back=rolling_back,
         reason=reason,
+        steps_done=steps_done,
     )
 
 

@@ -7,19 +7,22 @@ machine calls it right after ``list_instances()``, before any probe or change.
 
 from __future__ import annotations
 
+import collections
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
 from ._analysis import Analysis
-from ._errors import ConfigError
+from ._errors import ConfigError, RollingError
 from ._flagging import FlagRules
 from ._policies import FailurePolicy, Order, ProgressDeadline, Readiness, RollbackMode, Waves
 from ._steps import Advance, Step
 from ._strategy import Batches, BlueGreen, Canary, ResolvedWindow, RollingUpdate, Strategy
 from ._validate import percent_of
 
-__all__ = ["Settings", "advance_target", "check_fleet", "check_steps"]
+__all__ = ["Settings", "advance_target", "check_fleet", "check_steps", "check_unique"]
 
 
 @attrs.frozen(kw_only=True)
@@ -160,3 +163,12 @@ def check_fleet(steps: tuple[Step, ...], desired: int) -> None:
                 "list Advance targets in increasing order for this fleet size",
             )
         previous = wanted
+
+
+def check_unique(instances: Sequence[Any]) -> None:
+    """The fleet's ids must be unique: the journal, the router and the result go by them."""
+    if len({i.id for i in instances}) != len(instances):
+        ids = collections.Counter(i.id for i in instances)
+        duplicates = sorted(i for i, count in ids.items() if count > 1)
+        msg = f"the driver listed duplicate instance ids {duplicates}; ids must be unique"
+        raise RollingError(msg)
