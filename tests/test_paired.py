@@ -592,3 +592,21 @@ async def test_a_resumed_canary_goes_on_after_its_last_ended_step() -> None:
     assert [e.index for e in recorder.of_type(StepStarted)] == [0, 2, 3]
     assert [e.percent for e in recorder.of_type(TrafficShifted)] == [25.0, 50.0, 100.0]
     assert 100 <= anyio.current_time() - began < 150
+
+
+async def test_a_resumed_canary_keeps_a_full_promote() -> None:
+    fleet = SimulatedFleet(4, latency=Latency(launch=30))
+    journal = MemoryJournal()
+    steps = [SetWeight(25), Pause(), SetWeight(50), Pause()]
+    with anyio.move_on_after(45):  # cut while the promotion stages the rest of the new set
+        async with canary_rollout(fleet, steps, journal=journal).start() as handle:
+            await anyio.sleep(10)  # the first step's canary is still being launched
+            handle.promote(full=True)
+    assert fleet.traffic_share("v2") == 25.0
+    recorder = EventRecorder()
+    resumed = canary_rollout(fleet, steps, journal=journal, observers=[recorder])
+    with anyio.fail_after(1000):  # a resumed run that held at the last Pause() would not end
+        result = await resumed.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 4}
+    assert not recorder.of_type(StepStarted)  # straight to the promotion

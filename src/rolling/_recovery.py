@@ -24,7 +24,8 @@ Pure functions, no I/O. The rules, in order:
 7. If a ``rollback`` record exists, the rollout resumes its rollback;
    otherwise it resumes rolling forward.
 8. A canary's ``step`` records name the steps that ended: a resumed canary
-   goes on after the last of them (:mod:`rolling._paired`, rule 7).
+   goes on after the last of them, and after a ``promoted`` record (a full
+   promote) straight to its promotion (:mod:`rolling._paired`, rule 7).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Recovered:
         rolling_back: Whether it had started rolling back.
         reason: Why it was rolling back, if it was.
         steps_done: How many of a canary's steps had ended, in order.
+        promoted: Whether a full promote had skipped the canary's other steps.
     """
 
     target: str
@@ -68,6 +70,7 @@ class Recovered:
     rolling_back: bool
     reason: str
     steps_done: int = 0
+    promoted: bool = False
 
 
 def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | None:  # noqa: C901, PLR0912 - one pass, one branch per record kind, in the order the rules list them
@@ -101,6 +104,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
     rolling_back = False
     reason = ""
     steps_done = 0
+    promoted = False
     for record in last[1:]:
         kind = record.get("t")
         if kind == "fx":
@@ -116,6 +120,8 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
             reason = str(record.get("reason", ""))
         elif kind == "step":
             steps_done = max(steps_done, int(record["i"]) + 1)
+        elif kind == "promoted":
+            promoted = True
     return Recovered(
         target=target,
         fleet=fleet,
@@ -127,6 +133,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
         rolling_back=rolling_back,
         reason=reason,
         steps_done=steps_done,
+        promoted=promoted,
     )
 
 
