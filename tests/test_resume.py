@@ -166,3 +166,31 @@ async def test_a_resumed_rollback_reverts_what_is_out_of_traffic_first() -> None
     assert result.status is RolloutStatus.ROLLED_BACK
     assert fleet.version_counts() == {"v1": 4}
     assert {result.by_id(k).outcome for k in "ab"} == {InstanceOutcome.REVERTED}
+
+
+async def test_a_full_promote_holds_across_a_resume() -> None:
+    """Steps a full promote skipped stay skipped when the rollout is resumed."""
+    fleet = SimulatedFleet(4, latency=Latency(replace=10))
+    journal = MemoryJournal()
+    steps: list[rolling.Step] = [
+        rolling.Advance(1), rolling.Pause(), rolling.Advance(2), rolling.Pause()
+    ]  # fmt: skip
+
+    def rollout(**options: Any) -> rolling.Rollout[Any]:
+        return rolling.Rollout(
+            fleet, "v2", strategy=rolling.RollingUpdate(max_unavailable=1), journal=journal,
+            steps=steps, **options,
+        )  # fmt: skip
+
+    with anyio.move_on_after(25):  # cut while the instances after the first pause update
+        async with rollout().start() as handle:
+            await anyio.sleep(12)
+            assert handle.status().step == rolling.Pause()
+            handle.promote(full=True)
+    assert fleet.version_counts() == {"v1": 1, "v2": 3}
+    recorder = EventRecorder()
+    with anyio.fail_after(1000):  # a resumed run that held at the last Pause() would not end
+        result = await rollout(observers=[recorder]).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 4}
+    assert all(e.promoted for e in recorder.of_type(rolling.StepFinished))
