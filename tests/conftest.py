@@ -6,11 +6,14 @@ Tests that need real time (real processes, real sockets) use the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio.testing
 
+from helpers import stop_fleet
 from rolling.testing import virtual_time_loop_factory
 
 
@@ -30,3 +33,11 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     if request.param == "asyncio":
         return ("asyncio", {"loop_factory": virtual_time_loop_factory})
     return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+@pytest.fixture
+def fleet_file(tmp_path: Path) -> Iterator[Path]:
+    """A process fleet's state file; every process it lists is stopped at the end."""
+    path = tmp_path / "fleet.json"
+    yield path
+    stop_fleet(path)

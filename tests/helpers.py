@@ -7,7 +7,13 @@ there for ``haproxy_harness`` and ``netns_hosts``).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -16,18 +22,23 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 import attrs
+import pytest
 
 from rolling import Journal, Readiness, Rollout, RolloutStatus
+from rolling.cli._file import RolloutFileError, load_file
 from rolling.drivers.process import ProcessDriver, ProcessInstance
 from rolling.testing import FleetChange, InvariantMonitor, MemoryJournal, SimulatedFleet
 
 __all__ = [
     "CANCEL_DELAYS",
+    "CLI_EVENTS_SCHEMA",
     "LOOPBACK",
     "MUTATING",
+    "ROLLING",
     "ElasticOnly",
     "Node",
     "alive",
+    "assert_file_error",
     "free_port",
     "gone_or_zombie",
     "http_get",
@@ -36,9 +47,11 @@ __all__ = [
     "port_of",
     "probe",
     "processes_with",
+    "rolling_cli",
     "rollout_for",
     "run_cancelled_at",
     "start_time",
+    "stop_fleet",
     "wait_healthy",
 ]
 
@@ -283,3 +296,48 @@ async def cancel_then_resume(
     assert len(fleet.instances) == fleet.desired, k
     monitor.check_result(resumed, fleet)
     return fleet, monitor
+
+
+# ------------------------------------------------------------ command line
+
+ROLLING = [sys.executable, "-m", "rolling"]
+"""The command line, run by the interpreter that runs the tests."""
+
+CLI_EVENTS_SCHEMA: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "cli-events.schema.json").read_text()
+)
+"""The documented schema of ``rolling run --json`` lines."""
+
+
+def rolling_cli(
+    *args: str | Path, cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``rolling ARGS`` in ``cwd`` to its end; its output, captured."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def stop_fleet(state_file: Path) -> None:
+    """Kill every process group a process driver's state file lists."""
+    if state_file.exists():
+        for entry in json.loads(state_file.read_text())["instances"]:
+            if entry.get("pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(entry["pid"], signal.SIGKILL)
+
+
+def assert_file_error(path: Path, line: int | None, field: str, words: str) -> None:
+    """Loading the rollout file at ``path`` fails naming it, ``line``, ``field`` and a fix."""
+    with pytest.raises(RolloutFileError) as caught:
+        load_file(path)
+    error = caught.value
+    assert (error.path, error.line, error.field) == (path, line, field), str(error)
+    assert words in str(error)
+    assert str(error).startswith(f"{path}:{line}: " if line else f"{path}: ")
+    assert error.fix

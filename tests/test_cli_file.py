@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_file_error
 from rolling import Advance as AdvanceStep
 from rolling import (
     Analysis,
@@ -250,14 +251,7 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
 def test_bad_files_name_the_file_line_key_and_fix(
     tmp_path: Path, text: str, line: int | None, field: str, words: str
 ) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(RolloutFileError) as caught:
-        load_file(path)
-    error = caught.value
-    assert (error.path, error.line, error.field) == (path, line, field)
-    assert words in str(error)
-    assert str(error).startswith(f"{path}:{line}: " if line else f"{path}: ")
-    assert error.fix
+    assert_file_error(write(tmp_path, text), line, field, words)
 
 
 def test_env_references_are_substituted_and_never_printed(tmp_path: Path) -> None:

@@ -22,32 +22,18 @@ from typing import Any
 import jsonschema
 import pytest
 
-from helpers import LOOPBACK, alive, free_port
+from helpers import CLI_EVENTS_SCHEMA, LOOPBACK, ROLLING, alive, free_port
+from helpers import rolling_cli as rolling
 from rolling import Pause
 from rolling.cli._output import Output
 from rolling.events import InstancePhaseChanged, Phase, RolloutStarted, StepStarted
 
-ROLLING = [sys.executable, "-m", "rolling"]
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parent.parent / "docs" / "cli-events.schema.json").read_text()
-)
 SIMULATED = """\
 [driver]
 plugin = "simulated"
 instances = 4
 """
 APP = [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
-
-
-def rolling(*args: str | Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def start(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
@@ -98,18 +84,6 @@ def proc_list() -> Iterator[list[subprocess.Popen[str]]]:
         proc.communicate(timeout=30)
 
 
-@pytest.fixture
-def fleet_file(tmp_path: Path) -> Iterator[Path]:
-    """A process fleet's state file; every process it lists is stopped at the end."""
-    path = tmp_path / "fleet.json"
-    yield path
-    if path.exists():
-        for entry in json.loads(path.read_text())["instances"]:
-            if entry.get("pid"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(entry["pid"], signal.SIGKILL)
-
-
 def process_file(tmp_path: Path, fleet: Path, *, startup: float, instances: int = 3) -> Path:
     command = json.dumps([*APP, "--startup-delay", str(startup)])
     path = tmp_path / "deploy.toml"
@@ -156,8 +130,8 @@ def test_json_lines_follow_the_documented_schema(tmp_path: Path) -> None:
         "bad.toml": SIMULATED + 'faults = [{ version = "v2", replace_raises = true }]\n',
     }
     seen: set[str] = set()
-    validator: Any = jsonschema.Draft202012Validator(SCHEMA)
-    validator.check_schema(SCHEMA)
+    validator: Any = jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA)
+    validator.check_schema(CLI_EVENTS_SCHEMA)
     for name, text in files.items():
         (tmp_path / name).write_text(text)
         done = rolling("run", name, "--to", "v2", "--json", cwd=tmp_path)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,8 @@ import anyio
 import jsonschema
 import pytest
 
+from helpers import CLI_EVENTS_SCHEMA, ROLLING, assert_file_error, free_port
+from helpers import rolling_cli as rolling
 from rolling import (
     Analysis,
     BlueGreen,
@@ -29,15 +29,11 @@ from rolling import (
     SetCanaryScale,
     SetWeight,
 )
-from rolling.cli._file import RolloutFileError, load_file
+from rolling.cli._file import load_file
 from rolling.cli._run import plan_file
 from rolling.plugins import build as real_build
 from rolling.testing import SimulatedFleet
 
-ROLLING = [sys.executable, "-m", "rolling"]
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parent.parent / "docs" / "cli-events.schema.json").read_text()
-)
 DOCS_EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 SIMULATED = '[driver]\nplugin = "simulated"\ninstances = 4\n'
 ROUTER = '[router]\nplugin = "balancer"\n'
@@ -72,17 +68,6 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "deploy.toml"
     path.write_text(text)
     return path
-
-
-def rolling(*args: str | Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 # -- the library's objects ----------------------------------------------------------------
@@ -186,13 +171,7 @@ def test_a_blue_green_file_builds_its_analyses_from_the_metrics(tmp_path: Path) 
 def test_bad_strategies_name_the_file_line_key_and_fix(
     tmp_path: Path, text: str, line: int | None, field: str, words: str
 ) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(RolloutFileError) as caught:
-        load_file(path)
-    error = caught.value
-    assert (error.line, error.field) == (line, field), str(error)
-    assert words in str(error)
-    assert error.fix
+    assert_file_error(write(tmp_path, text), line, field, words)
 
 
 def test_plans_of_a_canary_and_a_blue_green(tmp_path: Path) -> None:
@@ -220,7 +199,7 @@ def test_a_blue_green_run_switches_and_its_json_lines_follow_the_schema(tmp_path
     path = write(tmp_path, SIMULATED + '[strategy]\ntype = "blue-green"\nscale_down_delay = 0.1\n')
     done = rolling("run", path, "--to", "v2", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    validator: Any = jsonschema.Draft202012Validator(SCHEMA)
+    validator: Any = jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     for line in lines:
         validator.validate(line)
@@ -231,25 +210,6 @@ def test_a_blue_green_run_switches_and_its_json_lines_follow_the_schema(tmp_path
     # The schema can fail: a traffic shift without its share does not pass.
     assert not validator.is_valid({k: v for k, v in shifts[0].items() if k != "achieved"})
     assert lines[-1]["outcome"] == "succeeded"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def fleet_file(tmp_path: Path) -> Iterator[Path]:
-    """A process fleet's state file; every process it lists is stopped at the end."""
-    path = tmp_path / "fleet.json"
-    yield path
-    if path.exists():
-        for entry in json.loads(path.read_text())["instances"]:
-            if entry.get("pid"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(entry["pid"], signal.SIGKILL)
 
 
 def versions_answering(port: int, requests: int) -> Counter[str]:
@@ -390,3 +350,33 @@ def test_a_router_plugin_that_builds_a_context_manager_is_asked_once_entered(
     assert loaded.router.built is built[0]
     plan = anyio.run(lambda: plan_file(loaded, "v2", history=None, estimate=1.0))
     assert plan.window.startswith("canary:")
+
+
+class ReplaceOnly:
+    """A driver that replaces in place and cannot launch: no canary can run on it."""
+
+    async def list_instances(self) -> list[Any]:
+        return []
+
+    async def replace(self, instance: Any, version: str) -> Any:
+        instance.version = version
+        return instance
+
+
+def test_validate_refuses_a_canary_on_a_driver_that_cannot_launch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's driver, built and never entered, answers the library's own question."""
+    import rolling.cli._file as file_module  # noqa: PLC0415 - the module under test
+
+    def build(group: str, name: str, settings: Any) -> Any:
+        if group == "rolling.drivers":
+            return ReplaceOnly()
+        return real_build(group, name, settings)
+
+    monkeypatch.setattr(file_module, "build", build)
+    path = write(tmp_path, CANARY)
+    assert_file_error(path, None, "strategy", "cannot launch() and terminate()")
+    # A surge asks the same question of the same driver.
+    surge = SIMULATED + "[strategy]\nmax_surge = 1\n"
+    assert_file_error(write(tmp_path, surge), 5, "strategy.max_surge", "cannot launch()")

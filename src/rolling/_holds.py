@@ -9,7 +9,9 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    promote (it passes) or a stop. A false answer, an exception or a time-out
    is a trigger, handled by the rollback policy.
 4. ``promote()`` ends the running pause or gate; ``promote(full=True)`` also
-   skips every step left, including ones not reached yet.
+   skips every step left, including ones not reached yet. A journaled rollout
+   records a full promote once (a ``promoted`` record), before the first step
+   it skips; a resumed rollout that finds one starts promoted.
 5. Waiting on a hold is not a lack of progress: the progress deadline starts
    again when it ends.
 6. ``Analyze(analysis)`` measures until the analysis has a verdict
@@ -27,7 +29,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ._analysis import Outcome
-from ._effects import CheckGate, RunAnalysis, WaitStep
+from ._effects import CheckGate, Record, RunAnalysis, WaitStep
 from ._result import RolloutStatus
 from ._steps import Analyze, Gate, InconclusiveAction, Pause, SetFlag, Step
 from .events import GateChecked, StepFinished, StepStarted
@@ -46,6 +48,7 @@ class Holds:
         self._step: Step | None = None
         self._one = False
         self._full = False
+        self._full_recorded = False
         self._asking = False
 
     @property
@@ -66,6 +69,16 @@ class Holds:
             return False
         self._one = True
         return True
+
+    def promoted_before(self) -> None:
+        """A resumed rollout's journal holds a full promote: every step is skipped again."""
+        self._full = self._one = self._full_recorded = True
+
+    def record_full_promote(self) -> Generator[Any, Any, None]:
+        """Journal a full promote once, so that a resumed rollout skips what it skipped."""
+        if self._full and not self._full_recorded and self._m.settings.journaled:
+            self._full_recorded = True
+            yield Record({"t": "promoted"})
 
     def resume(self) -> bool:
         """A resume ends a hold that asks a person (an inconclusive analysis); False if none."""

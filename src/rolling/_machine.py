@@ -408,7 +408,7 @@ class Machine:
             self._resumption = Resumption(self, self._units, recovered, self._tally)
             self.resumed_steps = recovered.steps_done
             if recovered.promoted:
-                self._holds.promote(full=True)
+                self._holds.promoted_before()
             yield from self._resumption.plan(instances)
         else:
             healthy = (yield Survey(instances)) if settings.has_check else [True] * len(instances)

@@ -43,8 +43,8 @@ meets them:
    resumed canary (whose new instances the resume removed) goes on after the
    last recorded step: the steps before it that move traffic or set a flag
    run again, in order, to rebuild the canary set and its share; the pauses,
-   gates and analyses before it are not held again. A ``promote(full=True)``
-   is recorded too: the resumed canary goes straight to its promotion.
+   gates and analyses before it are not held again. After a full promote
+   (:mod:`rolling._holds`, rule 4) it goes straight to its promotion.
 """
 
 from __future__ import annotations
@@ -190,8 +190,7 @@ class Paired:
             if self._stopping():
                 return False
             if self._holds.promoted_fully:
-                if self._s.journaled:
-                    yield Record({"t": "promoted"})
+                yield from self._holds.record_full_promote()
                 break
             if isinstance(step, SetWeight | SetCanaryScale):
                 yield from self._canary_step(

@@ -7,9 +7,7 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    what served at the start, the rollback on what serves now.
 2. The main program starts what the ledger allows (``Spawn``), runs the steps
    at each barrier (:mod:`rolling._holds`), and waits (``IDLE``) otherwise; a
-   unit that ends hands the next units to its own task. The first step a full
-   promote skips writes a ``promoted`` record, so a resumed rollout skips the
-   rest too.
+   unit that ends hands the next units to its own task.
 3. A lockstep batch opens with its first unit, after its ``before_batch``
    hook; its barrier runs ``after_batch``. A hook that raises is a trigger.
 4. A ledger that can start nothing while nothing runs is *stuck*: a trigger in
@@ -26,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._effects import IDLE, Failed, Record, Spawn
+from ._effects import IDLE, Failed, Spawn
 from ._holds import Holds
 from ._ledger import Barrier, Ledger
 from ._ledger import Start as LedgerStart
@@ -90,7 +88,6 @@ class Passes:
         self._pass: Pass | None = None
         self._batch_failed: collections.Counter[int] = collections.Counter()
         self._batch_size: dict[int, int] = {}
-        self._promote_recorded = False
 
     def pause(self, *, paused: bool) -> None:
         """Hold (or release) the running pass's starts."""
@@ -330,6 +327,4 @@ class Passes:
             if machine.stopping:
                 return
             yield from self._holds.run(index, step)
-            if self._holds.promoted_fully and self._s.journaled and not self._promote_recorded:
-                self._promote_recorded = True
-                yield Record({"t": "promoted"})
+            yield from self._holds.record_full_promote()

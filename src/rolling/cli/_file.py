@@ -50,6 +50,7 @@ __all__ = [
     "PluginSpec",
     "RolloutFile",
     "RolloutFileError",
+    "checkable",
     "control_path",
     "load_file",
 ]
@@ -407,19 +408,22 @@ class _Loader:
             'write progress_deadline = 600, or {seconds = 600, action = "report"}',
         )
 
-    def check_options(self, options: Mapping[str, Any], router: PluginSpec | None) -> None:
-        """Build a Rollout on a stand-in fleet: the library checks every option together.
+    def check_options(
+        self, options: Mapping[str, Any], driver: PluginSpec, router: PluginSpec | None
+    ) -> None:
+        """Build a Rollout on the file's plugins, never entered: the library checks it all.
 
-        The file's router, built but not entered, goes in as itself: a canary asks it
-        whether it can set weights. A plugin that builds a context manager around its
-        router goes in as the stand-in, which can; `rolling run` asks the router itself.
+        A canary asks the router whether it sets weights; a canary, blue-green or surge
+        asks the driver whether it launches. A plugin whose factory built a context
+        manager around its object has nothing to ask before it is entered: a stand-in
+        fleet, which can do everything, goes in its place, and `rolling run` asks the
+        object itself.
         """
         fleet = SimulatedFleet(1)
-        built = None if router is None else router.built
-        if built is not None and not callable(getattr(built, "attach", None)):
-            built = fleet
+        on_driver = checkable(driver, "list_instances", fleet)
+        on_router = checkable(router, "attach", fleet)
         try:
-            Rollout(fleet, "check", router=built, **options)
+            Rollout(on_driver, "check", router=on_router, **options)
         except ConfigError as exc:
             if exc.field == "Rollout.router":
                 fix = exc.fix
@@ -489,7 +493,7 @@ class _Loader:
             readiness["check"] = check.built
         options: dict[str, Any] = {
             "readiness": self.construct(("readiness",), Readiness, readiness),
-            "strategy": self.strategies.strategy(self.table(data, "strategy"), driver.built),
+            "strategy": self.strategies.strategy(self.table(data, "strategy")),
             "failure": self.failure(data),
             "order": self.order(data),
             "waves": self.waves(data),
@@ -500,7 +504,7 @@ class _Loader:
         for key in ("rollback", "effect_timeout", "cleanup_timeout", "seed"):
             options[key] = data.get(key)
         options = {k: v for k, v in options.items() if v is not None}
-        self.check_options(options, router)
+        self.check_options(options, driver, router)
         self.analyses.check_unused()
         return options
 
@@ -525,6 +529,17 @@ class _Loader:
             control=_control_of(self.path, data),
             secrets=tuple(self.secrets),
         )
+
+
+def checkable(spec: PluginSpec | None, method: str, stand_in: object) -> Any:
+    """The plugin's object for a Rollout built only to check options (see check_options).
+
+    The object itself when it has ``method``; the stand-in when the factory built a
+    context manager around it; None without the plugin.
+    """
+    if spec is None:
+        return None
+    return spec.built if callable(getattr(spec.built, method, None)) else stand_in
 
 
 def load_file(path: Path, env: Mapping[str, str] | None = None) -> RolloutFile:

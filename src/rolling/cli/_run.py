@@ -25,7 +25,7 @@ from rolling.routers.balancer import Balancer
 from rolling.testing import SimulatedFleet
 
 from ._control import ControlUnavailableError, open_control, serve_control
-from ._file import RolloutFile
+from ._file import RolloutFile, checkable
 from ._output import Output, events_log
 from ._plan import Plan, learned_durations, make_plan
 
@@ -143,11 +143,8 @@ async def plan_file(
     planning(set_to=True)  # for this task and what it starts: entering changes nothing
     async with contextlib.AsyncExitStack() as stack:
         driver = await _enter(stack, rollout_file.driver.built)
-        # The router, built but never entered: a canary's Rollout asks it for weights (a
-        # context manager around one cannot answer: a stand-in that can does, as in validate).
-        router = None if rollout_file.router is None else rollout_file.router.built
-        if router is not None and not callable(getattr(router, "attach", None)):
-            router = SimulatedFleet(1)
+        # The router, never entered: a canary's Rollout asks it for weights.
+        router = checkable(rollout_file.router, "attach", SimulatedFleet(1))
         rollout: Rollout[Any] = Rollout(driver, target, router=router, **rollout_file.options)
         instances = await driver.list_instances()
     if history is None and rollout_file.journal is not None:

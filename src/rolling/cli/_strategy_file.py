@@ -15,11 +15,10 @@ Rules:
 3. The canary's steps are ``set_weight = 10`` (:class:`rolling.SetWeight`) and
    ``set_canary_scale = 2``, ``"50%"`` or ``"match"``
    (:class:`rolling.SetCanaryScale`: replicas, or ``match_traffic_weight``).
-4. A canary or blue-green needs a driver that can launch and terminate. A
-   plugin that builds the driver itself is asked here, before anything enters
-   it, so ``rolling validate`` says so; one that builds a context manager
-   around its driver (``process``) is asked by ``rolling run`` once entered,
-   before any call to it.
+
+Whether the driver and router can do what the strategy needs (launch and
+terminate; set weights) is the library's question, asked by the loader's
+check of all the options together.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ class StrategyReader:
         self.loader = loader
         self.analyses = analyses
 
-    def strategy(self, table: dict[str, Any] | None, driver: object) -> Strategy | None:
+    def strategy(self, table: dict[str, Any] | None) -> Strategy | None:
         """The strategy the ``[strategy]`` table (None: absent) describes."""
         if table is None:
             return None
@@ -68,12 +67,10 @@ class StrategyReader:
         if kind == "batches":
             return self._batches(table)
         if kind == "canary":
-            self._check_elastic(kind, driver)
             if "promotion" in table:
                 table["promotion"] = self._promotion(table["promotion"])
             return cast("Canary", loader.construct(where, Canary, table))
         if kind == "blue-green":
-            self._check_elastic(kind, driver)
             for key in ("pre_promotion", "post_promotion"):
                 if key in table:
                     table[key] = self._analysis(key, table[key])
@@ -81,18 +78,6 @@ class StrategyReader:
         raise loader.error(
             where, "type", f"unknown strategy {kind!r}", "use one of: " + ", ".join(STRATEGY_TYPES)
         )
-
-    def _check_elastic(self, kind: str, driver: object) -> None:
-        if not callable(getattr(driver, "list_instances", None)):
-            return  # a context manager around the driver: the run's Rollout(...) asks it
-        missing = [m for m in ("launch", "terminate") if not callable(getattr(driver, m, None))]
-        if missing:
-            raise self.loader.error(
-                ("strategy",), "type", f"a {kind} launches new instances beside the old ones, "
-                f"and this driver has no {' or '.join(missing)}()",
-                'use a driver that can launch and terminate (such as "process"), '
-                'or type = "rolling"',
-            )  # fmt: skip
 
     def _batches(self, table: dict[str, Any]) -> Batches:
         where: Where = ("strategy",)
