@@ -27,6 +27,7 @@ from rolling import (
     RolloutStatus,
     SetCanaryScale,
     SetWeight,
+    StepFinished,
     StepStarted,
     TrafficShifted,
 )
@@ -610,3 +611,60 @@ async def test_a_resumed_canary_keeps_a_full_promote() -> None:
     assert result.status is RolloutStatus.SUCCEEDED
     assert fleet.version_counts() == {"v2": 4}
     assert not recorder.of_type(StepStarted)  # straight to the promotion
+
+
+def manual_blue_green(fleet: SimulatedFleet, journal: MemoryJournal, **options: Any) -> Any:
+    strategy = BlueGreen(auto_promote=False, scale_down_delay=100)
+    return Rollout(fleet, "v2", strategy=strategy, router=fleet, journal=journal, **options)
+
+
+async def test_a_resumed_blue_green_does_not_ask_again_for_an_approval_it_had() -> None:
+    fleet = SimulatedFleet(3)
+    journal = MemoryJournal()
+    with anyio.move_on_after(60):  # cut while blue is kept after the switch
+        async with manual_blue_green(fleet, journal).start() as handle:
+            await anyio.sleep(10)
+            assert handle.status().status is RolloutStatus.PAUSED  # waiting for the approval
+            handle.promote()
+    assert fleet.traffic_share("v2") == 100.0
+    recorder = EventRecorder()
+    began = anyio.current_time()
+    with anyio.fail_after(1000):  # a resumed run that asked again would hold for ever
+        result = await manual_blue_green(fleet, journal, observers=[recorder]).run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 3}
+    assert not recorder.of_type(StepStarted)  # the wait for a promote had ended
+    # Green was staged and switched to again, and blue kept the whole delay after that.
+    assert [e.reason for e in recorder.of_type(TrafficShifted)] == ["switch"]
+    assert anyio.current_time() - began >= 100
+
+
+async def test_a_resumed_blue_green_still_asks_when_it_was_cut_before_the_approval() -> None:
+    fleet = SimulatedFleet(3)
+    journal = MemoryJournal()
+    with anyio.move_on_after(30):  # cut while it waits for a promote
+        await manual_blue_green(fleet, journal).run()
+    async with manual_blue_green(fleet, journal).start() as handle:
+        await anyio.sleep(30)
+        assert handle.status().status is RolloutStatus.PAUSED
+        assert fleet.traffic_share("v2") == 0.0
+        handle.promote(full=True)
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 3}
+
+
+async def test_a_resumed_blue_green_keeps_a_full_promote() -> None:
+    fleet = SimulatedFleet(3)
+    journal = MemoryJournal()
+    steps_seen = EventRecorder()
+    with anyio.move_on_after(60):  # cut while blue is kept after the switch
+        async with manual_blue_green(fleet, journal, observers=[steps_seen]).start() as handle:
+            await anyio.sleep(10)
+            handle.promote(full=True)
+    assert [e.promoted for e in steps_seen.of_type(StepFinished)] == [True]
+    assert {"t": "promoted"} in journal.durable
+    recorder = EventRecorder()
+    with anyio.fail_after(1000):
+        result = await manual_blue_green(fleet, journal, observers=[recorder]).run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert fleet.version_counts() == {"v2": 3}

@@ -39,12 +39,16 @@ meets them:
    leaves both sets as they are; new instances left are reported as strays.
 6. **Failed traffic calls.** A ``set_weight``, attach or detach that fails while
    traffic moves is a trigger, handled by the rollback policy.
-7. **Resume.** With a journal, each canary step that ends is recorded. A
-   resumed canary (whose new instances the resume removed) goes on after the
-   last recorded step: the steps before it that move traffic or set a flag
-   run again, in order, to rebuild the canary set and its share; the pauses,
-   gates and analyses before it are not held again. After a full promote
-   (:mod:`rolling._holds`, rule 4) it goes straight to its promotion.
+7. **Resume.** With a journal, each canary step that ends is recorded, and
+   so is each of blue-green's holds (0: ``pre_promotion``, 1: the wait for a
+   promote, 2: ``post_promotion``). A resumed canary (whose new instances
+   the resume removed) goes on after the last recorded step: the steps
+   before it that move traffic or set a flag run again, in order, to rebuild
+   the canary set and its share; the pauses, gates and analyses before it
+   are not held again. A resumed blue-green stages its new set again and
+   holds only where it had not got past: an approval given is not asked
+   again. After a full promote (:mod:`rolling._holds`, rule 4) either goes
+   straight to its promotion.
 """
 
 from __future__ import annotations
@@ -241,15 +245,24 @@ class Paired:
         if self._stopping():
             return
         if strategy.pre_promotion is not None:
-            yield from self._holds.run(0, Analyze(strategy.pre_promotion))
+            yield from self._held(0, Analyze(strategy.pre_promotion))
         if not strategy.auto_promote and not self._stopping():
-            yield from self._holds.run(1, Pause(strategy.auto_promote_after))
+            yield from self._held(1, Pause(strategy.auto_promote_after))
         yield from self._unpaused()
         if self._stopping():
             return
         yield from self._all_at_once(
             pairs, todo[preview:], todo, strategy.scale_down_delay, strategy.post_promotion
         )
+
+    def _held(self, index: int, step: Pause | Analyze) -> Program:
+        """Rule 7 for blue-green: hold at its ``index``-th hold unless a resume says it ended."""
+        if index < self._m.resumed_steps:
+            return
+        yield from self._holds.run(index, step)
+        yield from self._holds.record_full_promote()
+        if self._s.journaled and not self._stopping():
+            yield Record({"t": "step", "i": index})
 
     def _all_at_once(
         self,
@@ -279,7 +292,7 @@ class Paired:
         self._shifted(100.0, 100.0, (len(pairs), FULL_WEIGHT, 0), "switch")
         started = machine.now
         if post is not None:
-            yield from self._holds.run(2, Analyze(post))
+            yield from self._held(2, Analyze(post))
             if self._stopping():
                 return
         left = delay - (machine.now - started)

@@ -23,9 +23,10 @@ Pure functions, no I/O. The rules, in order:
    an error.
 7. If a ``rollback`` record exists, the rollout resumes its rollback;
    otherwise it resumes rolling forward.
-8. A canary's ``step`` records name the steps that ended: a resumed canary
-   goes on after the last of them, and after a ``promoted`` record (a full
-   promote) straight to its promotion (:mod:`rolling._paired`, rule 7).
+8. ``step`` records name a canary's steps (or a blue-green's holds) that
+   ended: a resumed one goes on after the last of them, and after a
+   ``promoted`` record (a full promote) straight to its promotion
+   (:mod:`rolling._paired`, rule 7).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class Recovered:
         outcomes: The last outcome recorded for each key.
         rolling_back: Whether it had started rolling back.
         reason: Why it was rolling back, if it was.
-        steps_done: How many of a canary's steps had ended, in order.
-        promoted: Whether a full promote had skipped the canary's other steps.
+        steps_done: How many of a canary's steps (a blue-green's holds) had ended, in order.
+        promoted: Whether a full promote had skipped the steps left.
     """
 
     target: str
