@@ -235,7 +235,8 @@ def test_a_metric_is_decided_exactly_by_its_limits(answers: list[Any], limit: in
     for answer in answers:
         if judge.done:
             break
-        counted += feed(judge, answer) != [Outcome.NO_DATA]
+        # Neither a no-data wait nor an error is a counted measurement.
+        counted += feed(judge, answer)[0] not in {Outcome.NO_DATA, Outcome.ERROR}
     assert judge.measured == counted
     over = judge.failed > limit or judge.errors_in_row > m.consecutive_error_limit
     assert (state(judge) is Outcome.FAILED) == over
@@ -317,3 +318,23 @@ def test_measurement_to_dict() -> None:
     assert isinstance(
         Verdict(analysis="a", outcome=Outcome.RUNNING, reason="", metrics=()), Verdict
     )
+
+
+def test_an_error_is_measured_again_and_never_passes_a_metric() -> None:
+    # A step's metric measures once; an error is not that measurement (a metric server
+    # that is down must not pass a release), and the fifth error in a row fails it.
+    judge = MetricJudge(metric(success=below(0.1)), background=False)
+    assert feed(judge, "down", "down", "down", "down") == [Outcome.ERROR] * 4
+    assert state(judge) is Outcome.RUNNING
+    assert feed(judge, "down") == [Outcome.ERROR]
+    assert state(judge) is Outcome.FAILED
+    assert judge.verdict().measured == 0
+    assert judge.verdict().errors == 5
+    recovered = MetricJudge(metric(success=below(0.1)), background=False)
+    feed(recovered, "down", 0.0)
+    assert state(recovered) is Outcome.SUCCESSFUL
+    assert recovered.verdict().measured == 1
+    background = MetricJudge(metric(success=below(0.1)), background=True)
+    feed(background, "down")
+    background.close()
+    assert state(background) is Outcome.INCONCLUSIVE

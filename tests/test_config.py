@@ -309,6 +309,28 @@ INVALID = [
     bad("order-by-not-callable", "Order.by.key", rolling.Order.by, "nope"),
     bad("order-shuffled-str-seed", "Order.shuffled.seed", rolling.Order.shuffled, "seed"),
     bad("order-shuffled-bool-seed", "Order.shuffled.seed", rolling.Order.shuffled, True),
+    # Bools: a string such as "no" is truthy, so it is refused rather than taken as True
+    bad(
+        "bluegreen-auto-promote-str",
+        "BlueGreen.auto_promote",
+        rolling.BlueGreen,
+        auto_promote="yes",
+    ),
+    bad(
+        "canary-scale-match-str",
+        "SetCanaryScale.match_traffic_weight",
+        rolling.SetCanaryScale,
+        match_traffic_weight="yes",
+    ),
+    bad(
+        "metric-dry-run-str",
+        "Metric.dry_run",
+        rolling.Metric,
+        name="m",
+        provider=_zone,
+        failure=_zone,
+        dry_run="no",
+    ),
     # Waves
     bad("waves-key-int", "Waves.key", rolling.Waves, key=42),
     bad("waves-order-str", "Waves.order", rolling.Waves, _zone, order="abc"),

@@ -19,6 +19,7 @@ from rolling import (
     Canary,
     ConfigError,
     InstanceOutcome,
+    MeasurementTaken,
     Metric,
     Pause,
     Readiness,
@@ -668,3 +669,65 @@ async def test_a_resumed_blue_green_keeps_a_full_promote() -> None:
         result = await manual_blue_green(fleet, journal, observers=[recorder]).run()
     assert result.status is RolloutStatus.SUCCEEDED
     assert fleet.version_counts() == {"v2": 3}
+
+
+# ------------------------------------------------------------ background analysis
+
+
+class Watching:
+    """A provider that fails once the new set is measured, and keeps every context."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def measure(self, context: Any) -> float | None:
+        self.seen.append(context)
+        return 1.0 if context.new_instances else None
+
+
+def watching(provider: Watching) -> Analysis:
+    metric = Metric(name="errors", provider=provider, failure=lambda v: v > 0.5, interval=5)
+    return Analysis(metrics=[metric])
+
+
+@pytest.mark.parametrize("weighted", [True, False], ids=["weights", "attach-detach"])
+async def test_the_background_analysis_watches_blue_green_s_hold(weighted: bool) -> None:
+    fleet = SimulatedFleet(3)
+    blue = {i.id for i in fleet.instances}
+    provider = Watching()
+    router: Any = fleet if weighted else PlainRouter(fleet)
+    rollout = Rollout(
+        fleet,
+        "v2",
+        strategy=BlueGreen(scale_down_delay=100),
+        router=router,
+        analysis=watching(provider),
+    )
+    result = await rollout.run()
+    # Failed during the hold: switched back to blue, which was never stopped.
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert "analysis 'analysis' failed" in result.reason
+    assert {i.id for i in fleet.instances} == blue
+    assert fleet.version_counts() == {"v1": 3}
+    # Blue was kept out of traffic while green was measured: not the control group.
+    assert all(not c.old_instances for c in provider.seen)
+    assert all(len(c.new_instances) == 3 for c in provider.seen)
+
+
+async def test_the_background_analysis_watches_a_canary_s_steps() -> None:
+    fleet = SimulatedFleet(4)
+    stable = {i.id for i in fleet.instances}
+    provider = Watching()
+    recorder = EventRecorder()
+    rollout = canary_rollout(
+        fleet, [SetWeight(25), Pause(100)], analysis=watching(provider), observers=[recorder]
+    )
+    result = await rollout.run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert {i.id for i in fleet.instances} == stable
+    # It began measuring at the first shift, and failed during the pause after it.
+    shifted = recorder.of_type(TrafficShifted)[0].at
+    measured = [e.at for e in recorder.of_type(MeasurementTaken)]
+    assert measured
+    assert shifted <= measured[0] < shifted + 100
+    assert all(len(c.old_instances) == 4 for c in provider.seen)

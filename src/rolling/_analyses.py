@@ -9,7 +9,9 @@ are judged by :mod:`rolling._judge`, taken by the runner
    paused for a person (promote or resume go on, abort rolls back), with
    the step's optional timeout action.
 2. The **background** analysis (``Rollout(analysis=...)``) starts when the
-   first instance on the target completes (it is in traffic), each metric
+   first instance on the target is in traffic: when one completes, or when a
+   canary's or blue-green's traffic shift gives the new set a share (so it
+   watches the canary steps and the hold after a switch). Each metric starts
    after its ``initial_delay``. It never starts during a rollback.
 3. A failed background verdict is a trigger (the rollback policy) at once,
    whatever the rollout is doing: nothing new starts, in-flight units
@@ -20,7 +22,12 @@ are judged by :mod:`rolling._judge`, taken by the runner
 5. The background analysis stops when a rollback starts (it must not judge
    the rollback) and when the rollout ends; metrics still running are then
    decided (:mod:`rolling._judge`, rule 5).
-6. The result carries every measurement, every analysis's verdict, and the
+6. A measurement's context (:class:`~rolling.analysis.MeasureContext`) has
+   the new set whether in traffic or not (a blue-green's preview is measured
+   before it gets requests), and the old instances that are in traffic: an
+   old instance a router call set to weight 0 is left out until it gets a
+   weight again.
+7. The result carries every measurement, every analysis's verdict, and the
    verdict that decided the rollout: the one that triggered or paused it,
    else the last one reached.
 """
@@ -56,6 +63,7 @@ class Analyses:
         )
         self._state = _IDLE
         self._held = False
+        self._weightless: set[str] = set()
         self.baking = False
         self.judges: list[AnalysisJudge] = []
         self.deciding: Verdict | None = None
@@ -80,7 +88,10 @@ class Analyses:
             live = slot.live
             if live is None or not slot.attached:
                 continue
-            (new if live.version == target else old).append(live)
+            if live.version == target:
+                new.append(live)
+            elif live.id not in self._weightless:
+                old.append(live)
         return MeasureContext(
             target=target,
             old_versions=tuple(sorted(versions)),
@@ -89,6 +100,13 @@ class Analyses:
             rollout_id=rollout_id,
             at=now,
         )
+
+    def weighed(self, instance_id: str, weight: int) -> None:
+        """A router call gave this instance ``weight`` (rule 6)."""
+        if weight:
+            self._weightless.discard(instance_id)
+        else:
+            self._weightless.add(instance_id)
 
     # ---------------------------------------------------------------- steps
 
@@ -114,7 +132,7 @@ class Analyses:
     # ----------------------------------------------------------- background
 
     def start_background(self) -> None:
-        """An instance on the target is in traffic: start the background analysis (rule 2)."""
+        """The new set is in traffic: start the background analysis (rule 2)."""
         machine = self._m
         if self._state != _IDLE or self._background is None or machine.stopping:
             return

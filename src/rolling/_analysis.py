@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
-from .validate import check_callable, check_seconds, validator
+from .validate import check_bool, check_callable, check_seconds, validator
 
 __all__ = [
     "Analysis",
@@ -117,8 +117,12 @@ class MeasureContext:
     Attributes:
         target: The version being rolled out.
         old_versions: The versions the fleet ran before, sorted.
-        new_instances: Instances now on the target version and in traffic.
-        old_instances: Instances now on an old version and in traffic.
+        new_instances: Instances now on the target version: in traffic, and a
+            canary's or blue-green's new instances from their launch, in
+            traffic or not (so a pre-promotion analysis measures a preview
+            that gets no requests yet).
+        old_instances: Instances now on an old version and in traffic (not
+            one a router call set to weight 0).
         rollout_id: An id of this rollout, stable while it runs.
         at: The event loop's time.
 
@@ -289,7 +293,7 @@ class Metric:
     on_no_data: OnNoData = attrs.field(default=OnNoData.WAIT, converter=_on_no_data)
     no_data_limit: int = attrs.field(default=10, validator=_check_limit)
     timeout: float = attrs.field(default=30.0, validator=validator(check_seconds, allow_zero=False))
-    dry_run: bool = False
+    dry_run: bool = attrs.field(default=False, validator=validator(check_bool))
 
     def __attrs_post_init__(self) -> None:
         if self.success is None and self.failure is None:
@@ -397,7 +401,7 @@ class MetricVerdict:
         metric: Its name.
         outcome: ``successful``, ``failed``, ``inconclusive`` or ``running``.
         reason: Why, in words.
-        measured: Counted measurements (no-data waits left out).
+        measured: Counted measurements (no-data waits and errors left out).
         failed: Failed measurements.
         inconclusive: Inconclusive measurements.
         errors: Error measurements.

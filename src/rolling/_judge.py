@@ -30,7 +30,9 @@ Rules, in the order a measurement meets them:
    With ``count``, it is successful after ``count`` counted measurements
    within the limits. Without (a background analysis) it runs until the
    analysis ends: then successful if it counted a measurement, inconclusive
-   if none ("no data" is never a silent pass).
+   if none ("no data" is never a silent pass). An error is never counted:
+   it is measured again after ``interval``, so a provider that only fails
+   ends failed at its error limit, never successful.
 6. **Analysis verdict.** Dry-run metrics never decide. Failed if any
    deciding metric failed; else inconclusive if any is; else successful
    once every deciding metric is; else running. An analysis of dry runs
@@ -142,11 +144,11 @@ class MetricJudge:
             self.errors_in_row = 0
             return
         self.waits_in_row = 0
-        self.measured += 1
         if outcome is Outcome.ERROR:
             self.errors += 1
             self.errors_in_row += 1
         else:
+            self.measured += 1
             self.errors_in_row = 0
         if outcome is Outcome.FAILED:
             self.failed += 1

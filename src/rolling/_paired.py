@@ -395,6 +395,8 @@ class Paired:
     ) -> None:
         new_instances, new_weight, old_weight = weights
         self._m.traffic = achieved
+        if achieved > 0 and self._s.analysis is not None:
+            self._m.analyses.start_background()  # the new set is in traffic
         self._m.emit(
             TrafficShifted,
             percent=percent,

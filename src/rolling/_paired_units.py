@@ -48,6 +48,7 @@ class PairedUnits(UnitPrograms):
         yield from self.call(
             slot, "set_weight", instance, version, "router.set_weight", instance, weight
         )
+        self._m.analyses.weighed(instance.id, weight)
 
     def stage(self, slot: Slot) -> Program:
         """Launch the new instance of ``slot`` beside the old one; return whether it is ready."""

@@ -12,7 +12,7 @@ import attrs
 
 from ._errors import ConfigError
 from ._validate import CountOrPercent, check_count_or_percent, percent_of
-from .validate import check_callable, check_int, check_seconds, validator
+from .validate import check_bool, check_callable, check_int, check_seconds, validator
 
 __all__ = [
     "Backoff",
@@ -154,11 +154,6 @@ def _check_percent_only(field: str, value: object) -> None:
     check_count_or_percent(field, value)
 
 
-def _check_bool(field: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(field, f"expected a bool, got {value!r}", "pass True or False")
-
-
 def _check_backoff(field: str, value: object) -> None:
     if not isinstance(value, Backoff):
         raise ConfigError(field, f"expected a Backoff, got {value!r}", "pass Backoff(initial=...)")
@@ -196,7 +191,7 @@ class FailurePolicy:
     circuit_breaker: int | None = attrs.field(
         default=None, validator=validator(check_int, minimum=1, allow_none=True)
     )
-    restore_failed: bool = attrs.field(default=True, validator=validator(_check_bool))
+    restore_failed: bool = attrs.field(default=True, validator=validator(check_bool))
 
     def budget(self, fleet: int) -> int:
         """Failed instances tolerated in a fleet of ``fleet``."""

@@ -421,8 +421,8 @@ def _check_weighted(strategy: Strategy, router: object) -> None:
                 if router is None
                 else f"{type(router).__name__} has no set_weight()"
             ),
-            "pass a rolling.typing.WeightedRouter such as rolling.routers.Balancer"
-            " or rolling.routers.HAProxyRouter",
+            "pass a rolling.typing.WeightedRouter such as rolling.routers.balancer.Balancer"
+            " or rolling.routers.haproxy.HAProxyRouter",
         )
 
 

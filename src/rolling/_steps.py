@@ -11,7 +11,7 @@ import attrs
 from ._analysis import Analysis
 from ._errors import ConfigError
 from ._validate import CountOrPercent, check_count_or_percent
-from .validate import check_callable, check_seconds, validator
+from .validate import check_bool, check_callable, check_seconds, validator
 
 __all__ = [
     "Advance",
@@ -263,9 +263,7 @@ class SetCanaryScale:
     replicas: CountOrPercent | None = attrs.field(
         default=None, validator=validator(_check_replicas)
     )
-    match_traffic_weight: bool = attrs.field(
-        default=False, validator=attrs.validators.instance_of(bool)
-    )
+    match_traffic_weight: bool = attrs.field(default=False, validator=validator(check_bool))
 
     def __attrs_post_init__(self) -> None:
         if (self.replicas is None) == (not self.match_traffic_weight):

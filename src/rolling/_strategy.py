@@ -16,7 +16,7 @@ from ._analysis import Analysis
 from ._errors import ConfigError
 from ._steps import Gate, Pause
 from ._validate import CountOrPercent, check_count_or_percent, percent_of
-from .validate import check_seconds, validator
+from .validate import check_bool, check_seconds, validator
 
 __all__ = ["Batches", "BlueGreen", "Canary", "ResolvedWindow", "RollingUpdate", "Strategy"]
 
@@ -157,15 +157,12 @@ class Batches:
 
     sizes: tuple[CountOrPercent, ...] = attrs.field(validator=validator(_check_sizes))
     pause: Pause | Gate | None = attrs.field(validator=validator(_check_pause))
-    surge: bool = attrs.field(validator=attrs.validators.instance_of(bool))
+    surge: bool = attrs.field(validator=validator(check_bool))
 
     def __init__(
         self, *sizes: CountOrPercent, pause: Pause | Gate | None = None, surge: bool = False
     ) -> None:
-        if not isinstance(surge, bool):
-            raise ConfigError(
-                "Batches.surge", f"expected a bool, got {surge!r}", "pass True or False"
-            )
+        check_bool("Batches.surge", surge)
         self.__attrs_init__(sizes=tuple(sizes), pause=pause, surge=surge)  # type: ignore[attr-defined,unused-ignore]
 
     def resolve(self, fleet: int, *, whole: int | None = None) -> list[int]:
@@ -299,7 +296,7 @@ class BlueGreen:
     post_promotion: Analysis | None = attrs.field(
         default=None, validator=validator(_check_analysis)
     )
-    auto_promote: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    auto_promote: bool = attrs.field(default=True, validator=validator(check_bool))
     auto_promote_after: float | None = attrs.field(
         default=None, validator=validator(check_seconds, allow_none=True)
     )

@@ -143,7 +143,7 @@ class WeightedRouter(Router[_InstanceT_contra], Protocol[_InstanceT_contra]):
 
     - ``weight`` is an int from 0 to :data:`MAX_WEIGHT`. An instance receives new
       requests (or connections) in proportion to its weight among the attached
-      instances: two instances at 100 and 300 get a quarter and three quarters.
+      instances: two instances at 50 and 150 get a quarter and three quarters.
     - A weight of 0 sends an instance no new requests but does not drain it:
       requests in flight finish, and it stays attached, so raising the weight
       again takes effect at once.

@@ -32,7 +32,26 @@ from typing import Any
 from ._errors import ConfigError
 from .typing import MAX_WEIGHT
 
-__all__ = ["check_callable", "check_int", "check_seconds", "check_weight", "validator"]
+__all__ = [
+    "check_bool",
+    "check_callable",
+    "check_int",
+    "check_seconds",
+    "check_weight",
+    "validator",
+]
+
+
+def check_bool(field: str, value: object) -> None:
+    """Check that ``value`` is True or False (not a string such as ``"no"``, which is truthy).
+
+    Raises:
+        ConfigError: It is not.
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"expected a bool, got {value!r}", "pass True or False")
 
 
 def check_int(field: str, value: object, *, minimum: int, allow_none: bool = False) -> None:

@@ -27,12 +27,12 @@ class MetricError(RollingError):
     """
 
 
-def _check_url(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _check_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     try:
         split_url(value if isinstance(value, str) else "")
     except ValueError:
         raise ConfigError(
-            attribute.name,
+            f"{type(instance).__name__}.{attribute.name}",
             f"expected an absolute http(s) URL, got {value!r}",
             'pass a URL such as "http://127.0.0.1:9090"',
         ) from None
@@ -46,11 +46,11 @@ def _check_query(_instance: object, _attribute: object, value: Any) -> None:
     check_template("PrometheusQuery.query", value)
 
 
-def _check_tls(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _check_tls(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None or isinstance(value, ssl.SSLContext):
         return
     raise ConfigError(
-        attribute.name,
+        f"{type(instance).__name__}.{attribute.name}",
         f"expected an ssl.SSLContext or None, got {value!r}",
         "pass None for the system's trusted certificates, or your own SSLContext",
     )
@@ -69,13 +69,17 @@ def _check_basic(_instance: object, _attribute: object, value: Any) -> None:
     )
 
 
-def _check_headers(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _check_headers(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, Mapping) and all(
         isinstance(k, str) and isinstance(v, str)
         for k, v in value.items()  # pyright: ignore[reportUnknownVariableType]
     ):
         return
-    raise ConfigError(attribute.name, "expected a mapping of str to str", "pass {'X-Org': '1'}")
+    raise ConfigError(
+        f"{type(instance).__name__}.{attribute.name}",
+        "expected a mapping of str to str",
+        "pass {'X-Org': '1'}",
+    )
 
 
 def _labels(metric: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 import attrs
 
 from rolling import ConfigError
-from rolling.validate import check_seconds, validator
+from rolling.validate import check_bool, check_seconds, validator
 
 __all__ = [
     "OPERATIONS",
@@ -152,16 +152,14 @@ class Fault:
     detach_raises: bool | int = attrs.field(default=False, validator=validator(_check_raises))
     attach_raises: bool | int = attrs.field(default=False, validator=validator(_check_raises))
     check_raises: bool | int = attrs.field(default=False, validator=validator(_check_raises))
-    never_ready: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    never_ready: bool = attrs.field(default=False, validator=validator(check_bool))
     flapping: float | None = attrs.field(default=None, validator=validator(_check_flapping))
     hang: frozenset[str] = attrs.field(
         default=frozenset[str](),
         converter=_to_operations,
         validator=validator(_check_operations),
     )
-    unhealthy_at_start: bool = attrs.field(
-        default=False, validator=attrs.validators.instance_of(bool)
-    )
+    unhealthy_at_start: bool = attrs.field(default=False, validator=validator(check_bool))
 
     def raise_limit(self, operation: Operation) -> int | None:
         """How many calls of ``operation`` fail: ``None`` for every one, ``0`` for none."""
