@@ -147,6 +147,8 @@ async def test_batches_pause_between_batches() -> None:
     sizes = [len(b.instance_ids) for b in recorder.of_type(rolling.BatchStarted)]
     assert sizes == [1, 5, 4, 4, 4, 4, 1]
     assert len(recorder.of_type(rolling.StepStarted)) == 6
+    # A pause between batches is numbered by the batch before it.
+    assert [e.index for e in recorder.of_type(rolling.StepStarted)] == [0, 1, 2, 3, 4, 5]
     assert result.duration == pytest.approx(6 * 60, abs=1)
 
 
@@ -404,7 +406,10 @@ async def test_steps_advance_pause_and_promote() -> None:
         result = await handle.wait()
     assert result.status is RolloutStatus.SUCCEEDED
     finished = recorder.of_type(rolling.StepFinished)
-    assert [f.promoted for f in finished] == [True, False]
+    assert [f.promoted for f in finished] == [False, True, False, False]
+    # Every step, Advance targets included, by its position in the steps.
+    assert [f.index for f in finished] == [0, 1, 2, 3]
+    assert [s.index for s in recorder.of_type(rolling.StepStarted)] == [0, 1, 2, 3]
     # 2 done at t=1, paused until 100, +2 s for the next 4, +30 s pause, +2 s for the rest.
     assert result.duration == pytest.approx(134, abs=1)
 
@@ -508,6 +513,39 @@ async def test_abort_without_rollback_halts_and_settles() -> None:
     assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
     assert monitor is not None
     monitor.check_result(result, fleet)
+
+
+async def test_abort_without_rollback_stops_a_rollback_not_begun() -> None:
+    # The docs: abort(rollback=False) "also stops a rollback in progress", and one asked
+    # for a moment before (by an abort, here) has not begun: it must never begin.
+    fleet = SimulatedFleet(4, latency=Latency(replace=2))
+    rollout, _, monitor = make(fleet, readiness=Readiness(deadline=1000, min_ready=10))
+    async with rollout.start() as handle:
+        await anyio.sleep(30)
+        handle.abort()
+        handle.abort(rollback=False)
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    assert "aborted without rollback" in result.reason
+    assert not [i for i in result.instances if i.outcome is InstanceOutcome.REVERTED]
+    assert versions(fleet)["v2"] >= 2  # what was updated stays updated
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
+async def test_a_pause_before_the_run_begins_says_paused() -> None:
+    fleet = SimulatedFleet(3)
+    rollout, recorder, _ = make(fleet)
+    async with rollout.start() as handle:
+        handle.pause()  # before the rollout's task has run at all
+        await anyio.sleep(100)
+        assert handle.status().status is RolloutStatus.PAUSED
+        assert versions(fleet) == {"v1": 3}
+        handle.resume()
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    statuses = [e.status for e in recorder.of_type(rolling.StatusChanged)]
+    assert statuses[:2] == [RolloutStatus.PAUSED, RolloutStatus.RUNNING]
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.1, 0.25, 0.4, 0.6, 0.75, 0.9, 0.99])
@@ -624,9 +662,9 @@ async def test_an_exception_in_the_start_block_cancels_and_cleans_up() -> None:
             await anyio.sleep(6)
             raise KeyError("boom")
 
-    with pytest.raises(ExceptionGroup) as caught:
+    # The block's own error comes out as itself, not in an ExceptionGroup.
+    with pytest.raises(KeyError, match="boom"):
         await fail_inside_the_block()
-    assert caught.group_contains(KeyError)
     assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
     assert monitor is not None
     monitor.assert_ok()

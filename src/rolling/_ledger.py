@@ -61,13 +61,19 @@ class Barrier:
 
     Attributes:
         position: Number of units before the barrier.
-        steps: Steps to run once the barrier is reached.
+        steps: Steps to run once the barrier is reached (an ``Advance`` among
+            them is the target reached here).
+        indexes: Each step's position in the rollout's steps.
+        between: The pause between batches (``Batches(pause=...)``) held here
+            first, if any.
         batch: Index of the lockstep batch ending here, if any.
         wave: Index of the wave ending here, if any.
     """
 
     position: int
     steps: tuple[Step, ...] = ()
+    indexes: tuple[int, ...] = ()
+    between: Step | None = None
     batch: int | None = None
     wave: int | None = None
 

@@ -94,6 +94,7 @@ from .events import (
     InstancePhaseChanged,
     Phase,
     ProgressDeadlineExceeded,
+    RollbackStarted,
     RolloutFinished,
     StatusChanged,
 )
@@ -103,6 +104,7 @@ __all__ = ["ANALYZE", "INTERRUPT", "STEP", "WAKE", "Machine", "Program", "Start"
 _new = object.__new__
 # Read once per unit twice: an enum member looked up on its class costs about 1k instructions.
 _IN_PROGRESS = InstanceOutcome.IN_PROGRESS
+_HALT = str(RollbackMode.HALT)
 
 Program = Generator[Any, Any, Any]
 """A machine program: yields effects, receives their results."""
@@ -176,7 +178,7 @@ class Machine:
         self.now = self._started_at = self._progress_at = now
         self._wall_offset = wall - now
         self._rollout_id = f"{self._s.target}@{wall:.3f}"
-        self.set_status(RolloutStatus.RUNNING)
+        self.set_status(RolloutStatus.PAUSED if self._paused else RolloutStatus.RUNNING)
 
     def drain_events(self) -> list[Event]:
         """Events made since the last call, oldest first."""
@@ -294,6 +296,12 @@ class Machine:
     def abort(self, *, rollback: bool) -> None:
         """Stop, and revert what changed unless ``rollback`` is false."""
         self.emit(ControlRequested, action="abort", detail=f"rollback={rollback}")
+        if not rollback and self._stop_mode is RollbackMode.REVERT and not self._rolling_back:
+            # A rollback asked for but not begun (an abort, a failure) never begins.
+            self.stop_reason += "; aborted without rollback"
+            self._stop_mode = RollbackMode.HALT
+            self._stop_status = RolloutStatus.ABORTED
+            return
         if self._rolling_back:
             if not rollback:
                 self.trigger("aborted during rollback", RollbackMode.HALT, RolloutStatus.ABORTED)
@@ -437,15 +445,21 @@ class Machine:
             yield from self._passes.forward(self._desired)
         yield from self._analyses.after_forward()
         yield from self.flags.after_forward(settings.target)
+        yield from self._apply_rollback_policy()
+        self.finish(self._final_status(), self.stop_reason or self.flags.failure)
+        if settings.journaled:
+            yield Record({"t": "end", "status": str(self.status)}, sync=True)
+
+    def _apply_rollback_policy(self) -> Program:
+        """After the forward pass: revert what changed, or announce the halt."""
         if self._stop_mode is RollbackMode.REVERT:
             self._rolling_back = True
             self.set_status(RolloutStatus.ROLLING_BACK)
             if self._s.journaled:
                 yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
             yield from self._passes.revert(self._desired)
-        self.finish(self._final_status(), self.stop_reason or self.flags.failure)
-        if settings.journaled:
-            yield Record({"t": "end", "status": str(self.status)}, sync=True)
+        elif self._stop_mode is RollbackMode.HALT:
+            self.emit(RollbackStarted, reason=self.stop_reason, mode=_HALT, instance_ids=())
 
     def mark_changed(self, slot: Slot) -> None:
         """``slot`` changed now: the rollback takes the newest first."""

@@ -14,6 +14,11 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    the forward pass; in the rollback, what is left is reported REVERT_FAILED.
 5. The rollback goes newest first, but what is out of traffic goes before all
    of it: it costs no availability, and a full window could never reach it.
+6. Every step of the forward pass has a ``StepStarted`` and a ``StepFinished``
+   with its position in the steps: an ``Advance`` starts when the pass sets
+   out for its target (at the start, or when the step before it ends) and
+   finishes when the target is reached; a pause between batches has the
+   number of the batch before it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot, needs_revert
+from ._steps import Advance
 from ._strategy import ResolvedWindow
 from ._unit import UnitPrograms
 from .events import (
@@ -41,6 +47,8 @@ from .events import (
     Phase,
     RollbackStarted,
     RolloutStarted,
+    StepFinished,
+    StepStarted,
     WaveStarted,
 )
 
@@ -139,6 +147,7 @@ class Passes:
             self._batch_size[len(self._batch_size)] = end - first
         started = yield from self.begin(plan.units, plan.skipped, settings.window(desired))
         if started:
+            self._advance_begins(0)
             yield from self._run_forward(plan, desired)
 
     def begin(
@@ -323,8 +332,21 @@ class Passes:
                 except Failed as exc:
                     machine.policy_trigger(exc.reason)
                     return
-        for index, step in enumerate(barrier.steps):
+        if barrier.between is not None and barrier.batch is not None and not machine.stopping:
+            yield from self._holds.run(barrier.batch, barrier.between)
+            yield from self._holds.record_full_promote()
+        for index, step in zip(barrier.indexes, barrier.steps, strict=True):
             if machine.stopping:
                 return
-            yield from self._holds.run(index, step)
-            yield from self._holds.record_full_promote()
+            if isinstance(step, Advance):
+                machine.emit(StepFinished, index=index, step=step, promoted=False)
+            else:
+                yield from self._holds.run(index, step)
+                yield from self._holds.record_full_promote()
+            self._advance_begins(index + 1)
+
+    def _advance_begins(self, index: int) -> None:
+        """Rule 6: the pass sets out for the ``Advance`` at ``index``, if that is one."""
+        steps = self._s.steps
+        if index < len(steps) and isinstance(steps[index], Advance) and not self._m.stopping:
+            self._m.emit(StepStarted, index=index, step=steps[index])

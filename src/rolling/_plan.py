@@ -135,7 +135,9 @@ def plan_forward(
     barriers = [
         Barrier(
             position=p,
-            steps=tuple(steps_at.get(p, ())),
+            steps=tuple(step for _, step in steps_at.get(p, ())),
+            indexes=tuple(index for index, _ in steps_at.get(p, ())),
+            between=_between(settings, ends.get(p, {}), p, position) if steps else None,
             batch=ends.get(p, {}).get("batch"),
             wave=ends.get(p, {}).get("wave"),
         )
@@ -151,25 +153,31 @@ def plan_forward(
 
 def _place_steps(
     settings: Settings, ends: dict[int, dict[str, int]], total: int, skipped: int, desired: int
-) -> dict[int, list[Step]]:
-    """Find the unit position each step (and each between-batches pause) waits at."""
+) -> dict[int, list[tuple[int, Step]]]:
+    """Find the unit position each step (and each between-batches pause) waits at.
+
+    Each comes with its position in the steps, for events. An ``Advance`` is placed
+    where its target is reached (it holds what comes after it even with no step of its
+    own). The pauses between batches are :func:`_between`'s.
+    """
     strategy = settings.strategy
-    steps_at: dict[int, list[Step]] = {}
-    if isinstance(strategy, Batches) and strategy.pause is not None:
-        for end, info in ends.items():
-            if "batch" in info and end < total:
-                steps_at.setdefault(end, []).append(strategy.pause)
+    steps_at: dict[int, list[tuple[int, Step]]] = {}
     at = 0
-    for step in settings.steps:
+    for index, step in enumerate(settings.steps):
         if isinstance(step, Advance):
             at = min(total, max(0, advance_target(step.to, desired) - skipped))
             if isinstance(strategy, Batches):
                 at = min((end for end in ends if end >= at), default=total)
-            # An Advance holds what comes after it even with no step of its own.
-            steps_at.setdefault(at, [])
-        else:
-            steps_at.setdefault(at, []).append(step)
+        steps_at.setdefault(at, []).append((index, step))
     return steps_at
+
+
+def _between(settings: Settings, end: dict[str, int], position: int, total: int) -> Step | None:
+    """The pause between batches at ``position``: after each batch but the last."""
+    strategy = settings.strategy
+    if isinstance(strategy, Batches) and "batch" in end and position < total:
+        return strategy.pause
+    return None
 
 
 def plan_rollback(settings: Settings, changed: list[Slot], desired: int) -> Plan:

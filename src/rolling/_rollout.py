@@ -312,12 +312,19 @@ class Rollout(Generic[InstanceT]):
 
         Leaving the ``async with`` block waits for the rollout to end; an
         exception in the block cancels it (with the same clean-up as
-        cancelling :meth:`run`).
+        cancelling :meth:`run`) and comes out as itself, never in an
+        ``ExceptionGroup``, as :meth:`run`'s errors do.
         """
         handle = RolloutHandle(self._runner())
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(handle._run)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - the handle and the rollout are one unit
-            yield handle
+        error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(handle._run)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - the handle and the rollout are one unit
+                yield handle
+        except BaseExceptionGroup as group:  # the block's own error, wrapped by the task group
+            error = _sole_error(group)
+        if error is not None:
+            raise error
         handle._raise()  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - as above
 
 

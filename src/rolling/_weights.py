@@ -11,6 +11,8 @@ At 0 % and 100 % one side is at 0 and the other at ``FULL_WEIGHT``.
 
 from __future__ import annotations
 
+import math
+
 from .typing import FULL_WEIGHT, MAX_WEIGHT
 
 __all__ = ["canary_weights", "share"]
@@ -41,12 +43,16 @@ def canary_weights(
     best_key = (float("inf"), 0)
     ratio = percent * stables / ((100 - percent) * canaries)
     for stable_weight in range(1, MAX_WEIGHT + 1):
-        wanted = round(ratio * stable_weight)
-        canary_weight = min(max(wanted, 1), MAX_WEIGHT)
-        error = abs(share(canaries, canary_weight, stables, stable_weight) - percent)
-        key = (round(error, 9), abs(stable_weight - FULL_WEIGHT))
-        if key < best_key:
-            best, best_key = (canary_weight, stable_weight), key
-        if wanted >= MAX_WEIGHT:
+        exact = ratio * stable_weight
+        low = math.floor(exact)
+        # The share is not linear in the canary weight: the nearer of the two whole
+        # weights around the exact one is not always the nearer share.
+        for wanted in (low, low + 1):
+            canary_weight = min(max(wanted, 1), MAX_WEIGHT)
+            error = abs(share(canaries, canary_weight, stables, stable_weight) - percent)
+            key = (round(error, 9), abs(stable_weight - FULL_WEIGHT))
+            if key < best_key:
+                best, best_key = (canary_weight, stable_weight), key
+        if low >= MAX_WEIGHT:
             break  # a heavier stable side only moves further from the share
     return best

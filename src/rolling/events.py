@@ -197,10 +197,19 @@ class BatchFinished(Event):
 
 @attrs.frozen(kw_only=True)
 class StepStarted(Event):
-    """A step (pause, gate or advance target) began.
+    """A step began.
+
+    Every step in ``Rollout(steps=...)`` that the rollout reaches has one
+    ``StepStarted`` and, unless the rollout stops first, one
+    :class:`StepFinished`, in order. An :class:`~rolling.Advance` starts when
+    the rollout sets out for its target and finishes when the target is
+    reached; a pause, gate, analysis or flag step holds in between.
 
     Attributes:
-        index: Position in the rollout's steps (or batch boundary number).
+        index: Position in the rollout's steps; for the pause between batches
+            (``Batches(pause=...)``), the number of the batch before it (from
+            0); for a blue-green's holds, 0 (pre-promotion analysis), 1 (the
+            wait for a promote) and 2 (post-promotion analysis).
         step: The step.
     """
 
