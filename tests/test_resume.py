@@ -193,7 +193,4 @@ async def test_a_full_promote_holds_across_a_resume() -> None:
         result = await rollout(observers=[recorder]).run()
     assert result.status is rolling.RolloutStatus.SUCCEEDED
     assert fleet.version_counts() == {"v2": 4}
-    # Every pause was skipped; the Advance targets were reached, not promoted.
-    finished = recorder.of_type(rolling.StepFinished)
-    assert all(e.promoted for e in finished if not isinstance(e.step, rolling.Advance))
-    assert any(isinstance(e.step, rolling.Advance) for e in finished)
+    assert all(e.promoted for e in recorder.of_type(rolling.StepFinished))

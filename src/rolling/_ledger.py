@@ -61,8 +61,7 @@ class Barrier:
 
     Attributes:
         position: Number of units before the barrier.
-        steps: Steps to run once the barrier is reached (an ``Advance`` among
-            them is the target reached here).
+        steps: Steps to run once the barrier is reached.
         indexes: Each step's position in the rollout's steps.
         between: The pause between batches (``Batches(pause=...)``) held here
             first, if any.

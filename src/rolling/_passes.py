@@ -10,15 +10,16 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    unit that ends hands the next units to its own task.
 3. A lockstep batch opens with its first unit, after its ``before_batch``
    hook; its barrier runs ``after_batch``. A hook that raises is a trigger.
+   A batch that started has a ``BatchFinished`` once its units settle, also
+   when a trigger stopped the pass before its barrier.
 4. A ledger that can start nothing while nothing runs is *stuck*: a trigger in
    the forward pass; in the rollback, what is left is reported REVERT_FAILED.
 5. The rollback goes newest first, but what is out of traffic goes before all
    of it: it costs no availability, and a full window could never reach it.
-6. Every step of the forward pass has a ``StepStarted`` and a ``StepFinished``
-   with its position in the steps: an ``Advance`` starts when the pass sets
-   out for its target (at the start, or when the step before it ends) and
-   finishes when the target is reached; a pause between batches has the
-   number of the batch before it.
+6. A step held at a barrier is announced with its position in the rollout's
+   steps; a pause between batches with the number of the batch before it.
+   An ``Advance`` is a target the pass reaches, not a step that runs: it has
+   no events of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot, needs_revert
-from ._steps import Advance
 from ._strategy import ResolvedWindow
 from ._unit import UnitPrograms
 from .events import (
@@ -47,8 +47,6 @@ from .events import (
     Phase,
     RollbackStarted,
     RolloutStarted,
-    StepFinished,
-    StepStarted,
     WaveStarted,
 )
 
@@ -96,6 +94,7 @@ class Passes:
         self._pass: Pass | None = None
         self._batch_failed: collections.Counter[int] = collections.Counter()
         self._batch_size: dict[int, int] = {}
+        self._batch_open: int | None = None
 
     def pause(self, *, paused: bool) -> None:
         """Hold (or release) the running pass's starts."""
@@ -147,7 +146,6 @@ class Passes:
             self._batch_size[len(self._batch_size)] = end - first
         started = yield from self.begin(plan.units, plan.skipped, settings.window(desired))
         if started:
-            self._advance_begins(0)
             yield from self._run_forward(plan, desired)
 
     def begin(
@@ -192,6 +190,9 @@ class Passes:
             # A trigger (abort, a failed hook) came before there was a ledger.
             ledger.stop()
         yield from self._drive(Pass(plan, ledger, settings.target, rolling_back=False))
+        if self._batch_open is not None:
+            # Stopped before its barrier: the batch still ended, once its units settled.
+            self._batch_finished(self._batch_open)
 
     def revert(self, desired: int, *, announce: bool = True) -> Program:
         """The rollback pass: every changed instance back, newest first."""
@@ -312,6 +313,7 @@ class Passes:
         first, end = run.plan.groups.batches[index]
         members = run.plan.units[first:end]
         self._m.emit(BatchStarted, index=index, instance_ids=tuple(s.key for s in members))
+        self._batch_open = index
         if "before_batch" in self._s.hooks:
             try:
                 yield from self._units.hook("before_batch", index, [s.live for s in members])
@@ -322,9 +324,7 @@ class Passes:
         machine = self._m
         if barrier.batch is not None:
             first, end = run.plan.groups.batches[barrier.batch]
-            machine.emit(
-                BatchFinished, index=barrier.batch, failed=self._batch_failed[barrier.batch]
-            )
+            self._batch_finished(barrier.batch)
             if "after_batch" in self._s.hooks:
                 lives = [s.live for s in run.plan.units[first:end]]
                 try:
@@ -338,15 +338,9 @@ class Passes:
         for index, step in zip(barrier.indexes, barrier.steps, strict=True):
             if machine.stopping:
                 return
-            if isinstance(step, Advance):
-                machine.emit(StepFinished, index=index, step=step, promoted=False)
-            else:
-                yield from self._holds.run(index, step)
-                yield from self._holds.record_full_promote()
-            self._advance_begins(index + 1)
+            yield from self._holds.run(index, step)
+            yield from self._holds.record_full_promote()
 
-    def _advance_begins(self, index: int) -> None:
-        """Rule 6: the pass sets out for the ``Advance`` at ``index``, if that is one."""
-        steps = self._s.steps
-        if index < len(steps) and isinstance(steps[index], Advance) and not self._m.stopping:
-            self._m.emit(StepStarted, index=index, step=steps[index])
+    def _batch_finished(self, index: int) -> None:
+        self._batch_open = None
+        self._m.emit(BatchFinished, index=index, failed=self._batch_failed[index])

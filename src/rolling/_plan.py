@@ -156,9 +156,9 @@ def _place_steps(
 ) -> dict[int, list[tuple[int, Step]]]:
     """Find the unit position each step (and each between-batches pause) waits at.
 
-    Each comes with its position in the steps, for events. An ``Advance`` is placed
-    where its target is reached (it holds what comes after it even with no step of its
-    own). The pauses between batches are :func:`_between`'s.
+    Each comes with its position in the steps, for events. An ``Advance`` holds what
+    comes after it where its target is reached, even with no step of its own. The pauses
+    between batches are :func:`_between`'s.
     """
     strategy = settings.strategy
     steps_at: dict[int, list[tuple[int, Step]]] = {}
@@ -168,7 +168,9 @@ def _place_steps(
             at = min(total, max(0, advance_target(step.to, desired) - skipped))
             if isinstance(strategy, Batches):
                 at = min((end for end in ends if end >= at), default=total)
-        steps_at.setdefault(at, []).append((index, step))
+            steps_at.setdefault(at, [])
+        else:
+            steps_at.setdefault(at, []).append((index, step))
     return steps_at
 
 

@@ -74,6 +74,10 @@ class UnitPrograms:
         mode = reserved.mode
         goal = slot.old_version if run.version is None else run.version
         rolling_back = run.rolling_back
+        # A failed instance the rollback puts back stays FAILED: it was never updated.
+        failed_before = (
+            slot.reason if rolling_back and slot.outcome is InstanceOutcome.FAILED else None
+        )
         machine.unit_began(slot)
         counted_before = slot.serving_at_start
         taken = counted_before and mode is not _SURGE
@@ -98,7 +102,7 @@ class UnitPrograms:
                     ok, reason = yield from self._attempts(
                         slot, mode, goal, rolling_back=rolling_back
                     )
-                if ok:
+                if ok and failed_before is None:
                     slot.set_outcome(_OUTCOME_REVERTED if rolling_back else _OUTCOME_UPDATED)
                     if not slot.strays:
                         slot.reason = ""
@@ -108,10 +112,7 @@ class UnitPrograms:
                         machine.phase(slot, phase, live.version)
                     machine.record_success()
                 elif rolling_back:
-                    slot.set_outcome(InstanceOutcome.REVERT_FAILED)
-                    slot.reason = reason
-                    machine.phase(slot, Phase.REVERT_FAILED, goal, reason)
-                    yield from self._settle(slot, attach_if_healthy=True)
+                    yield from self._not_reverted(slot, goal, reason, failed_before, restored=ok)
                 else:
                     yield from self._fail(slot, mode, reason)
             except Interrupted:
@@ -192,6 +193,29 @@ class UnitPrograms:
         machine.phase(
             slot, Phase.FAILED, slot.old_version if live is None else live.version, slot.reason
         )
+
+    def _not_reverted(
+        self, slot: Slot, version: str, reason: str, failure: str | None, *, restored: bool
+    ) -> Program:
+        """A rollback unit that did not end REVERTED: its revert failed, or it had failed.
+
+        ``failure`` is the reason an instance failed before the rollback put it back (or
+        tried to): it stays FAILED, since it was never updated.
+        """
+        if not restored:
+            slot.reason = reason
+            yield from self._settle(slot, attach_if_healthy=True)
+        if failure is None:
+            slot.set_outcome(InstanceOutcome.REVERT_FAILED)
+            # The final phase comes last, after the put-back's own phases.
+            self._m.phase(slot, Phase.REVERT_FAILED, version, slot.reason)
+            return
+        if restored:
+            slot.reason = f"{failure}; restored to {version} by the rollback"
+        else:
+            slot.reason = f"{failure}; restoring {version} in the rollback failed: {slot.reason}"
+        slot.set_outcome(InstanceOutcome.FAILED)
+        self._m.phase(slot, Phase.FAILED, version, slot.reason)
 
     def _restore(self, slot: Slot, restore_mode: Mode, reason: str) -> Program:
         machine = self._m

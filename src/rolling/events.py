@@ -197,13 +197,13 @@ class BatchFinished(Event):
 
 @attrs.frozen(kw_only=True)
 class StepStarted(Event):
-    """A step began.
+    """A step began: a pause, gate, analysis or flag step, or a canary's traffic step.
 
-    Every step in ``Rollout(steps=...)`` that the rollout reaches has one
-    ``StepStarted`` and, unless the rollout stops first, one
-    :class:`StepFinished`, in order. An :class:`~rolling.Advance` starts when
-    the rollout sets out for its target and finishes when the target is
-    reached; a pause, gate, analysis or flag step holds in between.
+    Each such step the rollout reaches has one ``StepStarted`` and, unless
+    the rollout stops first, one :class:`StepFinished`, in order. An
+    :class:`~rolling.Advance` is a target the rollout reaches, not a step that
+    runs: it has no events of its own (the steps after it wait until it is
+    reached).
 
     Attributes:
         index: Position in the rollout's steps; for the pause between batches
