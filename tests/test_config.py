@@ -50,6 +50,10 @@ async def _ready(_instance: object) -> bool:
     return True
 
 
+def _rollout_of_two(**options: Any) -> rolling.Rollout[Any]:
+    return rolling.Rollout(SimulatedFleet(2), "v2", **options)
+
+
 def _zone(instance: Inst) -> str:
     return instance.zone
 
@@ -309,6 +313,8 @@ INVALID = [
     bad("order-by-not-callable", "Order.by.key", rolling.Order.by, "nope"),
     bad("order-shuffled-str-seed", "Order.shuffled.seed", rolling.Order.shuffled, "seed"),
     bad("order-shuffled-bool-seed", "Order.shuffled.seed", rolling.Order.shuffled, True),
+    bad("rollout-seed-list", "Rollout.seed", _rollout_of_two, seed=[1]),
+    bad("rollout-seed-float", "Rollout.seed", _rollout_of_two, seed=1.5),
     # Bools: a string such as "no" is truthy, so it is refused rather than taken as True
     bad(
         "bluegreen-auto-promote-str",

@@ -204,7 +204,7 @@ class Rollout(Generic[InstanceT]):
         self.hooks = hooks
         self.effect_timeout = float(effect_timeout)
         self.cleanup_timeout = float(cleanup_timeout)
-        self.seed = seed
+        self.seed = _seed(seed)
         self.journal = _typed(
             "Rollout.journal", journal, Journal, None, "pass rolling.FileJournal(path) or None"
         )
@@ -348,6 +348,13 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         return one_error(errors)
     # A cancellation or an interrupt among several: it must propagate as it is.
     return group
+
+
+def _seed(value: object) -> int | None:
+    """A seed for the back-off jitter: an int or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError("Rollout.seed", f"expected an int or None, got {value!r}", "pass 42")
+    return value
 
 
 def _is_nonempty_str(value: object) -> bool:
