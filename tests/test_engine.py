@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import anyio
@@ -387,6 +388,41 @@ async def test_effect_timeout_fails_a_hanging_driver_call() -> None:
     assert "did not return within 30.0s" in item.reason
     assert monitor is not None
     monitor.check_result(result, fleet)
+
+
+async def test_effect_timeout_bounds_list_instances_too() -> None:
+    fleet = SimulatedFleet(3)
+
+    class Listing:
+        def __init__(self, wait: float, error: Exception | None = None) -> None:
+            self.wait, self.error = wait, error
+
+        async def list_instances(self) -> Any:
+            await anyio.sleep(self.wait)
+            if self.error is not None:
+                raise self.error
+            return await fleet.list_instances()
+
+        async def replace(self, instance: Any, version: str) -> Any:
+            return await fleet.replace(instance, version)
+
+    # Hanging: run() used to wait for ever; now it raises once effect_timeout has passed.
+    began = anyio.current_time()
+    recorder = EventRecorder()
+    rollout = Rollout(Listing(math.inf), "v2", effect_timeout=30, observers=[recorder])
+    with (
+        anyio.fail_after(1000),  # the test's own guard
+        pytest.raises(TimeoutError, match=r"driver\.list_instances did not return within 30\.0s"),
+    ):
+        await rollout.run()
+    assert anyio.current_time() - began == pytest.approx(30)
+    assert not [c for c in fleet.calls if c.op in MUTATING]
+    assert recorder.of_type(rolling.RolloutFinished)[-1].result.status is RolloutStatus.HALTED
+    # The driver's own time-out is its own error; a slow answer within the bound is an answer.
+    with pytest.raises(TimeoutError, match=r"^the platform$"):
+        await Rollout(Listing(1, TimeoutError("the platform")), "v2", effect_timeout=30).run()
+    result = await Rollout(Listing(29), "v2", effect_timeout=30).run()
+    assert result.status is RolloutStatus.SUCCEEDED
 
 
 async def test_steps_advance_pause_and_promote() -> None:

@@ -52,6 +52,53 @@ async def test_a_torn_last_line_is_ignored_and_a_corrupt_one_is_an_error(tmp_pat
         await FileJournal(path).load()
 
 
+async def test_the_next_append_after_a_torn_last_line_starts_on_a_line_of_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.jsonl"
+    # A torn record (the process died mid-write) is cut off before the next write.
+    path.write_text('{"t": "begin"}\n{"t": "fx", "k"')
+    journal = FileJournal(path)
+    assert [r["t"] for r in await journal.load()] == ["begin"]
+    await journal.append({"t": "end"}, sync=True)
+    await journal.close()
+    assert path.read_text() == '{"t": "begin"}\n{"t":"end"}\n'
+    # A whole record short of only its newline is kept (load reads it), and ended.
+    path.write_text('{"t": "begin"}\n{"t": "fx"}')
+    journal = FileJournal(path)
+    assert [r["t"] for r in await journal.load()] == ["begin", "fx"]
+    await journal.append({"t": "end"}, sync=True)
+    await journal.close()
+    assert [r["t"] for r in await FileJournal(path).load()] == ["begin", "fx", "end"]
+    # A torn tail longer than one read block, and a file that is nothing but a torn line.
+    path.write_text('{"t": "begin"}\n{"t": "fx", "k": "' + "x" * 100_000)
+    journal = FileJournal(path)
+    await journal.append({"t": "end"}, sync=True)
+    await journal.close()
+    assert path.read_text() == '{"t": "begin"}\n{"t":"end"}\n'
+    path.write_text('{"t": "be')
+    journal = FileJournal(path)
+    await journal.append({"t": "begin"}, sync=True)
+    await journal.close()
+    assert path.read_text() == '{"t":"begin"}\n'
+
+
+async def test_a_rollout_resumed_past_a_torn_line_can_be_resumed_again(tmp_path: Path) -> None:
+    # The resume appended right after the fragment: the next run found a damaged line.
+    path = tmp_path / "j"
+    fleet = SimulatedFleet(4, latency=Latency(replace=0.2))
+    for cut in (0.3, 0.3):
+        with anyio.move_on_after(cut):
+            await rollout_for(fleet, FileJournal(path)).run()
+        with path.open("a") as file:
+            file.write('{"t":"fx","k":"i-002","op":"det')  # died mid-write
+    result = await rollout_for(fleet, FileJournal(path)).run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert {i.version for i in await fleet.list_instances()} == {"v2"}
+    again = await rollout_for(fleet, FileJournal(path)).run()
+    assert again.counts == {InstanceOutcome.SKIPPED: 4}
+
+
 async def test_a_second_controller_is_refused_and_told_who_holds_the_lock(tmp_path: Path) -> None:
     first = FileLock(tmp_path / "fleet.lock")
     await first.acquire()

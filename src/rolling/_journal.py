@@ -25,6 +25,7 @@ __all__ = ["FileJournal", "JournalError"]
 
 _FORMAT = 1
 _BATCH = 512
+_TAIL_BLOCK = 64 * 1024
 
 
 class JournalError(RollingError, ValueError):
@@ -37,8 +38,9 @@ class JournalError(RollingError, ValueError):
 class FileJournal:
     """A journal in a local file: JSON lines, mode 0600, fsync'd in groups.
 
-    A torn last line (the process died mid-write) is ignored on load; any other
-    line that is not a JSON object is an error naming the line.
+    A torn last line (the process died mid-write) is ignored on load, and cut off
+    (durably) before the first append after it, so the next record starts a line of
+    its own; any other line that is not a JSON object is an error naming the line.
 
     Args:
         path: The journal file; created if missing.
@@ -107,11 +109,15 @@ class FileJournal:
             self.syncs += 1
 
     def _write(self, lines: list[str]) -> None:
+        start = b""
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            start = _mend_tail(self._fd)
         if lines:
-            os.write(self._fd, ("\n".join(lines) + "\n").encode())
+            os.write(self._fd, start + ("\n".join(lines) + "\n").encode())
+        elif start:
+            os.write(self._fd, start)
         os.fsync(self._fd)
 
     async def close(self) -> None:
@@ -120,6 +126,39 @@ class FileJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _mend_tail(fd: int) -> bytes:
+    """Make a file that does not end with a newline safe to append lines to.
+
+    A process that died mid-write leaves a last line with no newline. If it is not
+    JSON, :meth:`FileJournal.load` ignores it (a torn record), so it is cut off here
+    and the cut made durable before anything is appended after it; otherwise the
+    next record would join it on one line, which the next load finds damaged. A
+    last line that is JSON (a whole record short of only its newline) is kept: the
+    answer is the newline to write before the next record.
+    """
+    end = os.fstat(fd).st_size
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return b""
+    tail = b""
+    start = end
+    while start > 0:
+        size = min(_TAIL_BLOCK, start)
+        start -= size
+        tail = os.pread(fd, size, start) + tail
+        newline = tail.rfind(b"\n")
+        if newline >= 0:
+            start += newline + 1
+            tail = tail[newline + 1 :]
+            break
+    try:
+        json.loads(tail)
+    except ValueError:  # not JSON, or not UTF-8 (JSONDecodeError and UnicodeDecodeError)
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+        return b""
+    return b"\n"
 
 
 def begin_record(target: str, fleet: Sequence[tuple[str, str]]) -> JournalRecord:

@@ -13,9 +13,9 @@ exist, and they are treated differently:
   things back (the machine's settle step), before the cancellation goes on.
 
 An error the run cannot go on after (an observer that raises, a driver's
-``list_instances`` that fails, a bug) halts the machine: nothing new starts,
-units in flight settle, and ``run()`` raises that error itself, never an
-exception group. A lock that can be lost (it has ``hold()``, see
+``list_instances`` that fails or outlasts ``effect_timeout``, a bug) halts the
+machine: nothing new starts, units in flight settle, and ``run()`` raises that
+error itself, never an exception group. A lock that can be lost (it has ``hold()``, see
 :class:`rolling.typing.Lock`) is held by a task of its own beside the run; a
 loss is such an error.
 
@@ -445,7 +445,7 @@ class Runner:
         if isinstance(effect, Survey):
             return await self._survey(effect.instances)
         if isinstance(effect, ListInstances):
-            return await self._rollout.driver.list_instances()
+            return await self._list_instances()
         if isinstance(effect, LoadJournal):
             journal = self._journal
             assert journal is not None  # noqa: S101 - asked only with a journal
@@ -520,6 +520,20 @@ class Runner:
             raise Failed(msg)
         msg = f"{effect.what} did not return within {timeout}s"
         raise Failed(msg)
+
+    async def _list_instances(self) -> Any:
+        """Ask the driver for its fleet, bounded by ``effect_timeout``.
+
+        Not shielded, unlike the other calls: it changes nothing, and a run cancelled
+        before it returns never knew the fleet. Past the bound, run() raises TimeoutError
+        (the driver's own errors, its own TimeoutError too, come out as themselves).
+        """
+        timeout = self._effect_timeout
+        with self._scope(deadline=self._clock() + timeout):
+            return await self._rollout.driver.list_instances()
+        # Only its own deadline ends the scope without a return: a cancellation goes on.
+        msg = f"driver.list_instances did not return within {timeout}s (effect_timeout)"
+        raise TimeoutError(msg)
 
     async def _wait(self, awaitable: Any, interruptible: bool) -> Any:  # noqa: FBT001 - internal
         """Await a wait; a trigger interrupts it when ``interruptible`` (cancellation always)."""
