@@ -238,6 +238,21 @@ async def test_a_rejected_prepare_stops_before_any_change() -> None:
     assert fleet.calls == []
 
 
+async def test_a_prepare_that_hangs_is_cut_at_the_metric_s_timeout() -> None:
+    class Hanging(ErrorRate):
+        async def prepare(self, _context: MeasureContext) -> None:
+            await anyio.sleep_forever()
+
+    fleet = fleet_of()
+    metric = error_metric(Hanging(), timeout=7)
+    rollout, _ = make(fleet, analysis=Analysis(metrics=[metric]))
+    began = anyio.current_time()
+    with pytest.raises(TimeoutError, match=r"'errors'.*prepare\(\) did not return within 7s"):
+        await rollout.run()
+    assert anyio.current_time() - began == pytest.approx(7)
+    assert fleet.calls == []
+
+
 async def test_rollout_analysis_must_be_an_analysis() -> None:
     with pytest.raises(ConfigError, match=r"Rollout\.analysis"):
         make(fleet_of(), analysis="error rate")

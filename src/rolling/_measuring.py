@@ -71,8 +71,14 @@ class Measurer:
                 seen.add(id(provider))
                 result = prepare(context)
                 if inspect.isawaitable(result):
-                    with anyio.fail_after(metric.timeout):
+                    with anyio.move_on_after(metric.timeout) as scope:
                         await result
+                    if scope.cancelled_caught:
+                        msg = (
+                            f"metric {metric.name!r}: its provider's prepare() did not return"
+                            f" within {metric.timeout:g}s (Metric.timeout)"
+                        )
+                        raise TimeoutError(msg)
 
     async def run(self, judge: AnalysisJudge) -> None:
         """Measure until the machine wants no more (or the caller cancels)."""
