@@ -194,3 +194,223 @@ async def test_a_full_promote_holds_across_a_resume() -> None:
     assert result.status is rolling.RolloutStatus.SUCCEEDED
     assert fleet.version_counts() == {"v2": 4}
     assert all(e.promoted for e in recorder.of_type(rolling.StepFinished))
+
+
+class ReplaceOnly:
+    """A driver over a simulated fleet with only ``replace``: nothing can be launched."""
+
+    def __init__(self, fleet: SimulatedFleet) -> None:
+        self.fleet = fleet
+
+    async def list_instances(self) -> Any:
+        return await self.fleet.list_instances()
+
+    async def replace(self, instance: Any, version: str) -> Any:
+        return await self.fleet.replace(instance, version)
+
+
+@pytest.mark.parametrize("cut", ["old_detach", "new_detach"])
+async def test_a_leftover_surge_instance_in_traffic_is_detached_before_it_is_terminated(
+    cut: str,
+) -> None:
+    """A launched instance that was attached but never swapped in may be in traffic.
+
+    ``old_detach``: the controller died as it took the old instance out, the new one
+    attached. ``new_detach``: a cancelled run's detach of the new one was cut off.
+    """
+    fleet = SimulatedFleet(ids=["a", "b"])
+    new = await fleet.launch("v2")
+    await fleet.attach(new)
+    journal = MemoryJournal()
+    fx: dict[str, Any] = {"t": "fx", "k": "a", "v": "v2"}
+    records: list[dict[str, Any]] = [
+        {"t": "begin", "format": 1, "target": "v2", "fleet": [["a", "v1"], ["b", "v1"]]},
+        {**fx, "op": "launch", "s": "start", "i": None},
+        {**fx, "op": "launch", "s": "done", "i": None, "n": [new.id, "v2"]},
+        {**fx, "op": "attach", "s": "start", "i": new.id},
+        {**fx, "op": "attach", "s": "done", "i": new.id},
+        {**fx, "op": "detach", "s": "start", "i": "a" if cut == "old_detach" else new.id},
+    ]
+    for record in records:
+        await journal.append(record, sync=True)
+    terminated_in_traffic: list[str] = []
+
+    def watch(change: rolling.testing.FleetChange) -> None:
+        begins = change.op == "terminate" and change.phase == "begin"
+        if begins and fleet.is_attached(change.instance_id):
+            terminated_in_traffic.append(change.instance_id)
+
+    fleet.add_listener(watch)
+    strategy = RollingUpdate(max_surge=1, max_unavailable=0)
+    result = await rollout_for(fleet, journal, strategy=strategy).run()
+    assert result.status is RolloutStatus.SUCCEEDED, result.reason
+    assert terminated_in_traffic == []
+    ops = [(c.op, c.instance_id) for c in fleet.calls]
+    assert ops.index(("detach", new.id)) < ops.index(("terminate", new.id))
+    assert fleet.version_counts() == {"v2": 2}
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+
+
+def test_recovery_tells_which_leftover_launch_may_be_in_traffic() -> None:
+    begin = {"t": "begin", "target": "v2", "fleet": [["a", "v1"], ["b", "v1"], ["c", "v1"]]}
+    records: list[dict[str, Any]] = [begin]
+    for key, new, last in [("a", "n1", "attach"), ("b", "n2", "detach"), ("c", "n3", "")]:
+        fx: dict[str, Any] = {"t": "fx", "k": key, "v": "v2"}
+        records += [
+            {**fx, "op": "launch", "s": "start", "i": None},
+            {**fx, "op": "launch", "s": "done", "i": None, "n": [new, "v2"]},
+        ]
+        if last:
+            records += [
+                {**fx, "op": "attach", "s": "start", "i": new},
+                {**fx, "op": "attach", "s": "done", "i": new},
+                {**fx, "op": "detach", "s": "start", "i": new},
+            ]
+        if last == "detach":
+            records.append({**fx, "op": "detach", "s": "done", "i": new})
+    recovered = recover(records, target="v2")
+    assert recovered is not None
+
+    class Inst:
+        def __init__(self, id: str, version: str) -> None:  # noqa: A002 - the protocol's name
+            self.id, self.version = id, version
+
+    fleet = [Inst(i, "v1") for i in "abc"] + [Inst(i, "v2") for i in ("n1", "n2", "n3")]
+    matched = reconcile(recovered, fleet)
+    assert sorted(i.id for i in matched.doomed) == ["n1", "n2", "n3"]
+    # n1's detach never finished: it may be in traffic. n2 was detached; n3 never attached.
+    assert matched.in_traffic == {"n1"}
+
+
+STEPS: list[rolling.Step] = [
+    rolling.Advance(1), rolling.Pause(), rolling.Advance(3), rolling.Pause()
+]  # fmt: skip
+
+
+async def _pauses(handle: rolling.RolloutHandle[Any], fleet: SimulatedFleet) -> list[int]:
+    """Promote each pause of ``handle``'s run; how many instances ran v2 at each."""
+    seen: list[int] = []
+    live = {RolloutStatus.PENDING, RolloutStatus.RUNNING, RolloutStatus.PAUSED}
+    while handle.status().status in live:
+        if handle.status().status is RolloutStatus.PAUSED:
+            seen.append(fleet.version_counts().get("v2", 0))
+            handle.promote()
+        await anyio.sleep(1)
+    return seen
+
+
+@pytest.mark.parametrize("promoted", [False, True], ids=["at_pause", "past_pause"])
+async def test_a_resumed_rollout_counts_what_is_on_the_target_for_its_advances(
+    promoted: bool,
+) -> None:
+    """Instances updated before the cut count toward each Advance of the resumed run.
+
+    Cut at the first Pause (1 on v2), the resumed run holds there again, then with 3 on v2.
+    Cut after that Pause was promoted, it holds only at the second one: a hold the dead
+    controller got past is not held again, as with a canary's steps.
+    """
+    fleet = SimulatedFleet(4, latency=Latency(replace=10))
+    journal = MemoryJournal()
+
+    def rollout() -> rolling.Rollout[Any]:
+        strategy = RollingUpdate(max_unavailable=1)
+        return rollout_for(fleet, journal, strategy=strategy, steps=STEPS)
+
+    scope = anyio.CancelScope()
+
+    def cut(change: rolling.testing.FleetChange) -> None:
+        # As the second instance's replace ends, before a third one starts.
+        if change.op == "replace" and change.phase == "end":
+            scope.cancel()
+
+    with scope:
+        async with rollout().start() as handle:
+            while handle.status().status is not RolloutStatus.PAUSED:  # noqa: ASYNC110 - a status has no event to wait on
+                await anyio.sleep(1)
+            assert fleet.version_counts() == {"v1": 3, "v2": 1}
+            if promoted:
+                fleet.add_listener(cut)
+                handle.promote()
+                await anyio.sleep_forever()
+            scope.cancel()
+    if promoted:
+        fleet.remove_listener(cut)
+    assert fleet.version_counts() == ({"v1": 2, "v2": 2} if promoted else {"v1": 3, "v2": 1})
+    with anyio.fail_after(1000):
+        async with rollout().start() as handle:
+            pauses = await _pauses(handle, fleet)
+            result = await handle.wait()
+    assert result.status is RolloutStatus.SUCCEEDED, result.reason
+    assert pauses == ([3] if promoted else [1, 3])
+    assert fleet.version_counts() == {"v2": 4}
+
+
+@pytest.mark.parametrize("rolling_back", [False, True], ids=["forward", "rollback"])
+async def test_a_resumed_in_place_rollout_reports_an_instance_that_is_gone(
+    rolling_back: bool,
+) -> None:
+    """A replace-only driver cannot launch what stood in a vanished instance's place.
+
+    The resume goes on with the rest; the vanished instance is FAILED, saying why.
+    """
+    fleet = SimulatedFleet(ids=["a", "b", "c", "d"])
+    a, b, *_ = await fleet.list_instances()
+    await fleet.replace(a, "v2")
+    await fleet.replace(b, "v2")
+    gone = b if rolling_back else (await fleet.list_instances())[3]
+    await fleet.terminate(gone)
+    journal = MemoryJournal()
+    begin: dict[str, Any] = {"t": "begin", "format": 1, "target": "v2"}
+    begin["fleet"] = [["a", "v1"], ["b", "v1"], ["c", "v1"], ["d", "v1"]]
+    records: list[dict[str, Any]] = [
+        begin,
+        {"t": "unit", "k": "a", "o": "updated"},
+        {"t": "unit", "k": "b", "o": "updated"},
+    ]
+    if rolling_back:
+        records.append({"t": "rollback", "reason": "aborted"})
+    for record in records:
+        await journal.append(record, sync=True)
+    rollout = Rollout(
+        ReplaceOnly(fleet),
+        "v2",
+        router=fleet,
+        readiness=rolling.Readiness(check=fleet, period=1, deadline=30),
+        journal=journal,
+        strategy=RollingUpdate(max_unavailable=1),
+    )
+    result = await rollout.run()
+    lost = result.by_id(gone.id)
+    assert lost.outcome is InstanceOutcome.FAILED
+    assert "gone" in lost.reason
+    assert "launch" in lost.reason
+    assert lost.current_id is None
+    others = [i.id for i in fleet.instances]
+    assert len(others) == 3
+    if rolling_back:
+        assert result.status is RolloutStatus.ABORTED
+        assert fleet.version_counts() == {"v1": 3}
+    else:
+        assert result.status is RolloutStatus.DEGRADED
+        assert fleet.version_counts() == {"v2": 3}
+    assert set(fleet.attached_ids) == set(others)
+    assert not any(c.op == "launch" for c in fleet.calls)
+
+
+async def test_an_advance_already_met_holds_before_the_first_batch() -> None:
+    """Instances on the target before the run count: no batch has to cross the mark."""
+    fleet = SimulatedFleet(4, latency=Latency(replace=10))
+    for instance in (await fleet.list_instances())[:2]:
+        await fleet.replace(instance, "v2")
+    rollout = rollout_for(
+        fleet,
+        MemoryJournal(),
+        strategy=rolling.Batches(1),
+        steps=[rolling.Advance(2), rolling.Pause(), rolling.Advance(3), rolling.Pause()],
+    )
+    with anyio.fail_after(1000):
+        async with rollout.start() as handle:
+            pauses = await _pauses(handle, fleet)
+            result = await handle.wait()
+    assert result.status is RolloutStatus.SUCCEEDED, result.reason
+    assert pauses == [2, 3]

@@ -132,7 +132,7 @@ class Machine:
         self._signals = 0
         self.status = RolloutStatus.PENDING
         self.traffic: float | None = None  # a paired strategy's new set's share, in percent
-        self.resumed_steps = 0  # the steps a resumed canary's journal says had ended
+        self.resumed_steps = 0  # the steps a resumed run's journal says had ended
         self.result: RolloutResult | None = None
         self.slots: list[Slot] = []
         self._tally: dict[InstanceOutcome, int] = {}
@@ -436,7 +436,9 @@ class Machine:
             if settings.journaled:
                 fleet = [(i.id, i.version) for i in instances]
                 yield Record(begin_record(settings.target, fleet), sync=True)
-        self._desired = len(self.slots)
+        # A lost slot (rolling._resuming, rule 5) will never stand again: the window, the
+        # budget and the Advance targets are of the fleet that can.
+        self._desired = sum(1 for s in self.slots if not s.lost)
         self._tally[InstanceOutcome.PENDING] = len(self.slots)
         self._budget = settings.failure.budget(self._desired)
         if self._resumption is not None:

@@ -20,6 +20,13 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    steps; a pause between batches with the number of the batch before it.
    An ``Advance`` is a target the pass reaches, not a step that runs: it has
    no events of its own.
+7. A journaled run records each of its steps (not the pauses between
+   batches) that ends as a ``step`` record, as a canary does. A resumed run
+   does not hold again at a ``Pause``, ``Gate`` or ``Analyze`` the dead
+   controller got past, and makes no events for it: an operator who promoted
+   a pause is not asked again. ``Advance`` targets are counted afresh
+   (:mod:`rolling._plan`, rule 4), and a pause between batches is held after
+   each batch of the resumed run's own plan.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._effects import IDLE, Failed, Spawn
+from ._effects import IDLE, Failed, Record, Spawn
 from ._holds import Holds
 from ._ledger import Barrier, Ledger
 from ._ledger import Start as LedgerStart
@@ -39,6 +46,7 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot, needs_revert
+from ._steps import Analyze, Gate, Pause
 from ._strategy import ResolvedWindow
 from ._unit import UnitPrograms
 from .events import (
@@ -163,7 +171,7 @@ class Passes:
             desired=window.desired,
             to_update=tuple(s.key for s in units),
             skipped=tuple(s.key for s in skipped),
-            unhealthy=tuple(s.key for s in machine.slots if not s.serving_at_start),
+            unhealthy=tuple(s.key for s in machine.slots if not s.serving_at_start and not s.lost),
             max_unavailable=window.max_unavailable,
             max_surge=window.max_surge,
         )
@@ -335,11 +343,16 @@ class Passes:
         if barrier.between is not None and barrier.batch is not None and not machine.stopping:
             yield from self._holds.run(barrier.batch, barrier.between)
             yield from self._holds.record_full_promote()
+        done = machine.resumed_steps
         for index, step in zip(barrier.indexes, barrier.steps, strict=True):
             if machine.stopping:
                 return
+            if index < done and isinstance(step, Pause | Gate | Analyze):
+                continue  # rule 7: held by the controller before this one
             yield from self._holds.run(index, step)
             yield from self._holds.record_full_promote()
+            if self._s.journaled and index >= done and not machine.stopping:
+                yield Record({"t": "step", "i": index})
 
     def _batch_finished(self, index: int) -> None:
         self._batch_open = None

@@ -3,12 +3,18 @@
 Pure functions over the slots, built once per pass (forward, rollback):
 
 1. Instances already on the target (and in traffic) are skipped; a place whose
-   instance is gone (after a resume) comes first, since it serves nothing.
+   instance is gone (after a resume) comes first, since it serves nothing,
+   unless it is *lost* (the driver cannot launch: :mod:`rolling._resuming`,
+   rule 5), when no unit works on it.
 2. The rest go in ``order``, split into ``waves``; within each wave, instances
    that were not serving at the start go first (they cost no availability).
 3. *Barriers* cut the unit sequence: the end of each wave, of each lockstep
    batch, and the point each ``Advance`` reaches. Steps (pauses, gates, the
    pause between batches) run at their barrier.
+4. Every instance already on the target and in traffic counts toward an
+   ``Advance``: skipped ones, and on a resumed run the ones the dead
+   controller updated. A target they already meet is reached before the
+   first unit (with ``Batches`` too: no batch crosses it).
 """
 
 from __future__ import annotations
@@ -76,11 +82,12 @@ class Plan:
 
 
 def _arrange(settings: Settings, slots: list[Slot]) -> tuple[list[list[Slot]], list[Slot]]:
+    """The waves of slots to work on, and the skipped slots (rules 1 and 2)."""
     target = settings.target
     present = [s for s in slots if s.live is not None]
     by_instance = {id(s.live): s for s in present}
     ordered = settings.order.arrange([s.live for s in present])
-    todo = [s for s in slots if s.live is None]
+    todo = [s for s in slots if s.live is None and not s.lost]
     todo += [
         by_instance[id(i)]
         for i in ordered
@@ -131,7 +138,10 @@ def plan_forward(
         else:
             position += len(wave)
         ends.setdefault(position, {})["wave"] = wave_index
-    steps_at = _place_steps(settings, ends, position, len(skipped), desired) if steps else {}
+    # Rule 4: whatever no unit works on stands on the target already (a resumed run's
+    # updated instances are not in ``skipped``, but they count all the same).
+    on_target = len(slots) - position - sum(1 for s in slots if s.lost)
+    steps_at = _place_steps(settings, ends, position, on_target, desired) if steps else {}
     barriers = [
         Barrier(
             position=p,
@@ -152,21 +162,24 @@ def plan_forward(
 
 
 def _place_steps(
-    settings: Settings, ends: dict[int, dict[str, int]], total: int, skipped: int, desired: int
+    settings: Settings, ends: dict[int, dict[str, int]], total: int, on_target: int, desired: int
 ) -> dict[int, list[tuple[int, Step]]]:
     """Find the unit position each step (and each between-batches pause) waits at.
 
     Each comes with its position in the steps, for events. An ``Advance`` holds what
-    comes after it where its target is reached, even with no step of its own. The pauses
-    between batches are :func:`_between`'s.
+    comes after it where its target is reached, counting the ``on_target`` instances no
+    unit works on, even with no step of its own. The pauses between batches are
+    :func:`_between`'s.
     """
     strategy = settings.strategy
     steps_at: dict[int, list[tuple[int, Step]]] = {}
     at = 0
     for index, step in enumerate(settings.steps):
         if isinstance(step, Advance):
-            at = min(total, max(0, advance_target(step.to, desired) - skipped))
-            if isinstance(strategy, Batches):
+            at = min(total, max(0, advance_target(step.to, desired) - on_target))
+            if at > 0 and isinstance(strategy, Batches):
+                # The batch that crosses the mark completes; a mark already met is crossed
+                # by none, so the steps after it run before the first batch.
                 at = min((end for end in ends if end >= at), default=total)
             steps_at.setdefault(at, [])
         else:

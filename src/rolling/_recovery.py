@@ -8,7 +8,9 @@ Pure functions, no I/O. The rules, in order:
    is a :class:`~rolling.JournalError`, raised before the fleet is touched.
 3. For every instance of the starting fleet (a *key*) the journal says what
    stands in its place now: the key itself, a launched instance that was
-   swapped in, or nothing (terminated, its replacement not yet launched).
+   swapped in, or nothing (terminated, its replacement not yet launched, or
+   gone from the fleet). What nothing stands in for is launched again, or,
+   if the driver cannot launch, reported (:mod:`rolling._resuming`, rule 5).
 4. Traffic: an instance is taken as attached only if its last router call
    ended with a completed ``attach`` (or it was never detached). A detach or
    attach that started but never finished leaves it *in doubt*, treated as
@@ -18,15 +20,20 @@ Pure functions, no I/O. The rules, in order:
    are terminated before the rollout goes on. Instances in the fleet that the
    journal never heard of are terminated too when the journal shows launches
    that started but never reported back (at most that many); otherwise they
-   are an error, since this is probably the wrong journal.
+   are an error, since this is probably the wrong journal. An extra *may be in
+   traffic* unless its last router call was a completed ``detach`` (or it had
+   none since its launch): such an extra is detached before it is terminated,
+   whatever the strategy. A stranger never had a router call (its id reached
+   no record), so it is not in traffic through this rollout.
 6. A journal none of whose instances is in the fleet belongs to another fleet:
    an error.
 7. If a ``rollback`` record exists, the rollout resumes its rollback;
    otherwise it resumes rolling forward.
-8. ``step`` records name a canary's steps (or a blue-green's holds) that
-   ended: a resumed one goes on after the last of them, and after a
-   ``promoted`` record (a full promote) straight to its promotion
-   (:mod:`rolling._paired`, rule 7).
+8. ``step`` records name the steps (a blue-green's holds) that ended: a
+   resumed canary goes on after the last of them, and after a ``promoted``
+   record (a full promote) straight to its promotion (:mod:`rolling._paired`,
+   rule 7); a resumed rolling update or batches does not hold again at the
+   pauses, gates and analyses among them (:mod:`rolling._passes`, rule 7).
 """
 
 from __future__ import annotations
@@ -52,12 +59,14 @@ class Recovered:
         stands: For each key, the id of what stands in its place (None: nothing).
         attached: For every instance id the journal touched, whether it is
             known to be in traffic (False also when in doubt).
+        detached: Ids known to be out of traffic: their last router call was a
+            completed detach, or they had none since their launch (rule 5).
         launched: Ids of instances it launched (and was told about).
         unreported_launches: Launches that started and never reported back.
         outcomes: The last outcome recorded for each key.
         rolling_back: Whether it had started rolling back.
         reason: Why it was rolling back, if it was.
-        steps_done: How many of a canary's steps (a blue-green's holds) had ended, in order.
+        steps_done: How many of the steps (a blue-green's holds) had ended, in order.
         promoted: Whether a full promote had skipped the steps left.
     """
 
@@ -65,6 +74,7 @@ class Recovered:
     fleet: tuple[tuple[str, str], ...]
     stands: dict[str, str | None]
     attached: dict[str, bool]
+    detached: frozenset[str]
     launched: frozenset[str]
     unreported_launches: int
     outcomes: dict[str, str]
@@ -97,6 +107,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
         raise JournalError("the journal's begin record has no readable fleet") from None
     stands: dict[str, str | None] = {key: key for key, _ in fleet}
     attached: dict[str, bool] = {key: True for key, _ in fleet}
+    detached: set[str] = set()
     launched: set[str] = set()
     swapped: set[str] = set()
     terminated: set[str] = set()
@@ -109,7 +120,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
     for record in last[1:]:
         kind = record.get("t")
         if kind == "fx":
-            pending_launches += _effect(record, attached, launched, terminated)
+            pending_launches += _effect(record, attached, detached, launched, terminated)
         elif kind == "swap":
             stands[str(record["k"])] = None if record.get("i") is None else str(record["i"])
             if record.get("i") is not None:
@@ -128,6 +139,7 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
         fleet=fleet,
         stands=stands,
         attached=attached,
+        detached=frozenset(detached),
         launched=frozenset(launched - terminated),
         unreported_launches=max(0, pending_launches),
         outcomes=outcomes,
@@ -139,7 +151,11 @@ def recover(records: Sequence[JournalRecord], *, target: str) -> Recovered | Non
 
 
 def _effect(
-    record: JournalRecord, attached: dict[str, bool], launched: set[str], terminated: set[str]
+    record: JournalRecord,
+    attached: dict[str, bool],
+    detached: set[str],
+    launched: set[str],
+    terminated: set[str],
 ) -> int:
     """Apply one effect record; return the change in launches not reported back."""
     op, stage, instance = record.get("op"), record.get("s"), record.get("i")
@@ -150,17 +166,27 @@ def _effect(
             new_id = str(record["n"][0])
             launched.add(new_id)
             attached[new_id] = False
+            # A launched instance receives no traffic until rolling attaches it.
+            detached.add(new_id)
         return -1 if stage in {"done", "fail"} else 0
     if instance is None:
         return 0
     key = str(instance)
     if op == "detach":
         attached[key] = False
+        # Only a detach that returned took it out; one cut off or failed may not have.
+        if stage == "done":
+            detached.add(key)
+        else:
+            detached.discard(key)
     elif op == "attach":
         attached[key] = stage == "done"
+        # An attach that started may have put it in, whether or not it returned.
+        detached.discard(key)
     elif op == "terminate" and stage == "done":
         terminated.add(key)
         attached[key] = False
+        detached.add(key)
     return 0
 
 
@@ -172,11 +198,14 @@ class Reconciled:
         live: For each key, the live instance standing in its place, or None.
         attached: For each key, whether that instance is in traffic.
         doomed: Live instances to terminate before going on (extras, strangers).
+        in_traffic: Ids of the doomed that may be in traffic: each is detached
+            before it is terminated (rule 5).
     """
 
     live: dict[str, Any]
     attached: dict[str, bool]
     doomed: tuple[Any, ...]
+    in_traffic: frozenset[str] = frozenset()
 
 
 def reconcile(recovered: Recovered, instances: Sequence[Any]) -> Reconciled:
@@ -210,4 +239,8 @@ def reconcile(recovered: Recovered, instances: Sequence[Any]) -> Reconciled:
             f"the fleet has instances this rollout never saw ({names}); "
             "is this the right journal for this fleet?"
         )
-    return Reconciled(live=live, attached=attached, doomed=(*extras, *strangers))
+    # Strangers are left out: no record names them, so no router call of ours reached them.
+    in_traffic = frozenset(i.id for i in extras if i.id not in recovered.detached)
+    return Reconciled(
+        live=live, attached=attached, doomed=(*extras, *strangers), in_traffic=in_traffic
+    )

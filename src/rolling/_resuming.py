@@ -11,11 +11,25 @@ read by :mod:`rolling._recovery`. Rules, in order:
    gets :data:`~rolling.typing.FULL_WEIGHT`: the dead controller may have left
    every request on new instances that are about to go.
 3. Then the *doomed* instances (launched but never put in place, or strangers
-   the journal names) go: with a paired strategy each is first set to weight
-   0 and detached, since it may still be in the router; then terminated. A
-   call that fails stops the resume before anything else changes.
+   the journal names) go: one the journal says may be in traffic (its last
+   router call was not a completed detach, :mod:`rolling._recovery` rule 5)
+   is first detached, which drains it, with any strategy; with a paired
+   strategy each is first set to weight 0 and detached, since it may still be
+   in the router; then terminated. A call that fails stops the resume before
+   anything else changes.
 4. An instance already on the target and in traffic counts as updated (or
    skipped, if it started there); a rollback that was running goes on.
+5. A key with nothing in its place (:mod:`rolling._recovery`, rule 3: gone
+   from the fleet, or terminated before its replacement came) is launched
+   again by the passes; but a driver that cannot launch (``replace`` only)
+   can put nothing there. Such a slot is *lost*: it ends ``FAILED`` with a
+   reason that says so, no pass (forward or rollback) works on it, and the
+   rollout goes on with the fleet that stands, whose size is the window's
+   (so the gone instance does not hold the availability budget forever). It
+   is not counted against the failure budget (the new version did not fail
+   there), but a rollout going forward ends ``DEGRADED`` at best, as with any
+   failed instance. Nothing is raised: the rest of the fleet still gets its
+   update (or its rollback).
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from ._errors import RollingError
 from ._recovery import Recovered, reconcile
 from ._result import InstanceOutcome
 from ._slot import Slot, changed
+from .events import Phase
 from .typing import FULL_WEIGHT
 
 if TYPE_CHECKING:
@@ -54,6 +69,7 @@ class Resumption:
         self._recovered = recovered
         self._tally = tally
         self._doomed: tuple[Any, ...] = ()
+        self._in_traffic: frozenset[str] = frozenset()
 
     def plan(self, instances: Sequence[Any]) -> Program:
         """Rule 1: rebuild the machine's slots from the journal and the live fleet."""
@@ -77,17 +93,28 @@ class Resumption:
                     ready=ok,
                     attached=attached,
                     tally=self._tally,
+                    # Rule 5: nothing stands there, and the driver cannot launch.
+                    lost=instance is None and not settings.can_launch,
                 )
             )
         self._doomed = matched.doomed
+        self._in_traffic = matched.in_traffic
 
     def finish_dead_work(self) -> Program:
-        """Rules 2 to 4: traffic back to what stands, strays gone, outcomes restored."""
+        """Rules 2 to 5: traffic back to what stands, strays gone, outcomes restored."""
         yield from self._traffic_back()
         yield from self._clear_strays()
         machine = self._m
         target = machine.settings.target
         for slot in machine.slots:
+            if slot.lost:
+                slot.set_outcome(InstanceOutcome.FAILED)
+                slot.reason = (
+                    f"gone: {slot.key} was not in the fleet when the rollout resumed, and the"
+                    " driver has no launch() to put an instance in its place"
+                )
+                machine.phase(slot, Phase.FAILED, slot.old_version, slot.reason)
+                continue
             live = slot.live
             if live is not None and slot.attached and live.version == target:
                 slot.set_outcome(
@@ -128,7 +155,9 @@ class Resumption:
             )
             if settings.paired and settings.weighted:
                 yield from self._call(holder, "set_weight", stray, 0)
-            if settings.paired and settings.has_router:
+            in_traffic = stray.id in self._in_traffic
+            if settings.has_router and (settings.paired or in_traffic):
+                # Never terminate what may serve requests: detach drains it first.
                 yield from self._call(holder, "detach", stray)
             yield from self._call(holder, "terminate", stray)
 

@@ -42,6 +42,9 @@ class Slot:
     # (a list per slot is one more object for the collector to walk, a fleet's worth).
     strays: tuple[Any, ...] = ()
     batch: int | None = None
+    lost: bool = False
+    """Nothing stands in its place and nothing can be launched there: a resumed rollout
+    whose instance is gone, with a driver that cannot launch. No pass works on it."""
 
     def set_outcome(self, value: InstanceOutcome) -> None:
         """Change :attr:`outcome`, keeping the run's tally.
@@ -73,9 +76,9 @@ def changed(slot: Slot) -> bool:
 
 
 def needs_revert(slot: Slot) -> bool:
-    """Whether a rollback has to put this slot back."""
+    """Whether a rollback has to put this slot back (a lost one cannot be)."""
     untouched = slot.outcome in {InstanceOutcome.PENDING, InstanceOutcome.SKIPPED}
-    return not untouched and changed(slot)
+    return not untouched and not slot.lost and changed(slot)
 
 
 _make_result = frozen_builder(
