@@ -54,8 +54,8 @@ Rules, in the order a rollout meets them:
    before its next change (write-ahead).
 10. **Flags** (:mod:`rolling._flagging`): with ``FlagRules``, the flag goes
     on after the forward pass (and bake) only when every instance in traffic
-    runs the target, and off before a rollback starts; a failed turn-off
-    halts the rollback before it changes anything.
+    runs the target, and off before a rollback starts (or a failed instance's
+    restore, once a revert is asked for); a failed turn-off halts instead.
 """
 
 from __future__ import annotations

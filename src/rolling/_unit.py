@@ -15,7 +15,9 @@ restored (``REVERTING``, then the phases of the way back), and ends on ``FAILED`
 once more, whose reason says where the restore left it. After
 an interruption a unit *settles*: a surge instance not in traffic is
 terminated, and an instance out of traffic goes back in when it answers its
-check (unless the coming rollback will handle it).
+check (unless the coming rollback will handle it). With ``FlagRules``, a
+restore asked for while a revert is pending waits for the flag to go off
+(:mod:`rolling._flagging`, rule 7).
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ class UnitPrograms:
         live = slot.live
         in_traffic_on_old = slot.serving and live.version == slot.old_version
         if not self._s.failure.restore_failed or in_traffic_on_old:
+            yield from self._settle(slot, attach_if_healthy=False)
+            return
+        if not (yield from machine.flags.before_restore()):
+            # The flag may be on: the old version must not come back (a halt, rule 7).
+            slot.reason = f"{reason}; not restored to {slot.old_version}: {machine.flags.stays_on}"
             yield from self._settle(slot, attach_if_healthy=False)
             return
         restore_mode = Mode.TAKE_OUT if live is None else mode
@@ -452,6 +459,10 @@ class UnitPrograms:
                 yield from self.hook("after_launch", launched)
         yield from self._ready(slot, slot.live, version, restoring=restoring)
         slot.ready = True
+        if restoring and not (yield from self._m.flags.before_restore()):
+            # A revert was asked for while the restore ran, and the flag may be on (rule 7).
+            msg = f"not put back in traffic: {self._m.flags.stays_on}"
+            raise Failed(msg)
         yield from self.attach(slot, slot.live, version)
 
     def _apply_surge(self, slot: Slot, version: str, strays: int) -> Program:
