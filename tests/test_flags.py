@@ -252,6 +252,27 @@ async def test_a_restore_under_way_when_a_revert_is_asked_for_waits_for_the_flag
     assert fleet.version_counts() == {"v1": 3}
 
 
+async def test_failed_disable_puts_back_an_instance_interrupted_out_of_traffic() -> None:
+    # i-000 is in its readiness wait when the abort asks for a revert: left out of traffic
+    # for the revert, which never comes (the flag could not be turned off). The halt settles
+    # it as any halt does: back in traffic once it passes one health check.
+    fleet = SimulatedFleet(4, latency=Latency(replace=2))
+    setter = Setter(fleet, fail={False})
+    readiness = Readiness(check=fleet, period=1, timeout=1, deadline=1000, min_ready=100)
+    ro = rollout(fleet, setter, readiness=readiness)
+    async with ro.start() as handle:
+        await anyio.sleep(50)
+        assert handle.status().in_flight == ("i-000",)
+        handle.abort()
+    result = handle.result
+    assert result.status is RolloutStatus.HALTED
+    assert "could not be turned off" in result.reason
+    updated = result.by_id("i-000")
+    assert updated.outcome is rolling.InstanceOutcome.UPDATED
+    assert (updated.version, updated.serving) == ("v2", True)
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+
+
 async def test_failed_enable_leaves_the_flag_off_and_the_result_degraded() -> None:
     fleet = SimulatedFleet(3)
     setter = Setter(fleet, fail={True})

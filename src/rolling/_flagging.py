@@ -18,7 +18,8 @@ carries out :class:`~rolling._effects.SetFlagValue`. Rules:
 4. A failed **disable** stops the rollback before it starts: reverting would
    bring old instances back while the flag may still be on. The rollout ends
    ``HALTED``, the reason says so; turn the flag off by hand and run the old
-   version as a new rollout to finish the rollback.
+   version as a new rollout to finish the rollback. What the trigger left out
+   of traffic for the revert is settled as a halt settles it (:mod:`rolling._unit`).
 5. A :class:`~rolling.SetFlag` step sets its flag when the pass reaches it; a
    failed set is a trigger (like a failed gate). A step is the user's own
    decision: it is not checked against the versions serving.

@@ -459,6 +459,7 @@ class Machine:
                 yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
             yield from self._passes.revert(self._desired)
         elif self._stop_mode is RollbackMode.HALT:
+            yield from self._units.put_back_left_out()  # a revert asked for became a halt
             self.emit(RollbackStarted, reason=self.stop_reason, mode=_HALT, instance_ids=())
 
     def mark_changed(self, slot: Slot) -> None:
@@ -485,8 +486,7 @@ class Machine:
     def unit_rested(self, slot: Slot) -> None:
         """A pair's program ended, its work not yet finished: no call is in flight for it."""
         self._busy.discard(slot)
-        self._seq += 1
-        slot.changed_seq = self._seq
+        self.mark_changed(slot)
 
     def unit_ended(self, start: Start, *, serving: int, existing: int) -> None:
         """Bookkeeping as a unit ends: settle its reservation with the deltas it caused."""
