@@ -570,6 +570,38 @@ async def test_abort_without_rollback_stops_a_rollback_not_begun() -> None:
     monitor.check_result(result, fleet)
 
 
+async def test_abort_without_rollback_puts_back_what_the_rollback_was_to_handle() -> None:
+    # The abort asks for a revert: i-000, in its readiness wait, is left out of traffic for it.
+    # i-001 is still in a slow hook, so the rollback has not begun when abort(rollback=False)
+    # turns it into a halt, which puts i-000 back as any halt does (one passing check).
+    class SlowHook:
+        async def before_replace(self, instance: Any, _version: str) -> None:
+            if instance.id == "i-001":
+                await anyio.sleep(50)
+
+    fleet = SimulatedFleet(4, latency=Latency(replace=2))
+    rollout, _, monitor = make(
+        fleet,
+        strategy=RollingUpdate(max_unavailable=2),
+        readiness=Readiness(deadline=1000, min_ready=100),
+        hooks=SlowHook(),
+    )
+    async with rollout.start() as handle:
+        await anyio.sleep(10)
+        handle.abort()
+        await anyio.sleep(10)
+        assert handle.status().in_flight == ("i-001",)
+        handle.abort(rollback=False)
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    assert "aborted without rollback" in result.reason
+    assert result.by_id("i-000").outcome is InstanceOutcome.UPDATED
+    assert result.by_id("i-000").serving
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
+    assert monitor is not None
+    monitor.check_result(result, fleet)
+
+
 async def test_a_pause_before_the_run_begins_says_paused() -> None:
     fleet = SimulatedFleet(3)
     rollout, recorder, _ = make(fleet)

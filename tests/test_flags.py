@@ -20,6 +20,7 @@ from rolling import (
     FlagRules,
     InstancePhaseChanged,
     Phase,
+    Readiness,
     RollingUpdate,
     Rollout,
     RolloutStatus,
@@ -27,7 +28,7 @@ from rolling import (
 )
 from rolling.events import Event
 from rolling.flags import FlagdFile
-from rolling.testing import SimulatedFleet
+from rolling.testing import Latency, SimulatedFleet
 
 pytestmark = pytest.mark.anyio
 
@@ -129,6 +130,147 @@ async def test_failed_disable_halts_the_rollback_before_it_changes_anything() ->
     [change] = result.flags
     assert not change.ok
     assert "flag service down" in change.reason
+
+
+def failing_rollout(fleet: SimulatedFleet, setter: Any, **kwargs: Any) -> Rollout[Any]:
+    """A rollout whose instances are checked, so a fault can fail one in its readiness."""
+    kwargs.setdefault("failure", FailurePolicy(max_failed=0, retries=0))
+    readiness = Readiness(check=fleet, period=1, timeout=1, deadline=kwargs.pop("deadline", 5))
+    return rollout(fleet, setter, readiness=readiness, **kwargs)
+
+
+def attached_at(events: list[Event], key: str, version: str) -> list[int]:
+    """Where ``key`` went into traffic on ``version``, by index in ``events``."""
+    return [
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, InstancePhaseChanged)
+        and e.instance_id == key
+        and e.phase is Phase.ATTACHING
+        and e.version == version
+    ]
+
+
+def flag_set_at(events: list[Event], cause: str) -> list[int]:
+    return [i for i, e in enumerate(events) if isinstance(e, FlagChanged) and e.cause == cause]
+
+
+@pytest.mark.parametrize("how", ["left on", "step"])
+async def test_flag_goes_off_before_a_failed_instance_is_restored_for_a_rollback(
+    how: str,
+) -> None:
+    # The failure that exceeds the budget asks for a revert: its own restore (back to v1, in
+    # traffic) is a revert of that instance, so the flag goes off first.
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-001", version="v2", never_ready=True)
+    setter = Setter(fleet)
+    steps: list[Any] = []
+    if how == "left on":
+        setter.values["new-format"] = True
+    else:
+        steps = [Advance(1), SetFlag("new-format", value=True)]
+    events: list[Event] = []
+    result = await failing_rollout(fleet, setter, steps=steps, observers=[events.append]).run()
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert setter.values == {"new-format": False}
+    [disable] = flag_set_at(events, "disable")
+    [restored] = attached_at(events, "i-001", "v1")
+    assert disable < restored
+    [(_, off, serving)] = [s for s in setter.seen if s[1] is False]
+    assert not off
+    assert "i-001" not in serving  # out of traffic when the flag went off
+    failed = result.by_id("i-001")
+    assert failed.outcome is rolling.InstanceOutcome.FAILED
+    assert failed.serving
+    assert failed.version == "v1"
+    assert fleet.version_counts() == {"v1": 3}
+
+
+async def test_failed_disable_leaves_a_failed_instance_where_it_failed() -> None:
+    # The flag may still be on: putting i-001 back on v1 would let it read the flag on.
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-001", version="v2", never_ready=True)
+    setter = Setter(fleet, fail={False})
+    setter.values["new-format"] = True
+    result = await failing_rollout(fleet, setter).run()
+    assert result.status is RolloutStatus.HALTED
+    assert "could not be turned off" in result.reason
+    failed = result.by_id("i-001")
+    assert failed.outcome is rolling.InstanceOutcome.FAILED
+    assert (failed.version, failed.serving) == ("v2", False)
+    assert "not restored" in failed.reason
+    assert "could not be turned off" in failed.reason
+    assert fleet.get("i-001").version == "v2"
+    assert result.by_id("i-000").version == "v2"  # nothing reverted
+    assert [(c.cause, c.ok) for c in result.flags] == [("disable", False)]
+
+
+async def test_a_restore_within_the_budget_leaves_the_flag_as_it_is() -> None:
+    # No rollback is asked for: the failed instance goes back to what served before its unit
+    # began (old instances serve throughout the forward pass), and the flag is not touched.
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-001", version="v2", never_ready=True)
+    setter = Setter(fleet)
+    setter.values["new-format"] = True
+    result = await failing_rollout(fleet, setter, failure=FailurePolicy(max_failed=1)).run()
+    assert result.status is RolloutStatus.DEGRADED
+    assert result.by_id("i-001").serving
+    assert setter.seen == []
+    assert [(c.cause, c.ok) for c in result.flags] == [("enable", False)]
+
+
+async def test_a_restore_under_way_when_a_revert_is_asked_for_waits_for_the_flag() -> None:
+    # i-001 fails within the budget and its restore begins; an abort asks for a revert while
+    # the restore runs: its old version goes back into traffic only once the flag is off.
+    fleet = SimulatedFleet(3, latency=Latency(replace=2))
+    fleet.fault("i-001", version="v2", never_ready=True)
+    setter = Setter(fleet)
+    setter.values["new-format"] = True
+    events: list[Event] = []
+    handles: list[rolling.RolloutHandle] = []
+
+    def abort_on_restore(event: Event) -> None:
+        events.append(event)
+        if (
+            isinstance(event, InstancePhaseChanged)
+            and event.instance_id == "i-001"
+            and event.phase is Phase.REVERTING
+        ):
+            handles[0].abort()
+
+    ro = failing_rollout(
+        fleet, setter, failure=FailurePolicy(max_failed=1), observers=[abort_on_restore]
+    )
+    async with ro.start() as handle:
+        handles.append(handle)
+    result = handle.result
+    assert result.status is RolloutStatus.ABORTED
+    [disable] = flag_set_at(events, "disable")
+    [restored] = attached_at(events, "i-001", "v1")
+    assert disable < restored
+    assert result.by_id("i-001").serving
+    assert fleet.version_counts() == {"v1": 3}
+
+
+async def test_failed_disable_puts_back_an_instance_interrupted_out_of_traffic() -> None:
+    # i-000 is in its readiness wait when the abort asks for a revert: left out of traffic
+    # for the revert, which never comes (the flag could not be turned off). The halt settles
+    # it as any halt does: back in traffic once it passes one health check.
+    fleet = SimulatedFleet(4, latency=Latency(replace=2))
+    setter = Setter(fleet, fail={False})
+    readiness = Readiness(check=fleet, period=1, timeout=1, deadline=1000, min_ready=100)
+    ro = rollout(fleet, setter, readiness=readiness)
+    async with ro.start() as handle:
+        await anyio.sleep(50)
+        assert handle.status().in_flight == ("i-000",)
+        handle.abort()
+    result = handle.result
+    assert result.status is RolloutStatus.HALTED
+    assert "could not be turned off" in result.reason
+    updated = result.by_id("i-000")
+    assert updated.outcome is rolling.InstanceOutcome.UPDATED
+    assert (updated.version, updated.serving) == ("v2", True)
+    assert set(fleet.attached_ids) == {i.id for i in fleet.instances}
 
 
 async def test_failed_enable_leaves_the_flag_off_and_the_result_degraded() -> None:

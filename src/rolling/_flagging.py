@@ -18,13 +18,27 @@ carries out :class:`~rolling._effects.SetFlagValue`. Rules:
 4. A failed **disable** stops the rollback before it starts: reverting would
    bring old instances back while the flag may still be on. The rollout ends
    ``HALTED``, the reason says so; turn the flag off by hand and run the old
-   version as a new rollout to finish the rollback.
+   version as a new rollout to finish the rollback. What the trigger left out
+   of traffic for the revert is settled as a halt settles it (:mod:`rolling._unit`).
 5. A :class:`~rolling.SetFlag` step sets its flag when the pass reaches it; a
    failed set is a trigger (like a failed gate). A step is the user's own
    decision: it is not checked against the versions serving.
 6. Every change, and every change that failed or was withheld, is a
    :class:`~rolling.events.FlagChanged` event and is listed in
    ``RolloutResult.flags``, whether or not anyone listens to events.
+7. **A failed instance's restore** (``restore_failed``) puts its old version
+   back: once a revert is asked for, that is a revert of the instance, so the
+   flag goes off (rule 2) before the restore begins, and again before the old
+   version goes back into traffic if the revert was asked for while the
+   restore ran. A failed turn-off halts (rule 4) and the instance is not
+   restored: it stays out of traffic where it failed. A restore with no
+   revert asked for (a failure within the budget, or under ``halt``) leaves
+   the flag as it is: it puts back what served before its unit began, while
+   old instances serve anyway (only a ``SetFlag`` step or someone else can
+   have turned the flag on during the forward pass), and rule 1 keeps the
+   flag from going on at the end. A flag turned off by a restore is not
+   turned off a second time before the rollback (unless something set it
+   since).
 """
 
 from __future__ import annotations
@@ -116,6 +130,9 @@ class Flags:
         self.changes: list[FlagChanged] = []
         self.failure = ""
         """Why a turn-on failed or was withheld (rule 3), else empty."""
+        self._off = False  # a turn-off (rule 2) succeeded and nothing set the flag since
+        self.stays_on = ""
+        """Why the flag may still be on after a failed turn-off (rule 4), else empty."""
 
     def _record(self, flag: str, value: object, cause: str, *, ok: bool, reason: str) -> None:
         machine = self._m
@@ -134,6 +151,9 @@ class Flags:
     def _set(self, setter: Any, flag: str, value: object, cause: str) -> Program:
         ok, reason = yield SetFlagValue(setter, flag, value)
         self._record(flag, value, cause, ok=ok, reason=reason)
+        rules = self._rules
+        if rules is not None and setter is rules.setter and flag == rules.flag:
+            self._off = False  # set again: a turn-off before it no longer counts
         return ok, reason
 
     def step(self, step: SetFlag) -> Program:
@@ -173,11 +193,24 @@ class Flags:
     def _disable(self) -> Program:
         """Rule 2 and 4: turn the flag off before a revert; a failure halts the rollback."""
         rules = self._rules
-        if rules is None:
+        if rules is None or self._off:
             return
         ok, reason = yield from self._set(rules.setter, rules.flag, rules.off, "disable")
-        if not ok:
+        if ok:
+            self._off = True
+            return
+        self.stays_on = f"flag {rules.flag!r} could not be turned off ({reason})"
+        if self._m.revert_pending:  # not yet halted by another unit's turn-off
             self._m.halt_rollback(
-                f"rollback halted before it began: flag {rules.flag!r} could not be turned off"
-                f" ({reason}); turn it off, then roll back with a new rollout"
+                f"rollback halted before it began: {self.stays_on};"
+                " turn it off, then roll back with a new rollout"
             )
+
+    def before_restore(self) -> Generator[Any, Any, bool]:
+        """Rule 7: before a failed instance's old version goes back; whether it may go back."""
+        rules = self._rules
+        if rules is None:
+            return True
+        if not self.stays_on and self._m.revert_pending:
+            yield from self._disable()
+        return not self.stays_on

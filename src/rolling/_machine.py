@@ -54,8 +54,8 @@ Rules, in the order a rollout meets them:
    before its next change (write-ahead).
 10. **Flags** (:mod:`rolling._flagging`): with ``FlagRules``, the flag goes
     on after the forward pass (and bake) only when every instance in traffic
-    runs the target, and off before a rollback starts; a failed turn-off
-    halts the rollback before it changes anything.
+    runs the target, and off before a rollback starts (or a failed instance's
+    restore, once a revert is asked for); a failed turn-off halts instead.
 """
 
 from __future__ import annotations
@@ -461,6 +461,7 @@ class Machine:
                 yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
             yield from self._passes.revert(self._desired)
         elif self._stop_mode is RollbackMode.HALT:
+            yield from self._units.put_back_left_out()  # a revert asked for became a halt
             self.emit(RollbackStarted, reason=self.stop_reason, mode=_HALT, instance_ids=())
 
     def mark_changed(self, slot: Slot) -> None:
@@ -487,8 +488,7 @@ class Machine:
     def unit_rested(self, slot: Slot) -> None:
         """A pair's program ended, its work not yet finished: no call is in flight for it."""
         self._busy.discard(slot)
-        self._seq += 1
-        slot.changed_seq = self._seq
+        self.mark_changed(slot)
 
     def unit_ended(self, start: Start, *, serving: int, existing: int) -> None:
         """Bookkeeping as a unit ends: settle its reservation with the deltas it caused."""

@@ -15,7 +15,10 @@ restored (``REVERTING``, then the phases of the way back), and ends on ``FAILED`
 once more, whose reason says where the restore left it. After
 an interruption a unit *settles*: a surge instance not in traffic is
 terminated, and an instance out of traffic goes back in when it answers its
-check (unless the coming rollback will handle it).
+check (unless the coming rollback will handle it; if that rollback turns into
+a halt before it begins, :meth:`UnitPrograms.put_back_left_out` settles these
+as a halt does). With ``FlagRules``, a restore asked for while a revert is
+pending waits for the flag to go off (:mod:`rolling._flagging`, rule 7).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import random
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._effects import Call, Failed, Interrupted, Probe, Record, Sleep, WaitReady
+from ._effects import Call, Failed, Interrupted, Probe, Record, Sleep, Together, WaitReady
 from ._ledger import Mode
 from ._result import InstanceOutcome
 from ._settings import Settings
@@ -64,6 +67,7 @@ class UnitPrograms:
         # Nothing to call around a replace but the router: see _replace_in_place.
         self._plain = not settings.hooks and not settings.journaled
         self._instant = settings.instant_ready
+        self._left_out: list[Slot] = []  # interrupted out of traffic, for a pending revert
 
     # ---------------------------------------------------------------- unit
 
@@ -182,6 +186,11 @@ class UnitPrograms:
         if not self._s.failure.restore_failed or in_traffic_on_old:
             yield from self._settle(slot, attach_if_healthy=False)
             return
+        if not (yield from machine.flags.before_restore()):
+            # The flag may be on: the old version must not come back (a halt, rule 7).
+            slot.reason = f"{reason}; not restored to {slot.old_version}: {machine.flags.stays_on}"
+            yield from self._settle(slot, attach_if_healthy=False)
+            return
         restore_mode = Mode.TAKE_OUT if live is None else mode
         if restore_mode is Mode.SURGE:
             yield from self._settle(slot, attach_if_healthy=True)
@@ -234,6 +243,8 @@ class UnitPrograms:
         # A coming revert handles what is out of traffic; otherwise put it back now.
         attach = not self._m.revert_pending or rolling_back
         yield from self._settle(slot, attach_if_healthy=attach)
+        if not attach and not slot.attached and slot.live is not None:
+            self._left_out.append(slot)
         if slot.outcome is not InstanceOutcome.IN_PROGRESS:
             return
         live = slot.live
@@ -476,6 +487,10 @@ class UnitPrograms:
                 yield from self.hook("after_launch", launched)
         yield from self._ready(slot, slot.live, version, restoring=restoring)
         slot.ready = True
+        if restoring and not (yield from self._m.flags.before_restore()):
+            # A revert was asked for while the restore ran, and the flag may be on (rule 7).
+            msg = f"not put back in traffic: {self._m.flags.stays_on}"
+            raise Failed(msg)
         yield from self.attach(slot, slot.live, version)
 
     def _apply_surge(self, slot: Slot, version: str, strays: int) -> Program:
@@ -531,6 +546,27 @@ class UnitPrograms:
             raise
         finally:
             slot.extra = None
+
+    def put_back_left_out(self) -> Program:
+        """A revert asked for became a halt before it began: settle what it was to handle.
+
+        As a halt settles an interrupted unit: each instance still out of traffic goes
+        back in if it passes one health check; one on the target is then ``UPDATED``.
+        """
+        slots = [s for s in self._left_out if s.live is not None and not s.attached]
+        self._left_out.clear()
+        if slots:
+            yield Together([self._put_back(s) for s in slots], slots)
+
+    def _put_back(self, slot: Slot) -> Program:
+        yield from self._settle(slot, attach_if_healthy=True)
+        live = slot.live
+        if slot.attached and live is not None and live.version == self._s.target:
+            slot.set_outcome(_OUTCOME_UPDATED)
+            slot.reason = ""
+            self._m.phase(slot, _UPDATED, live.version)
+            if self._journaled:
+                yield Record({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
 
     def _settle(self, slot: Slot, *, attach_if_healthy: bool) -> Program:
         """Leave ``slot`` consistent: no surge instance out of traffic, nothing out unchecked."""
