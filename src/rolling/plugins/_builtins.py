@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rolling import ConfigError
 
@@ -248,6 +248,7 @@ def http_check(
     """``http``: :class:`~rolling.checks.HTTPCheck` (``expect_status`` default: any 2xx)."""
     from rolling.checks import HTTPCheck  # noqa: PLC0415 - see the module docstring
 
+    _check_status_list(expect_status)
     if expect_status is None:
         return HTTPCheck(path, timeout=timeout, body=body, host_header=host_header, tls=tls)
     return HTTPCheck(
@@ -258,6 +259,19 @@ def http_check(
         host_header=host_header,
         tls=tls,
     )
+
+
+def _check_status_list(value: object) -> None:
+    """``expect_status`` as a file writes it: a list of ints (HTTPCheck checks their range)."""
+    if value is None:
+        return
+    items = cast("list[object]", value) if isinstance(value, list) else []
+    if not items or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise ConfigError(
+            "expect_status",
+            f"expected a non-empty list of status codes, got {value!r}",
+            "write expect_status = [200, 204]: a list of ints, not strings",
+        )
 
 
 def tcp_check(*, timeout: float = 1.0) -> Any:
