@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,6 +84,18 @@ def _bounded(high: float, what: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: seconds, 0 or more and finite (argparse names the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        msg = f"expected seconds >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 _percent = _bounded(100, "a percentage")
@@ -209,7 +222,10 @@ def _parser() -> argparse.ArgumentParser:
             " predicted timeline, from durations learned from the last run of the same journal"
             " (its .events log) or from --estimate. Only list_instances() reaches the fleet."
         ),
-        epilog="exit status: 0 planned, 5 the fleet could not be listed, 64 usage, 78 bad file",
+        epilog=(
+            "exit status: 0 planned, 5 the fleet could not be listed, 64 usage error,"
+            " 66 the --history log cannot be read, 78 bad configuration"
+        ),
     )
     plan.add_argument("file", type=Path, help="the rollout file (TOML)")
     plan.add_argument("--to", required=True, metavar="VERSION", help="the version to plan for")
@@ -218,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--estimate",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
         help="seconds per instance where none was learned (default 10)",
@@ -280,6 +296,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace, rollout_file: Any) -> int:
     from ._run import plan_file  # noqa: PLC0415 - keeps `rolling --help` light
 
+    unreadable = None if args.history is None else _unreadable(args.history)
+    if unreadable is not None:
+        _error(f"rolling plan: cannot read the --history log {args.history}: {unreadable}")
+        return EXIT_NOINPUT
     try:
         plan = anyio.run(
             lambda: plan_file(rollout_file, args.to, history=args.history, estimate=args.estimate)
@@ -292,6 +312,16 @@ def _cmd_plan(args: argparse.Namespace, rollout_file: Any) -> int:
         return 5
     print(plan.to_text())  # noqa: T201 - CLI output
     return 0
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be read, or None when it can."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
