@@ -222,6 +222,39 @@ def test_a_blue_green_run_switches_and_its_json_lines_follow_the_schema(tmp_path
     assert lines[-1]["outcome"] == "succeeded"
 
 
+def test_a_canarys_json_lines_follow_the_schema(tmp_path: Path, fleet_file: Path) -> None:
+    """Its steps (set_canary_scale, set_weight) come out typed, as the schema says."""
+    command = json.dumps(
+        [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
+    )
+    path = write(
+        tmp_path,
+        f'[driver]\nplugin = "process"\ncommand = {command}\ninstances = 2\n'
+        f'state_file = "{fleet_file}"\ngrace = 2\n'
+        f'[router]\nplugin = "balancer"\nport = {free_port()}\ndrain_timeout = 1\n'
+        '[check]\nplugin = "http"\ntimeout = 0.5\n'
+        "[readiness]\nperiod = 0.1\ndeadline = 20\n"
+        '[strategy]\ntype = "canary"\nscale_down_delay = 0.1\n'
+        "[[steps]]\nset_canary_scale = 1\n[[steps]]\nset_weight = 25\n[[steps]]\npause = 0.1\n",
+    )
+    done = rolling("run", path, "--to", "v2", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    validator: Any = jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    for line in lines:
+        validator.validate(line)
+    steps = [line["step"] for line in lines if line["event"] == "step_started"]
+    assert steps == [
+        {"type": "set_canary_scale", "replicas": 1, "match_traffic_weight": False},
+        {"type": "set_weight", "percent": 25},
+        {"type": "pause", "seconds": 0.1},
+    ]
+    # The schema can fail: a step without its type does not pass.
+    untyped = next(line for line in lines if line["event"] == "step_started")
+    assert not validator.is_valid({**untyped, "step": {"percent": 25}})
+    assert lines[-1]["outcome"] == "succeeded"
+
+
 def versions_answering(port: int, requests: int) -> Counter[str]:
     """Which versions answer ``requests`` requests through the balancer."""
     seen: Counter[str] = Counter()
