@@ -232,8 +232,8 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
         (ANALYSIS + "[[steps]]\nanalyze = 3\n", 13, "steps.0.analyze", "list of metric"),
         (
             ANALYSIS + '[[steps]]\nanalyze = {metrics = ["errors"], on_timeout = "x"}\n',
-            12,
-            "steps.0.on_timeout",
+            13,
+            "steps.0.analyze.on_timeout",
             "rollback",
         ),
         (
@@ -244,6 +244,43 @@ def test_defaults_and_the_control_socket_next_to_the_file(tmp_path: Path) -> Non
         ),
         (ANALYSIS.replace('provider = "web"\n', ""), 5, "metrics.errors.provider", "missing"),
         ('schema = 2\n[driver]\nplugin = "simulated"\n', 1, "schema", "upgrade"),
+        # an unknown table is at its header; a key in an inline table at the key holding it
+        ('[driver]\nplugin = "simulated"\n\n[foo]\nx = 1\n', 4, "foo", "not a known table"),
+        (
+            ANALYSIS.replace('provider = "web"', 'provider = "scrape"').replace(
+                'url = "http://127.0.0.1:9/ratio.json"\ntimeout = 1',
+                'metric = "x"\nerrors = { code = "5..(" }',
+            ),
+            11,
+            "metrics.errors.settings.errors.code",
+            "regular expression",
+        ),
+        # a key with no type to take it, or a type that takes no key: a fix, not an empty list
+        (
+            '[driver]\nplugin = "simulated"\n[order]\nreverse = true\n',
+            4,
+            "order.reverse",
+            'type = "sorted"',
+        ),
+        ('[driver]\nplugin = "simulated"\n[order]\nseed = 3\n', 4, "order.seed", "shuffled"),
+        # expect_status is a list of ints, refused at its line before any call
+        *(
+            (
+                f'[driver]\nplugin = "simulated"\n[check]\nplugin = "http"\nexpect_status = {v}\n',
+                5,
+                "check.expect_status",
+                "a list of ints",
+            )
+            for v in ('"200"', '["200"]', "200", "[]", "[true]")
+        ),
+        (
+            '[driver]\nplugin = "simulated"\n[check]\nplugin = "http"\nexpect_status = [20]\n',
+            5,
+            "check.expect_status",
+            "from 100 to 599",
+        ),
+        # a bad seed (a Rollout option) at its line, as rollback and effect_timeout are
+        ('seed = [1]\n[driver]\nplugin = "simulated"\n', 1, "seed", "seed"),
         # not TOML at all
         ('[driver\nplugin = "simulated"\n', 1, "(file)", "not valid TOML"),
     ],
@@ -275,6 +312,48 @@ def test_env_references_are_substituted_and_never_printed(tmp_path: Path) -> Non
     with pytest.raises(RolloutFileError, match="RELEASE is not set") as missing:
         load_file(path, env={})
     assert (missing.value.line, missing.value.field) == (3, "driver.version")
+
+
+def test_env_references_are_substituted_in_every_table(tmp_path: Path) -> None:
+    """`${NAME}` in any string: the plugin names and the tables the CLI reads itself."""
+    text = '[driver]\nplugin = "${DRIVER}"\ninstances = 2\n[journal]\npath = "${DIR}/d.journal"\n'
+    text += '[[steps]]\npause = "${GATE}"\n'
+    env = {"DRIVER": "simulated", "DIR": str(tmp_path), "GATE": "promote"}
+    loaded = load_file(write(tmp_path, text), env=env)
+    assert loaded.driver.name == "simulated"
+    assert isinstance(loaded.driver.built, SimulatedFleet)
+    assert loaded.journal == tmp_path / "d.journal"
+    assert loaded.options["steps"] == [Pause()]
+    with pytest.raises(RolloutFileError, match="DRIVER is not set") as missing:
+        load_file(write(tmp_path, text), env={})
+    assert (missing.value.line, missing.value.field) == (2, "driver.plugin")
+
+
+def test_the_control_socket_is_found_with_the_variables_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rolling status` finds the socket where `rolling run` opened it."""
+    monkeypatch.setenv("DIR", str(tmp_path))
+    path = write(tmp_path, '[driver]\nplugin = "simulated"\n[journal]\npath = "${DIR}/d.journal"\n')
+    assert control_path(path) == tmp_path / "d.journal.control"
+    assert control_path(path) == load_file(path).control
+
+
+def test_a_rollout_error_names_the_files_key_whatever_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a Rollout ConfigError takes to the file's line: `seed` as the others."""
+    import rolling.cli._file as file_module  # noqa: PLC0415 - the module under test
+
+    class Strict(file_module.Rollout):  # type: ignore[misc, name-defined]
+        def __init__(self, *args: object, seed: object = None, **kwargs: object) -> None:
+            if seed is not None and not isinstance(seed, int):
+                raise ConfigError("Rollout.seed", f"expected an int, got {seed!r}", "pass 7")
+            super().__init__(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(file_module, "Rollout", Strict)
+    path = write(tmp_path, 'effect_timeout = 5\nseed = "x"\n[driver]\nplugin = "simulated"\n')
+    assert_file_error(path, 2, "seed", "expected an int")
 
 
 def test_a_rolling_update_and_a_plain_deadline(tmp_path: Path) -> None:

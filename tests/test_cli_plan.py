@@ -56,23 +56,119 @@ def test_plan_lists_the_fleet_and_makes_no_mutating_call(tmp_path: Path) -> None
     assert "steps: pause 4 s; pause until `rolling promote`" in text
 
 
-def test_plan_starts_no_process_fleet(tmp_path: Path) -> None:
+def plan(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "plan", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_plan_starts_no_process_fleet_and_creates_no_file(tmp_path: Path) -> None:
     state = tmp_path / "fleet.json"
     (tmp_path / "p.toml").write_text(
         f'[driver]\nplugin = "process"\ncommand = ["{sys.executable}", "-c", "pass"]\n'
-        f'instances = 3\nstate_file = "{state}"\n'
+        f'instances = 3\nstate_file = "{state}"\nlog_dir = "logs"\n'
     )
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "plan", "p.toml", "--to", "v2"],
+    done = plan("p.toml", "--to", "v2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("fleet: 0 instances")
+    # No state file, no lock file, no log directory: a plan changes nothing.
+    assert [p.name for p in tmp_path.iterdir()] == ["p.toml"]
+
+
+def test_plan_reads_a_running_process_fleet_and_writes_nothing(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    app = [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
+    (tmp_path / "p.toml").write_text(
+        f'[driver]\nplugin = "process"\ncommand = {json.dumps(app)}\ninstances = 2\n'
+        f'state_file = "{fleet_file}"\n[check]\nplugin = "http"\n'
+    )
+    ran = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "run", "p.toml", "--to", "v2"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    assert ran.returncode == 0, ran.stderr
+    before = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir() if p.is_file()
+    }
+    done = plan("p.toml", "--to", "v3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("fleet: 0 instances")
-    assert not state.exists() or json.loads(state.read_text())["instances"] == []
+    assert "fleet: 2 instances\n  p-0  v2\n  p-1  v2\n" in done.stdout
+    after = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir() if p.is_file()
+    }
+    assert after == before
+
+
+def test_steps_hold_the_timeline_where_their_advance_is_reached(tmp_path: Path) -> None:
+    """The pause after Advance(1) comes after the first instance, not before it."""
+    path = tmp_path / "deploy.toml"
+    path.write_text(
+        '[driver]\nplugin = "simulated"\ninstances = 4\n'
+        "[[steps]]\nadvance = 1\n[[steps]]\npause = 100\n"
+        '[[steps]]\nadvance = 2\n[[steps]]\npause = "promote"\n[[steps]]\npause = 5\n'
+    )
+    planned = anyio.run(lambda: plan_file(load_file(path), "v2", history=None, estimate=10.0))
+    assert planned.starts == (
+        ("i-000", 0.0, 10.0),
+        ("i-001", 110.0, 120.0),
+        ("i-002", 125.0, 135.0),
+        ("i-003", 135.0, 145.0),
+    )
+    assert planned.total == 145.0
+    assert planned.waits_for_promote
+    # Steps after an Advance to the whole fleet hold after the last instance.
+    path.write_text(
+        '[driver]\nplugin = "simulated"\ninstances = 2\n'
+        '[[steps]]\nadvance = "100%"\n[[steps]]\npause = 7\n'
+    )
+    planned = anyio.run(lambda: plan_file(load_file(path), "v2", history=None, estimate=10.0))
+    assert [end for _, _, end in planned.starts] == [10.0, 20.0]
+    assert planned.total == 27.0
+
+
+def test_the_pause_between_batches_is_named_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "deploy.toml"
+    path.write_text(
+        '[driver]\nplugin = "simulated"\ninstances = 4\n'
+        '[strategy]\ntype = "batches"\nsizes = [1, "50%"]\npause = 30\n'
+    )
+    planned = anyio.run(lambda: plan_file(load_file(path), "v2", history=None, estimate=10.0))
+    assert planned.window == "batches of 1, 2, 1"
+    assert planned.steps == ("pause 30 s between batches",)
+    assert [(start, end) for _, start, end in planned.starts] == [
+        (0.0, 10.0),
+        (40.0, 50.0),
+        (40.0, 50.0),
+        (80.0, 90.0),
+    ]
+    assert planned.total == 90.0
+    assert not planned.waits_for_promote
+    path.write_text(path.read_text().replace("pause = 30", 'pause = "promote"'))
+    planned = anyio.run(lambda: plan_file(load_file(path), "v2", history=None, estimate=10.0))
+    assert planned.waits_for_promote
+    assert planned.total == 30.0
+
+
+def test_plan_refuses_a_negative_estimate_and_a_history_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "deploy.toml").write_text('[driver]\nplugin = "simulated"\n')
+    done = plan("deploy.toml", "--to", "v2", "--estimate", "-5", cwd=tmp_path)
+    assert done.returncode == 64
+    assert "argument --estimate: expected seconds >= 0, got '-5'" in done.stderr
+    missing = tmp_path / "nonexistent.events"
+    done = plan("deploy.toml", "--to", "v2", "--history", missing, cwd=tmp_path)
+    assert done.returncode == 66
+    assert f"cannot read the --history log {missing}: No such file or directory" in done.stderr
+    assert done.stdout == ""
 
 
 def test_durations_are_learned_from_the_last_run_only(tmp_path: Path) -> None:

@@ -162,5 +162,8 @@ def test_broken_and_clashing_plugins_are_configuration_errors(
     with pytest.raises(ConfigError, match="is required by the router 'haproxy'") as required:
         build("rolling.routers", "haproxy", {})
     assert required.value.field == "socket"
-    with pytest.raises(ConfigError, match="the check refused its settings"):
+    with pytest.raises(ConfigError, match="a list of ints") as status:
         build("rolling.checks", "http", {"expect_status": 200})  # not a list
+    assert status.value.field == "expect_status"
+    with pytest.raises(ConfigError, match="the router refused its settings"):
+        build("rolling.routers", "haproxy", {"socket": 5})  # the factory's own TypeError

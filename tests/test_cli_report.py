@@ -148,3 +148,29 @@ def test_report_summarises_a_journals_event_log_and_refuses_other_files(tmp_path
             [*ROLLING, "report", target], cwd=tmp_path, capture_output=True, text=True, check=False
         )
         assert bad.returncode == code, bad.stderr
+
+
+def test_an_html_file_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "deploy.toml").write_text('[driver]\nplugin = "simulated"\ninstances = 2\n')
+    ran = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "run", "deploy.toml", "--to", "v2", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    (tmp_path / "run.jsonl").write_text(ran.stdout)
+    out = tmp_path / "no-such-directory" / "t.html"
+    report = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "report", "run.jsonl", "--html", out],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert report.returncode == 73
+    assert report.stderr == f"rolling report: cannot write {out}: No such file or directory\n"
+    assert "Traceback" not in report.stderr

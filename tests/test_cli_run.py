@@ -221,11 +221,68 @@ def test_exit_statuses_before_any_rollout(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[-1].startswith("rolling run: failed after ")
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (SIMULATED + "[readiness]\nperod = 0.5\n", "deploy.toml:5: readiness.perod"),
+        ('[driver]\nplugin = "proces"\n', "deploy.toml:2: driver.plugin"),
+        (None, "deploy.toml: (file): cannot be read"),
+    ],
+)
+def test_a_refused_file_ends_its_json_lines_with_an_exit_object(
+    tmp_path: Path, text: str | None, words: str
+) -> None:
+    """A pipeline reading stdout learns the outcome and why, as from any other run."""
+    if text is not None:
+        (tmp_path / "deploy.toml").write_text(text)
+    done = rolling("run", "deploy.toml", "--to", "v2", "--json", cwd=tmp_path)
+    assert done.returncode == 78
+    (line,) = events(done.stdout)
+    jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA).validate(line)
+    assert (line["event"], line["outcome"], line["exit_code"]) == ("exit", "bad_configuration", 78)
+    assert line["error"].startswith(words)
+    assert words in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == line["summary"]
+
+
+def test_a_degraded_run_names_its_failures(tmp_path: Path) -> None:
+    (tmp_path / "deploy.toml").write_text(
+        SIMULATED.replace("4", "6")
+        + 'faults = [{ instance_id = "i-001", version = "v2", replace_raises = true },'
+        + ' { instance_id = "i-003", version = "v2", replace_raises = true }]\n'
+        + "[failure]\nmax_failed = 2\n"
+    )
+    done = rolling("run", "deploy.toml", "--to", "v2", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    summary = done.stdout.splitlines()[-1]
+    assert summary.startswith("rolling run: degraded (v2) in ")
+    assert "2 failed, 4 updated; failed: i-001 (driver.replace raised" in summary
+    assert "), i-003 (driver.replace raised" in summary
+
+
+def test_json_commands_say_a_refusal_on_stdout(tmp_path: Path) -> None:
+    """A control command with no run to ask, and a demo refused, still print one object."""
+    (tmp_path / "ok.toml").write_text(SIMULATED)
+    done = rolling("status", "ok.toml", "--json", cwd=tmp_path)
+    assert done.returncode == 69
+    reply = json.loads(done.stdout)
+    assert reply["ok"] is False
+    assert "does not exist" in reply["error"]
+    done = rolling("promote", "missing.toml", "--json", cwd=tmp_path)
+    assert done.returncode == 78
+    assert json.loads(done.stdout)["ok"] is False
+    done = rolling("demo", "--max-unavailable", "0", "--json", cwd=tmp_path)
+    assert done.returncode == 64
+    assert json.loads(done.stdout)["exit_code"] == 64
+
+
 def test_help_lists_exit_statuses() -> None:
     for command, words in [
         ("run", "78 bad configuration"),
         ("demo", "64 usage"),
         ("promote", "69"),
+        ("plan", "66 the --history log cannot be read"),
+        ("report", "73 the --html file cannot be written"),
     ]:
         done = subprocess.run(  # noqa: S603 - our own interpreter and module
             [*ROLLING, command, "--help"], capture_output=True, text=True, check=False
@@ -348,6 +405,28 @@ def test_abort_from_another_shell_and_promote_with_nothing_to_promote(
     assert proc.returncode == 4
     assert "rolling run: aborted (v2)" in out.splitlines()[-1]
     assert "1 reverted" in out.splitlines()[-1]
+
+
+def test_promote_with_nothing_to_promote_names_the_commands_option(
+    tmp_path: Path, proc_list: list[subprocess.Popen[str]]
+) -> None:
+    path = tmp_path / "slow.toml"
+    path.write_text(
+        SIMULATED
+        + "latency = { replace = 5 }\n"
+        + f'[journal]\npath = "{tmp_path / "s.journal"}"\n'
+    )
+    proc = start("run", path, "--to", "v2", cwd=tmp_path)
+    proc_list.append(proc)
+    wait_for_line(proc, "i-000 replacing -> v2")
+    refused = rolling("promote", path, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "nothing to promote" in refused.stderr
+    assert "use `rolling promote --full`" in refused.stderr
+    assert "full=True" not in refused.stderr
+    assert rolling("abort", path, cwd=tmp_path).returncode == 0
+    proc.communicate(timeout=30)
+    assert proc.returncode == 4
 
 
 def test_a_stale_socket_is_detected_and_replaced(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from rolling.testing import SimulatedFleet
 
 DOCS_EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 SIMULATED = '[driver]\nplugin = "simulated"\ninstances = 4\n'
-ROUTER = '[router]\nplugin = "balancer"\n'
+ROUTER = '[router]\nplugin = "haproxy"\nsocket = "haproxy.sock"\n'  # built, never reached
 CANARY = (
     SIMULATED
     + ROUTER
@@ -114,38 +114,48 @@ def test_a_blue_green_file_builds_its_analyses_from_the_metrics(tmp_path: Path) 
         (SIMULATED + '[strategy]\ntype = "canry"\n', 5, "strategy.type", "blue-green"),
         # A canary needs a router that can set weights; the fix names the file's way.
         (SIMULATED + '[strategy]\ntype = "canary"\n', None, "router", "[router] that can set"),
-        (CANARY.replace("set_weight = 25", "set_weight = 150"), 10, "steps.0.percent", "100"),
-        (CANARY.replace("set_weight = 25", 'set_weight = "x"'), 11, "steps.0.set_weight", "10"),
+        # Named as the file writes them, at their line (not SetWeight's argument `percent`).
+        (CANARY.replace("set_weight = 25", "set_weight = 150"), 12, "steps.0.set_weight", "100"),
+        (CANARY.replace("set_weight = 25", 'set_weight = "x"'), 12, "steps.0.set_weight", "10"),
         (
             CANARY.replace("set_canary_scale = 3", "set_canary_scale = true"),
-            17,
+            18,
             "steps.3.set_canary_scale",
             '"match"',
         ),
         (
             CANARY.replace("set_canary_scale = 3", 'set_canary_scale = "lots"'),
-            16,
-            "steps.3.replicas",
+            18,
+            "steps.3.set_canary_scale",
             "percentage",
         ),
         (
             CANARY.replace("promotion = { max_unavailable = 1 }", "promotion = 3"),
-            9,
+            10,
             "strategy.promotion",
             "RollingUpdate",
         ),
         (
             CANARY.replace("{ max_unavailable = 1 }", "{ max_unavailble = 1 }"),
-            None,
+            10,  # the line of the inline table's key
             "strategy.promotion.max_unavailble",
             "max_unavailable",
         ),
         (
             CANARY.replace("scale_down_delay = 5", "scale_down_delay = -1"),
-            8,
+            9,
             "strategy.scale_down_delay",
             ">= 0",
         ),
+        # Every key batches take is listed, sizes too.
+        (
+            SIMULATED + '[strategy]\ntype = "batches"\nsizes = [1]\nsurges = true\n',
+            7,
+            "strategy.surges",
+            "sizes, pause, surge",
+        ),
+        # The balancer needs the instances' addresses: a simulated fleet has none.
+        (SIMULATED + '[router]\nplugin = "balancer"\n', 4, "router", 'plugin = "process"'),
         # A canary's steps mean nothing to another strategy: the library says so.
         (SIMULATED + "[[steps]]\nset_weight = 10\n", 4, "steps.0", "Canary"),
         (
@@ -209,6 +219,39 @@ def test_a_blue_green_run_switches_and_its_json_lines_follow_the_schema(tmp_path
     ]
     # The schema can fail: a traffic shift without its share does not pass.
     assert not validator.is_valid({k: v for k, v in shifts[0].items() if k != "achieved"})
+    assert lines[-1]["outcome"] == "succeeded"
+
+
+def test_a_canarys_json_lines_follow_the_schema(tmp_path: Path, fleet_file: Path) -> None:
+    """Its steps (set_canary_scale, set_weight) come out typed, as the schema says."""
+    command = json.dumps(
+        [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
+    )
+    path = write(
+        tmp_path,
+        f'[driver]\nplugin = "process"\ncommand = {command}\ninstances = 2\n'
+        f'state_file = "{fleet_file}"\ngrace = 2\n'
+        f'[router]\nplugin = "balancer"\nport = {free_port()}\ndrain_timeout = 1\n'
+        '[check]\nplugin = "http"\ntimeout = 0.5\n'
+        "[readiness]\nperiod = 0.1\ndeadline = 20\n"
+        '[strategy]\ntype = "canary"\nscale_down_delay = 0.1\n'
+        "[[steps]]\nset_canary_scale = 1\n[[steps]]\nset_weight = 25\n[[steps]]\npause = 0.1\n",
+    )
+    done = rolling("run", path, "--to", "v2", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    validator: Any = jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    for line in lines:
+        validator.validate(line)
+    steps = [line["step"] for line in lines if line["event"] == "step_started"]
+    assert steps == [
+        {"type": "set_canary_scale", "replicas": 1, "match_traffic_weight": False},
+        {"type": "set_weight", "percent": 25},
+        {"type": "pause", "seconds": 0.1},
+    ]
+    # The schema can fail: a step without its type does not pass.
+    untyped = next(line for line in lines if line["event"] == "step_started")
+    assert not validator.is_valid({**untyped, "step": {"percent": 25}})
     assert lines[-1]["outcome"] == "succeeded"
 
 
@@ -345,7 +388,7 @@ def test_a_router_plugin_that_builds_a_context_manager_is_asked_once_entered(
         return built[-1]
 
     monkeypatch.setattr(file_module, "build", build)
-    loaded = load_file(write(tmp_path, CANARY.replace('plugin = "balancer"', 'plugin = "cm"')))
+    loaded = load_file(write(tmp_path, CANARY.replace('plugin = "haproxy"', 'plugin = "cm"')))
     assert loaded.router is not None
     assert loaded.router.built is built[0]
     plan = anyio.run(lambda: plan_file(loaded, "v2", history=None, estimate=1.0))
@@ -376,7 +419,7 @@ def test_validate_refuses_a_canary_on_a_driver_that_cannot_launch(
 
     monkeypatch.setattr(file_module, "build", build)
     path = write(tmp_path, CANARY)
-    assert_file_error(path, None, "strategy", "cannot launch() and terminate()")
+    assert_file_error(path, 7, "strategy", "cannot launch() and terminate()")  # [strategy]
     # A surge asks the same question of the same driver.
     surge = SIMULATED + "[strategy]\nmax_surge = 1\n"
     assert_file_error(write(tmp_path, surge), 5, "strategy.max_surge", "cannot launch()")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Container
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -39,6 +39,8 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _TOKEN = re.compile(r"[!-~]+")  # visible ASCII, no spaces or control characters
 _NO_BODY = frozenset({204, 304})
 _SWITCHING_PROTOCOLS = 101
+_LOWEST_STATUS = 100
+_HIGHEST_STATUS = 599
 
 
 class _BadResponse(Exception):  # noqa: N818 - private; carries the reason for an unhealthy answer
@@ -67,6 +69,23 @@ def _check_expect_status(_instance: object, _attribute: object, value: Any) -> N
             f"expected a container of status codes, got {value!r}",
             "pass range(200, 300), {200} or [200, 204]",
         )
+    if isinstance(value, list | tuple | set | frozenset):
+        codes = cast("list[object]", list(value))  # pyright: ignore[reportUnknownArgumentType]
+        if not codes or not all(_is_status(code) for code in codes):
+            raise ConfigError(
+                "HTTPCheck.expect_status",
+                f"expected status codes (ints from {_LOWEST_STATUS} to {_HIGHEST_STATUS}),"
+                f" got {value!r}",
+                "pass range(200, 300), {200} or [200, 204]: ints, not strings",
+            )
+
+
+def _is_status(code: object) -> bool:
+    return (
+        isinstance(code, int)
+        and not isinstance(code, bool)
+        and _LOWEST_STATUS <= code <= _HIGHEST_STATUS
+    )
 
 
 def _check_body(_instance: object, _attribute: object, value: Any) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ EXIT_UNAVAILABLE = 69
 EXIT_NOPERM = 77
 EXIT_REFUSED = 1
 EXIT_NOINPUT = 66
+EXIT_CANTCREAT = 73
 
 _RUN_EXIT_HELP = (
     "exit status: 0 succeeded, 1 rolled back, 2 degraded, 3 halted, 4 aborted, 5 failed "
@@ -83,6 +85,18 @@ def _bounded(high: float, what: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: seconds, 0 or more and finite (argparse names the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        msg = f"expected seconds >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 _percent = _bounded(100, "a percentage")
@@ -209,7 +223,10 @@ def _parser() -> argparse.ArgumentParser:
             " predicted timeline, from durations learned from the last run of the same journal"
             " (its .events log) or from --estimate. Only list_instances() reaches the fleet."
         ),
-        epilog="exit status: 0 planned, 5 the fleet could not be listed, 64 usage, 78 bad file",
+        epilog=(
+            "exit status: 0 planned, 5 the fleet could not be listed, 64 usage error,"
+            " 66 the --history log cannot be read, 78 bad configuration"
+        ),
     )
     plan.add_argument("file", type=Path, help="the rollout file (TOML)")
     plan.add_argument("--to", required=True, metavar="VERSION", help="the version to plan for")
@@ -218,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--estimate",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
         help="seconds per instance where none was learned (default 10)",
@@ -239,7 +256,10 @@ def _parser() -> argparse.ArgumentParser:
             " journal, or saved `rolling run --json` output) and summarise it; with --html,"
             " write a self-contained timeline picture."
         ),
-        epilog="exit status: 0 done, 64 usage error, 66 no events to read",
+        epilog=(
+            "exit status: 0 done, 64 usage error, 66 no events to read,"
+            " 73 the --html file cannot be written"
+        ),
     )
     report.add_argument("events", type=Path, help="a journal, its .events log, or --json output")
     report.add_argument("--html", type=Path, metavar="OUT", help="write the timeline page here")
@@ -280,6 +300,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace, rollout_file: Any) -> int:
     from ._run import plan_file  # noqa: PLC0415 - keeps `rolling --help` light
 
+    unreadable = None if args.history is None else _unreadable(args.history)
+    if unreadable is not None:
+        _error(f"rolling plan: cannot read the --history log {args.history}: {unreadable}")
+        return EXIT_NOINPUT
     try:
         plan = anyio.run(
             lambda: plan_file(rollout_file, args.to, history=args.history, estimate=args.estimate)
@@ -292,6 +316,16 @@ def _cmd_plan(args: argparse.Namespace, rollout_file: Any) -> int:
         return 5
     print(plan.to_text())  # noqa: T201 - CLI output
     return 0
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be read, or None when it can."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -335,20 +369,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     times = [float(line["at"]) for line in lines if isinstance(line.get("at"), int | float)]
     span = max(times) - min(times)
     by_phase = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+    if args.html is not None:
+        page = render(lines, title=f"rollout: {args.events.name}")
+        try:
+            args.html.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            _error(f"rolling report: cannot write {args.html}: {exc.strerror or exc}")
+            return EXIT_CANTCREAT
     print(f"{args.events}: {state}; {span:.1f} s; {by_phase or 'no instance changed'}")  # noqa: T201 - CLI output
     if args.html is not None:
-        args.html.write_text(render(lines, title=f"rollout: {args.events.name}"), encoding="utf-8")
         print(f"timeline written to {args.html}")  # noqa: T201 - CLI output
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._file import load_file  # noqa: PLC0415 - keeps `rolling --help` light
-    from ._run import run_file  # noqa: PLC0415 - as above
+    from ._run import bad_file, run_file  # noqa: PLC0415 - as above
 
     try:
         rollout_file = load_file(args.file)
     except ConfigError as exc:
+        if args.command == "run":
+            return bad_file(str(exc), json=args.json, out=sys.stdout)
         _error(f"rolling {args.command}: {exc}")
         return EXIT_CONFIG
     if args.command == "validate":
@@ -366,8 +408,7 @@ def _cmd_control(args: argparse.Namespace) -> int:
     try:
         path = args.socket or control_path(args.file)
     except ConfigError as exc:
-        _error(f"rolling {args.command}: {exc}")
-        return EXIT_CONFIG
+        return _control_failed(args, str(exc), EXIT_CONFIG)
     message: dict[str, Any] = {"action": args.command}
     if args.command == "promote":
         message["full"] = args.full
@@ -376,11 +417,10 @@ def _cmd_control(args: argparse.Namespace) -> int:
     try:
         reply = request(path, message)
     except ControlUnavailableError as exc:
-        _error(f"rolling {args.command}: {exc}")
-        return EXIT_UNAVAILABLE
+        return _control_failed(args, str(exc), EXIT_UNAVAILABLE)
     except PermissionError as exc:
-        _error(f"rolling {args.command}: permission denied on {path}: {exc.strerror}")
-        return EXIT_NOPERM
+        error = f"permission denied on {path}: {exc.strerror}"
+        return _control_failed(args, error, EXIT_NOPERM)
     if args.json:
         print(json.dumps(reply, sort_keys=True))  # noqa: T201 - CLI output
     elif reply.get("ok"):
@@ -390,6 +430,14 @@ def _cmd_control(args: argparse.Namespace) -> int:
         _error(f"rolling {args.command}: {error}")
         return EXIT_NOPERM if error.startswith("refused: uid") else EXIT_REFUSED
     return 0
+
+
+def _control_failed(args: argparse.Namespace, error: str, status: int) -> int:
+    """No reply came: say why; with --json, as a reply would (``ok`` false), on stdout."""
+    _error(f"rolling {args.command}: {error}")
+    if args.json:
+        print(json.dumps({"ok": False, "error": error}, sort_keys=True))  # noqa: T201 - CLI output
+    return status
 
 
 def _status_text(status: dict[str, Any]) -> str:
@@ -458,6 +506,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         report = anyio.run(run_demo, options, progress)
     except ConfigError as exc:
         _error(f"rolling demo: {exc}")
+        if args.json:  # stdout carries one JSON object, refused or not
+            print(json.dumps({"exit_code": EXIT_USAGE, "error": str(exc)}))  # noqa: T201 - CLI output
         return EXIT_USAGE
     print(report.to_json() if args.json else report.to_text())  # noqa: T201 - CLI output
     return report.exit_code

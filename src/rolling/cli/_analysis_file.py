@@ -81,11 +81,10 @@ def parse_condition(text: object, *, every: bool) -> Threshold:
 
 
 class Loader(Protocol):
-    """What the readers need of the file's loader: its errors, substitution and construction."""
+    """What the readers need of the file's loader: its errors and construction."""
 
     def error(self, where: Where, key: str | None, problem: str, fix: str) -> ConfigError: ...
     def from_config_error(self, where: Where, exc: ConfigError) -> ConfigError: ...
-    def substitute(self, value: Any, where: Where, key: str | None) -> Any: ...
     def construct(
         self, where: Where, factory: Callable[..., Any], table: Mapping[str, Any]
     ) -> Any: ...
@@ -127,7 +126,6 @@ class AnalysisReader:
             raise self.loader.error(
                 at, "settings", "expected a table", f"write [{at[0]}.{name}.settings]"
             )
-        settings = self.loader.substitute(settings, (*at, "settings"), None)
         try:
             provider = build("rolling.metrics", provider_name, settings)
         except ConfigError as exc:
@@ -189,12 +187,13 @@ class AnalysisReader:
                 'write analyze = ["error-ratio"]',
             )  # fmt: skip
         table = dict(cast("dict[str, Any]", value))
+        inside: Where = (*where, "analyze")  # its keys are in the inline table
         step: dict[str, Any] = {
             k: table.pop(k) for k in ("inconclusive_timeout", "on_timeout") if k in table
         }
-        analysis = self.analysis(where, "analyze", table)
+        analysis = self.analysis(inside, None, table)
         step["analysis"] = analysis
-        return cast("Analyze", self.loader.construct(where, Analyze, step))
+        return cast("Analyze", self.loader.construct(inside, Analyze, step))
 
     def check_unused(self) -> None:
         """A metric defined and never used is most likely a mistake: say so."""

@@ -119,8 +119,14 @@ def _act(handle: RolloutHandle, message: dict[str, Any]) -> dict[str, Any]:
         elif action != "status":
             return {"ok": False, "error": f"unknown action {action!r}"}
     except ControlError as exc:
-        return {"ok": False, "error": str(exc), "status": snapshot_json(handle.status())}
+        error = _cli_words(str(exc))
+        return {"ok": False, "error": error, "status": snapshot_json(handle.status())}
     return {"ok": True, "status": snapshot_json(handle.status())}
+
+
+def _cli_words(error: str) -> str:
+    """A library refusal, its Python fix said as the command line's (``full=True``: ``--full``)."""
+    return error.replace("full=True", "`rolling promote --full`")
 
 
 async def _receive_line(stream: anyio.abc.SocketStream) -> bytes:

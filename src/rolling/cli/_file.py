@@ -9,8 +9,9 @@ the line (where a plain ``key = value`` line or a ``[table]`` header holds
 it) and the key.
 
 ``${NAME}`` in any string is replaced by the environment variable ``NAME``
-(``$${`` writes a literal ``${``). The values substituted are secrets: every
-error message has them replaced by ``${NAME}`` again, so none is printed.
+(``$${`` writes a literal ``${``), in every table, the plugin names included.
+The values substituted are secrets: every message has them replaced by ``***``,
+so none is printed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from rolling import (
     Waves,
 )
 from rolling.plugins import build
+from rolling.routers.balancer import Balancer
 from rolling.testing import SimulatedFleet
 
 from ._analysis_file import AnalysisReader
@@ -79,6 +81,11 @@ _TOP_KEYS = (
     "strategy",
     "waves",
 )
+_ORDER_FIX = {
+    "reverse": 'add type = "sorted" (reverse sorts by id, descending)',
+    "seed": 'add type = "shuffled" (seed picks the shuffle)',
+}
+"""The fix for a key of ``[order]`` written without the type that takes it."""
 _ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _KEY_LINE = re.compile(r'^\s*("?)([A-Za-z0-9_-]+)\1\s*=')
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
@@ -178,10 +185,20 @@ class _Locator:
                 self.lines.setdefault((current, key.group(2)), number)
 
     def line(self, where: Where, key: str | None) -> int | None:
-        found = self.lines.get((where, key))
-        if found is None and key is not None:
-            found = self.lines.get((where, None))
-        return found
+        """The line of ``where``/``key``, or of the nearest key or table that holds it.
+
+        A key inside an inline table (``errors = { code = "5.." }``) is on the line of
+        the key that holds the table; a table's own name is its ``[table]`` header.
+        """
+        path = (*where, *([key] if key is not None else []))
+        for end in range(len(path), 0, -1):
+            last = path[end - 1]
+            found = self.lines.get((path[:end], None))
+            if isinstance(last, str):
+                found = self.lines.get((path[: end - 1], last), found)
+            if found is not None:
+                return found
+        return None
 
 
 class _Loader:
@@ -207,9 +224,18 @@ class _Loader:
         )
 
     def from_config_error(self, where: Where, exc: ConfigError) -> RolloutFileError:
-        # A validator names its field as "Class.key" or "key": the key is the last part.
-        key = exc.field.rsplit(".", 1)[-1].split("[", 1)[0]
-        return self.error(where, key or None, exc.problem, exc.fix)
+        """``exc`` at ``where``.
+
+        A library validator names its field ``Class.key`` (or ``Class.method.key``): the
+        key is the last part. A plugin names the key as the file writes it, a dotted path
+        into an inline table included (``errors.code``).
+        """
+        parts = [part.split("[", 1)[0] for part in exc.field.split(".")]
+        if parts[0][:1].isupper():
+            parts = parts[-1:]
+        path = tuple(part for part in parts if part)
+        key = path[-1] if path else None
+        return self.error((*where, *path[:-1]), key, exc.problem, exc.fix)
 
     # -- values --------------------------------------------------------------------
 
@@ -233,13 +259,16 @@ class _Loader:
                 return secret
 
             return _ENV.sub(replace, value)
+        inside: Where = where if key is None else (*where, key)
         if isinstance(value, dict):
             table = cast("dict[str, Any]", value)
-            return {
-                k: self.substitute(v, where, k if key is None else key) for k, v in table.items()
-            }
+            return {k: self.substitute(v, inside, k) for k, v in table.items()}
         if isinstance(value, list):
-            return [self.substitute(v, where, key) for v in cast("list[object]", value)]
+            return [
+                self.substitute(v, (*inside, i), None) if isinstance(v, dict) else
+                self.substitute(v, where, key)
+                for i, v in enumerate(cast("list[object]", value))
+            ]  # fmt: skip
         return value
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
@@ -262,7 +291,10 @@ class _Loader:
         for key in table:
             if key not in accepted:
                 raise self.error(
-                    where, key, "is not a known key here", "use one of: " + ", ".join(accepted)
+                    where,
+                    key,
+                    "is not a known key here",
+                    "use one of: " + ", ".join(accepted) if accepted else "remove it",
                 )
         try:
             return factory(**table)
@@ -285,7 +317,7 @@ class _Loader:
                 "is missing" if name is None else f"expected a name, got {name!r}",
                 f'name the plugin: [{key}] plugin = "..." (`rolling plugins` lists them)',
             )
-        settings = self.substitute(table, (key,), None)
+        settings = table
         try:
             built = build(group, name, settings)
         except ConfigError as exc:
@@ -373,6 +405,14 @@ class _Loader:
                 f"unknown order {kind!r}",
                 "use one of: " + ", ".join([*makers, "longest-first"]),
             )
+        if kind == "inventory" and table:
+            key = next(iter(table))
+            raise self.error(
+                ("order",),
+                key,
+                "is not a setting of the inventory order (the default type)",
+                _ORDER_FIX.get(key, 'remove it, or set type = "sorted" or "shuffled"'),
+            )
         return cast("Order", self.construct(("order",), makers[kind], table))
 
     def waves(self, data: Mapping[str, Any]) -> Waves | None:
@@ -407,6 +447,22 @@ class _Loader:
             f"expected seconds or a table, got {value!r}",
             'write progress_deadline = 600, or {seconds = 600, action = "report"}',
         )
+
+    def check_router(self, driver: PluginSpec, router: PluginSpec | None) -> None:
+        """Refuse a router that cannot reach the driver's instances: `rolling run` would fail."""
+        if (
+            router is not None
+            and isinstance(router.built, Balancer)
+            and isinstance(driver.built, SimulatedFleet)
+        ):
+            raise self.error(
+                (),
+                "router",
+                "the balancer forwards requests to each instance's host and port, and the"
+                " instances of a simulated fleet have none",
+                'try the balancer with [driver] plugin = "process", or remove [router]'
+                " (a simulated fleet needs none)",
+            )
 
     def check_options(
         self, options: Mapping[str, Any], driver: PluginSpec, router: PluginSpec | None
@@ -461,8 +517,9 @@ class _Loader:
         """The top-level keys, the schema, and the tables this version cannot take yet."""
         for key in data:
             if key not in _TOP_KEYS:
+                what = "table" if isinstance(data[key], dict) else "key"
                 raise self.error(
-                    (), key, "is not a known key", "use one of: " + ", ".join(_TOP_KEYS)
+                    (), key, f"is not a known {what}", "use one of: " + ", ".join(_TOP_KEYS)
                 )
         schema = data.get("schema", FILE_SCHEMA)
         if schema != FILE_SCHEMA:
@@ -504,11 +561,13 @@ class _Loader:
         for key in ("rollback", "effect_timeout", "cleanup_timeout", "seed"):
             options[key] = data.get(key)
         options = {k: v for k, v in options.items() if v is not None}
+        self.check_router(driver, router)
         self.check_options(options, driver, router)
         self.analyses.check_unused()
         return options
 
     def load(self, data: dict[str, Any]) -> RolloutFile:
+        data = self.substitute(data, (), None)
         self.header(data)
         self.analyses = AnalysisReader(self, data)
         self.strategies = StrategyReader(self, self.analyses)
@@ -586,9 +645,13 @@ def control_path(path: Path) -> Path:
         RolloutFileError: The file cannot be read or is not TOML.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RolloutFileError(
             path, None, "(file)", f"cannot be read: {exc}", "check the path"
         ) from None
-    return _control_of(path, data)
+    # The paths as `rolling run` reads them: with ${NAME} replaced.
+    loader = _Loader(path, text, os.environ)
+    places = {key: data[key] for key in ("control", "journal") if key in data}
+    return _control_of(path, loader.substitute(places, (), None))

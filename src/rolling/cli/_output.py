@@ -67,6 +67,8 @@ JSON_SCHEMA = 1
 """Version of the JSON lines format; see the module docstring for when it changes."""
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_STEP_TYPES = (Advance, Pause, Gate, Analyze, SetFlag, SetWeight, SetCanaryScale)
+"""Every kind of step: each comes out as :func:`step_json` says, with its ``type``."""
 
 
 def events_log(journal: Path) -> Path:
@@ -129,7 +131,7 @@ def _result_json(result: RolloutResult) -> dict[str, Any]:
 def _value(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, enum.Enum):
         return _value(value.value)
-    if isinstance(value, Advance | Pause | Gate | Analyze | SetFlag):
+    if isinstance(value, _STEP_TYPES):
         return step_json(value)
     if isinstance(value, RolloutResult):
         return _result_json(value)

@@ -11,6 +11,7 @@ number of parallel slots).
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 
 import attrs
 
-from rolling import Batches, BlueGreen, Canary, Order, Pause, RollingUpdate, Rollout
+from rolling import Advance, Batches, BlueGreen, Canary, Order, Pause, RollingUpdate, Rollout
+from rolling._settings import advance_target
 
 from ._output import step_text
 
@@ -116,26 +118,78 @@ class Plan:
 
 
 def _schedule(
-    order: Sequence[str], durations: Mapping[str, float], estimate: float, sizes: Sequence[int]
+    order: Sequence[str],
+    durations: Mapping[str, float],
+    estimate: float,
+    width: int | None,
+    cuts: Mapping[int, float],
 ) -> list[tuple[str, float, float]]:
-    """Start times: ``sizes[0]`` slots sliding, or lockstep batches of ``sizes`` when several."""
+    """Start and end times, the window drained and held at each cut.
+
+    ``width`` slots slide within each stretch between cuts (None: a stretch starts
+    all at once, as a lockstep batch does); ``cuts`` maps a place in ``order`` to the
+    seconds held there once every instance before it has ended.
+    """
     starts: list[tuple[str, float, float]] = []
-    if len(sizes) == 1:  # a sliding window of sizes[0] slots: list scheduling
-        slots = [0.0] * max(sizes[0], 1)
-        for key in order:
-            begin = heapq.heappop(slots)
-            end = begin + durations.get(key, estimate)
-            starts.append((key, begin, end))
-            heapq.heappush(slots, end)
-        return starts
-    clock, index = 0.0, 0
-    for size in sizes:
-        batch = order[index : index + size]
-        index += size
-        ends = [clock + durations.get(key, estimate) for key in batch]
-        starts += [(key, clock, end) for key, end in zip(batch, ends, strict=True)]
-        clock = max(ends, default=clock)
+    clock = cuts.get(0, 0.0)
+    places = sorted({p for p in cuts if 0 < p < len(order)} | {len(order)})
+    begin = 0
+    for end in places:
+        slots = [clock] * max(width or end - begin, 1)
+        for key in order[begin:end]:  # list scheduling: the next starts in the first free slot
+            start = heapq.heappop(slots)
+            starts.append((key, start, start + durations.get(key, estimate)))
+            heapq.heappush(slots, starts[-1][2])
+        clock = max([clock, *(stop for _, _, stop in starts)]) + cuts.get(end, 0.0)
+        begin = end
     return starts
+
+
+def _cuts(rollout: Rollout[Any], total: int, skipped: int, desired: int) -> dict[int, float]:
+    """Where the rollout holds, by place in the update order, and the seconds it holds there.
+
+    As the rollout places them: steps before the first ``Advance`` hold at 0, the steps
+    after one where its target is reached (with batches, at the end of the batch that
+    reaches it); the batches' own pause holds after every batch but the last. Timed
+    pauses count their seconds; other steps (a promote, an analysis) count none.
+    """
+    strategy = rollout.strategy
+    ends: list[int] = []
+    if isinstance(strategy, Batches):
+        ends = list(itertools.accumulate(strategy.resolve(total, whole=desired)))
+    cuts = dict.fromkeys(ends, 0.0)
+    at = 0
+    for step in rollout.steps:
+        if isinstance(step, Advance):
+            at = min(total, max(0, advance_target(step.to, desired) - skipped))
+            at = min((end for end in ends if end >= at), default=at)
+        cuts[at] = cuts.get(at, 0.0) + _seconds(step)
+    if isinstance(strategy, Batches):
+        for end in ends[:-1]:
+            cuts[end] += _seconds(strategy.pause)
+    return cuts
+
+
+def _seconds(step: object) -> float:
+    return (step.seconds or 0.0) if isinstance(step, Pause) else 0.0
+
+
+def _steps(rollout: Rollout[Any], batches: int) -> tuple[str, ...]:
+    """The steps as text, and the pause between batches when there is more than one."""
+    steps = [step_text(s) for s in rollout.steps]
+    strategy = rollout.strategy
+    if isinstance(strategy, Batches) and strategy.pause is not None and batches > 1:
+        steps.append(step_text(strategy.pause) + " between batches")
+    return tuple(steps)
+
+
+def _waits(rollout: Rollout[Any], batches: int) -> bool:
+    """Whether a step, the pause between batches or a blue-green waits for a promote."""
+    strategy = rollout.strategy
+    between = strategy.pause if isinstance(strategy, Batches) and batches > 1 else None
+    return any(isinstance(s, Pause) and s.seconds is None for s in (*rollout.steps, between)) or (
+        isinstance(strategy, BlueGreen) and not strategy.auto_promote
+    )
 
 
 def make_plan(
@@ -153,42 +207,44 @@ def make_plan(
     strategy = rollout.strategy
     resolved = rollout.window(len(instances))
     after = 0.0  # what follows the last instance's update: a kept old set's delay
+    width: int | None = None
+    cuts = _cuts(rollout, len(to_update), len(skipped), len(instances))
+    batches = 1
     if isinstance(strategy, Batches):
         sizes = strategy.resolve(len(to_update), whole=len(instances))
+        batches = len(sizes)
         window = "batches of " + ", ".join(str(s) for s in sizes)
     elif isinstance(strategy, RollingUpdate):
-        sizes = [max(resolved.max_unavailable, resolved.max_surge, 1)]
+        width = max(resolved.max_unavailable, resolved.max_surge, 1)
         window = (
-            f"{sizes[0]} at a time (max_unavailable {resolved.max_unavailable},"
+            f"{width} at a time (max_unavailable {resolved.max_unavailable},"
             f" max_surge {resolved.max_surge})"
         )
     else:
         # Canary and blue-green launch the new set beside the old one: predicted as all of
-        # it at once, or, for a canary promoted through a window, that window.
-        window, sizes, after = _paired_window(strategy, len(instances), len(to_update))
-        after = after if to_update else 0.0  # nothing to switch, nothing kept
-    starts = _schedule(to_update, durations, estimate, sizes)
-    pauses = sum(s.seconds or 0.0 for s in rollout.steps if isinstance(s, Pause))
-    if pauses:
-        starts = [(key, begin + pauses, end + pauses) for key, begin, end in starts]
+        # it at once, or, for a canary promoted through a window, that window; their steps
+        # run before it.
+        window, width, after = _paired_window(strategy, len(instances), len(to_update))
+        cuts = {0: sum(cuts.values())}
+    after += cuts.pop(len(to_update), 0.0) if to_update else 0.0  # steps after the last
+    after = after if to_update else 0.0  # nothing to update, nothing to wait for
     return Plan(
         fleet=tuple((str(i.id), str(i.version)) for i in instances),
         to_update=to_update,
         skipped=skipped,
         window=window,
-        steps=tuple(step_text(s) for s in rollout.steps),
-        starts=tuple(starts),
+        steps=_steps(rollout, batches),
+        starts=tuple(_schedule(to_update, durations, estimate, width, cuts)),
         learned=sum(1 for key in to_update if key in durations),
         estimate=estimate,
-        waits_for_promote=any(isinstance(s, Pause) and s.seconds is None for s in rollout.steps)
-        or (isinstance(strategy, BlueGreen) and not strategy.auto_promote),
+        waits_for_promote=_waits(rollout, batches),
         after=after,
     )
 
 
 def _paired_window(
     strategy: Canary | BlueGreen, desired: int, to_update: int
-) -> tuple[str, list[int], float]:
+) -> tuple[str, int, float]:
     """What the plan says of a canary or blue-green: its text, slot count and final delay."""
     if isinstance(strategy, BlueGreen):
         preview = strategy.preview(desired)
@@ -196,13 +252,13 @@ def _paired_window(
         if preview < desired:
             text += f", the rest of the {desired} new at the switch"
         text += f"; the old set kept {strategy.scale_down_delay:g} s after the switch"
-        return text, [max(to_update, 1)], strategy.scale_down_delay
+        return text, max(to_update, 1), strategy.scale_down_delay
     if strategy.promotion is None:
         text = (
             "canary: new instances beside the old as the steps say, then the rest at once;"
             f" the old set kept {strategy.scale_down_delay:g} s after the switch"
         )
-        return text, [max(to_update, 1)], strategy.scale_down_delay
+        return text, max(to_update, 1), strategy.scale_down_delay
     window = strategy.promotion.resolve(desired)
     size = max(window.max_unavailable, window.max_surge, 1)
     text = (
@@ -210,4 +266,4 @@ def _paired_window(
         f" {size} at a time (max_unavailable {window.max_unavailable},"
         f" max_surge {window.max_surge})"
     )
-    return text, [size], 0.0
+    return text, size, 0.0

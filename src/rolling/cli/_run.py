@@ -14,6 +14,7 @@ import anyio
 from rolling import (
     ConfigError,
     FileJournal,
+    InstanceOutcome,
     RollingError,
     Rollout,
     RolloutHandle,
@@ -29,7 +30,7 @@ from ._file import RolloutFile, checkable
 from ._output import Output, events_log
 from ._plan import Plan, learned_durations, make_plan
 
-__all__ = ["EXIT", "plan_file", "run_file"]
+__all__ = ["EXIT", "bad_file", "plan_file", "run_file"]
 
 EXIT: dict[str, int] = {
     "succeeded": 0,
@@ -75,11 +76,25 @@ def _summary(
         counts[instance.outcome.value] = counts.get(instance.outcome.value, 0) + 1
     by_outcome = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
     why = f": {result.reason}" if result.reason else ""
+    if result.status is RolloutStatus.DEGRADED:
+        why += _failures(result)
     line = (
         f"rolling run: {outcome.replace('_', ' ')} ({result.target}) in"
         f" {result.finished_at - result.started_at:.1f} s; {by_outcome or 'no instances'}{why}"
     )
     return line, {"outcome": outcome, "exit_code": EXIT[outcome], "status": result.status.value}
+
+
+_NAMED = 5
+"""Failures a summary names one by one; it counts the others."""
+
+
+def _failures(result: RolloutResult) -> str:
+    """``; failed: i-001 (why), i-003 (why)``: the failures a degraded run finished with."""
+    failed = [i for i in result.instances if i.outcome is InstanceOutcome.FAILED]
+    named = ", ".join(f"{i.id} ({i.reason or 'no reason given'})" for i in failed[:_NAMED])
+    more = f" and {len(failed) - _NAMED} more" if len(failed) > _NAMED else ""
+    return f"; failed: {named}{more}" if failed else ""
 
 
 async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: TextIO) -> int:
@@ -123,13 +138,27 @@ async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: T
         with contextlib.suppress(RollingError):
             result = handles[0].result
     outcome = _outcome(outcome, result, interrupted=interrupted)
-    if error is not None:
-        print(f"rolling run: {rollout_file.redact(error)}", file=sys.stderr)  # noqa: T201 - CLI output
     line, extra = _summary(result, outcome, anyio.current_time() - started)
+    if error is not None:
+        extra["error"] = rollout_file.redact(error)
+        print(f"rolling run: {extra['error']}", file=sys.stderr)  # noqa: T201 - CLI output
     output.finish(line, extra)
     if json:
         print(line, file=sys.stderr)  # noqa: T201 - a person watching a JSON run sees it too
     return EXIT[outcome]
+
+
+def bad_file(error: str, *, json: bool, out: TextIO) -> int:
+    """``rolling run`` on a file that did not load: the error, and with ``json`` the exit object.
+
+    ``error`` names the file (and hides the secrets) already.
+    """
+    print(f"rolling run: {error}", file=sys.stderr)  # noqa: T201 - CLI output
+    if json:  # a pipeline reading stdout learns why, as from any other run's last line
+        line, extra = _summary(None, "bad_configuration", 0.0)
+        Output(out=out, json=True, live=False, redact=str).finish(line, {**extra, "error": error})
+        print(line, file=sys.stderr)  # noqa: T201 - as after any other run with --json
+    return EXIT["bad_configuration"]
 
 
 async def plan_file(

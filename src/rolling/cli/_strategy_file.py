@@ -89,10 +89,12 @@ class StrategyReader:
                 where, "sizes", "is missing or empty", 'write sizes = [1, "25%"]'
             )
 
-        def batches(*, pause: Pause | None = None, surge: bool = False) -> Batches:
-            return Batches(*cast("list[int | str]", sizes), pause=pause, surge=surge)
+        def batches(
+            *, sizes: list[int | str], pause: Pause | None = None, surge: bool = False
+        ) -> Batches:
+            return Batches(*sizes, pause=pause, surge=surge)
 
-        return cast("Batches", self.loader.construct(where, batches, table))
+        return cast("Batches", self.loader.construct(where, batches, {"sizes": sizes, **table}))
 
     def _promotion(self, value: object) -> RollingUpdate | None:
         if value is False:
@@ -143,7 +145,10 @@ class StrategyReader:
                 raise loader.error(
                     where, key, f"expected a percentage, got {value!r}", "write set_weight = 10"
                 )
-            return cast("SetWeight", loader.construct(where, SetWeight, {"percent": value}))
+            try:
+                return SetWeight(value)
+            except ConfigError as exc:  # named as the file writes it, not SetWeight.percent
+                raise loader.error(where, key, exc.problem, "write set_weight = 25") from None
         if value == "match":
             table: Mapping[str, Any] = {"match_traffic_weight": True}
         elif isinstance(value, int | str) and not isinstance(value, bool):
@@ -154,4 +159,7 @@ class StrategyReader:
                 'write set_canary_scale = 2, set_canary_scale = "50%" or '
                 'set_canary_scale = "match" (follow the weight)',
             )  # fmt: skip
-        return cast("SetCanaryScale", loader.construct(where, SetCanaryScale, table))
+        try:
+            return SetCanaryScale(**table)
+        except ConfigError as exc:  # named as the file writes it, not SetCanaryScale.replicas
+            raise loader.error(where, key, exc.problem, exc.fix) from None

@@ -10,16 +10,20 @@ because loading one entry point must not import every adapter and its extra
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.to_thread
 
 from rolling import ConfigError
 
 from ._registry import planning
 
 if TYPE_CHECKING:
-    from rolling.drivers.process import ProcessDriver
+    from rolling.drivers.process import ProcessDriver, ProcessInstance
     from rolling.testing import SimulatedFleet
 
 __all__ = [
@@ -64,7 +68,7 @@ def process_driver(
     env: Mapping[str, str] | None = None,
     id_prefix: str = "p",
     keep_on_exit: bool | None = None,
-) -> contextlib.AbstractAsyncContextManager[ProcessDriver]:
+) -> contextlib.AbstractAsyncContextManager[ProcessDriver | _PlannedProcesses]:
     """``process``: local processes (:class:`~rolling.drivers.process.ProcessDriver`).
 
     ``command`` is the argument vector, in which ``{version}`` and ``{port}``
@@ -96,13 +100,74 @@ def process_driver(
     )
 
     @contextlib.asynccontextmanager
-    async def running() -> AsyncGenerator[ProcessDriver]:
+    async def running() -> AsyncGenerator[ProcessDriver | _PlannedProcesses]:
+        if planning():  # entering would lock and write the state file: only read it
+            yield _PlannedProcesses(None if state_file is None else Path(state_file))
+            return
         async with driver:
-            if instances and not planning() and not await driver.list_instances():
+            if instances and not await driver.list_instances():
                 await driver.spawn(instances, version)
             yield driver
 
     return running()
+
+
+class _PlannedProcesses:
+    """The ``process`` driver as ``rolling plan`` sees it: its state file's fleet, read only.
+
+    Entered, the driver itself adopts the fleet: it locks the state file (creating
+    ``<state_file>.lock``) and writes it back. This reads the file and the processes it
+    lists and changes nothing, even while a run holds the lock. It has the driver's
+    methods for a Rollout to check; a plan calls only :meth:`list_instances`.
+    """
+
+    def __init__(self, state_file: Path | None) -> None:
+        self.state_file = state_file
+
+    async def list_instances(self) -> list[ProcessInstance]:
+        """The processes the state file lists, as the driver would adopt them."""
+        from rolling.drivers.process import ProcessInstance  # noqa: PLC0415 - see the module docstring
+        from rolling.drivers.process._proc import find_processes  # noqa: PLC0415 - as above
+        from rolling.drivers.process._state import read_state  # noqa: PLC0415 - as above
+
+        if self.state_file is None:
+            return []
+        read = functools.partial(read_state, self.state_file, tidy=False)
+        entries, _ = await anyio.to_thread.run_sync(read)
+        found = await anyio.to_thread.run_sync(find_processes, entries)
+        listed: list[ProcessInstance] = []
+        for entry in entries:
+            located = found.get(entry.id)
+            if located is not None:
+                pid, _, version = located
+            elif entry.pid is not None:  # its process is gone: listed, as the driver does
+                pid, version = entry.pid, entry.version
+            else:
+                continue  # a launch that never began: nobody knows it
+            listed.append(
+                ProcessInstance(
+                    id=entry.id, version=version, host=entry.host, port=entry.port, pid=pid
+                )
+            )
+        return listed
+
+    async def replace(self, _instance: object, _version: str) -> None:
+        """Never called by a plan."""
+        raise _planned_error()
+
+    async def launch(self, _version: str) -> None:
+        """Never called by a plan."""
+        raise _planned_error()
+
+    async def terminate(self, _instance: object) -> None:
+        """Never called by a plan."""
+        raise _planned_error()
+
+
+def _planned_error() -> Exception:
+    from rolling.drivers.process import ProcessDriverError  # noqa: PLC0415 - see the module docstring
+
+    return ProcessDriverError("`rolling plan` changes nothing: no process is replaced or started")
 
 
 def ssh_driver(
@@ -248,6 +313,7 @@ def http_check(
     """``http``: :class:`~rolling.checks.HTTPCheck` (``expect_status`` default: any 2xx)."""
     from rolling.checks import HTTPCheck  # noqa: PLC0415 - see the module docstring
 
+    _check_status_list(expect_status)
     if expect_status is None:
         return HTTPCheck(path, timeout=timeout, body=body, host_header=host_header, tls=tls)
     return HTTPCheck(
@@ -258,6 +324,19 @@ def http_check(
         host_header=host_header,
         tls=tls,
     )
+
+
+def _check_status_list(value: object) -> None:
+    """``expect_status`` as a file writes it: a list of ints (HTTPCheck checks their range)."""
+    if value is None:
+        return
+    items = cast("list[object]", value) if isinstance(value, list) else []
+    if not items or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise ConfigError(
+            "expect_status",
+            f"expected a non-empty list of status codes, got {value!r}",
+            "write expect_status = [200, 204]: a list of ints, not strings",
+        )
 
 
 def tcp_check(*, timeout: float = 1.0) -> Any:

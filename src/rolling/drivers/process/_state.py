@@ -71,9 +71,14 @@ def dump_state(entries: Iterable[Entry], next_index: int) -> str:
     return json.dumps(state, indent=1) + "\n"
 
 
-def read_state(path: Path) -> tuple[list[Entry], int]:
-    """The instances a state file lists and the next free index (nothing for a missing file)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+def read_state(path: Path, *, tidy: bool = True) -> tuple[list[Entry], int]:
+    """The instances a state file lists and the next free index (nothing for a missing file).
+
+    With ``tidy`` (the driver holds the file's lock), the temporary files of writes cut
+    short are removed; a reader without the lock must not, since they may be a write
+    under way.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp") if tidy else ():
         stale.unlink(missing_ok=True)  # a write cut short by a kill; the file itself is whole
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
