@@ -36,16 +36,17 @@ Rules, in the order a rollout meets them:
    terminated; an instance out of traffic is put back when healthy, unless the
    rollback will handle it). Then ``revert`` rolls every changed instance back,
    newest first, out-of-traffic ones before all, under the same window; ``halt``
-   stops (announced by ``RollbackStarted(mode="halt")``). During a rollback only a halt (``abort(rollback=False)``) stops it.
+   stops (announced by ``RollbackStarted(mode="halt")``). During a rollback
+   only a halt (``abort(rollback=False)``) stops it.
 7. **Steps** run at their barrier: a ``Pause`` until its time or a promote;
    a ``Gate`` until it answers, a promote, or a stop. ``promote(full=True)``
    skips every step left.
 8. **Analysis** (:mod:`rolling._analyses`): an ``Analyze`` step is held
    like a gate; a failed verdict is a trigger, an inconclusive one waits for
    a person. The background analysis starts with the first instance updated
-   (or a traffic shift that gives a new set a share), a failed verdict is a trigger at any moment, an inconclusive one pauses;
-   it ends when a rollback starts, or after its bake once the forward pass
-   is done.
+   (or a traffic shift that gives a new set a share); a failed verdict is a
+   trigger at any moment, an inconclusive one pauses; it ends when a rollback
+   starts, or after its bake once the forward pass is done.
 9. **End.** A trigger's status, else DEGRADED when an instance failed, else
    SUCCEEDED. A cancelled run ends CANCELLED, an error HALTED; both after
    in-flight units settled. A lost lock (a lease lock's ``hold()`` ended) is
