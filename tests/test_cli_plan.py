@@ -10,12 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from helpers import ROLLING
 from rolling.cli._file import RolloutFileError, load_file
 from rolling.cli._plan import learned_durations
 from rolling.cli._run import plan_file
 from rolling.testing import FleetCall, SimulatedFleet
-
-ROLLING = [sys.executable, "-m", "rolling"]
 
 
 def line(event: str, at: float, **fields: object) -> str:
@@ -220,3 +219,21 @@ def test_longest_first_orders_by_the_journals_log(tmp_path: Path) -> None:
     path.write_text('[driver]\nplugin = "simulated"\n[order]\ntype = "longest-first"\n')
     with pytest.raises(RolloutFileError, match="learns durations from the events log"):
         load_file(path)
+
+
+def test_a_reader_that_goes_away_stops_plan_quietly(tmp_path: Path) -> None:
+    # `rolling plan deploy.toml | head`: no traceback, the status a pipe's writer gets.
+    spec = tmp_path / "deploy.toml"
+    spec.write_text('[driver]\nplugin = "simulated"\ninstances = 5000\n')
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [*ROLLING, "plan", str(spec), "--to", "v2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(b"fleet:")
+    process.stdout.close()
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 141
+    assert b"Traceback" not in errors

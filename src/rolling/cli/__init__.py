@@ -20,6 +20,8 @@ import argparse
 import importlib.metadata
 import json
 import math
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -515,4 +517,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def entry_point() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`rolling plan ... | head`): as other Unix tools do, stop
+        # quietly. Python would print a traceback, then another one at exit's flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 128 + signal.SIGPIPE
+    sys.exit(status)
