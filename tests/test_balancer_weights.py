@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from helpers import LOOPBACK, Node, port_of
+from helpers import LOOPBACK, Node, free_port, port_of
 from rolling import ConfigError
 from rolling.routers.balancer import Balancer
 from rolling.typing import FULL_WEIGHT, MAX_WEIGHT, WeightedRouter
@@ -160,6 +160,52 @@ async def test_every_backend_at_zero_refuses_clients() -> None:
         stats = lb.stats()
     assert stats.refused == 1
     assert stats.accepted == 2
+
+
+async def test_a_retry_goes_to_a_backend_not_tried_yet_even_a_light_one() -> None:
+    """The weighted pick would choose the heavy dead backend again; the retry skips it."""
+    dead = Node("dead", free_port())  # nothing listens there: connecting is refused
+    async with backends(("live", says("live"))) as (live,), Balancer(retries=1) as lb:
+        await lb.attach(dead)
+        await lb.attach(live)
+        await lb.set_weight(dead, 256)
+        await lb.set_weight(live, 1)
+        answers = [await fetch(lb.port) for _ in range(4)]
+        stats = lb.stats()
+    assert answers == [b"live"] * 4
+    assert stats.refused == 0
+    assert stats.backends["dead"].failed == 4
+    assert stats.backends["live"].total == 4
+
+
+async def test_retries_are_weighted_among_the_untried_and_never_reach_weight_zero() -> None:
+    dead = Node("dead", free_port())
+    handlers = (("a", says("a")), ("b", says("b")), ("idle", says("idle")))
+    async with backends(*handlers) as (a, b, idle), Balancer(retries=2) as lb:
+        for node, weight in ((dead, 200), (a, 3), (b, 1), (idle, 0)):
+            await lb.attach(node)
+            await lb.set_weight(node, weight)
+        answers = await load(lb.port, 400)
+        stats = lb.stats()
+    assert answers[b""] == 0, answers
+    assert answers[b"idle"] == 0, answers
+    assert stats.backends["idle"].total == 0
+    # a and b share the retries 3 to 1: a a clear majority, b some.
+    assert answers[b"a"] + answers[b"b"] == 400
+    assert 250 <= answers[b"a"] <= 350, answers
+
+
+async def test_with_every_other_backend_tried_or_at_zero_the_client_is_refused() -> None:
+    dead = Node("dead", free_port())
+    async with backends(("idle", says("idle"))) as (idle,), Balancer(retries=3) as lb:
+        await lb.attach(dead)
+        await lb.attach(idle)
+        await lb.set_weight(idle, 0)
+        assert await fetch(lb.port) == b""
+        stats = lb.stats()
+    assert stats.refused == 1
+    assert stats.backends["dead"].failed == 1
+    assert stats.backends["idle"].total == 0
 
 
 async def test_set_weight_before_attach_is_kept_for_the_attach() -> None:

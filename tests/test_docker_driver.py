@@ -32,7 +32,7 @@ import pytest
 import rolling
 from haproxy_harness import running_haproxy
 from helpers import Node, free_port, http_get
-from podman_harness import Podman, started_podman
+from podman_harness import BASE, Podman, started_podman
 
 try:
     import aiodocker
@@ -549,6 +549,62 @@ async def test_a_crashing_container_fails_replace_with_its_exit_code(url: str, a
         assert "fatal: DATABASE_URL is not set" in health.reason
 
 
+# Another web image: its own WORKDIR, STOPSIGNAL and HEALTHCHECK, none of which v1 sets.
+OTHER_DEFAULTS_IMAGE = """\
+FROM {base}
+RUN mkdir -p /www && echo v3 > /www/index.html
+WORKDIR /www
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=20s --timeout=3s --retries=2 \\
+  CMD wget -q -O /dev/null http://127.0.0.1:8080/index.html || exit 7
+CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
+"""
+
+
+async def test_the_new_image_defaults_apply_unless_the_user_set_them(
+    url: str, app: str, podman: Podman
+) -> None:
+    """docs/containers.md: the working directory, stop signal and HEALTHCHECK the user set."""
+    other = f"localhost/rolling-test/web:{app}"
+    podman.build(other, OTHER_DEFAULTS_IMAGE.format(base=BASE))
+    plain, custom = await make_fleet(url, app, 2)
+    user_check = {
+        "Test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 5"],
+        "Interval": 10_000_000_000,
+        "Timeout": 4_000_000_000,
+        "Retries": 4,
+    }
+    async with client_for(url) as client:
+        await client.containers.container(custom).delete(force=True)
+        port = str(free_port())
+        config: dict[str, Any] = {
+            "Image": web("v1"),
+            "Labels": {"app": app},
+            "WorkingDir": "/etc",
+            "StopSignal": "SIGUSR1",
+            "Healthcheck": user_check,
+            "ExposedPorts": {"8080/tcp": {}},
+            "HostConfig": {
+                "Init": True,
+                "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": port}]},
+            },
+        }
+        await (await client.containers.create(config=config, name=custom)).start()
+    async with driver_for(url, app) as driver:
+        fleet = {i.id: i for i in await driver.list_instances()}
+        for instance in fleet.values():
+            replaced = await driver.replace(instance, other)
+            await wait_ready(driver, [replaced])
+    found = {info["Name"].lstrip("/"): info["Config"] for info in await inspect_all(url, app)}
+    assert found[plain]["WorkingDir"] == "/www"
+    assert found[plain]["StopSignal"] in {"2", "SIGINT"}
+    assert found[plain]["Healthcheck"]["Test"][-1].endswith("exit 7")
+    assert found[plain]["Healthcheck"]["Retries"] == 2
+    assert found[custom]["WorkingDir"] == "/etc"
+    assert found[custom]["StopSignal"] in {"10", "SIGUSR1"}
+    assert found[custom]["Healthcheck"] == user_check
+
+
 async def test_an_unreachable_engine_is_a_clear_error_on_entry(tmp_path: Path) -> None:
     with pytest.raises(EngineUnreachableError, match="cannot reach the container engine"):
         async with DockerDriver("app=x", url=f"unix://{tmp_path}/no.sock"):
@@ -745,6 +801,98 @@ def test_a_new_container_copies_what_the_user_set_not_the_image_defaults() -> No
         },
         "User": "app",
     }
+
+
+# What Podman 4 answers through its Docker-compatible API: a container of an image that sets
+# no WORKDIR and no STOPSIGNAL reports "/" and "15"; a HEALTHCHECK is reported with the engine's
+# defaults filled in; the image's inspect has no Healthcheck at all (only libpod's has one).
+PODMAN_CHECK = {"Test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"]}
+PODMAN_CHECK_FILLED = {**PODMAN_CHECK, "Interval": 30_000_000_000, "Timeout": 30_000_000_000}
+
+
+def podman_container(**config: Any) -> dict[str, Any]:
+    return {
+        "Id": "0123456789abcdef",
+        "Image": "sha256:old",
+        "Config": {
+            "Hostname": "0123456789ab",
+            "Env": ["PATH=/bin", "container=podman", "HOSTNAME=0123456789ab"],
+            "Cmd": ["httpd", "-f"],
+            "Entrypoint": [],
+            "WorkingDir": "/",
+            "StopSignal": "15",
+            "User": "",
+            "Labels": {"app": "web"},
+            "Healthcheck": PODMAN_CHECK_FILLED,
+            **config,
+        },
+        "HostConfig": {"Init": True},
+    }
+
+
+PODMAN_IMAGE: dict[str, Any] = {
+    "Config": {
+        "Env": ["PATH=/bin"],
+        "Cmd": ["httpd", "-f"],
+        "Entrypoint": [],
+        "WorkingDir": "",
+        "Labels": {"io.buildah.version": "1.28.2"},
+    },
+    "ContainerConfig": {"Hostname": "b43e0b9186a", "WorkingDir": "", "Cmd": None},
+}
+
+
+def podman_image(**config: Any) -> dict[str, Any]:
+    return {**PODMAN_IMAGE, "Config": {**PODMAN_IMAGE["Config"], **config}}
+
+
+def copied(old: dict[str, Any], image: dict[str, Any], *, podman: bool = True) -> dict[str, Any]:
+    body = spec.new_body(old, image, image="web:3", labels={}, env={}, overrides={}, podman=podman)
+    return {key: body[key] for key in spec.IMAGE_DEFAULTED if key in body}
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        PODMAN_IMAGE,  # the Docker-compatible answer only: its HEALTHCHECK cannot be told
+        {**PODMAN_IMAGE, "Healthcheck": PODMAN_CHECK},  # with libpod's merged in (no defaults)
+    ],
+    ids=["compat", "with-libpod"],
+)
+def test_podman_defaults_are_not_taken_for_user_settings(image: dict[str, Any]) -> None:
+    """Podman's read-backs of "nothing set" leave the new image's own defaults in force."""
+    assert copied(podman_container(), image) == {}
+    # The same signal, named or numbered, either side; "" and "/" are the same directory.
+    same = podman_container(StopSignal="2", WorkingDir="/www/")
+    defaults = {"StopSignal": "SIGINT", "WorkingDir": "/www"}
+    assert copied(same, {**image, "Config": {**image["Config"], **defaults}}) == {}
+    for signal_name in ("SIGTERM", "TERM", "term", 15):
+        assert copied(podman_container(StopSignal=signal_name), image) == {}
+
+
+def test_podman_user_settings_are_copied() -> None:
+    user_check = {"Test": ["CMD", "true"], "Interval": 1_000_000_000, "Retries": 2}
+    old = podman_container(WorkingDir="/data", StopSignal="10", Healthcheck=user_check)
+    with_libpod = {**PODMAN_IMAGE, "Healthcheck": PODMAN_CHECK}
+    expected = {"WorkingDir": "/data", "StopSignal": "SIGUSR1", "Healthcheck": user_check}
+    assert copied(old, with_libpod) == expected
+    # An image with no HEALTHCHECK (libpod leaves the key out; the driver merges None).
+    assert copied(podman_container(), {**PODMAN_IMAGE, "Healthcheck": None}) == {
+        "Healthcheck": PODMAN_CHECK_FILLED
+    }
+    # Without libpod's answer a HEALTHCHECK cannot be told from the image's: not copied.
+    assert "Healthcheck" not in copied(old, PODMAN_IMAGE)
+    # "/" set over an image's WORKDIR is the user's choice.
+    image = podman_image(WorkingDir="/www", StopSignal="SIGINT")
+    assert copied(podman_container(), image) == {"WorkingDir": "/", "StopSignal": "SIGTERM"}
+
+
+def test_docker_reports_an_image_healthcheck_when_there_is_one() -> None:
+    """On Docker an image inspect with no Config.Healthcheck means the image has none."""
+    old = {"Config": {"Healthcheck": {"Test": ["CMD", "true"]}, "StopSignal": "SIGTERM"}}
+    assert copied(old, {"Config": {}}, podman=False) == {"Healthcheck": {"Test": ["CMD", "true"]}}
+    image = {"Config": {"Healthcheck": {"Test": ["CMD", "true"], "Retries": 3}}}
+    assert copied(old, image, podman=False) == {}
 
 
 ANY_IP = "0.0.0.0"  # noqa: S104 - an address read back from an engine, never bound

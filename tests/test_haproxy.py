@@ -397,6 +397,13 @@ async def test_unknown_backend_or_server(tmp_path: Path, haproxy_binary: str) ->
         for call in (no_backend.detach, no_backend.attach, no_backend.status):
             with pytest.raises(HAProxyLookupError, match="HAProxy has no backend 'nope'"):
                 await call(env.node("s1"))
+        # "web" is the config's frontend, not a backend: `show stat web 4 -1` answers an empty
+        # table (not "No such proxy."), yet every call says there is no such backend.
+        frontend = env.haproxy.router(server=lambda instance: ("web", instance.id))
+        calls = (frontend.detach, frontend.attach, frontend.status)
+        for call in (*calls, lambda node: frontend.set_weight(node, 50)):
+            with pytest.raises(HAProxyLookupError, match="HAProxy has no backend 'web'"):
+                await call(env.node("s1"))
         router = env.haproxy.router()
         for call in (router.detach, router.attach, router.status):
             with pytest.raises(

@@ -21,8 +21,11 @@ Rules, in the order a connection meets them:
    round robin in attach order. With no backend attached at a weight above 0,
    the client is closed (``refused``).
 2. Connecting to the backend is bounded by ``connect_timeout``. A failed
-   connection closes the client (``refused``); the next backend is tried only
-   when ``retries`` allows it (default: never, so failures stay visible).
+   connection closes the client (``refused``), unless ``retries`` allows
+   another try (default: never, so failures stay visible). A retry goes to a
+   backend not tried yet for this connection, picked by the same weighted
+   round robin among the rest (never one at weight 0); with none left, the
+   client is closed.
 3. Bytes flow both ways until both directions have ended. An end of stream
    from one side is passed on as a half-close (``send_eof``) to the other,
    whose direction keeps flowing; a reset on either side tears down both.
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Container
 from types import TracebackType
 from typing import Any, Self
 
@@ -142,6 +146,8 @@ class _Backend:
     weight: int = FULL_WEIGHT
     score: int = 0
     """The running score of smooth weighted round robin."""
+    retry_score: int = 0
+    """The running score of the rounds that pick a backend to retry on."""
     changed: anyio.Event | None = None
     """Set (and dropped) when ``active`` reaches zero or the backend is re-attached."""
 
@@ -177,8 +183,10 @@ class Balancer:
         address: Maps an instance to the ``(host, port)`` it serves on.
         drain_timeout: Longest :meth:`detach` waits for open connections.
         connect_timeout: Longest connecting to a backend may take.
-        retries: How many other backends to try when connecting fails. The
-            default, 0, closes the client instead, so a broken backend shows.
+        retries: How many other backends to try when connecting fails, each
+            one not tried yet for that connection, picked by weight among the
+            rest (weight 0 never); fewer when fewer are left. The default, 0,
+            closes the client instead, so a broken backend shows.
 
     Raises:
         ConfigError: An argument is invalid.
@@ -433,22 +441,37 @@ class Balancer:
 
     def _restart_scores(self) -> None:
         for backend in self._rotation:
-            backend.score = 0
+            backend.score = backend.retry_score = 0
 
-    def _pick(self) -> _Backend | None:
-        """Smooth weighted round robin: O(backends), and allocates nothing."""
+    def _pick(self, tried: Container[str] = ()) -> _Backend | None:
+        """Smooth weighted round robin: O(backends), and allocates nothing.
+
+        A retry (``tried`` not empty) runs its own round, over the backends not
+        tried yet for its connection, on scores of its own: the retries are
+        shared among those by weight, and the first picks keep their order.
+        """
+        retry = bool(tried)
         best: _Backend | None = None
+        best_score = 0
         total = 0
         for backend in self._rotation:
             weight = backend.weight
-            if weight:
+            if weight and backend.id not in tried:
                 total += weight
-                backend.score += weight
+                if retry:
+                    backend.retry_score += weight
+                    score = backend.retry_score
+                else:
+                    backend.score += weight
+                    score = backend.score
                 # Strictly greater: a tie goes to the one attached first.
-                if best is None or backend.score > best.score:
-                    best = backend
+                if best is None or score > best_score:
+                    best, best_score = backend, score
         if best is not None:
-            best.score -= total
+            if retry:
+                best.retry_score -= total
+            else:
+                best.score -= total
         return best
 
     async def _accept_loop(
@@ -479,8 +502,8 @@ class Balancer:
         """Send ``client`` to a backend; False when none could be reached."""
         tried: set[str] = set()
         for _attempt in range(self._retries + 1):
-            backend = self._pick()
-            if backend is None or backend.id in tried:
+            backend = self._pick(tried)
+            if backend is None:  # none attached at a weight above 0 and not tried yet
                 return False
             tried.add(backend.id)
             # Counted from the pick, so a detach that starts while this

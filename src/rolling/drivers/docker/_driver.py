@@ -493,7 +493,13 @@ class DockerDriver:
 
     async def _body_like(self, old: Mapping[str, Any], image: str, version: str) -> spec.Body:
         engine = self._open("create")
-        old_image = await engine.image(str(old.get("Image", ""))) or {}
+        image_id = str(old.get("Image", ""))
+        old_image = await engine.image(image_id) or {}
+        if engine.podman and old_image and "Healthcheck" not in section(old_image, "Config"):
+            # Podman's Docker-compatible image inspect leaves out the HEALTHCHECK; its own has it.
+            libpod = await engine.libpod_image(image_id)
+            if libpod is not None:
+                old_image = {**old_image, "Healthcheck": libpod.get("Healthcheck")}
         labels = {"io.rolling.rollout": self._rollout_id, "io.rolling.version": version}
         if self._version_label is not None:
             labels[self._version_label] = version
@@ -501,7 +507,13 @@ class DockerDriver:
             key, _, value = pair.partition("=")
             labels[key] = value  # keep it in the fleet even if the old one's labels change
         return spec.new_body(
-            old, old_image, image=image, labels=labels, env=self._env, overrides=self._overrides
+            old,
+            old_image,
+            image=image,
+            labels=labels,
+            env=self._env,
+            overrides=self._overrides,
+            podman=engine.podman,
         )
 
     async def _swap(

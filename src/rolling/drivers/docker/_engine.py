@@ -164,24 +164,40 @@ class Engine:
             return ""
         return "".join(chunks)
 
+    async def libpod_image(self, name: str) -> dict[str, Any] | None:
+        """Podman's own ``GET /libpod/images/{name}/json``, or None when it has no such image.
+
+        Unlike the Docker-compatible answer, it reports the image's HEALTHCHECK
+        (a top-level ``Healthcheck``, left out when there is none).
+        """
+        try:
+            return await self.call(
+                f"inspect image {name}", lambda: self._libpod_get(f"images/{name}/json")
+            )
+        except ImageNotFoundError:
+            return None
+
     async def run_healthcheck(self, container_id: str) -> dict[str, Any]:
         """Run a container's HEALTHCHECK once (Podman only) and return its health state.
 
         Podman schedules health checks with systemd timers; where there is no
         systemd, nothing runs them, and this endpoint is how one is run.
         """
+        return await self.call(
+            f"run the health check of {container_id[:12]}",
+            lambda: self._libpod_get(f"containers/{container_id}/healthcheck"),
+        )
+
+    async def _libpod_get(self, path: str) -> dict[str, Any]:
+        """``GET`` one of Podman's own (libpod) endpoints; an HTTP error is a DockerError."""
         # The libpod endpoints answer only under a version prefix; any libpod 4.x one will do.
-        url = f"{self.client.docker_host}/v4.0.0/libpod/containers/{container_id}/healthcheck"
-
-        async def query() -> dict[str, Any]:
-            async with self.client.session.get(url) as response:
-                text = await response.text()
-                if response.status >= 400:  # noqa: PLR2004 - the HTTP error range
-                    message = text
-                    with contextlib.suppress(ValueError, AttributeError):
-                        message = str(json.loads(text).get("message", text))
-                    raise aiodocker.DockerError(response.status, message)
-                answer = json.loads(text)
-                return answer if isinstance(answer, dict) else {}  # pyright: ignore[reportUnknownVariableType] - JSON
-
-        return await self.call(f"run the health check of {container_id[:12]}", query)
+        url = f"{self.client.docker_host}/v4.0.0/libpod/{path}"
+        async with self.client.session.get(url) as response:
+            text = await response.text()
+            if response.status >= 400:  # noqa: PLR2004 - the HTTP error range
+                message = text
+                with contextlib.suppress(ValueError, AttributeError):
+                    message = str(json.loads(text).get("message", text))
+                raise aiodocker.DockerError(response.status, message)
+            answer = json.loads(text)
+            return answer if isinstance(answer, dict) else {}  # pyright: ignore[reportUnknownVariableType] - JSON

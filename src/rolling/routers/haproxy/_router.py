@@ -458,12 +458,25 @@ class HAProxyRouter:
                         command=line,
                         reply=reply,
                     ) from None
+        # `show stat` answers an empty table, not "No such proxy.", for a proxy that has no
+        # servers, such as a frontend: ask again in a way that tells a missing backend.
+        await self._require_backend(backend)
         raise HAProxyLookupError(
             f"HAProxy has no server {server!r} in backend {backend!r} ({line!r} on "
             f"{where_of(self.socket)} does not list it)",
             command=line,
             reply=reply,
         )
+
+    async def _require_backend(self, backend: str) -> None:
+        """Raise HAProxyLookupError when HAProxy has no backend of this name.
+
+        ``show servers state`` answers "Can't find backend." for a name that is
+        no backend, a frontend's included.
+        """
+        line = f"show servers state {backend}"
+        reply = await self._run(line, backend)
+        parse_table(reply, line, delimiter=" ")  # anything but a table is an error
 
     async def _configured_address(self, backend: str, server: str) -> tuple[str, int]:
         line = f"show servers state {backend}"
