@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 import rolling
@@ -20,7 +21,7 @@ from rolling import (
     Rollout,
     RolloutStatus,
 )
-from rolling.testing import EventRecorder, SimulatedFleet
+from rolling.testing import EventRecorder, InvariantMonitor, MemoryJournal, SimulatedFleet
 
 pytestmark = pytest.mark.anyio
 
@@ -112,3 +113,64 @@ async def test_a_halt_is_announced_by_rollback_started(how: str) -> None:
     assert started.mode == "halt"
     assert started.instance_ids == ()
     assert started.reason == result.reason
+
+
+class SlowEnd(MemoryJournal):
+    """A journal whose ``end`` record takes a long time to write."""
+
+    async def append(self, record: dict[str, Any], *, sync: bool = False) -> None:
+        if record.get("t") == "end":
+            await anyio.sleep(100)
+        await super().append(record, sync=sync)
+
+
+async def test_a_cancellation_after_the_rollout_ended_changes_nothing() -> None:
+    # Found by the 600-scenario property test on trio: a cancel that came while the end was
+    # being written sent a second RolloutFinished (CANCELLED after SUCCEEDED).
+    fleet = SimulatedFleet(2)
+    run, recorder = rollout(fleet, journal=SlowEnd())
+    with anyio.move_on_after(50):  # the instances take 2 s: cut while "end" is written
+        await run.run()
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert [e.result.status for e in finished] == [RolloutStatus.SUCCEEDED]
+    assert [e.status for e in recorder.of_type(rolling.StatusChanged)][-1] is (
+        RolloutStatus.SUCCEEDED
+    )
+
+
+async def test_a_cancelled_canary_is_left_as_it_is_and_resumed_away() -> None:
+    # Found by the property test on trio: a cancellation, like a halt, leaves the canaries
+    # serving their share, reported as strays; the resume removes them.
+    fleet = SimulatedFleet(4)
+    journal = MemoryJournal()
+
+    def canary(**options: Any) -> Rollout[Any]:
+        return Rollout(
+            fleet,
+            "v2",
+            strategy=rolling.Canary(),
+            steps=[rolling.SetWeight(25), rolling.Pause()],
+            router=fleet,
+            journal=journal,
+            **options,
+        )
+
+    monitor = InvariantMonitor(fleet, max_unavailable=0, max_surge=4)
+    with anyio.move_on_after(100):
+        async with canary().start() as handle:
+            pass
+    result = handle.result
+    assert result.status is RolloutStatus.CANCELLED
+    assert fleet.traffic_share("v2") == 25.0
+    (stray,) = {s for i in result.instances for s in i.strays}
+    assert fleet.is_attached(stray)
+    monitor.check_result(result, fleet)
+    monitor.assert_ok()
+    resumed = canary()
+    async with resumed.start() as handle:
+        await anyio.sleep(100)
+        assert fleet.traffic_share("v2") == 25.0  # rebuilt by the resume, held at the pause
+        handle.abort()
+    assert handle.result.status is RolloutStatus.ABORTED
+    assert fleet.version_counts() == {"v1": 4}
+    assert not fleet.is_live(stray)

@@ -198,8 +198,10 @@ class Runner:
                 self._finished = True
                 tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
-            # No end record: a cancelled rollout is unfinished, and resumable.
-            self._end(RolloutStatus.CANCELLED, "cancelled")
+            # No end record: a cancelled rollout is unfinished, and resumable. A cancellation
+            # that comes after the machine ended (its result announced) changes nothing.
+            if machine.result is None:
+                self._end(RolloutStatus.CANCELLED, "cancelled")
             await self._close_journal()
             raise
         if machine.result is None:

@@ -182,7 +182,9 @@ class InvariantMonitor:
           instance running its ``version``, in traffic exactly when it says
           ``serving``;
         * every stray an instance result names (an instance its work could not
-          terminate) is live and out of traffic;
+          terminate) is live and out of traffic, unless a halt or a cancellation
+          left a canary's or blue-green's new instance serving beside an
+          ``INTERRUPTED`` unit;
         * ``SUCCEEDED``: no instance failed, every live instance but the
           reported strays runs the target and is in traffic, and there are
           ``desired`` of them;
@@ -251,7 +253,12 @@ class InvariantMonitor:
         return ", ".join(out) or "none"
 
     def _truth(self, result: RolloutResult, fleet: SimulatedFleet) -> list[str]:
-        halted = result.status in {RolloutStatus.HALTED, RolloutStatus.ABORTED}
+        # A halt or a cancellation leaves a canary's or blue-green's sets as they are.
+        halted = result.status in {
+            RolloutStatus.HALTED,
+            RolloutStatus.ABORTED,
+            RolloutStatus.CANCELLED,
+        }
         found = [m for item in result.instances for m in _item_truth(item, fleet, halted)]
         if result.status is RolloutStatus.SUCCEEDED:
             found.extend(self._succeeded_truth(result, fleet))
@@ -321,8 +328,8 @@ def _item_truth(item: InstanceResult, fleet: SimulatedFleet, halted: bool) -> li
     """Check what one instance result says about what runs in its place, and its strays."""
     where = f"{item.id} ({item.outcome})"
     found: list[str] = []
-    # A halt leaves a canary's or blue-green's sets as they are: the new instance of a unit
-    # it interrupted is a stray that may still take its share of traffic.
+    # A halt (or a cancellation) leaves a canary's or blue-green's sets as they are: the new
+    # instance of a unit it interrupted is a stray that may still take its share of traffic.
     left_serving = halted and item.outcome is InstanceOutcome.INTERRUPTED
     for stray in item.strays:
         if not fleet.is_live(stray):
