@@ -526,12 +526,54 @@ def test_ansible_serial_examples() -> None:
     assert batches(recipes.ansible([2, 0]), 9) == [2, 7]  # 0: every host left
     assert batches(recipes.ansible(), 9) == [9]
     assert batches(recipes.ansible("4"), 9) == [4, 4, 1]
-    with config_error("ansible.serial"):
-        recipes.ansible(-1)
     with config_error("ansible.serial[1]"):
         recipes.ansible([1, 2.5])  # type: ignore[list-item]
+
+
+def ansible_batch_sizes(serial: Any, hosts: int) -> list[int]:
+    """Ansible's own batching (PlaybookExecutor._get_serialized_batches with pct_to_int)."""
+
+    def pct_to_int(value: Any) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            return int((int(value.replace("%", "")) / 100.0) * hosts) or 1
+        return int(value)
+
+    entries = [] if serial is None else serial if isinstance(serial, list) else [serial]
+    entries = entries or [-1]
+    sizes: list[int] = []
+    left, index = hosts, 0
+    while left > 0:
+        size = pct_to_int(entries[index])
+        if size <= 0:
+            sizes.append(left)
+            break
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+        index = min(index + 1, len(entries) - 1)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    "serial",
+    [None, [], 0, -1, "-1", "0%", ["0%"], [1, "0%"], [2, -1], "150%", [1, "150%"], " 3 ", "50%"],
+)
+@pytest.mark.parametrize("hosts", [1, 7, 20])
+def test_ansible_serial_edge_values_batch_as_ansible_does(serial: Any, hosts: int) -> None:
+    # Ansible's pct_to_int: "0%" is int(0) or 1, one host at a time; a batch size of 0 or
+    # less (0, -1, an empty list, no serial) is every host left; int() reads " 3 " as 3.
+    assert batches(recipes.ansible(serial), hosts) == ansible_batch_sizes(serial, hosts)
+
+
+def test_ansible_serial_refuses_what_pct_to_int_refuses() -> None:
+    # int("20.5") raises in pct_to_int, so Ansible refuses a fractional percentage; "²"
+    # passes str.isdigit() but not int(), and must be a ConfigError, not a ValueError.
+    for serial in ("20.5%", "2.5%", "0.0%", "x%", "²", "³%", "3 hosts"):
+        with config_error("ansible.serial"):
+            recipes.ansible(serial)
+    with config_error("ansible.serial[1]"):
+        recipes.ansible([1, "12.5%"])
     with config_error("ansible.serial"):
-        recipes.ansible([])
+        recipes.ansible("-10%")  # int(-0.1 * N) or 1 flips with N: no rolling equivalent
 
 
 def test_ansible_max_fail_percentage_is_more_than() -> None:
@@ -552,6 +594,59 @@ def test_ansible_max_fail_percentage_is_more_than() -> None:
         recipes.ansible(max_fail_percentage=101)
     with config_error("ansible.max_fail_percentage"):
         recipes.ansible(max_fail_percentage="most")
+
+
+def ansible_stops(failed: int, batch: int, max_fail_percentage: float) -> bool:
+    """Ansible's rule: the linear strategy's float test, or a whole failed batch."""
+    return failed / batch > max_fail_percentage / 100.0 or failed == batch
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        12.3456789,  # 10 failed of 81: Ansible stops (6-digit rounding did not)
+        33.33334,  # 1 failed of 3: Ansible goes on (6-digit rounding stopped)
+        0.00001,  # "1e-05%" was refused under FailurePolicy.max_failed_per_batch
+        1e-7,
+        0,
+        49,
+        100 / 3,  # the float just below 1/3: 1/3 rounds to it, which is not more
+        math.nextafter(100 / 3, 100),
+        200 / 3,
+        99.9999,
+        99.99991,
+        100,  # never more than 100 %, so only a whole failed batch stops the play
+    ],
+)
+def test_ansible_max_fail_percentage_decides_as_ansible(value: float) -> None:
+    policy = recipes.ansible(max_fail_percentage=value)["failure"]
+    assert policy.max_failed_per_batch is not None
+    for batch in range(1, 200):
+        for failed in range(batch + 1):
+            assert policy.batch_exceeded(failed, batch) == ansible_stops(failed, batch, value), (
+                failed,
+                batch,
+                policy.max_failed_per_batch,
+            )
+    for batch in (999, 12_345, 654_321, 999_999):
+        share = int(batch * value / 100)
+        for failed in {0, share - 1, share, share + 1, batch - 1, batch} - {-1, batch + 1}:
+            assert policy.batch_exceeded(failed, batch) == ansible_stops(failed, batch, value)
+
+
+def test_ansible_max_fail_percentage_keeps_the_value_as_written() -> None:
+    def written(value: object) -> str | None:
+        return recipes.ansible(max_fail_percentage=value)["failure"].max_failed_per_batch  # type: ignore[arg-type]
+
+    assert written(12.3456789) == "12.3456789%"
+    assert written(33.33334) == "33.33334%"
+    assert written(0.00001) == "0.00001%"
+    assert written(" 30 %") == "30%"  # Ansible drops the "%" and calls float()
+    assert written("1e1") == "10%"
+    assert written(100) == recipes.WHOLE_BATCH_FAILED
+    for bad in (float("nan"), float("inf"), -0.5, 100.5, 10**400, "1e400", True, [30]):
+        with config_error("ansible.max_fail_percentage"):
+            recipes.ansible(max_fail_percentage=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("size", [1, 2, 10, 1000, 999_999])
