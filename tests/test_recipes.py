@@ -313,11 +313,28 @@ def test_beanstalk_traffic_splitting() -> None:
         rolling.Pause(300),
     )
     custom = recipes.elastic_beanstalk(
-        "TrafficSplitting", new_version_percent=25, evaluation_time=1
+        "TrafficSplitting", new_version_percent=25, evaluation_time=3
     )
-    assert custom["steps"][1:] == (rolling.SetWeight(25), rolling.Pause(60))
-    with config_error("elastic_beanstalk.new_version_percent"):
-        recipes.elastic_beanstalk("TrafficSplitting", new_version_percent=100)
+    assert custom["steps"][1:] == (rolling.SetWeight(25), rolling.Pause(180))
+
+
+def test_beanstalk_traffic_splitting_ranges() -> None:
+    # The aws:elasticbeanstalk:trafficsplitting namespace: NewVersionPercent 1 to 100,
+    # EvaluationTime 3 to 600 (minutes). 100 % sends every request to the new set for the
+    # evaluation; the old set stays until it ends.
+    everything = recipes.elastic_beanstalk(
+        "TrafficSplitting", new_version_percent=100, evaluation_time=600
+    )
+    assert everything["steps"][1:] == (rolling.SetWeight(100), rolling.Pause(36_000))
+    for bad in (0, 101, "0%", -1):
+        with config_error("elastic_beanstalk.new_version_percent"):
+            recipes.elastic_beanstalk("TrafficSplitting", new_version_percent=bad)  # type: ignore[arg-type]
+    for bad in (0, 1, 2, 2.5, 601, 10**400, True):
+        with config_error("elastic_beanstalk.evaluation_time"):
+            recipes.elastic_beanstalk("TrafficSplitting", evaluation_time=bad)  # type: ignore[arg-type]
+    # Beanstalk checks an option's value when it is set, whatever the policy.
+    with config_error("elastic_beanstalk.evaluation_time"):
+        recipes.elastic_beanstalk("Rolling", evaluation_time=1)
 
 
 def test_beanstalk_bad_input() -> None:
