@@ -133,6 +133,26 @@ def test_kubernetes_readiness_deadline_and_no_rollback() -> None:
         recipes.kubernetes_deployment(min_ready_seconds=-1)
 
 
+def test_kubernetes_refuses_what_its_validation_refuses() -> None:
+    # k8s.io/apimachinery IsValidPercent: a percentage is ^[0-9]+%$ (whole ASCII digits, no
+    # blanks); counts and the seconds fields are int32, so 10**400 is a ConfigError, not the
+    # OverflowError of float(10**400).
+    for bad in ("2.5%", " 25 % ", "25 %", "²%", "25", "-5%"):
+        with config_error("kubernetes_deployment.max_surge"):
+            recipes.kubernetes_deployment(max_surge=bad)
+    with config_error("kubernetes_deployment.max_unavailable"):
+        recipes.kubernetes_deployment(max_unavailable="12.5%")
+    with config_error("kubernetes_deployment.max_surge"):
+        recipes.kubernetes_deployment(max_surge=2**31)
+    with config_error("kubernetes_deployment.progress_deadline_seconds"):
+        recipes.kubernetes_deployment(progress_deadline_seconds=10**400)
+    with config_error("kubernetes_deployment.min_ready_seconds"):
+        recipes.kubernetes_deployment(min_ready_seconds=10**400, progress_deadline_seconds=10**401)
+    largest = recipes.kubernetes_deployment(progress_deadline_seconds=2**31 - 1)
+    assert largest["readiness"].deadline == 2**31 - 1
+    assert window(recipes.kubernetes_deployment(max_surge="007%"), 100).max_surge == 7
+
+
 @pytest.mark.anyio
 async def test_kubernetes_rollout_holds_its_floor_and_ceiling() -> None:
     options = recipes.kubernetes_deployment()
@@ -245,6 +265,19 @@ def test_ecs_threshold_configuration() -> None:
     assert off["rollback"] is rolling.RollbackMode.HALT
     with config_error("ecs_rolling_update.rollback"):
         recipes.ecs_rolling_update(rollback="yes")  # type: ignore[arg-type]
+
+
+def test_ecs_threshold_configuration_is_checked_with_the_breaker_off() -> None:
+    # ECS validates thresholdConfiguration's type and value whether or not the circuit
+    # breaker is enabled; a bad one was accepted silently.
+    with config_error("ecs_rolling_update.threshold_type"):
+        recipes.ecs_rolling_update(threshold_type="BOGUS")  # type: ignore[arg-type]
+    for bad in (0, "x", True, 2.5):
+        with config_error("ecs_rolling_update.threshold_value"):
+            recipes.ecs_rolling_update(threshold_value=bad)  # type: ignore[arg-type]
+    assert recipes.ecs_rolling_update(threshold_type="COUNT", threshold_value=3)["failure"] == (
+        rolling.FailurePolicy(max_failed="100%")
+    )
 
 
 @pytest.mark.anyio

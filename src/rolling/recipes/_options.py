@@ -28,6 +28,7 @@ from rolling import (
 )
 
 __all__ = [
+    "INT32_MAX",
     "RolloutOptions",
     "check_choice",
     "check_number",
@@ -70,6 +71,10 @@ def renamed(field: str) -> Generator[None]:
         yield
     except ConfigError as error:
         raise ConfigError(field, error.problem, error.fix) from error
+
+
+INT32_MAX = 2**31 - 1
+"""The largest int32: Kubernetes' and Argo's counts and seconds are int32 fields."""
 
 
 def check_whole(
