@@ -457,6 +457,83 @@ def test_argo_durations_and_canary_scale() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("duration", "seconds"),
+    [
+        ("30m1h", 5400),  # Go's ParseDuration takes units in any order
+        (".5h", 1800),
+        ("1.5h", 5400),
+        ("1h1.5m", 3690),
+        ("5.s", 5),
+        ("+5s", 5),
+        ("010", 10),  # strconv.ParseInt first: whole seconds without a unit
+        ("1\u00b5s", 0),  # µs, and the Greek mu below, are Go units
+        ("1\u03bcs", 0),
+        # Argo keeps int32(d.Seconds()), truncated toward zero, as RolloutPause.DurationSeconds.
+        ("500ms", 0),
+        ("1m30.5s", 90),
+        ("-500ms", 0),
+        ("596523h14m7s", 2**31 - 1),
+        (2**31 - 1, 2**31 - 1),
+    ],
+)
+def test_argo_durations_are_go_durations(duration: object, seconds: int) -> None:
+    assert recipes.argo_duration(duration) == seconds
+
+
+@pytest.mark.parametrize(
+    "duration",
+    [
+        "²",  # passes str.isdigit(), but Go (and Argo) only read ASCII digits
+        "3h\u0663m",
+        "1h 30m",
+        " 10s",
+        "",
+        ".",
+        "1..5s",
+        "1e3s",
+        "1_000s",
+        "1hh",
+        "1h-5m",
+        "-5s",
+        "-10",
+        "2147483648",  # past ParseInt's 32 bits, and no unit for ParseDuration
+        "596523h14m8s",  # past int32 seconds
+        "9223372036854775808ns",  # past Go's int64 nanoseconds
+        1.5,  # the duration is an IntOrString: no floats
+        -1,
+        2**31,
+        True,
+        None,
+    ],
+)
+def test_argo_durations_refuse_what_argo_refuses(duration: object) -> None:
+    with config_error("argo_canary.steps"):
+        recipes.argo_duration(duration)
+    if duration is not None:  # {"duration": None} is no duration: a pause until promoted
+        with config_error("argo_canary.steps[0]"):
+            recipes.argo_canary([{"pause": {"duration": duration}}])
+
+
+def test_argo_int32_fields_refuse_other_types() -> None:
+    # Argo's CanaryStep.SetWeight, SetCanaryScale.Replicas and .Weight are *int32.
+    for step in (
+        {"setWeight": 20.5},
+        {"setWeight": "20"},
+        {"setWeight": True},
+        {"setCanaryScale": {"replicas": "25%"}},
+        {"setCanaryScale": {"replicas": 2.0}},
+        {"setCanaryScale": {"replicas": 2**31}},
+        {"setCanaryScale": {"weight": 12.5}},
+    ):
+        with config_error("argo_canary.steps[0]"):
+            recipes.argo_canary([step])
+    with config_error("argo_blue_green.auto_promotion_seconds"):
+        recipes.argo_blue_green(auto_promotion_seconds=10**400)
+    with config_error("argo_blue_green.preview_replica_count"):
+        recipes.argo_blue_green(preview_replica_count=2**31)
+
+
 def test_argo_analysis_steps_and_bad_steps() -> None:
     async def provider(_context: object) -> float:
         return 0.0
