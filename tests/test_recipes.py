@@ -630,8 +630,16 @@ def test_spinnaker_rolling_red_black() -> None:
         rolling.SetWeight(100),
         gate,
     )
+    # Spinnaker's RollingRedBlackStrategy (orca) adds 100 when the list does not end with it.
+    assert recipes.spinnaker_rolling_red_black([25, 50], validation=gate) == options
+    assert recipes.spinnaker_rolling_red_black([])["steps"] == (
+        rolling.SetCanaryScale(replicas="100%"),
+        rolling.SetWeight(100),
+    )
     with config_error("spinnaker_rolling_red_black.target_percentages"):
-        recipes.spinnaker_rolling_red_black([25, 50])
+        recipes.spinnaker_rolling_red_black("100")  # type: ignore[arg-type]
+    with config_error(r"spinnaker_rolling_red_black.target_percentages[0]"):
+        recipes.spinnaker_rolling_red_black([101])
     with config_error(r"spinnaker_rolling_red_black.target_percentages[1]"):
         recipes.spinnaker_rolling_red_black([50, 25, 100])
     with config_error("spinnaker_rolling_red_black.validation"):
