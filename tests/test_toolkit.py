@@ -35,6 +35,30 @@ def test_causes_of_lists_causes_contexts_and_group_members_once() -> None:
     assert len(found) == 5
 
 
+def test_causes_of_lists_depth_first_members_in_order_then_cause_then_context() -> None:
+    first = TimeoutError(110, "Connection timed out")
+    second = OSError(113, "No route to host")
+    group = ExceptionGroup("multiple connection attempts failed", [first, second])
+    first_cause = KeyError("first's cause")
+    first.__cause__ = first_cause
+    context = ValueError("while handling")
+    wrapper = OSError("All connection attempts failed")
+    wrapper.__cause__ = group
+    wrapper.__context__ = context
+    assert causes_of(wrapper) == [wrapper, group, first, first_cause, second, context]
+
+
+def test_describe_connect_error_reports_the_first_address_tried() -> None:
+    # anyio's group lists the addresses in the order tried: the docs promise "the first OS
+    # error with a message"; the last one (no route to host) was reported.
+    wrapper = OSError("All connection attempts failed")
+    wrapper.__cause__ = ExceptionGroup(
+        "multiple connection attempts failed",
+        [TimeoutError(110, "Connection timed out"), OSError(113, "No route to host")],
+    )
+    assert describe_connect_error(wrapper) == "connection failed: connection timed out"
+
+
 def test_causes_of_survives_a_cycle() -> None:
     first = OSError("first")
     second = OSError("second")
@@ -109,6 +133,32 @@ def test_address_of_refuses_what_cannot_be_connected_to(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         address_of(address, instance)
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind"),
+    [
+        pytest.param(lambda _instance: {}["host"], "KeyError", id="key-error"),
+        pytest.param(lambda _instance: None + 1, "TypeError", id="type-error"),  # type: ignore[operator]
+        pytest.param(lambda instance: instance.lookup(), "AttributeError", id="attribute-error"),
+    ],
+)
+def test_address_of_turns_any_error_of_the_callable_into_a_value_error(
+    failure: Callable[[object], Any], kind: str
+) -> None:
+    # The docstring promises a ValueError when "the callable failed": only AttributeError was
+    # converted, a KeyError or TypeError escaped as itself.
+    with pytest.raises(ValueError, match=f"cannot find the address .*\\({kind}: ") as caught:
+        address_of(failure, object())
+    assert type(caught.value.__cause__).__name__ == kind
+
+
+def test_address_of_lets_base_exceptions_through() -> None:
+    def interrupted(_instance: object) -> tuple[str, int]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        address_of(interrupted, object())
 
 
 def test_is_text() -> None:
