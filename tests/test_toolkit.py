@@ -197,8 +197,19 @@ def test_as_check_function_takes_objects_functions_and_none() -> None:
         pytest.param(False, False, "check returned False", id="false"),
         pytest.param((False, "disk full"), False, "disk full", id="tuple"),
         pytest.param(rolling.HealthResult(healthy=True), True, "", id="result"),
-        pytest.param("yes", False, "check returned 'yes', not a bool or HealthResult", id="str"),
-        pytest.param((1, 2, 3), False, "not a bool or HealthResult", id="long-tuple"),
+        pytest.param(
+            "yes",
+            False,
+            "check returned 'yes', not a bool, a (bool, reason) tuple or a HealthResult",
+            id="str",
+        ),
+        pytest.param((1, 2, 3), False, "not a bool, a (bool, reason) tuple", id="long-tuple"),
+        # bool("no") is True: a tuple whose first item is not a bool is "anything else".
+        pytest.param(
+            ("no", "down"), False, "check returned ('no', 'down'), not a bool", id="str-1st"
+        ),
+        pytest.param((1, "up"), False, "check returned (1, 'up'), not a bool", id="int-1st"),
+        pytest.param((True, "warming"), True, "warming", id="true-tuple"),
     ],
 )
 async def test_probe_once_understands_every_answer(
@@ -229,6 +240,33 @@ async def test_probe_once_turns_a_timeout_and_an_exception_into_unhealthy() -> N
     assert await probe_once(crashing, "i-1", 1.0) == rolling.HealthResult(
         healthy=False, reason="check raised LookupError: gone"
     )
+
+
+@pytest.mark.anyio
+async def test_probe_once_tells_the_checks_own_timeout_error_from_its_time_limit() -> None:
+    # A check that raises TimeoutError at once (an upstream gateway timing out) was reported
+    # as "check timed out after 30s", though the limit was nowhere near.
+    async def gateway(_instance: object) -> bool:
+        raise TimeoutError("upstream gateway timeout")
+
+    started = anyio.current_time()
+    assert await probe_once(gateway, "i-1", 30.0) == rolling.HealthResult(
+        healthy=False, reason="check raised TimeoutError: upstream gateway timeout"
+    )
+    assert anyio.current_time() - started < 1
+
+    def sync_gateway(_instance: object) -> bool:
+        raise TimeoutError("sync")
+
+    assert (await probe_once(sync_gateway, "i-1", 30.0)).reason == (
+        "check raised TimeoutError: sync"
+    )
+
+    async def late(_instance: object) -> bool:
+        await anyio.sleep(2)
+        raise TimeoutError("too late")  # pragma: no cover - cut short by the limit
+
+    assert (await probe_once(late, "i-1", 1.0)).reason == "check timed out after 1.0s"
 
 
 @pytest.mark.anyio
