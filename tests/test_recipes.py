@@ -846,3 +846,8 @@ def test_recipes_refuse_what_is_not_the_tools_type() -> None:
     assert window(recipes.ecs_rolling_update(minimum_healthy_percent="50%"), 4).floor == 2  # type: ignore[arg-type]
     with config_error("ecs_rolling_update.minimum_healthy_percent"):
         recipes.ecs_rolling_update(minimum_healthy_percent="half")  # type: ignore[arg-type]
+    # Only ASCII digits: "\u0665\u0660%" (Arabic-Indic 50) passed \\d and int().
+    with config_error("ecs_rolling_update.minimum_healthy_percent"):
+        recipes.ecs_rolling_update(minimum_healthy_percent="\u0665\u0660%")  # type: ignore[arg-type]
+    with config_error("elastic_beanstalk.batch_size"):
+        recipes.elastic_beanstalk("Rolling", batch_size="\u00b2%")  # type: ignore[arg-type]

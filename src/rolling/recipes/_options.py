@@ -133,7 +133,7 @@ def check_choice(field: str, value: object, choices: Sequence[str], *, tool_name
     return value
 
 
-_PERCENT = re.compile(r"^\s*(\d+)\s*%\s*$")
+_PERCENT = re.compile(r"^\s*([0-9]+)\s*%\s*$")  # ASCII digits: int() would read "٣"
 
 
 def check_percent(
