@@ -359,12 +359,12 @@ def test_beanstalk_traffic_splitting_ranges() -> None:
         "TrafficSplitting", new_version_percent=100, evaluation_time=600
     )
     assert everything["steps"][1:] == (rolling.SetWeight(100), rolling.Pause(36_000))
-    for bad in (0, 101, "0%", -1):
+    for percent in (0, 101, "0%", -1):
         with config_error("elastic_beanstalk.new_version_percent"):
-            recipes.elastic_beanstalk("TrafficSplitting", new_version_percent=bad)  # type: ignore[arg-type]
-    for bad in (0, 1, 2, 2.5, 601, 10**400, True):
+            recipes.elastic_beanstalk("TrafficSplitting", new_version_percent=percent)  # type: ignore[arg-type]
+    for minutes in (0, 1, 2, 2.5, 601, 10**400, True):
         with config_error("elastic_beanstalk.evaluation_time"):
-            recipes.elastic_beanstalk("TrafficSplitting", evaluation_time=bad)  # type: ignore[arg-type]
+            recipes.elastic_beanstalk("TrafficSplitting", evaluation_time=minutes)  # type: ignore[arg-type]
     # Beanstalk checks an option's value when it is set, whatever the policy.
     with config_error("elastic_beanstalk.evaluation_time"):
         recipes.elastic_beanstalk("Rolling", evaluation_time=1)
@@ -673,7 +673,9 @@ def ansible_batch_sizes(serial: Any, hosts: int) -> list[int]:
             return int((int(value.replace("%", "")) / 100.0) * hosts) or 1
         return int(value)
 
-    entries = [] if serial is None else serial if isinstance(serial, list) else [serial]
+    entries: list[Any] = [] if serial is None else [serial]
+    if not isinstance(serial, int | str | None):
+        entries = list(serial)  # a list of entries
     entries = entries or [-1]
     sizes: list[int] = []
     left, index = hosts, 0

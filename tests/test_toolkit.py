@@ -135,12 +135,25 @@ def test_address_of_refuses_what_cannot_be_connected_to(
         address_of(address, instance)
 
 
+def missing_key(_instance: object) -> Any:
+    addresses: dict[str, str] = {}
+    return addresses["host"]
+
+
+def bad_arithmetic(_instance: object) -> Any:
+    return None + 1  # type: ignore[operator]  # pyright: ignore[reportOptionalOperand]
+
+
+def missing_method(instance: object) -> Any:
+    return instance.lookup()  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType, reportUnknownVariableType]
+
+
 @pytest.mark.parametrize(
     ("failure", "kind"),
     [
-        pytest.param(lambda _instance: {}["host"], "KeyError", id="key-error"),
-        pytest.param(lambda _instance: None + 1, "TypeError", id="type-error"),  # type: ignore[operator]
-        pytest.param(lambda instance: instance.lookup(), "AttributeError", id="attribute-error"),
+        pytest.param(missing_key, "KeyError", id="key-error"),
+        pytest.param(bad_arithmetic, "TypeError", id="type-error"),
+        pytest.param(missing_method, "AttributeError", id="attribute-error"),
     ],
 )
 def test_address_of_turns_any_error_of_the_callable_into_a_value_error(
@@ -255,7 +268,7 @@ async def test_probe_once_tells_the_checks_own_timeout_error_from_its_time_limit
     )
     assert anyio.current_time() - started < 1
 
-    def sync_gateway(_instance: object) -> bool:
+    def sync_gateway(_instance: object) -> Any:  # a plain function, as probe_once allows
         raise TimeoutError("sync")
 
     assert (await probe_once(sync_gateway, "i-1", 30.0)).reason == (
