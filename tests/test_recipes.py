@@ -133,6 +133,26 @@ def test_kubernetes_readiness_deadline_and_no_rollback() -> None:
         recipes.kubernetes_deployment(min_ready_seconds=-1)
 
 
+def test_kubernetes_refuses_what_its_validation_refuses() -> None:
+    # k8s.io/apimachinery IsValidPercent: a percentage is ^[0-9]+%$ (whole ASCII digits, no
+    # blanks); counts and the seconds fields are int32, so 10**400 is a ConfigError, not the
+    # OverflowError of float(10**400).
+    for bad in ("2.5%", " 25 % ", "25 %", "²%", "25", "-5%"):
+        with config_error("kubernetes_deployment.max_surge"):
+            recipes.kubernetes_deployment(max_surge=bad)
+    with config_error("kubernetes_deployment.max_unavailable"):
+        recipes.kubernetes_deployment(max_unavailable="12.5%")
+    with config_error("kubernetes_deployment.max_surge"):
+        recipes.kubernetes_deployment(max_surge=2**31)
+    with config_error("kubernetes_deployment.progress_deadline_seconds"):
+        recipes.kubernetes_deployment(progress_deadline_seconds=10**400)
+    with config_error("kubernetes_deployment.min_ready_seconds"):
+        recipes.kubernetes_deployment(min_ready_seconds=10**400, progress_deadline_seconds=10**401)
+    largest = recipes.kubernetes_deployment(progress_deadline_seconds=2**31 - 1)
+    assert largest["readiness"].deadline == 2**31 - 1
+    assert window(recipes.kubernetes_deployment(max_surge="007%"), 100).max_surge == 7
+
+
 @pytest.mark.anyio
 async def test_kubernetes_rollout_holds_its_floor_and_ceiling() -> None:
     options = recipes.kubernetes_deployment()
@@ -247,6 +267,19 @@ def test_ecs_threshold_configuration() -> None:
         recipes.ecs_rolling_update(rollback="yes")  # type: ignore[arg-type]
 
 
+def test_ecs_threshold_configuration_is_checked_with_the_breaker_off() -> None:
+    # ECS validates thresholdConfiguration's type and value whether or not the circuit
+    # breaker is enabled; a bad one was accepted silently.
+    with config_error("ecs_rolling_update.threshold_type"):
+        recipes.ecs_rolling_update(threshold_type="BOGUS")  # type: ignore[arg-type]
+    for bad in (0, "x", True, 2.5):
+        with config_error("ecs_rolling_update.threshold_value"):
+            recipes.ecs_rolling_update(threshold_value=bad)  # type: ignore[arg-type]
+    assert recipes.ecs_rolling_update(threshold_type="COUNT", threshold_value=3)["failure"] == (
+        rolling.FailurePolicy(max_failed="100%")
+    )
+
+
 @pytest.mark.anyio
 async def test_ecs_rollout_holds_its_floor_and_ceiling() -> None:
     options = recipes.ecs_rolling_update(minimum_healthy_percent=50, maximum_percent=150, desired=5)
@@ -313,11 +346,28 @@ def test_beanstalk_traffic_splitting() -> None:
         rolling.Pause(300),
     )
     custom = recipes.elastic_beanstalk(
-        "TrafficSplitting", new_version_percent=25, evaluation_time=1
+        "TrafficSplitting", new_version_percent=25, evaluation_time=3
     )
-    assert custom["steps"][1:] == (rolling.SetWeight(25), rolling.Pause(60))
-    with config_error("elastic_beanstalk.new_version_percent"):
-        recipes.elastic_beanstalk("TrafficSplitting", new_version_percent=100)
+    assert custom["steps"][1:] == (rolling.SetWeight(25), rolling.Pause(180))
+
+
+def test_beanstalk_traffic_splitting_ranges() -> None:
+    # The aws:elasticbeanstalk:trafficsplitting namespace: NewVersionPercent 1 to 100,
+    # EvaluationTime 3 to 600 (minutes). 100 % sends every request to the new set for the
+    # evaluation; the old set stays until it ends.
+    everything = recipes.elastic_beanstalk(
+        "TrafficSplitting", new_version_percent=100, evaluation_time=600
+    )
+    assert everything["steps"][1:] == (rolling.SetWeight(100), rolling.Pause(36_000))
+    for percent in (0, 101, "0%", -1):
+        with config_error("elastic_beanstalk.new_version_percent"):
+            recipes.elastic_beanstalk("TrafficSplitting", new_version_percent=percent)  # type: ignore[arg-type]
+    for minutes in (0, 1, 2, 2.5, 601, 10**400, True):
+        with config_error("elastic_beanstalk.evaluation_time"):
+            recipes.elastic_beanstalk("TrafficSplitting", evaluation_time=minutes)  # type: ignore[arg-type]
+    # Beanstalk checks an option's value when it is set, whatever the policy.
+    with config_error("elastic_beanstalk.evaluation_time"):
+        recipes.elastic_beanstalk("Rolling", evaluation_time=1)
 
 
 def test_beanstalk_bad_input() -> None:
@@ -405,6 +455,83 @@ def test_argo_durations_and_canary_scale() -> None:
         rolling.SetCanaryScale(replicas="25%"),
         rolling.SetCanaryScale(match_traffic_weight=True),
     )
+
+
+@pytest.mark.parametrize(
+    ("duration", "seconds"),
+    [
+        ("30m1h", 5400),  # Go's ParseDuration takes units in any order
+        (".5h", 1800),
+        ("1.5h", 5400),
+        ("1h1.5m", 3690),
+        ("5.s", 5),
+        ("+5s", 5),
+        ("010", 10),  # strconv.ParseInt first: whole seconds without a unit
+        ("1\u00b5s", 0),  # µs, and the Greek mu below, are Go units
+        ("1\u03bcs", 0),
+        # Argo keeps int32(d.Seconds()), truncated toward zero, as RolloutPause.DurationSeconds.
+        ("500ms", 0),
+        ("1m30.5s", 90),
+        ("-500ms", 0),
+        ("596523h14m7s", 2**31 - 1),
+        (2**31 - 1, 2**31 - 1),
+    ],
+)
+def test_argo_durations_are_go_durations(duration: object, seconds: int) -> None:
+    assert recipes.argo_duration(duration) == seconds
+
+
+@pytest.mark.parametrize(
+    "duration",
+    [
+        "²",  # passes str.isdigit(), but Go (and Argo) only read ASCII digits
+        "3h\u0663m",
+        "1h 30m",
+        " 10s",
+        "",
+        ".",
+        "1..5s",
+        "1e3s",
+        "1_000s",
+        "1hh",
+        "1h-5m",
+        "-5s",
+        "-10",
+        "2147483648",  # past ParseInt's 32 bits, and no unit for ParseDuration
+        "596523h14m8s",  # past int32 seconds
+        "9223372036854775808ns",  # past Go's int64 nanoseconds
+        1.5,  # the duration is an IntOrString: no floats
+        -1,
+        2**31,
+        True,
+        None,
+    ],
+)
+def test_argo_durations_refuse_what_argo_refuses(duration: object) -> None:
+    with config_error("argo_canary.steps"):
+        recipes.argo_duration(duration)
+    if duration is not None:  # {"duration": None} is no duration: a pause until promoted
+        with config_error("argo_canary.steps[0]"):
+            recipes.argo_canary([{"pause": {"duration": duration}}])
+
+
+def test_argo_int32_fields_refuse_other_types() -> None:
+    # Argo's CanaryStep.SetWeight, SetCanaryScale.Replicas and .Weight are *int32.
+    for step in (
+        {"setWeight": 20.5},
+        {"setWeight": "20"},
+        {"setWeight": True},
+        {"setCanaryScale": {"replicas": "25%"}},
+        {"setCanaryScale": {"replicas": 2.0}},
+        {"setCanaryScale": {"replicas": 2**31}},
+        {"setCanaryScale": {"weight": 12.5}},
+    ):
+        with config_error("argo_canary.steps[0]"):
+            recipes.argo_canary([step])
+    with config_error("argo_blue_green.auto_promotion_seconds"):
+        recipes.argo_blue_green(auto_promotion_seconds=10**400)
+    with config_error("argo_blue_green.preview_replica_count"):
+        recipes.argo_blue_green(preview_replica_count=2**31)
 
 
 def test_argo_analysis_steps_and_bad_steps() -> None:
@@ -503,8 +630,16 @@ def test_spinnaker_rolling_red_black() -> None:
         rolling.SetWeight(100),
         gate,
     )
+    # Spinnaker's RollingRedBlackStrategy (orca) adds 100 when the list does not end with it.
+    assert recipes.spinnaker_rolling_red_black([25, 50], validation=gate) == options
+    assert recipes.spinnaker_rolling_red_black([])["steps"] == (
+        rolling.SetCanaryScale(replicas="100%"),
+        rolling.SetWeight(100),
+    )
     with config_error("spinnaker_rolling_red_black.target_percentages"):
-        recipes.spinnaker_rolling_red_black([25, 50])
+        recipes.spinnaker_rolling_red_black("100")  # type: ignore[arg-type]
+    with config_error(r"spinnaker_rolling_red_black.target_percentages[0]"):
+        recipes.spinnaker_rolling_red_black([101])
     with config_error(r"spinnaker_rolling_red_black.target_percentages[1]"):
         recipes.spinnaker_rolling_red_black([50, 25, 100])
     with config_error("spinnaker_rolling_red_black.validation"):
@@ -526,12 +661,56 @@ def test_ansible_serial_examples() -> None:
     assert batches(recipes.ansible([2, 0]), 9) == [2, 7]  # 0: every host left
     assert batches(recipes.ansible(), 9) == [9]
     assert batches(recipes.ansible("4"), 9) == [4, 4, 1]
-    with config_error("ansible.serial"):
-        recipes.ansible(-1)
     with config_error("ansible.serial[1]"):
         recipes.ansible([1, 2.5])  # type: ignore[list-item]
+
+
+def ansible_batch_sizes(serial: Any, hosts: int) -> list[int]:
+    """Ansible's own batching (PlaybookExecutor._get_serialized_batches with pct_to_int)."""
+
+    def pct_to_int(value: Any) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            return int((int(value.replace("%", "")) / 100.0) * hosts) or 1
+        return int(value)
+
+    entries: list[Any] = [] if serial is None else [serial]
+    if not isinstance(serial, int | str | None):
+        entries = list(serial)  # a list of entries
+    entries = entries or [-1]
+    sizes: list[int] = []
+    left, index = hosts, 0
+    while left > 0:
+        size = pct_to_int(entries[index])
+        if size <= 0:
+            sizes.append(left)
+            break
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+        index = min(index + 1, len(entries) - 1)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    "serial",
+    [None, [], 0, -1, "-1", "0%", ["0%"], [1, "0%"], [2, -1], "150%", [1, "150%"], " 3 ", "50%"],
+)
+@pytest.mark.parametrize("hosts", [1, 7, 20])
+def test_ansible_serial_edge_values_batch_as_ansible_does(serial: Any, hosts: int) -> None:
+    # Ansible's pct_to_int: "0%" is int(0) or 1, one host at a time; a batch size of 0 or
+    # less (0, -1, an empty list, no serial) is every host left; int() reads " 3 " as 3.
+    assert batches(recipes.ansible(serial), hosts) == ansible_batch_sizes(serial, hosts)
+
+
+def test_ansible_serial_refuses_what_pct_to_int_refuses() -> None:
+    # int("20.5") raises in pct_to_int, so Ansible refuses a fractional percentage; "²"
+    # passes str.isdigit() but not int(), and must be a ConfigError, not a ValueError.
+    for serial in ("20.5%", "2.5%", "0.0%", "x%", "²", "³%", "3 hosts"):
+        with config_error("ansible.serial"):
+            recipes.ansible(serial)
+    with config_error("ansible.serial[1]"):
+        recipes.ansible([1, "12.5%"])
     with config_error("ansible.serial"):
-        recipes.ansible([])
+        recipes.ansible("-10%")  # int(-0.1 * N) or 1 flips with N: no rolling equivalent
 
 
 def test_ansible_max_fail_percentage_is_more_than() -> None:
@@ -552,6 +731,59 @@ def test_ansible_max_fail_percentage_is_more_than() -> None:
         recipes.ansible(max_fail_percentage=101)
     with config_error("ansible.max_fail_percentage"):
         recipes.ansible(max_fail_percentage="most")
+
+
+def ansible_stops(failed: int, batch: int, max_fail_percentage: float) -> bool:
+    """Ansible's rule: the linear strategy's float test, or a whole failed batch."""
+    return failed / batch > max_fail_percentage / 100.0 or failed == batch
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        12.3456789,  # 10 failed of 81: Ansible stops (6-digit rounding did not)
+        33.33334,  # 1 failed of 3: Ansible goes on (6-digit rounding stopped)
+        0.00001,  # "1e-05%" was refused under FailurePolicy.max_failed_per_batch
+        1e-7,
+        0,
+        49,
+        100 / 3,  # the float just below 1/3: 1/3 rounds to it, which is not more
+        math.nextafter(100 / 3, 100),
+        200 / 3,
+        99.9999,
+        99.99991,
+        100,  # never more than 100 %, so only a whole failed batch stops the play
+    ],
+)
+def test_ansible_max_fail_percentage_decides_as_ansible(value: float) -> None:
+    policy = recipes.ansible(max_fail_percentage=value)["failure"]
+    assert policy.max_failed_per_batch is not None
+    for batch in range(1, 200):
+        for failed in range(batch + 1):
+            assert policy.batch_exceeded(failed, batch) == ansible_stops(failed, batch, value), (
+                failed,
+                batch,
+                policy.max_failed_per_batch,
+            )
+    for batch in (999, 12_345, 654_321, 999_999):
+        share = int(batch * value / 100)
+        for failed in {0, share - 1, share, share + 1, batch - 1, batch} - {-1, batch + 1}:
+            assert policy.batch_exceeded(failed, batch) == ansible_stops(failed, batch, value)
+
+
+def test_ansible_max_fail_percentage_keeps_the_value_as_written() -> None:
+    def written(value: object) -> str | None:
+        return recipes.ansible(max_fail_percentage=value)["failure"].max_failed_per_batch  # type: ignore[arg-type]
+
+    assert written(12.3456789) == "12.3456789%"
+    assert written(33.33334) == "33.33334%"
+    assert written(0.00001) == "0.00001%"
+    assert written(" 30 %") == "30%"  # Ansible drops the "%" and calls float()
+    assert written("1e1") == "10%"
+    assert written(100) == recipes.WHOLE_BATCH_FAILED
+    for bad in (float("nan"), float("inf"), -0.5, 100.5, 10**400, "1e400", True, [30]):
+        with config_error("ansible.max_fail_percentage"):
+            recipes.ansible(max_fail_percentage=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("size", [1, 2, 10, 1000, 999_999])
@@ -616,3 +848,8 @@ def test_recipes_refuse_what_is_not_the_tools_type() -> None:
     assert window(recipes.ecs_rolling_update(minimum_healthy_percent="50%"), 4).floor == 2  # type: ignore[arg-type]
     with config_error("ecs_rolling_update.minimum_healthy_percent"):
         recipes.ecs_rolling_update(minimum_healthy_percent="half")  # type: ignore[arg-type]
+    # Only ASCII digits: "\u0665\u0660%" (Arabic-Indic 50) passed \\d and int().
+    with config_error("ecs_rolling_update.minimum_healthy_percent"):
+        recipes.ecs_rolling_update(minimum_healthy_percent="\u0665\u0660%")  # type: ignore[arg-type]
+    with config_error("elastic_beanstalk.batch_size"):
+        recipes.elastic_beanstalk("Rolling", batch_size="\u00b2%")  # type: ignore[arg-type]

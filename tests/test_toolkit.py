@@ -35,6 +35,30 @@ def test_causes_of_lists_causes_contexts_and_group_members_once() -> None:
     assert len(found) == 5
 
 
+def test_causes_of_lists_depth_first_members_in_order_then_cause_then_context() -> None:
+    first = TimeoutError(110, "Connection timed out")
+    second = OSError(113, "No route to host")
+    group = ExceptionGroup("multiple connection attempts failed", [first, second])
+    first_cause = KeyError("first's cause")
+    first.__cause__ = first_cause
+    context = ValueError("while handling")
+    wrapper = OSError("All connection attempts failed")
+    wrapper.__cause__ = group
+    wrapper.__context__ = context
+    assert causes_of(wrapper) == [wrapper, group, first, first_cause, second, context]
+
+
+def test_describe_connect_error_reports_the_first_address_tried() -> None:
+    # anyio's group lists the addresses in the order tried: the docs promise "the first OS
+    # error with a message"; the last one (no route to host) was reported.
+    wrapper = OSError("All connection attempts failed")
+    wrapper.__cause__ = ExceptionGroup(
+        "multiple connection attempts failed",
+        [TimeoutError(110, "Connection timed out"), OSError(113, "No route to host")],
+    )
+    assert describe_connect_error(wrapper) == "connection failed: connection timed out"
+
+
 def test_causes_of_survives_a_cycle() -> None:
     first = OSError("first")
     second = OSError("second")
@@ -111,6 +135,45 @@ def test_address_of_refuses_what_cannot_be_connected_to(
         address_of(address, instance)
 
 
+def missing_key(_instance: object) -> Any:
+    addresses: dict[str, str] = {}
+    return addresses["host"]
+
+
+def bad_arithmetic(_instance: object) -> Any:
+    return None + 1  # type: ignore[operator]  # pyright: ignore[reportOptionalOperand]
+
+
+def missing_method(instance: object) -> Any:
+    return instance.lookup()  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType, reportUnknownVariableType]
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind"),
+    [
+        pytest.param(missing_key, "KeyError", id="key-error"),
+        pytest.param(bad_arithmetic, "TypeError", id="type-error"),
+        pytest.param(missing_method, "AttributeError", id="attribute-error"),
+    ],
+)
+def test_address_of_turns_any_error_of_the_callable_into_a_value_error(
+    failure: Callable[[object], Any], kind: str
+) -> None:
+    # The docstring promises a ValueError when "the callable failed": only AttributeError was
+    # converted, a KeyError or TypeError escaped as itself.
+    with pytest.raises(ValueError, match=f"cannot find the address .*\\({kind}: ") as caught:
+        address_of(failure, object())
+    assert type(caught.value.__cause__).__name__ == kind
+
+
+def test_address_of_lets_base_exceptions_through() -> None:
+    def interrupted(_instance: object) -> tuple[str, int]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        address_of(interrupted, object())
+
+
 def test_is_text() -> None:
     assert is_text("x")
     assert not is_text("")
@@ -147,8 +210,19 @@ def test_as_check_function_takes_objects_functions_and_none() -> None:
         pytest.param(False, False, "check returned False", id="false"),
         pytest.param((False, "disk full"), False, "disk full", id="tuple"),
         pytest.param(rolling.HealthResult(healthy=True), True, "", id="result"),
-        pytest.param("yes", False, "check returned 'yes', not a bool or HealthResult", id="str"),
-        pytest.param((1, 2, 3), False, "not a bool or HealthResult", id="long-tuple"),
+        pytest.param(
+            "yes",
+            False,
+            "check returned 'yes', not a bool, a (bool, reason) tuple or a HealthResult",
+            id="str",
+        ),
+        pytest.param((1, 2, 3), False, "not a bool, a (bool, reason) tuple", id="long-tuple"),
+        # bool("no") is True: a tuple whose first item is not a bool is "anything else".
+        pytest.param(
+            ("no", "down"), False, "check returned ('no', 'down'), not a bool", id="str-1st"
+        ),
+        pytest.param((1, "up"), False, "check returned (1, 'up'), not a bool", id="int-1st"),
+        pytest.param((True, "warming"), True, "warming", id="true-tuple"),
     ],
 )
 async def test_probe_once_understands_every_answer(
@@ -179,6 +253,33 @@ async def test_probe_once_turns_a_timeout_and_an_exception_into_unhealthy() -> N
     assert await probe_once(crashing, "i-1", 1.0) == rolling.HealthResult(
         healthy=False, reason="check raised LookupError: gone"
     )
+
+
+@pytest.mark.anyio
+async def test_probe_once_tells_the_checks_own_timeout_error_from_its_time_limit() -> None:
+    # A check that raises TimeoutError at once (an upstream gateway timing out) was reported
+    # as "check timed out after 30s", though the limit was nowhere near.
+    async def gateway(_instance: object) -> bool:
+        raise TimeoutError("upstream gateway timeout")
+
+    started = anyio.current_time()
+    assert await probe_once(gateway, "i-1", 30.0) == rolling.HealthResult(
+        healthy=False, reason="check raised TimeoutError: upstream gateway timeout"
+    )
+    assert anyio.current_time() - started < 1
+
+    def sync_gateway(_instance: object) -> Any:  # a plain function, as probe_once allows
+        raise TimeoutError("sync")
+
+    assert (await probe_once(sync_gateway, "i-1", 30.0)).reason == (
+        "check raised TimeoutError: sync"
+    )
+
+    async def late(_instance: object) -> bool:
+        await anyio.sleep(2)
+        raise TimeoutError("too late")  # pragma: no cover - cut short by the limit
+
+    assert (await probe_once(late, "i-1", 1.0)).reason == "check timed out after 1.0s"
 
 
 @pytest.mark.anyio

@@ -74,11 +74,11 @@ def _normalise(answer: object) -> HealthResult:
         return HealthResult(healthy=answer, reason="" if answer else "check returned False")
     if isinstance(answer, tuple):
         items = cast("tuple[object, ...]", answer)  # isinstance cannot know the item types
-        if len(items) == 2:  # noqa: PLR2004 - (healthy, reason)
-            healthy, reason = items
-            return HealthResult(healthy=bool(healthy), reason=str(reason))
+        if len(items) == 2 and isinstance(healthy := items[0], bool):  # noqa: PLR2004 - (healthy, reason)
+            return HealthResult(healthy=healthy, reason=str(items[1]))
     return HealthResult(
-        healthy=False, reason=f"check returned {answer!r}, not a bool or HealthResult"
+        healthy=False,
+        reason=f"check returned {answer!r}, not a bool, a (bool, reason) tuple or a HealthResult",
     )
 
 
@@ -86,22 +86,29 @@ async def probe_once(check: CheckFunction, instance: object, limit: float) -> He
     """Run one probe within ``limit`` seconds and say what it found.
 
     A time-out or an exception is an unhealthy answer with the cause as its
-    reason, never an error (cancellation still goes through). The check may
+    reason, never an error (cancellation still goes through): ``"check timed
+    out after 5.0s"`` only when ``limit`` ran out, ``"check raised
+    TimeoutError: ..."`` when the check raised one of its own. The check may
     answer a :class:`~rolling.HealthResult`, a ``bool`` or a
-    ``(healthy, reason)`` tuple; anything else is unhealthy.
+    ``(bool, reason)`` tuple; anything else, a tuple whose first item is not a
+    ``bool`` (``("no", "...")``) too, is unhealthy, with a reason saying what
+    came back.
 
     Args:
         check: The check, as :func:`as_check_function` returns it.
         instance: The instance to probe.
         limit: Seconds the check may take.
     """
-    try:
-        with anyio.fail_after(limit):
-            answer: object = check(instance)
+    answer: object = None
+    # Our own deadline is a cancel scope, not fail_after: a TimeoutError the check raises
+    # itself is its answer ("check raised TimeoutError"), not our time-out.
+    with anyio.move_on_after(limit) as deadline:
+        try:
+            answer = check(instance)
             if inspect.isawaitable(answer):
                 answer = await answer
-    except TimeoutError:
+        except Exception as exc:  # noqa: BLE001 - a crashing check means "not healthy", with the cause
+            return HealthResult(healthy=False, reason=f"check raised {type(exc).__name__}: {exc}")
+    if deadline.cancelled_caught:
         return HealthResult(healthy=False, reason=f"check timed out after {limit}s")
-    except Exception as exc:  # noqa: BLE001 - a crashing check means "not healthy", with the cause
-        return HealthResult(healthy=False, reason=f"check raised {type(exc).__name__}: {exc}")
     return _normalise(answer)

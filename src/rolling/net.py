@@ -80,13 +80,18 @@ def address_of(address: Address, instance: object) -> tuple[str, int]:
         A non-empty host and a port from 1 to 65535.
 
     Raises:
-        ValueError: The callable failed or returned something else; the message
-            says what, for the caller to re-raise or report.
+        ValueError: The callable failed (any :class:`Exception` it raised, such
+            as the ``AttributeError`` of an instance without ``host``, is the
+            ``__cause__``) or returned something else; the message says what,
+            for the caller to re-raise or report.
     """
     try:
         result: object = address(instance)
-    except AttributeError as exc:
-        msg = f"cannot find the address of {instance!r} ({exc}); pass address=... to map it"
+    except Exception as exc:  # whatever the callable raised, as documented
+        msg = (
+            f"cannot find the address of {instance!r} ({type(exc).__name__}: {exc});"
+            " pass address=... to map it"
+        )
         raise ValueError(msg) from exc
     if not isinstance(result, tuple) or len(result) != 2:  # noqa: PLR2004 - (host, port)
         msg = f"address() returned {result!r} for {instance!r}, not a (host, port) tuple"
@@ -104,9 +109,14 @@ def address_of(address: Address, instance: object) -> tuple[str, int]:
 def causes_of(exc: BaseException) -> list[BaseException]:
     """``exc`` and everything it wraps: its causes, contexts and exception group members.
 
-    Each exception is listed once, ``exc`` first; cycles are safe. Use it to
-    look for the error that matters inside what a library wrapped, say any
-    :class:`PermissionError` behind a failed connection::
+    Each exception is listed once, ``exc`` first; cycles are safe. The order is
+    depth first, each exception before what it wraps: a group's members in
+    their order, then its ``__cause__``, then its ``__context__``, each with
+    what it wraps in turn. So anyio's failed ``connect_tcp``, an ``OSError``
+    caused by a group of one error per address tried, lists the addresses'
+    errors in the order they were tried. Use it to look for the error that
+    matters inside what a library wrapped, say any :class:`PermissionError`
+    behind a failed connection::
 
         if any(isinstance(cause, PermissionError) for cause in causes_of(exc)):
             ...
@@ -118,11 +128,13 @@ def causes_of(exc: BaseException) -> list[BaseException]:
         if any(current is known for known in seen):
             continue
         seen.append(current)
+        wrapped: list[BaseException] = []
         if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType] - members are BaseExceptions
-        pending.extend(
+            wrapped.extend(current.exceptions)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType] - members are BaseExceptions
+        wrapped.extend(
             linked for linked in (current.__cause__, current.__context__) if linked is not None
         )
+        pending.extend(reversed(wrapped))  # a stack: the first wrapped is taken next
     return seen
 
 
@@ -132,7 +144,8 @@ def describe_connect_error(exc: OSError) -> str:
     anyio reports a failed ``connect_tcp`` as one ``OSError`` that wraps the
     error of every address it tried, so this looks through the wrapped ones
     (:func:`causes_of`): a refused connection first, then a TLS error, then
-    the first OS error with a message.
+    the first OS error with a message, in :func:`causes_of`'s order (for
+    anyio's group, the first address tried).
     """
     causes = causes_of(exc)
     for cause in causes:

@@ -15,7 +15,7 @@ from rolling import (
     SetWeight,
 )
 
-from ._options import RolloutOptions, check_choice, check_number, check_percent, check_whole
+from ._options import RolloutOptions, check_choice, check_percent, check_whole
 
 __all__ = ["elastic_beanstalk"]
 
@@ -69,7 +69,10 @@ def elastic_beanstalk(
       ``Advance(1)``; each old instance goes once its replacement is ready.
     * ``TrafficSplitting``: a :class:`~rolling.Canary` with the whole new set
       (``SetCanaryScale(replicas="100%")``), ``new_version_percent`` of the
-      traffic for ``evaluation_time`` minutes, then all of it.
+      traffic for ``evaluation_time`` minutes, then all of it. A
+      ``new_version_percent`` of 100 (which Beanstalk allows) is
+      ``SetWeight(100)``: every request goes to the new set during the
+      evaluation, and the old set is kept until it ends.
 
     A ``Percentage`` batch size rounds down, at least one instance, as
     Ansible's ``serial`` does; Beanstalk does not document its rounding.
@@ -78,14 +81,18 @@ def elastic_beanstalk(
         deployment_policy: ``DeploymentPolicy``.
         batch_size_type: ``BatchSizeType``: ``"Percentage"`` or ``"Fixed"``.
         batch_size: ``BatchSize``: a percentage (1 to 100) or a count.
-        new_version_percent: ``NewVersionPercent`` (TrafficSplitting).
-        evaluation_time: ``EvaluationTime``, in minutes (TrafficSplitting).
+        new_version_percent: ``NewVersionPercent`` (TrafficSplitting), a
+            whole percentage from 1 to 100, as Beanstalk's option range.
+        evaluation_time: ``EvaluationTime`` (TrafficSplitting), whole
+            minutes from 3 to 600, as Beanstalk's option range.
 
     Returns:
         ``strategy``, and ``steps`` for Immutable and TrafficSplitting.
 
     Raises:
-        ConfigError: A value Beanstalk would refuse, named as the setting.
+        ConfigError: A value Beanstalk would refuse, named as the setting;
+            the traffic-splitting options are checked whatever the policy, as
+            Beanstalk checks an option's value when it is set.
 
     .. versionadded:: 0.4.0
     """
@@ -96,11 +103,23 @@ def elastic_beanstalk(
         tool_name="DeploymentPolicy",
     )
     size = _batch(batch_size_type, batch_size)
+    # The aws:elasticbeanstalk:trafficsplitting options' ranges, checked whatever the policy
+    # (Beanstalk checks an option's value when it is set).
     percent = check_percent(
         "elastic_beanstalk.new_version_percent", new_version_percent, tool_name="NewVersionPercent"
     )
-    minutes = check_number(
-        "elastic_beanstalk.evaluation_time", evaluation_time, tool_name="EvaluationTime"
+    if percent == 0:
+        raise ConfigError(
+            "elastic_beanstalk.new_version_percent",
+            "NewVersionPercent must be from 1 to 100, got 0",
+            "pass a share such as 10",
+        )
+    minutes = check_whole(
+        "elastic_beanstalk.evaluation_time",
+        evaluation_time,
+        minimum=3,
+        maximum=600,
+        tool_name="EvaluationTime (minutes)",
     )
     if policy == "AllAtOnce":
         return {"strategy": Batches("100%")}
@@ -113,17 +132,11 @@ def elastic_beanstalk(
             "strategy": RollingUpdate(max_unavailable=0, max_surge="100%"),
             "steps": (Advance(1),),
         }
-    if not 0 < percent < 100:  # noqa: PLR2004 - a percentage
-        raise ConfigError(
-            "elastic_beanstalk.new_version_percent",
-            f"NewVersionPercent must be from 1 to 99 for a split, got {new_version_percent!r}",
-            "pass a share such as 10",
-        )
     return {
         "strategy": Canary(promotion=None, scale_down_delay=0.0),
         "steps": (
             SetCanaryScale(replicas="100%"),
             SetWeight(float(percent)),
-            Pause(minutes * 60),
+            Pause(float(minutes * 60)),
         ),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -16,9 +17,37 @@ from rolling import (
     RollingUpdate,
 )
 
-from ._options import RolloutOptions, check_choice, check_percent, check_whole, renamed
+from ._options import (
+    INT32_MAX,
+    RolloutOptions,
+    check_choice,
+    check_percent,
+    check_whole,
+    renamed,
+)
 
 __all__ = ["ecs_circuit_breaker_threshold", "ecs_rolling_update", "kubernetes_deployment"]
+
+
+_K8S_PERCENT = re.compile(r"[0-9]+%")  # Kubernetes' IsValidPercent: ^[0-9]+%$, ASCII digits
+
+
+def _int_or_percent(field: str, value: object, *, tool_name: str) -> None:
+    """A Kubernetes IntOrString of a count: an int32, or whole digits followed by ``%``."""
+    if isinstance(value, str):
+        if _K8S_PERCENT.fullmatch(value) is None:
+            raise ConfigError(
+                field,
+                f"{tool_name} must be a whole percentage, digits then %, as Kubernetes'"
+                f" ^[0-9]+%$, got {value!r}",
+                'pass a percentage such as "25%" or a count such as 1',
+            )
+    elif isinstance(value, int) and not isinstance(value, bool) and value > INT32_MAX:
+        raise ConfigError(
+            field,
+            f"{tool_name} must fit Kubernetes' int32, got {value!r}",
+            "pass a count such as 1",
+        )
 
 
 def kubernetes_deployment(
@@ -43,10 +72,12 @@ def kubernetes_deployment(
     is ``halt``.
 
     Args:
-        max_surge: ``maxSurge``: a count or a percentage string.
-        max_unavailable: ``maxUnavailable``: a count or a percentage string.
-        min_ready_seconds: ``minReadySeconds``.
-        progress_deadline_seconds: ``progressDeadlineSeconds``; above
+        max_surge: ``maxSurge``: a count or a percentage string, whole digits
+            then ``%`` (Kubernetes' ``^[0-9]+%$``: ``"2.5%"`` and ``" 25 %"``
+            are refused, as Kubernetes refuses them).
+        max_unavailable: ``maxUnavailable``: the same, at most ``"100%"``.
+        min_ready_seconds: ``minReadySeconds``, an int32.
+        progress_deadline_seconds: ``progressDeadlineSeconds``, an int32 above
             ``min_ready_seconds``, as Kubernetes requires.
         check: The readiness check (the pod's readiness probe), if any.
 
@@ -58,6 +89,10 @@ def kubernetes_deployment(
 
     .. versionadded:: 0.4.0
     """
+    _int_or_percent("kubernetes_deployment.max_surge", max_surge, tool_name="maxSurge")
+    _int_or_percent(
+        "kubernetes_deployment.max_unavailable", max_unavailable, tool_name="maxUnavailable"
+    )
     with renamed("kubernetes_deployment.max_surge"):
         RollingUpdate(max_unavailable=1, max_surge=max_surge)
     with renamed("kubernetes_deployment.max_unavailable"):
@@ -66,12 +101,14 @@ def kubernetes_deployment(
         "kubernetes_deployment.min_ready_seconds",
         min_ready_seconds,
         minimum=0,
+        maximum=INT32_MAX,
         tool_name="minReadySeconds",
     )
     deadline = check_whole(
         "kubernetes_deployment.progress_deadline_seconds",
         progress_deadline_seconds,
         minimum=1,
+        maximum=INT32_MAX,
         tool_name="progressDeadlineSeconds",
     )
     if deadline <= min_ready:
@@ -209,8 +246,9 @@ def ecs_rolling_update(
         rollback: ``deploymentCircuitBreaker.rollback``.
         reset_on_healthy_task: ``resetOnHealthyTask``: a healthy task resets
             the failure count.
-        threshold_type: ``thresholdConfiguration.type``.
-        threshold_value: ``thresholdConfiguration.value``.
+        threshold_type: ``thresholdConfiguration.type``, checked even with
+            the breaker off, as ECS checks it.
+        threshold_value: ``thresholdConfiguration.value``, likewise.
 
     Returns:
         ``strategy``, ``failure`` and ``rollback``.
@@ -253,6 +291,19 @@ def ecs_rolling_update(
     if desired is not None:  # a service with no tasks has nothing to deploy
         check_whole("ecs_rolling_update.desired", desired, minimum=1, tool_name="desiredCount")
     strategy = _ecs_window(minimum, maximum, desired)
+    # ECS checks thresholdConfiguration whether or not the breaker is enabled.
+    check_choice(
+        "ecs_rolling_update.threshold_type",
+        threshold_type,
+        _THRESHOLD_TYPES,
+        tool_name="thresholdConfiguration.type",
+    )
+    check_whole(
+        "ecs_rolling_update.threshold_value",
+        threshold_value,
+        minimum=1,
+        tool_name="thresholdConfiguration.value",
+    )
     failure = FailurePolicy(max_failed="100%")
     if deployment_circuit_breaker:
         if threshold_type != "COUNT" and desired is None:

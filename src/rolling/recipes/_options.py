@@ -28,6 +28,7 @@ from rolling import (
 )
 
 __all__ = [
+    "INT32_MAX",
     "RolloutOptions",
     "check_choice",
     "check_number",
@@ -72,15 +73,35 @@ def renamed(field: str) -> Generator[None]:
         raise ConfigError(field, error.problem, error.fix) from error
 
 
-def check_whole(field: str, value: object, *, minimum: int, tool_name: str) -> int:
-    """An int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+INT32_MAX = 2**31 - 1
+"""The largest int32: Kubernetes' and Argo's counts and seconds are int32 fields."""
+
+
+def check_whole(
+    field: str, value: object, *, minimum: int, tool_name: str, maximum: int | None = None
+) -> int:
+    """An int (not a bool) of at least ``minimum`` (and at most ``maximum``, if given)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise ConfigError(
             field,
-            f"{tool_name} must be a whole number of at least {minimum}, got {value!r}",
+            f"{tool_name} must be a whole number {bounds}, got {value!r}",
             f"pass an int such as {max(minimum, 1)}",
         )
     return value
+
+
+def _fits_a_float(value: float) -> bool:
+    """Whether ``value`` is finite and, as an int, not too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past the largest float, such as 10**400
+        return False
 
 
 def check_number(field: str, value: object, *, tool_name: str, positive: bool = False) -> float:
@@ -88,14 +109,14 @@ def check_number(field: str, value: object, *, tool_name: str, positive: bool = 
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or not _fits_a_float(value)
         or value < 0
         or (positive and value == 0)
     ):
         bound = "above 0" if positive else "0 or more"
         raise ConfigError(
             field,
-            f"{tool_name} must be a number {bound}, got {value!r}",
+            f"{tool_name} must be a finite number {bound}, got {value!r}",
             "pass a number such as 30",
         )
     return float(value)
@@ -112,7 +133,7 @@ def check_choice(field: str, value: object, choices: Sequence[str], *, tool_name
     return value
 
 
-_PERCENT = re.compile(r"^\s*(\d+)\s*%\s*$")
+_PERCENT = re.compile(r"^\s*([0-9]+)\s*%\s*$")  # ASCII digits: int() would read "٣"
 
 
 def check_percent(

@@ -139,10 +139,11 @@ def spinnaker_rolling_red_black(
     ``SetWeight(p)``, each followed by ``validation`` (the pipeline Spinnaker
     runs between steps: a :class:`~rolling.Gate`, an :class:`~rolling.Analyze`,
     or a :class:`~rolling.Pause` for a manual judgment). The old set is kept
-    as in :func:`spinnaker_red_black`.
+    as in :func:`spinnaker_red_black`. As Spinnaker does, a list that does not
+    end with 100 (or is empty) gets a last target of 100.
 
     Args:
-        target_percentages: ``targetPercentages``, rising, ending at 100.
+        target_percentages: ``targetPercentages``, rising, up to 100.
         validation: Run after each target.
         max_remaining_asgs: ``maxRemainingAsgs``: 1 or 2.
         scale_down: ``scaleDown``.
@@ -152,7 +153,8 @@ def spinnaker_rolling_red_black(
         ``strategy`` and ``steps``.
 
     Raises:
-        ConfigError: Targets that do not rise to 100, or a bad value.
+        ConfigError: Targets that do not rise, a target above 100, or a bad
+            value.
 
     .. versionadded:: 0.4.0
     """
@@ -164,11 +166,13 @@ def spinnaker_rolling_red_black(
     )
     check = _validation("spinnaker_rolling_red_black", validation)
     raw: object = target_percentages
-    items = (
-        cast("Sequence[object]", raw)
-        if isinstance(raw, Sequence) and not isinstance(raw, str)
-        else ()
-    )
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise ConfigError(
+            "spinnaker_rolling_red_black.target_percentages",
+            f"expected a list of percentages, got {target_percentages!r}",
+            "pass rising percentages such as [25, 50, 100]",
+        )
+    items = cast("Sequence[object]", raw)
     targets: list[int] = []
     previous = 0
     for index, item in enumerate(items):
@@ -183,11 +187,7 @@ def spinnaker_rolling_red_black(
         targets.append(target)
         previous = target
     if previous != 100:  # noqa: PLR2004 - a percentage
-        raise ConfigError(
-            "spinnaker_rolling_red_black.target_percentages",
-            f"the targets must end at 100, got {target_percentages!r}",
-            "end the list with 100, such as [25, 50, 100]",
-        )
+        targets.append(100)  # Spinnaker (orca) adds 100 to a list that does not end with it
     steps: list[Step] = []
     for target in targets:
         steps += [SetCanaryScale(replicas=f"{target}%"), SetWeight(target)]
