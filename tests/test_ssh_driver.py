@@ -160,7 +160,7 @@ def test_rendered_commands_keep_values_literal(template: str, tmp_path: Path) ->
     [
         ("echo '{version}'", "inside single quotes"),
         ('echo "{version}"', "inside double quotes"),
-        ("echo `cat {version}`", "inside backticks"),
+        ("echo `cat {version}`", "inside or after a `...` command substitution"),
         ("echo \\{version}", "follows a backslash"),
         ("echo ${version}", "follows a $"),
         ("cat <<EOF\n{version}\nEOF", "here-document"),
@@ -230,11 +230,35 @@ def test_hosts_are_checked() -> None:
         SSHHost(name="a", address="10.0.0.1", port=0)
     with pytest.raises(rolling.ConfigError, match=r"SSHHost\.name"):
         SSHHost(name="", address="10.0.0.1")
-    with pytest.raises(rolling.ConfigError, match="labels"):
+    with pytest.raises(rolling.ConfigError, match="labels") as caught:
         SSHHost(name="a", address="10.0.0.1", labels={"zone": 1})  # type: ignore[dict-item] # the point of the test
+    assert caught.value.field == "SSHHost.labels"
+    with pytest.raises(rolling.ConfigError, match="mapping") as caught:
+        SSHHost(name="a", address="10.0.0.1", labels=["zone"])  # type: ignore[arg-type] # the point of the test
+    assert caught.value.field == "SSHHost.labels"
     twice = [SSHHost(name="a", address="10.0.0.1"), SSHHost(name="a", address="10.0.0.2")]
     with pytest.raises(rolling.ConfigError, match="two hosts are named"):
         SSHDriver(twice, PLAIN)
+
+
+@pytest.mark.parametrize("bad", ["a\ntouch /tmp/pwned #", "a\r", "a\x00b", "a\x1b[0m", "a\x85"])
+@pytest.mark.parametrize("field", ["name", "address", "labels"])
+def test_host_values_with_control_characters_are_refused(field: str, bad: str) -> None:
+    # They go into commands: a newline would end a comment, or a command, around a field.
+    fields: dict[str, Any] = {"name": "a", "address": "10.0.0.1", "labels": {"zone": "z"}}
+    fields[field] = {"zone": bad} if field == "labels" else bad
+    with pytest.raises(rolling.ConfigError, match="control characters") as caught:
+        SSHHost(**fields)
+    assert caught.value.field == f"SSHHost.{field}"
+    assert caught.value.fix
+
+
+def test_a_label_can_no_longer_inject_through_a_comment() -> None:
+    # The audit's case: a field in a comment, and a label value with a newline. Both refused.
+    with pytest.raises(rolling.ConfigError, match="is in a comment"):
+        SSHCommands(probe="cat VERSION", deploy="install {version} # zone {zone}")
+    with pytest.raises(rolling.ConfigError, match="control characters"):
+        SSHHost(name="a", address="10.0.0.1", labels={"zone": "a\ntouch /tmp/pwned #"})
 
 
 def test_trio_is_refused() -> None:

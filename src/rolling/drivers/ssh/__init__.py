@@ -21,10 +21,12 @@ then the ``probe`` command to confirm the version it now runs::
 Rules the driver keeps:
 
 * every value substituted into a command (``{version}``, ``{id}``, ``{host}``,
-  ``{port}`` and label keys) is quoted with ``shlex.quote``, and templates
-  that put a field inside quotes, or ask for a field that does not exist, are
-  refused when they are built: no version string or host field can inject
-  shell;
+  ``{port}`` and label keys) is quoted with ``shlex.quote`` and may hold no
+  control character; templates that put a field anywhere but in a plain word
+  of a command (inside quotes, ``$(...)`` or a comment, after what the check
+  does not follow, as an argument of ``eval``, ``let``, ``[[ ... ]]`` and the
+  like), or ask for a field that does not exist, are refused when they are
+  built: no version string or host field can inject shell;
 * host keys are verified, against ``~/.ssh/known_hosts`` by default or keys
   pinned per host; turning verification off takes an argument named
   ``insecure_no_host_key_check``;

@@ -18,7 +18,14 @@ import attrs
 from rolling import ConfigError
 from rolling.validate import check_callable, validator
 
-from ._template import BUILTIN_FIELDS, FIELD_FIX, check_template, template_fields
+from ._template import (
+    BUILTIN_FIELDS,
+    CONTROL,
+    FIELD_FIX,
+    check_template,
+    check_value,
+    template_fields,
+)
 
 __all__ = [
     "CONTROL",
@@ -37,9 +44,6 @@ __all__ = [
     "shown",
 ]
 
-CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-"""Control characters, which a version printed on one line cannot hold."""
-
 _PORT_RANGE: Final = range(1, 65536)
 
 _OUTPUT_LIMIT: Final = 4096
@@ -50,9 +54,11 @@ _REDACTED: Final = "***"
 _HOSTS_FIX: Final = 'pass [SSHHost(name="web-1", address="10.0.0.11"), ...]'
 
 
-def _check_text(field: str, value: object, fix: str) -> None:
+def _check_text(field: str, value: object, fix: str, *, substituted: bool = False) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(field, f"expected a non-empty str, got {value!r}", fix)
+    if substituted:  # a command template's field: see _template
+        check_value(field, value, fix)
 
 
 def _check_port(field: str, value: object, *, allow_none: bool = False) -> None:
@@ -70,25 +76,30 @@ def _no_labels() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
-def _frozen_labels(value: Mapping[str, str]) -> Mapping[str, str]:
-    """Copy ``value`` into a read-only mapping of str to str, or raise ConfigError."""
-    return MappingProxyType(_checked_labels(value))
+def _frozen_labels(value: object) -> Mapping[str, str]:
+    """A read-only copy of a mapping (which the validator then checks); anything else as it is."""
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(cast("Mapping[str, str]", value)))
+    return cast("Mapping[str, str]", value)  # for _check_labels to refuse, naming the field
 
 
-def _checked_labels(value: object) -> dict[str, str]:
+def _check_labels(field: str, value: object) -> None:
+    fix = 'pass {"zone": "a"}'
     if not isinstance(value, Mapping):
-        raise ConfigError(
-            "labels", f"expected a mapping of str to str, got {value!r}", 'pass {"zone": "a"}'
-        )
+        raise ConfigError(field, f"expected a mapping of str to str, got {value!r}", fix)
     items = cast("Mapping[object, object]", value)
     for key, item in items.items():
         if not isinstance(key, str) or not key or not isinstance(item, str):
             raise ConfigError(
-                "labels",
-                f"expected non-empty str keys and str values, got {key!r}: {item!r}",
-                'pass {"zone": "a"}',
+                field, f"expected non-empty str keys and str values, got {key!r}: {item!r}", fix
             )
-    return {str(k): str(v) for k, v in items.items()}
+        if CONTROL.search(item):
+            raise ConfigError(
+                field,
+                f"the value of label {key!r}, {item!r}, has control characters (a newline, say),"
+                " which no value put into a command may hold",
+                'pass label values on one line, such as {"zone": "a"}',
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -108,12 +119,19 @@ class SSHHost:
             to key functions as ``instance.labels`` and to command templates
             as ``{key}``.
 
+    ``name``, ``address`` and the label values go into commands, so none may
+    hold a control character (a newline, say): :class:`~rolling.ConfigError`.
+
     .. versionadded:: 0.1.0
     """
 
-    name: str = attrs.field(validator=validator(_check_text, fix='pass an id such as "web-1"'))
+    name: str = attrs.field(
+        validator=validator(_check_text, fix='pass an id such as "web-1"', substituted=True)
+    )
     address: str = attrs.field(
-        validator=validator(_check_text, fix='pass an IP address such as "10.0.0.11"')
+        validator=validator(
+            _check_text, fix='pass an IP address such as "10.0.0.11"', substituted=True
+        )
     )
     port: int = attrs.field(default=22, validator=validator(_check_port))
     username: str = attrs.field(
@@ -123,7 +141,10 @@ class SSHHost:
         default=None, validator=validator(_check_port, allow_none=True)
     )
     labels: Mapping[str, str] = attrs.field(
-        factory=_no_labels, converter=_frozen_labels, hash=False
+        factory=_no_labels,
+        converter=_frozen_labels,
+        validator=validator(_check_labels),
+        hash=False,
     )
 
 
@@ -146,7 +167,10 @@ class SSHInstance:
     host: str
     port: int | None
     labels: Mapping[str, str] = attrs.field(
-        factory=_no_labels, converter=_frozen_labels, hash=False
+        factory=_no_labels,
+        converter=_frozen_labels,
+        validator=validator(_check_labels),
+        hash=False,
     )
 
 
@@ -159,9 +183,12 @@ class SSHCommands:
     key every host has) are replaced by their values, each quoted with
     ``shlex.quote``, so a value always stays one shell word whatever it
     holds. Write fields bare, outside quotes (``printf %s {version}``, never
-    ``"{version}"``), and do not hand them to ``eval``, ``sh -c`` or a here
-    document, which would parse the value as code again. ``{{`` and ``}}`` are
-    literal braces.
+    ``"{version}"``), outside comments, ``$(...)`` and arithmetic, and do not
+    hand them to ``eval``, ``let``, ``[[ ... ]]``, ``declare`` and the other
+    builtins that evaluate their arguments, nor to ``sh -c`` or a here
+    document, which would parse the value as code again. The checks are
+    listed in the SSH guide (docs/ssh.md, "Security: where a field may
+    stand"). ``{{`` and ``}}`` are literal braces.
 
     Attributes:
         probe: Prints the version the host runs, on stdout (surrounding
@@ -175,8 +202,9 @@ class SSHCommands:
             ``{version}`` is the version just deployed.
 
     Raises:
-        ConfigError: A template is empty or malformed, uses a field in a way
-            that could break its quoting, or ``probe`` uses ``{version}``.
+        ConfigError: A template is empty or malformed, uses a field where
+            the check is not sure the shell reads it as one plain word, or
+            ``probe`` uses ``{version}``.
 
     .. versionadded:: 0.1.0
     """
