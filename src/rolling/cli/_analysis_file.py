@@ -127,7 +127,7 @@ class AnalysisReader:
                 at, "settings", "expected a table", f"write [{at[0]}.{name}.settings]"
             )
         try:
-            provider = build("rolling.metrics", provider_name, settings)
+            provider = build("rolling.metrics", provider_name, cast("dict[str, Any]", settings))
         except ConfigError as exc:
             if exc.field == "plugin":  # the provider's name itself
                 raise self.loader.error(at, "provider", exc.problem, exc.fix) from None
