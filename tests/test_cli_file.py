@@ -339,19 +339,8 @@ def test_the_control_socket_is_found_with_the_variables_replaced(
     assert control_path(path) == load_file(path).control
 
 
-def test_a_rollout_error_names_the_files_key_whatever_the_option(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_rollout_error_names_the_files_key_whatever_the_option(tmp_path: Path) -> None:
     """The path a Rollout ConfigError takes to the file's line: `seed` as the others."""
-    import rolling.cli._file as file_module  # noqa: PLC0415 - the module under test
-
-    class Strict(file_module.Rollout):  # type: ignore[misc, name-defined]
-        def __init__(self, *args: object, seed: object = None, **kwargs: object) -> None:
-            if seed is not None and not isinstance(seed, int):
-                raise ConfigError("Rollout.seed", f"expected an int, got {seed!r}", "pass 7")
-            super().__init__(*args, seed=seed, **kwargs)
-
-    monkeypatch.setattr(file_module, "Rollout", Strict)
     path = write(tmp_path, 'effect_timeout = 5\nseed = "x"\n[driver]\nplugin = "simulated"\n')
     assert_file_error(path, 2, "seed", "expected an int")
 

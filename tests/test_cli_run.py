@@ -238,7 +238,8 @@ def test_a_refused_file_ends_its_json_lines_with_an_exit_object(
     done = rolling("run", "deploy.toml", "--to", "v2", "--json", cwd=tmp_path)
     assert done.returncode == 78
     (line,) = events(done.stdout)
-    jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA).validate(line)
+    validator: Any = jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA)
+    validator.validate(line)
     assert (line["event"], line["outcome"], line["exit_code"]) == ("exit", "bad_configuration", 78)
     assert line["error"].startswith(words)
     assert words in done.stderr

@@ -156,10 +156,11 @@ async def test_a_cancelled_canary_is_left_as_it_is_and_resumed_away() -> None:
         )
 
     monitor = InvariantMonitor(fleet, max_unavailable=0, max_surge=4)
+    handles: list[rolling.RolloutHandle] = []
     with anyio.move_on_after(100):
         async with canary().start() as handle:
-            pass
-    result = handle.result
+            handles.append(handle)
+    result = handles[0].result
     assert result.status is RolloutStatus.CANCELLED
     assert fleet.traffic_share("v2") == 25.0
     (stray,) = {s for i in result.instances for s in i.strays}

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -400,10 +400,19 @@ async def test_unknown_backend_or_server(tmp_path: Path, haproxy_binary: str) ->
         # "web" is the config's frontend, not a backend: `show stat web 4 -1` answers an empty
         # table (not "No such proxy."), yet every call says there is no such backend.
         frontend = env.haproxy.router(server=lambda instance: ("web", instance.id))
-        calls = (frontend.detach, frontend.attach, frontend.status)
-        for call in (*calls, lambda node: frontend.set_weight(node, 50)):
+
+        async def weigh(node: Any) -> None:
+            await frontend.set_weight(node, 50)
+
+        calls: tuple[Callable[[Any], Awaitable[object]], ...] = (
+            frontend.detach,
+            frontend.attach,
+            frontend.status,
+            weigh,
+        )
+        for frontend_call in calls:
             with pytest.raises(HAProxyLookupError, match="HAProxy has no backend 'web'"):
-                await call(env.node("s1"))
+                await frontend_call(env.node("s1"))
         router = env.haproxy.router()
         for call in (router.detach, router.attach, router.status):
             with pytest.raises(

@@ -19,6 +19,7 @@ from rolling import (
 from rolling._recovery import reconcile, recover
 from rolling.testing import (
     EventRecorder,
+    FleetChange,
     Latency,
     MemoryJournal,
     SimulatedFleet,
@@ -235,7 +236,7 @@ async def test_a_leftover_surge_instance_in_traffic_is_detached_before_it_is_ter
         await journal.append(record, sync=True)
     terminated_in_traffic: list[str] = []
 
-    def watch(change: rolling.testing.FleetChange) -> None:
+    def watch(change: FleetChange) -> None:
         begins = change.op == "terminate" and change.phase == "begin"
         if begins and fleet.is_attached(change.instance_id):
             terminated_in_traffic.append(change.instance_id)
@@ -287,7 +288,7 @@ STEPS: list[rolling.Step] = [
 ]  # fmt: skip
 
 
-async def _pauses(handle: rolling.RolloutHandle[Any], fleet: SimulatedFleet) -> list[int]:
+async def _pauses(handle: rolling.RolloutHandle, fleet: SimulatedFleet) -> list[int]:
     """Promote each pause of ``handle``'s run; how many instances ran v2 at each."""
     seen: list[int] = []
     live = {RolloutStatus.PENDING, RolloutStatus.RUNNING, RolloutStatus.PAUSED}
@@ -318,7 +319,7 @@ async def test_a_resumed_rollout_counts_what_is_on_the_target_for_its_advances(
 
     scope = anyio.CancelScope()
 
-    def cut(change: rolling.testing.FleetChange) -> None:
+    def cut(change: FleetChange) -> None:
         # As the second instance's replace ends, before a third one starts.
         if change.op == "replace" and change.phase == "end":
             scope.cancel()

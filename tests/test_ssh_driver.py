@@ -231,10 +231,10 @@ def test_hosts_are_checked() -> None:
     with pytest.raises(rolling.ConfigError, match=r"SSHHost\.name"):
         SSHHost(name="", address="10.0.0.1")
     with pytest.raises(rolling.ConfigError, match="labels") as caught:
-        SSHHost(name="a", address="10.0.0.1", labels={"zone": 1})  # type: ignore[dict-item] # the point of the test
+        SSHHost(name="a", address="10.0.0.1", labels={"zone": 1})
     assert caught.value.field == "SSHHost.labels"
     with pytest.raises(rolling.ConfigError, match="mapping") as caught:
-        SSHHost(name="a", address="10.0.0.1", labels=["zone"])  # type: ignore[arg-type] # the point of the test
+        SSHHost(name="a", address="10.0.0.1", labels=["zone"])
     assert caught.value.field == "SSHHost.labels"
     twice = [SSHHost(name="a", address="10.0.0.1"), SSHHost(name="a", address="10.0.0.2")]
     with pytest.raises(rolling.ConfigError, match="two hosts are named"):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -205,7 +206,8 @@ def test_render_needs_every_field() -> None:
 
 # Any text without control characters (which no value may hold): shell metacharacters, quotes,
 # backslashes and non-ASCII included.
-VALUES = st.text(st.characters(exclude_categories=("Cc",)), max_size=40)
+CONTROL: tuple[Literal["Cc"]] = ("Cc",)
+VALUES = st.text(st.characters(exclude_categories=CONTROL), max_size=40)
 
 
 @pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "\t", "\x1b[0m", "\x7f", "\x85"])
@@ -553,7 +555,9 @@ WORDS = st.lists(
     min_size=1,
     max_size=3,
 ).map("".join)
-PLAIN_COMMANDS = st.lists(WORDS, max_size=3).map(lambda words: "echo " + " ".join(words))
+PLAIN_COMMANDS: st.SearchStrategy[str] = st.lists(WORDS, max_size=3).map(
+    lambda words: "echo " + " ".join(words)
+)
 COMMANDS: st.SearchStrategy[str] = st.builds(
     command_line,
     st.just("") | COMMENTS,
