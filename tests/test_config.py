@@ -995,3 +995,13 @@ def test_percent_of_an_unusual_fleet_never_goes_out_of_range() -> None:
         assert (window.max_unavailable, window.max_surge) == (desired, desired)
         assert rolling.Batches("100%").resolve(desired) == [desired]
         assert rolling.FailurePolicy(max_failed="100%").budget(desired) == desired
+
+
+@pytest.mark.parametrize(
+    ("to", "desired", "wanted"),
+    [(3, 10, 3), (30, 10, 10), ("25%", 10, 3), ("20%", 10, 2), ("100%", 7, 7), ("1%", 1000, 10)],
+)
+def test_an_advance_resolves_its_target_for_a_fleet(
+    to: int | str, desired: int, wanted: int
+) -> None:
+    assert rolling.Advance(to).resolve(desired) == wanted

@@ -23,7 +23,7 @@ import attrs
 
 from ._ledger import Barrier
 from ._result import InstanceOutcome
-from ._settings import Settings, advance_target
+from ._settings import Settings
 from ._slot import Slot
 from ._steps import Advance, Step
 from ._strategy import Batches
@@ -176,7 +176,7 @@ def _place_steps(
     at = 0
     for index, step in enumerate(settings.steps):
         if isinstance(step, Advance):
-            at = min(total, max(0, advance_target(step.to, desired) - on_target))
+            at = min(total, max(0, step.resolve(desired) - on_target))
             if at > 0 and isinstance(strategy, Batches):
                 # The batch that crosses the mark completes; a mark already met is crossed
                 # by none, so the steps after it run before the first batch.

@@ -8,7 +8,6 @@ machine calls it right after ``list_instances()``, before any probe or change.
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ from ._steps import Advance, Step
 from ._strategy import Batches, BlueGreen, Canary, ResolvedWindow, RollingUpdate, Strategy
 from ._validate import percent_of
 
-__all__ = ["Settings", "advance_target", "check_fleet", "check_steps", "check_unique"]
+__all__ = ["Settings", "check_fleet", "check_steps", "check_unique"]
 
 
 @attrs.frozen(kw_only=True)
@@ -121,13 +120,6 @@ class Settings:
         return ResolvedWindow(desired=desired, max_unavailable=largest, max_surge=0)
 
 
-def advance_target(to: int | str, desired: int) -> int:
-    """How many instances of ``desired`` an ``Advance(to)`` wants on the target."""
-    if isinstance(to, int):
-        return min(to, desired)
-    return math.ceil(percent_of(to) * desired / 100)
-
-
 def check_steps(steps: tuple[Step, ...]) -> None:
     """At construction: Advance targets of one kind (counts, or percentages) never go back.
 
@@ -154,7 +146,7 @@ def check_fleet(steps: tuple[Step, ...], desired: int) -> None:
     for index, step in enumerate(steps):
         if not isinstance(step, Advance):
             continue
-        wanted = advance_target(step.to, desired)
+        wanted = step.resolve(desired)
         if wanted < previous:
             raise ConfigError(
                 f"Rollout.steps[{index}]",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import attrs
 
 from ._analysis import Analysis
 from ._errors import ConfigError
-from ._validate import CountOrPercent, check_count_or_percent
+from ._validate import CountOrPercent, check_count_or_percent, percent_of
 from .validate import check_bool, check_callable, check_seconds, validator
 
 __all__ = [
@@ -94,6 +95,19 @@ class Advance:
     """
 
     to: CountOrPercent = attrs.field(validator=validator(check_count_or_percent, allow_zero=False))
+
+    def resolve(self, desired: int) -> int:
+        """How many of a fleet of ``desired`` instances it wants on the target.
+
+        A count is capped at ``desired``; a percentage is rounded up:
+        ``Advance("25%").resolve(10)`` is 3.
+
+        .. versionadded:: 0.4.0
+        """
+        to = self.to
+        if isinstance(to, int):
+            return min(to, desired)
+        return math.ceil(percent_of(to) * desired / 100)
 
 
 class InconclusiveAction(enum.StrEnum):

@@ -20,7 +20,6 @@ from typing import Any
 import attrs
 
 from rolling import Advance, Batches, BlueGreen, Canary, Order, Pause, RollingUpdate, Rollout
-from rolling._settings import advance_target
 
 from ._output import step_text
 
@@ -161,7 +160,7 @@ def _cuts(rollout: Rollout[Any], total: int, skipped: int, desired: int) -> dict
     at = 0
     for step in rollout.steps:
         if isinstance(step, Advance):
-            at = min(total, max(0, advance_target(step.to, desired) - skipped))
+            at = min(total, max(0, step.resolve(desired) - skipped))
             at = min((end for end in ends if end >= at), default=at)
         cuts[at] = cuts.get(at, 0.0) + _seconds(step)
     if isinstance(strategy, Batches):
