@@ -80,6 +80,16 @@ class Holds:
             self._full_recorded = True
             yield Record({"t": "promoted"})
 
+    def passed_before(self, index: int, step: Step) -> bool:
+        """Whether a resumed run's journal says the hold at ``index`` ended: not held again."""
+        return index < self._m.resumed_steps and isinstance(step, Pause | Gate | Analyze)
+
+    def record_step(self, index: int) -> Generator[Any, Any, None]:
+        """Journal that the step at ``index`` ended, once (a resumed run has it already)."""
+        machine = self._m
+        if machine.settings.journaled and index >= machine.resumed_steps and not machine.stopping:
+            yield Record({"t": "step", "i": index})
+
     def resume(self) -> bool:
         """A resume ends a hold that asks a person (an inconclusive analysis); False if none."""
         if not self._asking:

@@ -299,9 +299,7 @@ class Machine:
         self.emit(ControlRequested, action="abort", detail=f"rollback={rollback}")
         if not rollback and self._stop_mode is RollbackMode.REVERT and not self._rolling_back:
             # A rollback asked for but not begun (an abort, a failure) never begins.
-            self.stop_reason += "; aborted without rollback"
-            self._stop_mode = RollbackMode.HALT
-            self._stop_status = RolloutStatus.ABORTED
+            self.halt_rollback("aborted without rollback", RolloutStatus.ABORTED)
             return
         if self._rolling_back:
             if not rollback:
@@ -337,11 +335,11 @@ class Machine:
         self._stop_status = status
         self._stop_pass()
 
-    def halt_rollback(self, reason: str) -> None:
-        """A rollback that has not begun must not begin (its flag stayed on): halt instead."""
+    def halt_rollback(self, reason: str, status: RolloutStatus = RolloutStatus.HALTED) -> None:
+        """A rollback that has not begun must not begin (a flag stayed on, an abort): halt."""
         self.stop_reason += f"; {reason}"
         self._stop_mode = RollbackMode.HALT
-        self._stop_status = RolloutStatus.HALTED
+        self._stop_status = status
 
     def policy_trigger(self, reason: str) -> None:
         """A trigger handled by the rollback policy (revert or halt)."""

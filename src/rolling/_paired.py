@@ -57,7 +57,7 @@ import math
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._effects import IDLE, Failed, Record, Together, WaitStep
+from ._effects import IDLE, Failed, Together, WaitStep
 from ._holds import Holds
 from ._passes import Pass, Passes, Start
 from ._plan import pair_order
@@ -65,7 +65,7 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot
-from ._steps import Analyze, Gate, Pause, SetCanaryScale, SetWeight
+from ._steps import Analyze, Pause, SetCanaryScale, SetWeight
 from ._strategy import BlueGreen, Canary
 from ._validate import percent_of
 from ._weights import canary_weights, share
@@ -186,9 +186,9 @@ class Paired:
         self, canaries: list[Slot], fresh: list[Slot], todo: list[Slot], desired: int
     ) -> Generator[Any, Any, bool]:
         """Rules 2 and 7: the steps in order; False once the rollout stops."""
-        done = self._m.resumed_steps
+        holds = self._holds
         for index, step in enumerate(self._s.steps):
-            if index < done and isinstance(step, Pause | Gate | Analyze):
+            if holds.passed_before(index, step):
                 continue  # held by the controller before this one
             yield from self._unpaused()
             if self._stopping():
@@ -201,9 +201,8 @@ class Paired:
                     index, step, canaries=canaries, fresh=fresh, todo=todo, desired=desired
                 )
             else:
-                yield from self._holds.run(index, step)
-            if self._s.journaled and index >= done and not self._stopping():
-                yield Record({"t": "step", "i": index})
+                yield from holds.run(index, step)
+            yield from holds.record_step(index)
         return True
 
     def _canary_step(
@@ -257,12 +256,12 @@ class Paired:
 
     def _held(self, index: int, step: Pause | Analyze) -> Program:
         """Rule 7 for blue-green: hold at its ``index``-th hold unless a resume says it ended."""
-        if index < self._m.resumed_steps:
+        holds = self._holds
+        if holds.passed_before(index, step):
             return
-        yield from self._holds.run(index, step)
-        yield from self._holds.record_full_promote()
-        if self._s.journaled and not self._stopping():
-            yield Record({"t": "step", "i": index})
+        yield from holds.run(index, step)
+        yield from holds.record_full_promote()
+        yield from holds.record_step(index)
 
     def _all_at_once(
         self,

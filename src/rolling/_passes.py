@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._effects import IDLE, Failed, Record, Spawn
+from ._effects import IDLE, Failed, Spawn
 from ._holds import Holds
 from ._ledger import Barrier, Ledger
 from ._ledger import Start as LedgerStart
@@ -46,7 +46,6 @@ from ._policies import RollbackMode
 from ._result import InstanceOutcome, RolloutStatus
 from ._settings import Settings
 from ._slot import Slot, needs_revert
-from ._steps import Analyze, Gate, Pause
 from ._strategy import ResolvedWindow
 from ._unit import UnitPrograms
 from .events import (
@@ -343,16 +342,15 @@ class Passes:
         if barrier.between is not None and barrier.batch is not None and not machine.stopping:
             yield from self._holds.run(barrier.batch, barrier.between)
             yield from self._holds.record_full_promote()
-        done = machine.resumed_steps
+        holds = self._holds
         for index, step in zip(barrier.indexes, barrier.steps, strict=True):
             if machine.stopping:
                 return
-            if index < done and isinstance(step, Pause | Gate | Analyze):
+            if holds.passed_before(index, step):
                 continue  # rule 7: held by the controller before this one
-            yield from self._holds.run(index, step)
-            yield from self._holds.record_full_promote()
-            if self._s.journaled and index >= done and not machine.stopping:
-                yield Record({"t": "step", "i": index})
+            yield from holds.run(index, step)
+            yield from holds.record_full_promote()
+            yield from holds.record_step(index)
 
     def _batch_finished(self, index: int) -> None:
         self._batch_open = None
