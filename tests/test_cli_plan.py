@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from helpers import ROLLING
+from helpers import ROLLING, rolling_cli
 from rolling.cli._file import RolloutFileError, load_file
 from rolling.cli._plan import learned_durations
 from rolling.cli._run import plan_file
@@ -56,14 +56,7 @@ def test_plan_lists_the_fleet_and_makes_no_mutating_call(tmp_path: Path) -> None
 
 
 def plan(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "plan", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return rolling_cli("plan", *map(str, args), cwd=cwd)
 
 
 def test_plan_starts_no_process_fleet_and_creates_no_file(tmp_path: Path) -> None:
@@ -87,14 +80,7 @@ def test_plan_reads_a_running_process_fleet_and_writes_nothing(
         f'[driver]\nplugin = "process"\ncommand = {json.dumps(app)}\ninstances = 2\n'
         f'state_file = "{fleet_file}"\n[check]\nplugin = "http"\n'
     )
-    ran = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "run", "p.toml", "--to", "v2"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ran = rolling_cli("run", "p.toml", "--to", "v2", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     before = {
         p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir() if p.is_file()

@@ -7,12 +7,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROLLING = [sys.executable, "-m", "rolling"]
+from helpers import rolling_cli
 
 
 def chromium() -> str:
@@ -47,24 +46,10 @@ def browse(page: Path, *options: str, profile: Path) -> subprocess.CompletedProc
 
 def run_and_report(tmp_path: Path, text: str, name: str) -> tuple[Path, list[dict[str, object]]]:
     (tmp_path / f"{name}.toml").write_text(text)
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "run", f"{name}.toml", "--to", "v2", "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = rolling_cli("run", f"{name}.toml", "--to", "v2", "--json", cwd=tmp_path, timeout=120)
     (tmp_path / f"{name}.jsonl").write_text(done.stdout)
     page = tmp_path / f"{name}.html"
-    report = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "report", f"{name}.jsonl", "--html", str(page)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    report = rolling_cli("report", f"{name}.jsonl", "--html", str(page), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     return page, [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -119,58 +104,28 @@ def test_report_summarises_a_journals_event_log_and_refuses_other_files(tmp_path
         '[driver]\nplugin = "simulated"\ninstances = 3\n[journal]\npath = "deploy.journal"\n'
     )
     for version in ("v2", "v3"):
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [*ROLLING, "run", "deploy.toml", "--to", version],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = rolling_cli("run", "deploy.toml", "--to", version, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     log = tmp_path / "deploy.journal.events"
     assert log.stat().st_mode & 0o777 == 0o600
-    report = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "report", "deploy.journal", "--html", "t.html"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    report = rolling_cli("report", "deploy.journal", "--html", "t.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert report.stdout.startswith("deploy.journal: succeeded; ")
     assert "3 updated" in report.stdout
     assert "to v3: succeeded" in (tmp_path / "t.html").read_text()  # the last run of the log
     (tmp_path / "other.txt").write_text("not events\n")
     for target, code in (("other.txt", 66), ("missing.jsonl", 66)):
-        bad = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [*ROLLING, "report", target], cwd=tmp_path, capture_output=True, text=True, check=False
-        )
+        bad = rolling_cli("report", target, cwd=tmp_path)
         assert bad.returncode == code, bad.stderr
 
 
 def test_an_html_file_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "deploy.toml").write_text('[driver]\nplugin = "simulated"\ninstances = 2\n')
-    ran = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "run", "deploy.toml", "--to", "v2", "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ran = rolling_cli("run", "deploy.toml", "--to", "v2", "--json", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     (tmp_path / "run.jsonl").write_text(ran.stdout)
     out = tmp_path / "no-such-directory" / "t.html"
-    report = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*ROLLING, "report", "run.jsonl", "--html", out],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    report = rolling_cli("report", "run.jsonl", "--html", out, cwd=tmp_path)
     assert report.returncode == 73
     assert report.stderr == f"rolling report: cannot write {out}: No such file or directory\n"
     assert "Traceback" not in report.stderr

@@ -222,19 +222,26 @@ def test_a_blue_green_run_switches_and_its_json_lines_follow_the_schema(tmp_path
     assert lines[-1]["outcome"] == "succeeded"
 
 
-def test_a_canarys_json_lines_follow_the_schema(tmp_path: Path, fleet_file: Path) -> None:
-    """Its steps (set_canary_scale, set_weight) come out typed, as the schema says."""
+def demo_app_fleet(fleet_file: Path, *, instances: int, port: int, drain_timeout: float) -> str:
+    """The tables of a fleet of demo-app processes behind the balancer, checked over HTTP."""
     command = json.dumps(
         [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
     )
-    path = write(
-        tmp_path,
-        f'[driver]\nplugin = "process"\ncommand = {command}\ninstances = 2\n'
+    return (
+        f'[driver]\nplugin = "process"\ncommand = {command}\ninstances = {instances}\n'
         f'state_file = "{fleet_file}"\ngrace = 2\n'
-        f'[router]\nplugin = "balancer"\nport = {free_port()}\ndrain_timeout = 1\n'
+        f'[router]\nplugin = "balancer"\nport = {port}\ndrain_timeout = {drain_timeout}\n'
         '[check]\nplugin = "http"\ntimeout = 0.5\n'
         "[readiness]\nperiod = 0.1\ndeadline = 20\n"
-        '[strategy]\ntype = "canary"\nscale_down_delay = 0.1\n'
+    )
+
+
+def test_a_canarys_json_lines_follow_the_schema(tmp_path: Path, fleet_file: Path) -> None:
+    """Its steps (set_canary_scale, set_weight) come out typed, as the schema says."""
+    path = write(
+        tmp_path,
+        demo_app_fleet(fleet_file, instances=2, port=free_port(), drain_timeout=1)
+        + '[strategy]\ntype = "canary"\nscale_down_delay = 0.1\n'
         "[[steps]]\nset_canary_scale = 1\n[[steps]]\nset_weight = 25\n[[steps]]\npause = 0.1\n",
     )
     done = rolling("run", path, "--to", "v2", "--json", cwd=tmp_path)
@@ -268,17 +275,10 @@ def test_a_canary_of_real_processes_splits_traffic_then_promotes(
     tmp_path: Path, fleet_file: Path
 ) -> None:
     port = free_port()
-    command = json.dumps(
-        [sys.executable, "-m", "rolling.demo.app", "--version", "{version}", "--port", "{port}"]
-    )
     path = write(
         tmp_path,
-        f'[driver]\nplugin = "process"\ncommand = {command}\ninstances = 4\n'
-        f'state_file = "{fleet_file}"\ngrace = 2\n'
-        f'[router]\nplugin = "balancer"\nport = {port}\ndrain_timeout = 2\n'
-        '[check]\nplugin = "http"\ntimeout = 0.5\n'
-        "[readiness]\nperiod = 0.1\ndeadline = 20\n"
-        f'[journal]\npath = "{tmp_path / "deploy.journal"}"\n'
+        demo_app_fleet(fleet_file, instances=4, port=port, drain_timeout=2)
+        + f'[journal]\npath = "{tmp_path / "deploy.journal"}"\n'
         '[strategy]\ntype = "canary"\n'
         '[[steps]]\nset_weight = 50\n[[steps]]\npause = "promote"\n',
     )

@@ -16,6 +16,7 @@ from rolling import (
     Rollout,
     RolloutStatus,
 )
+from rolling._journal import begin_record
 from rolling._recovery import reconcile, recover
 from rolling.testing import (
     EventRecorder,
@@ -26,6 +27,14 @@ from rolling.testing import (
 )
 
 pytestmark = pytest.mark.anyio
+
+
+async def journal_of(keys: str, records: list[dict[str, Any]]) -> MemoryJournal:
+    """A journal, made durable, of a rollout to v2 of the fleet ``keys`` (all on v1)."""
+    journal = MemoryJournal()
+    for record in [begin_record("v2", [(key, "v1") for key in keys]), *records]:
+        await journal.append(record, sync=True)
+    return journal
 
 
 def test_recovery_rules_on_a_hand_written_journal() -> None:
@@ -151,18 +160,13 @@ async def test_a_resumed_rollback_reverts_what_is_out_of_traffic_first() -> None
     await fleet.replace(b, "v2")
     await fleet.detach(b)
     fleet.fault("b", unhealthy_at_start=True)
-    journal = MemoryJournal()
-    begin: dict[str, Any] = {"t": "begin", "format": 1, "target": "v2"}
-    begin["fleet"] = [["a", "v1"], ["b", "v1"], ["c", "v1"], ["d", "v1"]]
     records: list[dict[str, Any]] = [
-        begin,
         {"t": "unit", "k": "a", "o": "updated"},
         {"t": "fx", "k": "b", "op": "detach", "s": "done", "i": "b", "v": "v2"},
         {"t": "unit", "k": "c", "o": "failed"},
         {"t": "rollback", "reason": "1 instance failed"},
     ]
-    for record in records:
-        await journal.append(record, sync=True)
+    journal = await journal_of("abcd", records)
     result = await rollout_for(fleet, journal, strategy=RollingUpdate(max_unavailable=1)).run()
     assert result.status is RolloutStatus.ROLLED_BACK
     assert fleet.version_counts() == {"v1": 4}
@@ -222,18 +226,15 @@ async def test_a_leftover_surge_instance_in_traffic_is_detached_before_it_is_ter
     fleet = SimulatedFleet(ids=["a", "b"])
     new = await fleet.launch("v2")
     await fleet.attach(new)
-    journal = MemoryJournal()
     fx: dict[str, Any] = {"t": "fx", "k": "a", "v": "v2"}
     records: list[dict[str, Any]] = [
-        {"t": "begin", "format": 1, "target": "v2", "fleet": [["a", "v1"], ["b", "v1"]]},
         {**fx, "op": "launch", "s": "start", "i": None},
         {**fx, "op": "launch", "s": "done", "i": None, "n": [new.id, "v2"]},
         {**fx, "op": "attach", "s": "start", "i": new.id},
         {**fx, "op": "attach", "s": "done", "i": new.id},
         {**fx, "op": "detach", "s": "start", "i": "a" if cut == "old_detach" else new.id},
     ]
-    for record in records:
-        await journal.append(record, sync=True)
+    journal = await journal_of("ab", records)
     terminated_in_traffic: list[str] = []
 
     def watch(change: FleetChange) -> None:
@@ -360,18 +361,13 @@ async def test_a_resumed_in_place_rollout_reports_an_instance_that_is_gone(
     await fleet.replace(b, "v2")
     gone = b if rolling_back else (await fleet.list_instances())[3]
     await fleet.terminate(gone)
-    journal = MemoryJournal()
-    begin: dict[str, Any] = {"t": "begin", "format": 1, "target": "v2"}
-    begin["fleet"] = [["a", "v1"], ["b", "v1"], ["c", "v1"], ["d", "v1"]]
     records: list[dict[str, Any]] = [
-        begin,
         {"t": "unit", "k": "a", "o": "updated"},
         {"t": "unit", "k": "b", "o": "updated"},
     ]
     if rolling_back:
         records.append({"t": "rollback", "reason": "aborted"})
-    for record in records:
-        await journal.append(record, sync=True)
+    journal = await journal_of("abcd", records)
     rollout = Rollout(
         ReplaceOnly(fleet),
         "v2",
