@@ -20,13 +20,17 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 
-class Coroutines:
+class _Stream:
+    """Events already waiting, taken newest first (as EventStream takes from its chunk)."""
+
     def __init__(self, items: list[int]) -> None:
         self._chunk = items
 
-    def __aiter__(self) -> Coroutines:
+    def __aiter__(self) -> _Stream:
         return self
 
+
+class Coroutines(_Stream):
     async def __anext__(self) -> int:
         chunk = self._chunk
         if chunk:
@@ -34,13 +38,10 @@ class Coroutines:
         raise StopAsyncIteration
 
 
-class Futures:
+class Futures(_Stream):
     def __init__(self, items: list[int], loop: asyncio.AbstractEventLoop) -> None:
-        self._chunk = items
+        super().__init__(items)
         self._loop = loop
-
-    def __aiter__(self) -> Futures:
-        return self
 
     def __anext__(self) -> Any:
         chunk = self._chunk
@@ -67,13 +68,7 @@ class _Ready:
         raise StopIteration(self.value)
 
 
-class Awaitables:
-    def __init__(self, items: list[int]) -> None:
-        self._chunk = items
-
-    def __aiter__(self) -> Awaitables:
-        return self
-
+class Awaitables(_Stream):
     def __anext__(self) -> Any:
         chunk = self._chunk
         if chunk:
