@@ -20,7 +20,6 @@ from typing import Any, TextIO
 import attrs
 
 from rolling import (
-    Advance,
     Analyze,
     Gate,
     Pause,
@@ -67,8 +66,6 @@ JSON_SCHEMA = 1
 """Version of the JSON lines format; see the module docstring for when it changes."""
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-_STEP_TYPES = (Advance, Pause, Gate, Analyze, SetFlag, SetWeight, SetCanaryScale)
-"""Every kind of step: each comes out as :func:`step_json` says, with its ``type``."""
 
 
 def events_log(journal: Path) -> Path:
@@ -131,7 +128,7 @@ def _result_json(result: RolloutResult) -> dict[str, Any]:
 def _value(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, enum.Enum):
         return _value(value.value)
-    if isinstance(value, _STEP_TYPES):
+    if isinstance(value, Step):  # every kind of step, as step_json says it
         return step_json(value)
     if isinstance(value, RolloutResult):
         return _result_json(value)
