@@ -12,6 +12,7 @@ from ._errors import ConfigError, ControlError, RollingError, RolloutAlreadyStar
 from ._etcd_journal import EtcdJournal
 from ._etcd_lock import EtcdLock
 from ._flagging import FlagRules
+from ._handle import RolloutHandle, RolloutSnapshot
 from ._journal import FileJournal, JournalError
 from ._lock import FileLock, LockedError, LockLostError
 from ._observers import LoggingObserver
@@ -26,7 +27,7 @@ from ._policies import (
     Waves,
 )
 from ._result import InstanceOutcome, InstanceResult, RolloutResult, RolloutStatus
-from ._rollout import Rollout, RolloutHandle, RolloutSnapshot
+from ._rollout import Rollout
 from ._steps import Advance, Analyze, Gate, Pause, SetCanaryScale, SetFlag, SetWeight, Step
 from ._strategy import Batches, BlueGreen, Canary, RollingUpdate, Strategy
 from .events import (

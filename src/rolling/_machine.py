@@ -67,6 +67,7 @@ from typing import Any
 
 from ._analyses import ANALYZE, Analyses
 from ._analysis import MeasureContext
+from ._budget import Budget
 from ._collector import collector_paused
 from ._effects import (
     ListInstances,
@@ -86,7 +87,7 @@ from ._recovery import recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._resuming import Resumption
 from ._settings import Settings, check_fleet, check_unique
-from ._slot import Slot, instance_result
+from ._slot import Slot, fleet_slots, instance_result
 from ._steps import Step
 from ._unit import UnitPrograms
 from .events import (
@@ -147,10 +148,8 @@ class Machine:
         self._started_at = 0.0
         self._progress_at = 0.0
         self._seq = 0
-        self._failed = 0
-        self._consecutive = 0
         self._desired = 0
-        self._budget = 0
+        self._budget = Budget(settings.failure)
         self._resumption: Resumption | None = None
         rng = random.Random(settings.seed)
         self._passes: Passes | Paired
@@ -419,19 +418,7 @@ class Machine:
             yield from self._resumption.plan(instances)
         else:
             healthy = (yield Survey(instances)) if settings.has_check else [True] * len(instances)
-            with collector_paused():
-                self.slots += [
-                    Slot(
-                        key=instance.id,
-                        position=position,
-                        old_version=instance.version,
-                        live=instance,
-                        serving_at_start=ok,
-                        ready=ok,
-                        tally=self._tally,
-                    )
-                    for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True))
-                ]
+            self.slots += fleet_slots(instances, healthy, self._tally)
             if settings.journaled:
                 fleet = [(i.id, i.version) for i in instances]
                 yield Record(begin_record(settings.target, fleet), sync=True)
@@ -439,7 +426,7 @@ class Machine:
         # budget and the Advance targets are of the fleet that can.
         self._desired = sum(1 for s in self.slots if not s.lost)
         self._tally[InstanceOutcome.PENDING] = len(self.slots)
-        self._budget = settings.failure.budget(self._desired)
+        self._budget.size_to(self._desired)
         if self._resumption is not None:
             yield from self._resumption.finish_dead_work()
         if self._stop_mode is None:
@@ -504,23 +491,8 @@ class Machine:
 
     def record_failure(self, slot: Slot) -> None:
         """Count a failed instance against the budget; a trigger when it is exceeded."""
-        policy = self._s.failure
-        self._failed += 1
-        self._consecutive += 1
-        why = ""
         batch = None if self._rolling_back else slot.batch
-        in_batch, size = self._passes.count_failure(batch)
-        if self._failed > self._budget:
-            noun = "instance" if self._failed == 1 else "instances"
-            why = f"{self._failed} {noun} failed, over the budget of {self._budget} (max_failed)"
-        elif batch is not None and policy.batch_exceeded(in_batch, size):
-            why = (
-                f"{in_batch} of {size} instances"
-                f" in batch {batch} failed,"
-                f" over max_failed_per_batch={policy.max_failed_per_batch}"
-            )
-        elif policy.circuit_breaker is not None and self._consecutive >= policy.circuit_breaker:
-            why = f"circuit breaker: {self._consecutive} failures in a row"
+        why = self._budget.failed(batch, *self._passes.count_failure(batch))
         if why:
             self.policy_trigger(f"{why}; last: {slot.key}: {slot.reason}")
 
@@ -528,7 +500,7 @@ class Machine:
         """An instance made it: progress, and the breaker's count starts again."""
         self._progress_at = self.now
         if not self._rolling_back:
-            self._consecutive = 0
+            self._budget.succeeded()
             if self._s.analysis is not None:
                 self._analyses.start_background()
 

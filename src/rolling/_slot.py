@@ -6,10 +6,11 @@ from typing import Any
 
 import attrs
 
+from ._collector import collector_paused
 from ._frozen_builder import frozen_builder
 from ._result import InstanceOutcome, InstanceResult
 
-__all__ = ["Slot", "changed", "instance_result", "needs_revert"]
+__all__ = ["Slot", "changed", "fleet_slots", "instance_result", "needs_revert"]
 
 
 @attrs.define(eq=False)
@@ -67,6 +68,25 @@ class Slot:
     def serving(self) -> bool:
         """Whether what stands here is in traffic and ready."""
         return self.live is not None and self.attached and self.ready
+
+
+def fleet_slots(
+    instances: list[Any], healthy: list[bool], tally: dict[InstanceOutcome, int]
+) -> list[Slot]:
+    """A slot for each instance of the starting fleet, in order; ``healthy`` from the survey."""
+    with collector_paused():
+        return [
+            Slot(
+                key=instance.id,
+                position=position,
+                old_version=instance.version,
+                live=instance,
+                serving_at_start=ok,
+                ready=ok,
+                tally=tally,
+            )
+            for position, (instance, ok) in enumerate(zip(instances, healthy, strict=True))
+        ]
 
 
 def changed(slot: Slot) -> bool:
