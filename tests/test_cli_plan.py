@@ -223,3 +223,36 @@ def test_a_reader_that_goes_away_stops_plan_quietly(tmp_path: Path) -> None:
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 141
     assert b"Traceback" not in errors
+
+
+async def _hang(*_args: object) -> list[object]:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.anyio
+async def test_plan_bounds_list_instances_by_effect_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver that never answers list_instances() stops `rolling plan` after effect_timeout."""
+    path = tmp_path / "deploy.toml"
+    path.write_text('effect_timeout = 3\n[driver]\nplugin = "simulated"\ninstances = 2\n')
+    loaded = load_file(path)
+    monkeypatch.setattr(SimulatedFleet, "list_instances", _hang)
+    started = anyio.current_time()
+    with pytest.raises(TimeoutError, match=r"list_instances\(\) did not answer in 3 s"):
+        await plan_file(loaded, "v2", history=None, estimate=1.0)
+    assert anyio.current_time() - started == pytest.approx(3.0, abs=0.01)
+
+
+@pytest.mark.anyio
+async def test_run_bounds_its_own_list_instances_for_the_balancer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run lists the fleet for an empty built-in balancer itself, bounded as the engine is."""
+    from rolling.cli._run import _serve_the_fleet  # noqa: PLC0415 - the helper under test
+    from rolling.routers.balancer import Balancer  # noqa: PLC0415 - only this test needs it
+
+    monkeypatch.setattr(SimulatedFleet, "list_instances", _hang)
+    with pytest.raises(TimeoutError, match=r"list_instances\(\) did not answer in 2 s"):
+        await _serve_the_fleet(Balancer(), SimulatedFleet(2), 2.0)

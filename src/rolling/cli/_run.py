@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -175,7 +176,8 @@ async def plan_file(
         # The router, never entered: a canary's Rollout asks it for weights.
         router = checkable(rollout_file.router, "attach", SimulatedFleet(1))
         rollout: Rollout[Any] = Rollout(driver, target, router=router, **rollout_file.options)
-        instances = await driver.list_instances()
+        with _bounded(rollout.effect_timeout, "the driver's list_instances()"):
+            instances = await driver.list_instances()
     if history is None and rollout_file.journal is not None:
         history = events_log(rollout_file.journal)
     durations = {} if history is None else learned_durations(history)
@@ -205,8 +207,6 @@ async def _run(
         router = (
             None if rollout_file.router is None else await _enter(stack, rollout_file.router.built)
         )
-        if isinstance(router, Balancer) and not router.backends:
-            await _serve_the_fleet(router, driver)
         journal = None if rollout_file.journal is None else FileJournal(rollout_file.journal)
         rollout: Rollout[Any] = Rollout(
             driver,
@@ -216,6 +216,8 @@ async def _run(
             observers=[output],
             **rollout_file.options,
         )
+        if isinstance(router, Balancer) and not router.backends:
+            await _serve_the_fleet(router, driver, rollout.effect_timeout)
         async with anyio.create_task_group() as control, rollout.start() as handle:
             handles.append(handle)
             control.start_soon(serve_control, listener, handle)
@@ -224,15 +226,28 @@ async def _run(
         return handle.result
 
 
-async def _serve_the_fleet(balancer: Balancer, driver: Any) -> None:
+async def _serve_the_fleet(balancer: Balancer, driver: Any, bound: float) -> None:
     """Put the fleet behind the `balancer` plugin's new, empty balancer.
 
     The engine takes every instance it finds as in traffic (a real router already has the
     fleet); the built-in balancer starts each run empty, so without this the old set would
     get no request until it is replaced, and a canary's share would be all of them.
+    Each call is bounded by ``effect_timeout``, as the engine bounds its own.
     """
-    for instance in await driver.list_instances():
-        await balancer.attach(instance)
+    with _bounded(bound, "the driver's list_instances()"):
+        instances = await driver.list_instances()
+    for instance in instances:
+        with _bounded(bound, f"the balancer's attach({instance.id})"):
+            await balancer.attach(instance)
+
+
+@contextlib.contextmanager
+def _bounded(seconds: float, what: str) -> Generator[None]:
+    """``seconds`` for a plugin call the command makes itself, with an error that says which."""
+    with anyio.move_on_after(seconds) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise TimeoutError(f"{what} did not answer in {seconds:g} s (effect_timeout)")
 
 
 def _open_log(path: Path) -> TextIO:
