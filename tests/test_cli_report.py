@@ -129,3 +129,21 @@ def test_an_html_file_that_cannot_be_written_is_a_clear_error(tmp_path: Path) ->
     assert report.returncode == 73
     assert report.stderr == f"rolling report: cannot write {out}: No such file or directory\n"
     assert "Traceback" not in report.stderr
+
+
+def test_a_torn_events_log_line_loses_no_event_of_the_next_run(tmp_path: Path) -> None:
+    """A run killed mid-write leaves half a line (even half a character); the next run's
+    first event is not glued to it, and the log still reads."""
+    (tmp_path / "deploy.toml").write_text(
+        '[driver]\nplugin = "simulated"\ninstances = 2\n[journal]\npath = "deploy.journal"\n'
+    )
+    log = tmp_path / "deploy.journal.events"
+    log.write_bytes(b'{"schema": 1, "event": "instance_phase_changed", "reason": "caf\xc3')
+    done = rolling_cli("run", "deploy.toml", "--to", "v2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_bytes().split(b"\n")
+    assert lines[0].endswith(b"caf\xc3")  # the torn line, kept apart
+    assert json.loads(lines[1])["schema"] == 1  # the next run's first event, whole
+    report = rolling_cli("report", "deploy.journal", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "2 updated" in report.stdout

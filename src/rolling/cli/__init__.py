@@ -336,7 +336,7 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     if not path.name.endswith((".events", ".jsonl", ".json")) and events_log(path).exists():
         path = events_log(path)  # a journal: its events log sits next to it
     lines: list[dict[str, Any]] = []
-    for text in path.read_text(encoding="utf-8").splitlines():
+    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             line: object = json.loads(text)
         except json.JSONDecodeError:

@@ -33,7 +33,7 @@ def learned_durations(log: Path) -> dict[str, float]:
     unreadable log teaches nothing: an empty dict.
     """
     try:
-        text = log.read_text(encoding="utf-8")
+        text = log.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return {}
     began: dict[str, float] = {}

@@ -251,8 +251,19 @@ def _bounded(seconds: float, what: str) -> Generator[None]:
 
 
 def _open_log(path: Path) -> TextIO:
-    """The events log, opened to append; mode 0600 like the journal beside it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    """The events log, opened to append; mode 0600 like the journal beside it.
+
+    A run killed mid-write leaves a torn last line: it is ended first, so that it stays one
+    line the readers skip and does not swallow this run's first event.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            os.write(fd, b"\n")
+    except OSError:
+        os.close(fd)
+        raise
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
