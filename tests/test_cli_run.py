@@ -246,6 +246,45 @@ def test_a_refused_file_ends_its_json_lines_with_an_exit_object(
     assert done.stderr.strip().splitlines()[-1] == line["summary"]
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("run", "deploy.toml", "--json"), "required: --to"),
+        (
+            ("run", "deploy.toml", "--to", "v2", "--json", "--fast"),
+            "unrecognized arguments: --fast",
+        ),
+    ],
+)
+def test_a_usage_error_ends_json_lines_with_an_exit_object(
+    tmp_path: Path, args: tuple[str, ...], words: str
+) -> None:
+    """Even a command line argparse refuses gives a pipeline reading stdout its exit object."""
+    done = rolling(*args, cwd=tmp_path)
+    assert done.returncode == 64
+    (line,) = events(done.stdout)
+    validator: Any = jsonschema.Draft202012Validator(CLI_EVENTS_SCHEMA)
+    validator.validate(line)
+    assert (line["event"], line["outcome"], line["exit_code"]) == ("exit", "usage_error", 64)
+    assert words in line["error"]
+    assert "usage: rolling" in done.stderr
+    assert words in done.stderr
+    # Without --json, stdout stays empty.
+    plain = rolling(*(arg for arg in args if arg != "--json"), cwd=tmp_path)
+    assert (plain.returncode, plain.stdout) == (64, "")
+
+
+def test_other_json_commands_answer_a_usage_error_in_their_own_shape(tmp_path: Path) -> None:
+    control = rolling("promote", "deploy.toml", "--json", "--all", cwd=tmp_path)
+    assert control.returncode == 64
+    reply = json.loads(control.stdout)
+    assert reply["ok"] is False
+    assert "unrecognized arguments: --all" in reply["error"]
+    demo = rolling("demo", "--json", "--instances", "0", cwd=tmp_path)
+    assert demo.returncode == 64
+    assert json.loads(demo.stdout)["exit_code"] == 64
+
+
 def test_a_degraded_run_names_its_failures(tmp_path: Path) -> None:
     (tmp_path / "deploy.toml").write_text(
         SIMULATED.replace("4", "6")

@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import anyio
 
@@ -177,15 +177,17 @@ def _add_demo(commands: Any) -> None:
     demo.add_argument("--concurrency", type=_positive, default=8, help="load workers (default 8)")
 
 
+_CONTROL_HELPS = {
+    "status": "show where a running `rolling run` is",
+    "pause": "start no new instance until `rolling resume`",
+    "resume": "undo `rolling pause`",
+    "promote": "end the current pause step (the manual approval gate)",
+    "abort": "stop the running rollout and roll back what it changed",
+}
+
+
 def _add_control(commands: Any) -> None:
-    helps = {
-        "status": "show where a running `rolling run` is",
-        "pause": "start no new instance until `rolling resume`",
-        "resume": "undo `rolling pause`",
-        "promote": "end the current pause step (the manual approval gate)",
-        "abort": "stop the running rollout and roll back what it changed",
-    }
-    for name, text in helps.items():
+    for name, text in _CONTROL_HELPS.items():
         sub = commands.add_parser(name, help=text, description=text, epilog=_CONTROL_EXIT_HELP)
         sub.add_argument("file", type=Path, help="the rollout file the run was started with")
         sub.add_argument("--socket", type=Path, help="the control socket, if not the file's")
@@ -198,10 +200,44 @@ def _add_control(commands: Any) -> None:
             )
 
 
+class _UsageError(Exception):
+    """A usage error argparse found; its usage line is already on stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors come back to :func:`main`, so that ``--json`` can still end in JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _usage_json(argv: Sequence[str], message: str) -> None:
+    """With ``--json``, a usage error is one JSON object on stdout, as the command's others are."""
+    if "--json" not in argv:
+        return
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    reply: dict[str, Any]
+    if command == "run":  # the exit object that ends every `run --json`
+        reply = {
+            "schema": 1,
+            "event": "exit",
+            "summary": "rolling run: usage error",
+            "outcome": "usage_error",
+            "exit_code": EXIT_USAGE,
+            "error": message,
+        }
+    elif command == "demo":
+        reply = {"exit_code": EXIT_USAGE, "error": message}
+    elif command in _CONTROL_HELPS:
+        reply = {"ok": False, "error": message}
+    else:
+        return
+    print(json.dumps(reply))  # noqa: T201 - CLI output
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rolling", description="Rolling deployments with no downtime."
-    )
+    parser = _Parser(prog="rolling", description="Rolling deployments with no downtime.")
     parser.add_argument(
         "--version", action="version", version=f"rolling {importlib.metadata.version('rolling')}"
     )
@@ -469,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+    except _UsageError as exc:
+        _error(str(exc))
+        _usage_json(sys.argv[1:] if argv is None else argv, str(exc))
+        return EXIT_USAGE
     except SystemExit as exc:
         return EXIT_USAGE if exc.code not in (0, None) else 0
     if args.command is None:
