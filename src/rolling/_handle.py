@@ -24,7 +24,10 @@ class RolloutSnapshot:
         target: The version being rolled out.
         reason: Why it is stopping or stopped, if it is.
         counts: Instances by outcome so far.
-        in_flight: Ids of instances being worked on.
+        in_flight: Ids of instances being worked on, in fleet order. For
+            :class:`~rolling.Canary` and :class:`~rolling.BlueGreen` that
+            includes an instance whose new one stands beside it (counted
+            ``IN_PROGRESS``) while the rollout waits for a later step.
         paused: Whether :meth:`RolloutHandle.pause` is in force.
         step: The pause or gate being waited on, if any.
         elapsed: Seconds since the start, on the event loop's clock.

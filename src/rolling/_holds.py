@@ -57,6 +57,15 @@ class Holds:
         return self._step
 
     @property
+    def ended(self) -> bool:
+        """Whether the running hold was promoted (or resumed) before its wait began.
+
+        An observer may call ``promote()`` as the step's own ``StepStarted`` goes out,
+        before the runner waits on it: that wait must not begin at all.
+        """
+        return self._step is not None and (self._one or self._full)
+
+    @property
     def promoted_fully(self) -> bool:
         """Whether ``promote(full=True)`` came: every step left is skipped."""
         return self._full
