@@ -298,6 +298,33 @@ async def test_a_full_promote_does_not_shorten_a_canary_s_scale_down_delay() -> 
     assert result.finished_at - switch.at >= 20
 
 
+async def test_a_full_promote_still_sets_the_flags_of_a_rolling_update_s_flag_steps() -> None:
+    # concepts.md: promote(full=True) skips every pause and gate still to come; flags.md: a
+    # SetFlag step sets its flag when the pass reaches it. A full promote used to skip the
+    # flag steps of a rolling update too (announced as promoted steps, the flag never set).
+    flags: list[tuple[str, object]] = []
+
+    async def setter(flag: str, value: object) -> None:
+        flags.append((flag, value))
+
+    fleet, seen = Fleet(3), log()
+    steps = [
+        rolling.Advance(1),
+        Pause(),
+        rolling.SetFlag("new-format", True, setter=setter),
+        rolling.Advance(2),
+        Pause(),
+    ]
+    async with in_place(fleet, seen, steps=steps).start() as handle:
+        await anyio.sleep(1.5)
+        handle.promote(full=True)
+    assert handle.result.status is RolloutStatus.SUCCEEDED
+    assert flags == [("new-format", True)]
+    assert [(f.flag, f.ok, f.cause) for f in handle.result.flags] == [("new-format", True, "step")]
+    finished = [(e.index, e.promoted) for e in of(seen, ev.StepFinished)]
+    assert finished == [(1, True), (2, False), (4, True)]
+
+
 async def test_a_canary_s_snapshot_names_in_flight_what_it_counts_in_progress() -> None:
     # RolloutSnapshot: in_flight are the instances being worked on, and IN_PROGRESS
     # (concepts.md) is the outcome of an instance being worked on. During a canary's pause,

@@ -118,15 +118,22 @@ class RolloutHandle:
     def promote(self, *, full: bool = False) -> None:
         """End the current :class:`~rolling.Pause` or :class:`~rolling.Gate` step.
 
-        With ``full=True``, skip every pause and gate left as well.
+        A promoted gate passes; a promoted :class:`~rolling.Analyze` step ends its
+        analysis, or its wait for a person on an inconclusive verdict. With
+        ``full=True``, skip every pause, gate and analysis step left as well: a
+        rolling update still sets the flags of its :class:`~rolling.SetFlag`
+        steps, a :class:`~rolling.Canary` skips every step left and goes to its
+        promotion, and the old set of a blue-green or of an all-at-once canary
+        promotion is still kept its ``scale_down_delay``.
 
         Raises:
-            ControlError: ``full`` is false and no pause or gate is running.
+            ControlError: ``full`` is false and no pause, gate or analysis step is
+                running; or the rollout has ended.
         """
         self._check_running("promote")
         if not self._runner.control(lambda: self._machine.promote(full=full)):
             raise ControlError(
-                "nothing to promote: no Pause or Gate step is running;"
+                "nothing to promote: no Pause, Gate or Analyze step is running;"
                 " use full=True to skip all that remain"
             )
 

@@ -299,7 +299,8 @@ class Paired:
         # wait it cut short goes on for what is left.
         left = delay - (machine.now - started)
         while left > 0 and not self._stopping():
-            yield WaitStep(left)
+            if not (yield WaitStep(left)):
+                break  # its time passed
             left = delay - (machine.now - started)
         if self._stopping():
             return

@@ -59,14 +59,15 @@ class StepEffects:
         if self._event is not None:
             self._event.set()
 
-    async def wait_step(self, effect: WaitStep) -> None:
-        """A pause: until its time, or until :meth:`end_step`."""
+    async def wait_step(self, effect: WaitStep) -> bool:
+        """A pause: until its time, or until :meth:`end_step`; True when cut short so."""
         if self._m.step_ended:
-            return  # ended before it began: end_step() came with nothing to end
+            return True  # ended before it began: end_step() came with nothing to end
         event = self._event = anyio.Event()
         with anyio.move_on_after(math.inf if effect.seconds is None else effect.seconds):
             await event.wait()
         self._event = None
+        return event.is_set()
 
     async def check_gate(self, effect: CheckGate) -> tuple[bool, str] | None:
         """A gate: its answer, or None when :meth:`end_step` came first."""
