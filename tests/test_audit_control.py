@@ -234,7 +234,10 @@ async def test_an_observer_may_abort_at_a_step_that_just_started(step: str) -> N
         assert [(g.passed, g.reason) for g in of(seen, ev.GateChecked)] == [(False, "stopped")]
 
 
-async def test_an_observer_s_abort_interrupts_the_readiness_wait_it_saw_begin() -> None:
+@pytest.mark.parametrize("strategy", ["rolling", "blue-green"])
+async def test_an_observer_s_abort_interrupts_the_readiness_wait_it_saw_begin(
+    strategy: str,
+) -> None:
     # concepts.md, Cancellation / Rollback: waits (readiness, back-off ...) are interrupted
     # at once. An abort from the observer of an instance's WAITING_READY came before that
     # wait began; the wait then ran to its full deadline.
@@ -248,18 +251,22 @@ async def test_an_observer_s_abort_interrupts_the_readiness_wait_it_saw_begin() 
         if isinstance(event, ev.InstancePhaseChanged) and event.phase is Phase.WAITING_READY:
             handles[0].abort()
 
-    rollout: Rollout[Box] = Rollout(
-        InPlace(fleet),
-        "v2",
-        router=Router(fleet),
-        readiness=Readiness(check=never_ready, period=1, deadline=1000),
-        observers=[abort, seen.append],
+    readiness = Readiness(check=never_ready, period=1, deadline=1000)
+    observers = [abort, seen.append]
+    rollout: Rollout[Box] = (
+        Rollout(InPlace(fleet), "v2", readiness=readiness, observers=observers)
+        if strategy == "rolling"
+        else Rollout(
+            Elastic(fleet), "v2", readiness=readiness, strategy=BlueGreen(), observers=observers
+        )
     )
     with anyio.fail_after(2000):
         async with rollout.start() as handle:
             handles.append(handle)
     assert handle.result.status is RolloutStatus.ABORTED
     assert handle.result.duration < 100
+    assert sorted(fleet.ids()) == ["i0", "i1", "i2"]
+    assert [b.version for b in fleet.boxes] == ["v1"] * 3
 
 
 async def test_a_full_promote_keeps_blue_for_the_whole_scale_down_delay() -> None:
