@@ -97,7 +97,12 @@ class RolloutHandle:
         return self.result
 
     def pause(self) -> None:
-        """Start no new instance until :meth:`resume`; work in flight finishes."""
+        """Start no new instance until :meth:`resume`; work in flight finishes.
+
+        The status is ``PAUSED``. A rollback is not held: it always runs to its
+        end (the status stays ``ROLLING_BACK``); only ``abort(rollback=False)``
+        stops it.
+        """
         self._check_running("pause")
         self._runner.control(self._machine.pause)
 
