@@ -146,7 +146,10 @@ IDLE = Idle()
 
 @attrs.define
 class WaitStep:
-    """Wait ``seconds`` (None: forever) or until a promote or a stop; answer True if promoted."""
+    """Wait ``seconds`` (None: forever) or until a promote or a stop.
+
+    Answers True when a promote or a stop cut it short, False when its time passed.
+    """
 
     seconds: float | None
 

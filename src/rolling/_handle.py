@@ -24,7 +24,10 @@ class RolloutSnapshot:
         target: The version being rolled out.
         reason: Why it is stopping or stopped, if it is.
         counts: Instances by outcome so far.
-        in_flight: Ids of instances being worked on.
+        in_flight: Ids of instances being worked on, in fleet order. For
+            :class:`~rolling.Canary` and :class:`~rolling.BlueGreen` that
+            includes an instance whose new one stands beside it (counted
+            ``IN_PROGRESS``) while the rollout waits for a later step.
         paused: Whether :meth:`RolloutHandle.pause` is in force.
         step: The pause or gate being waited on, if any.
         elapsed: Seconds since the start, on the event loop's clock.
@@ -94,7 +97,12 @@ class RolloutHandle:
         return self.result
 
     def pause(self) -> None:
-        """Start no new instance until :meth:`resume`; work in flight finishes."""
+        """Start no new instance until :meth:`resume`; work in flight finishes.
+
+        The status is ``PAUSED``. A rollback is not held: it always runs to its
+        end (the status stays ``ROLLING_BACK``); only ``abort(rollback=False)``
+        stops it.
+        """
         self._check_running("pause")
         self._runner.control(self._machine.pause)
 
@@ -115,15 +123,22 @@ class RolloutHandle:
     def promote(self, *, full: bool = False) -> None:
         """End the current :class:`~rolling.Pause` or :class:`~rolling.Gate` step.
 
-        With ``full=True``, skip every pause and gate left as well.
+        A promoted gate passes; a promoted :class:`~rolling.Analyze` step ends its
+        analysis, or its wait for a person on an inconclusive verdict. With
+        ``full=True``, skip every pause, gate and analysis step left as well: a
+        rolling update still sets the flags of its :class:`~rolling.SetFlag`
+        steps, a :class:`~rolling.Canary` skips every step left and goes to its
+        promotion, and the old set of a blue-green or of an all-at-once canary
+        promotion is still kept its ``scale_down_delay``.
 
         Raises:
-            ControlError: ``full`` is false and no pause or gate is running.
+            ControlError: ``full`` is false and no pause, gate or analysis step is
+                running; or the rollout has ended.
         """
         self._check_running("promote")
         if not self._runner.control(lambda: self._machine.promote(full=full)):
             raise ControlError(
-                "nothing to promote: no Pause or Gate step is running;"
+                "nothing to promote: no Pause, Gate or Analyze step is running;"
                 " use full=True to skip all that remain"
             )
 

@@ -9,7 +9,8 @@ Part of the machine (:mod:`rolling._machine`), sans-io like it:
    promote (it passes) or a stop. A false answer, an exception or a time-out
    is a trigger, handled by the rollback policy.
 4. ``promote()`` ends the running pause or gate; ``promote(full=True)`` also
-   skips every step left, including ones not reached yet. A journaled rollout
+   skips every pause, gate and analysis left, including ones not reached yet
+   (a ``SetFlag`` step still sets its flag). A journaled rollout
    records a full promote once (a ``promoted`` record), before the first step
    it skips; a resumed rollout that finds one starts promoted.
 5. Waiting on a hold is not a lack of progress: the progress deadline starts
@@ -57,6 +58,15 @@ class Holds:
         return self._step
 
     @property
+    def ended(self) -> bool:
+        """Whether the running hold was promoted (or resumed) before its wait began.
+
+        An observer may call ``promote()`` as the step's own ``StepStarted`` goes out,
+        before the runner waits on it: that wait must not begin at all.
+        """
+        return self._step is not None and (self._one or self._full)
+
+    @property
     def promoted_fully(self) -> bool:
         """Whether ``promote(full=True)`` came: every step left is skipped."""
         return self._full
@@ -100,7 +110,9 @@ class Holds:
     def run(self, index: int, step: Step) -> Generator[Any, Any, None]:
         """Hold at ``step``, the ``index``-th of its barrier."""
         machine = self._m
-        if self._full:
+        if self._full and not isinstance(step, SetFlag):
+            # A full promote skips the holds; a flag step is no hold, and the pass that
+            # reaches it sets its flag (the rest of the fleet may count on it).
             machine.emit(StepStarted, index=index, step=step)
             machine.emit(StepFinished, index=index, step=step, promoted=True)
             return

@@ -139,6 +139,7 @@ class Machine:
         self.slots: list[Slot] = []
         self._tally: dict[InstanceOutcome, int] = {}
         self._busy: set[Slot] = set()
+        self._rested: set[Slot] = set()  # pairs whose work waits for a step (in flight still)
         self._paused = False
         self._holds = Holds(self)
         self.stop_reason = ""
@@ -173,10 +174,19 @@ class Machine:
 
     # ---------------------------------------------------------- runner side
 
+    def set_clock(self, now: float, wall: float) -> None:
+        """Loop time ``now`` is wall time ``wall``: events made from now on are stamped so.
+
+        The runner sets it when it is made, so that a control call before the run starts
+        (``handle.pause()`` before the first ``await``) is stamped like every other event.
+        """
+        self.now = now
+        self._wall_offset = wall - now
+
     def start(self, now: float, wall: float) -> None:
         """The run starts at loop time ``now``, wall time ``wall``."""
-        self.now = self._started_at = self._progress_at = now
-        self._wall_offset = wall - now
+        self.set_clock(now, wall)
+        self._started_at = self._progress_at = now
         self._rollout_id = f"{self._s.target}@{wall:.3f}"
         self.set_status(RolloutStatus.PAUSED if self._paused else RolloutStatus.RUNNING)
 
@@ -467,6 +477,7 @@ class Machine:
     def unit_began(self, slot: Slot) -> None:
         """Bookkeeping as a unit starts."""
         self._busy.add(slot)
+        self._rested.discard(slot)
         slot.set_outcome(_IN_PROGRESS)
         if slot.started_at is None:
             slot.started_at = self.now
@@ -474,6 +485,7 @@ class Machine:
     def unit_rested(self, slot: Slot) -> None:
         """A pair's program ended, its work not yet finished: no call is in flight for it."""
         self._busy.discard(slot)
+        self._rested.add(slot)
         self.mark_changed(slot)
 
     def unit_ended(self, start: Start, *, serving: int, existing: int) -> None:
@@ -584,13 +596,27 @@ class Machine:
         return {outcome: count for outcome, count in self._tally.items() if count}
 
     def in_flight(self) -> tuple[str, ...]:
-        """Ids of instances being worked on."""
-        return tuple(s.key for s in sorted(self._busy, key=lambda s: s.position))
+        """Ids of instances being worked on, in fleet order.
+
+        That is a call or wait in flight for them, or a new instance of a canary or
+        blue-green standing beside them until a later step.
+        """
+        working = self._busy | {s for s in self._rested if s.outcome is _IN_PROGRESS}
+        return tuple(s.key for s in sorted(working, key=lambda s: s.position))
 
     @property
     def paused(self) -> bool:
         """Whether a pause() is in force."""
         return self._paused
+
+    @property
+    def step_ended(self) -> bool:
+        """Whether the step about to be waited on is already over.
+
+        A trigger fired, or it was promoted, after it began but before its wait did (a
+        control call from an observer).
+        """
+        return self._stop_mode is not None or self._holds.ended
 
     @property
     def current_step(self) -> Step | None:

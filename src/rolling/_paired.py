@@ -294,9 +294,14 @@ class Paired:
             yield from self._held(2, Analyze(post))
             if self._stopping():
                 return
+        # The old set is kept the whole delay: only a stop ends it early. A promote is no
+        # reason to (promote(full=True) skips pauses and gates, and this is neither), so a
+        # wait it cut short goes on for what is left.
         left = delay - (machine.now - started)
-        if left > 0:
-            yield WaitStep(left)
+        while left > 0 and not self._stopping():
+            if not (yield WaitStep(left)):
+                break  # its time passed
+            left = delay - (machine.now - started)
         if self._stopping():
             return
         yield from self._together([(s, self._units.retire(s)) for s in pairs])

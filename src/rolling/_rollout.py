@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any, Generic, cast
@@ -40,6 +41,34 @@ def _has(obj: object, name: str) -> bool:
     return callable(getattr(obj, name, None))
 
 
+def _observers(observers: Iterable[Observer]) -> tuple[Observer, ...]:
+    """The observers, each a plain callable (an async one would never run)."""
+    checked = tuple(observers)
+    for index, observer in enumerate(checked):
+        if not callable(observer):
+            raise ConfigError(
+                f"Rollout.observers[{index}]",
+                f"{observer!r} is not callable",
+                "pass functions that take an event",
+            )
+        if _is_async(observer):
+            # Called synchronously, it would only make a coroutine per event that is never
+            # awaited: the observer would silently never run.
+            raise ConfigError(
+                f"Rollout.observers[{index}]",
+                f"{observer!r} is an async function, and observers are called synchronously",
+                "pass a plain function, or read handle.events() in a task of your own",
+            )
+    return checked
+
+
+def _is_async(function: object) -> bool:
+    """Whether calling ``function`` makes a coroutine (an async function or ``__call__``)."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - the method itself is what is asked
+    )
+
+
 class Rollout(Generic[InstanceT]):
     """A rollout of ``target`` over the fleet a driver manages.
 
@@ -71,7 +100,9 @@ class Rollout(Generic[InstanceT]):
         order: The order instances are updated in.
         waves: Failure domains, one finished before the next starts.
         hooks: An object with any of the :class:`~rolling.Hooks` methods.
-        observers: Sync callables that receive every event.
+        observers: Sync callables that receive every event, in order (an
+            async function is a :class:`~rolling.ConfigError`); see
+            :data:`~rolling.typing.Observer`.
         effect_timeout: Longest a driver, router or hook call may take; past
             it the attempt fails.
         cleanup_timeout: Longest the shielded clean-up may take once the run
@@ -187,14 +218,7 @@ class Rollout(Generic[InstanceT]):
         )
         # The hook methods found on ``hooks``, by name: for the runner, not documented as API.
         self.hook_methods: dict[str, Callable[..., Any]] = _hook_methods(hooks)
-        self.observers: tuple[Observer, ...] = tuple(observers)
-        for index, observer in enumerate(self.observers):
-            if not callable(observer):
-                raise ConfigError(
-                    f"Rollout.observers[{index}]",
-                    f"{observer!r} is not callable",
-                    "pass functions that take an event",
-                )
+        self.observers: tuple[Observer, ...] = _observers(observers)
         _check_timeout("Rollout.effect_timeout", effect_timeout)
         _check_timeout("Rollout.cleanup_timeout", cleanup_timeout)
         self.driver = driver
@@ -251,7 +275,7 @@ class Rollout(Generic[InstanceT]):
     def _claim(self) -> None:
         if self._started:
             raise RolloutAlreadyStartedError(
-                "this Rollout already ran; build a new Rollout to run again"
+                "this Rollout has already been started; build a new Rollout to run again"
             )
         self._started = True
 

@@ -112,8 +112,12 @@ class Runner:
                 calls["set_weight"] = set_weight
         self._calls = calls
         self._observers = list(rollout.observers)
+        self._delivering = False
         self._streams: list[EventStream] = []
-        self._clock: Callable[[], float] = time.monotonic
+        # The event loop's clock from the start (a Rollout is run or started inside the loop):
+        # a control call before run() begins stamps its event on it, as every other event is.
+        self._clock: Callable[[], float] = loop_clock()
+        machine.set_clock(self._clock(), time.time())
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
         self._scope: type[anyio.CancelScope] = anyio.CancelScope
         self._tg: anyio.abc.TaskGroup | None = None
@@ -229,12 +233,22 @@ class Runner:
 
     # ------------------------------------------------------------ events
 
-    def _flush(self) -> None:
+    def _flush(self) -> None:  # noqa: C901 - one branch per signal, on the hot path
         """Deliver the machine's events and act on its signals."""
+        if self._delivering:
+            # Called back from an observer (a control call it made, or its own error): the
+            # delivery under way hands those events on after its own, so every observer and
+            # stream sees them in order, and acts on the signals once it has.
+            return
         machine = self._m
         events = machine.drain_events()
-        if events:
-            self._deliver(events)
+        while events:
+            self._delivering = True
+            try:
+                self._deliver(events)
+            finally:
+                self._delivering = False
+            events = machine.drain_events()
         signals = machine.take_signals()
         if signals:
             if signals & INTERRUPT:
@@ -541,6 +555,14 @@ class Runner:
         """Await a wait; a trigger interrupts it when ``interruptible`` (cancellation always)."""
         if not interruptible:
             return await awaitable
+        if not self._m.interruptible:
+            # A trigger fired after the wait was asked for, before it began (an observer's
+            # abort as the unit's phase went out): it is interrupted at once, as it would be
+            # a moment later.
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()  # never awaited: no "coroutine was never awaited" warning
+            raise Interrupted
         with anyio.CancelScope() as scope:
             self._interruptible.add(scope)
             try:

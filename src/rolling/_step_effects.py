@@ -5,6 +5,8 @@ Part of the runner (:mod:`rolling._runner`). Rules:
 * A step that waits (``WaitStep``, a gate, an ``Analyze`` step) ends when its own
   reason to end comes (its time, the gate's answer, the analysis's verdict) or when
   the machine raises ``STEP`` (a promote or a stop): :meth:`StepEffects.end_step`.
+  One ended before its wait began (an observer's control call, as the step's events
+  went out) does not wait at all.
 * A gate's check is bounded by its ``timeout``; one that raises or times out is a
   closed gate, with the cause as its reason.
 * A flag is set shielded (a flag must not be left half-decided) and bounded by
@@ -57,12 +59,15 @@ class StepEffects:
         if self._event is not None:
             self._event.set()
 
-    async def wait_step(self, effect: WaitStep) -> None:
-        """A pause: until its time, or until :meth:`end_step`."""
+    async def wait_step(self, effect: WaitStep) -> bool:
+        """A pause: until its time, or until :meth:`end_step`; True when cut short so."""
+        if self._m.step_ended:
+            return True  # ended before it began: end_step() came with nothing to end
         event = self._event = anyio.Event()
         with anyio.move_on_after(math.inf if effect.seconds is None else effect.seconds):
             await event.wait()
         self._event = None
+        return event.is_set()
 
     async def check_gate(self, effect: CheckGate) -> tuple[bool, str] | None:
         """A gate: its answer, or None when :meth:`end_step` came first."""
@@ -105,6 +110,8 @@ class StepEffects:
 
     async def _until_step_ends(self, work: Callable[[], Awaitable[object]]) -> None:
         """Run ``work`` until it returns or :meth:`end_step` comes, whichever is first."""
+        if self._m.step_ended:
+            return  # ended before it began, as in wait_step
         event = self._event = anyio.Event()
 
         async def run() -> None:

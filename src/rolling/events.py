@@ -274,6 +274,11 @@ class FlagChanged(Event):
 class ControlRequested(Event):
     """A control call arrived: ``pause``, ``resume``, ``abort`` or ``promote``.
 
+    Every call made while the rollout runs has one, a ``promote()`` refused
+    with :class:`~rolling.ControlError` (nothing to promote) too. A background
+    analysis that pauses the rollout for a person reports itself as a
+    ``pause`` whose ``detail`` is the reason.
+
     Attributes:
         action: The call's name.
         detail: Its arguments, as text.

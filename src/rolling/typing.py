@@ -252,6 +252,15 @@ Observer = Callable[[Event], object]
 Pass observers to ``Rollout(observers=...)`` (and to adapters that report
 events of their own, such as :class:`~rolling.drivers.ssh.SSHDriver`). An
 observer runs inside the rollout: keep it quick, and do not let it raise.
+Each observer gets every event in order, the same order as every
+:meth:`~rolling.RolloutHandle.events` stream. It may call the handle's
+controls (``handle.promote()`` when a pause starts, say): the
+:class:`~rolling.events.ControlRequested` event and what follows come after
+the event being delivered, to every observer and stream. One that raises is
+called no more; the rollout halts (it ends ``HALTED``, its reason naming
+the error, unless it had already ended), and :meth:`Rollout.run() <rolling.Rollout.run>` (or leaving
+``async with rollout.start()``) raises that exception. Observers are called
+synchronously: an async function is refused with a :class:`~rolling.ConfigError`.
 
 .. versionadded:: 0.2.0
 """
