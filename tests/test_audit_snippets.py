@@ -1,0 +1,590 @@
+"""The code the pages show, copied and pasted as a newcomer would, does what the pages say.
+
+README.md and docs/*.md carry inline snippets (Python, TOML, shell) and tables of numbers next
+to them. These tests run the snippets that matter, as written (extracted from the Markdown
+where they are complete, filling in only what the text says is elided), and check the claims
+around them: what a snippet prints or returns, how a command exits, and the numbers in the
+tables. They use drivers of their own where the page speaks of "your" driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+import rolling
+import rolling.testing
+from rolling.testing import EventRecorder, InvariantMonitor, Latency, SimulatedFleet
+
+REPO = Path(__file__).parent.parent
+DOCS = REPO / "docs"
+
+
+# --------------------------------------------------------------------------- reading the pages
+
+
+def page(name: str) -> str:
+    path = REPO / name if name == "README.md" else DOCS / name
+    return path.read_text(encoding="utf-8")
+
+
+def blocks(name: str, language: str) -> list[str]:
+    """Every fenced code block of ``language`` on a page, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", page(name), flags=re.MULTILINE | re.DOTALL)
+
+
+def block_with(name: str, language: str, words: str) -> str:
+    """The one block of ``language`` on a page that holds ``words``."""
+    found = [block for block in blocks(name, language) if words in block]
+    assert len(found) == 1, f"expected one {language} block with {words!r} in {name}: {found}"
+    return found[0]
+
+
+def table_after(name: str, heading_words: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first Markdown table whose header holds the words."""
+    lines = page(name).splitlines()
+    start = next(
+        i for i, line in enumerate(lines) if line.startswith("|") and heading_words in line
+    )
+    rows: list[list[str]] = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def literal(cell: str) -> Any:
+    """A table cell such as ``"25%"``, `` `1` (the default)`` or ``0``, as a Python value."""
+    cell = cell.strip()
+    code = re.match(r"`([^`]*)`", cell)
+    text = code.group(1) if code else cell.split()[0]
+    return eval(text, {})  # noqa: S307 - literals written in this repository's own tables
+
+
+def run_snippet(code: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    exec(compile(code, "<snippet>", "exec"), namespace)  # noqa: S102 - the docs' own code
+    return namespace
+
+
+async def run_async_snippet(code: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """Run top-level ``await`` code as the body of a coroutine, as a newcomer pastes it."""
+    body = textwrap.indent(code, "    ")
+    source = f"async def _snippet():\n{body}\n    return locals()\n"
+    run_snippet(source, namespace)
+    result: dict[str, Any] = await namespace["_snippet"]()
+    namespace.update(result)
+    return namespace
+
+
+def rolling_command(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``rolling ...`` as a shell runs it, with this worktree's package."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "src"), *([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else [])]
+    )
+    full_env.update(env or {})
+    return subprocess.run(  # noqa: S603 - our own interpreter and package
+        [sys.executable, "-m", "rolling", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# --------------------------------------------------------------------------- README.md
+
+
+@pytest.mark.anyio
+async def test_readme_example_prints_what_the_readme_shows() -> None:
+    code = blocks("README.md", "python")[0]
+    assert code.rstrip().endswith("anyio.run(main)")
+    namespace = run_snippet(code.rstrip().removesuffix("anyio.run(main)"), {})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        await namespace["main"]()
+    shown = block_with("README.md", "text", "i-000 v1 -> v2 updated")
+    assert out.getvalue() == shown
+
+
+# --------------------------------------------------------------------------- concepts.md
+
+
+def test_the_rolling_update_table_is_what_resolve_gives() -> None:
+    rows = table_after("concepts.md", "Resolves to (unavailable, surge)")
+    assert len(rows) == 6
+    for fleet, unavailable, surge, resolved, floor, ceiling in rows:
+        window = rolling.RollingUpdate(
+            max_unavailable=literal(unavailable), max_surge=literal(surge)
+        ).resolve(int(fleet))
+        numbers = [int(n) for n in re.findall(r"(?<![.\d])\d+(?![.\d])", resolved)]
+        if "so 1 unavailable" in resolved:
+            assert (window.max_unavailable, window.max_surge) == (1, 0)
+        else:
+            assert (window.max_unavailable, window.max_surge) == tuple(numbers[:2]), resolved
+        assert (window.floor, window.ceiling) == (int(floor), int(ceiling))
+
+
+def test_the_batches_table_is_what_resolve_gives() -> None:
+    rows = table_after("concepts.md", "| Strategy                    | Fleet |")
+    assert len(rows) == 5
+    for strategy, fleet, sizes in rows:
+        built = eval(strategy.strip("`"), {"Batches": rolling.Batches})  # noqa: S307
+        expected = [int(n) for n in re.findall(r"\d+", sizes.split("(")[0])]
+        assert built.resolve(int(fleet)) == expected, strategy
+
+
+@pytest.mark.anyio
+async def test_batches_count_instances_already_on_the_target() -> None:
+    # concepts.md: "Twenty instances of which ten are already on the target give
+    # Batches("30%") batches of 6 and 4."
+    fleet = SimulatedFleet(20)
+
+    async def no() -> bool:
+        return False
+
+    await rolling.Rollout(
+        fleet, "v2", steps=[rolling.Advance(10), rolling.Gate(no)], rollback="halt"
+    ).run()
+    assert fleet.version_counts() == {"v1": 10, "v2": 10}
+    recorder = EventRecorder()
+    result = await rolling.Rollout(
+        fleet, "v2", strategy=rolling.Batches("30%"), observers=[recorder]
+    ).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert [len(b.instance_ids) for b in recorder.of_type(rolling.BatchStarted)] == [6, 4]
+
+
+@pytest.mark.anyio
+async def test_the_canary_by_count_steps_run() -> None:
+    code = block_with("concepts.md", "python", "rolling.Advance(1),  # one canary")
+    gates: list[str] = []
+
+    async def error_rate_is_normal() -> bool:
+        gates.append("asked")
+        return True
+
+    steps = run_snippet(code, {"rolling": rolling, "error_rate_is_normal": error_rate_is_normal})[
+        "steps"
+    ]
+    fleet = SimulatedFleet(8)
+    async with rolling.Rollout(fleet, "v2", router=fleet, steps=steps).start() as handle:
+        await anyio.sleep(1)
+        assert handle.status().status is rolling.RolloutStatus.PAUSED
+        assert fleet.version_counts() == {"v1": 7, "v2": 1}  # one canary
+        handle.promote()
+        await anyio.sleep(300)  # baking: 25 % of 8 on v2
+        assert fleet.version_counts() == {"v1": 6, "v2": 2}
+        assert not gates
+    assert handle.result.status is rolling.RolloutStatus.SUCCEEDED
+    assert gates == ["asked"]
+    assert fleet.version_counts() == {"v2": 8}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("good", [True, False])
+async def test_the_chatops_snippet_promotes_or_aborts_the_canary(good: bool) -> None:
+    code = block_with("concepts.md", "python", "canary_looks_good")
+    # The elided part: the rest of the rollout's arguments.
+    code = code.replace("rolling.Pause()], ...)", "rolling.Pause()], router=driver)")
+    printed: list[object] = []
+
+    async def canary_looks_good() -> bool:
+        return good
+
+    fleet = SimulatedFleet(4)
+    namespace = await run_async_snippet(
+        code,
+        {
+            "rolling": rolling,
+            "driver": fleet,
+            "canary_looks_good": canary_looks_good,
+            "print": printed.append,
+        },
+    )
+    # print(handle.result.status)  # "succeeded", or "aborted" with the canary reverted
+    assert [str(status) for status in printed] == ["succeeded" if good else "aborted"]
+    if good:
+        assert fleet.version_counts() == {"v2": 4}
+    else:
+        assert fleet.version_counts() == {"v1": 4}
+        outcomes = [item.outcome for item in namespace["handle"].result.instances]
+        assert outcomes.count(rolling.InstanceOutcome.REVERTED) == 1  # the canary, reverted
+
+
+@pytest.mark.anyio
+async def test_the_cancellation_snippet_keeps_the_result() -> None:
+    code = block_with("concepts.md", "python", "anyio.move_on_after(3600)")
+    fleet = SimulatedFleet(10, latency=Latency(replace=500))
+    printed: list[object] = []
+    namespace = await run_async_snippet(
+        code,
+        {
+            "anyio": anyio,
+            "rollout": rolling.Rollout(fleet, "v2", router=fleet),
+            "print": printed.append,
+        },
+    )
+    assert [str(status) for status in printed] == ["cancelled"]  # the hour ran out
+    result = namespace["handle"].result
+    # "instances already on the target stay there and are reported UPDATED"
+    updated = [i for i in result.instances if i.outcome is rolling.InstanceOutcome.UPDATED]
+    assert updated
+    assert all(i.version == "v2" and i.serving for i in updated)
+
+
+# --------------------------------------------------------------------------- writing-a-driver.md
+
+
+def test_the_validation_snippet_names_each_field() -> None:
+    code = block_with("writing-a-driver.md", "python", "class FleetDriver")
+    namespace = run_snippet(code.replace("        ...\n", ""), {"attrs": attrs})
+    fleet_driver, queue_check = namespace["FleetDriver"], namespace["QueueCheck"]
+    fleet_driver(dict, workers=2, timeout=1.5)
+    for arguments, field in [
+        ({"client_factory": 3}, "FleetDriver.client_factory"),
+        ({"client_factory": dict, "workers": 0}, "FleetDriver.workers"),
+        ({"client_factory": dict, "timeout": 0}, "FleetDriver.timeout"),
+    ]:
+        with pytest.raises(rolling.ConfigError) as caught:
+            fleet_driver(**arguments)
+        assert caught.value.field == field
+    # validator() names the field "QueueCheck.timeout" itself.
+    with pytest.raises(rolling.ConfigError) as caught:
+        queue_check(timeout=-1)
+    assert caught.value.field == "QueueCheck.timeout"
+
+
+@pytest.mark.anyio
+@pytest.mark.real_time
+async def test_the_port_check_snippet_answers_each_way() -> None:
+    code = block_with("writing-a-driver.md", "python", "class PortCheck")
+    port_check = run_snippet(code, {"anyio": anyio, "rolling": rolling})["PortCheck"]
+
+    @attrs.frozen
+    class Listening:
+        host: str
+        port: int
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        assert await port_check().check(Listening("127.0.0.1", port)) == rolling.HealthResult(
+            healthy=True
+        )
+    refused = await port_check().check(Listening("127.0.0.1", port))
+    assert not refused.healthy
+    assert refused.reason == "connection refused"
+    no_address = await port_check().check(object())
+    assert not no_address.healthy
+    assert "address" in no_address.reason
+
+
+def test_the_driver_test_snippets_pass_as_a_test_module(tmp_path: Path) -> None:
+    # The conftest and the test of "Testing a driver", with the fake cluster "from the example".
+    conftest = block_with("writing-a-driver.md", "python", "def anyio_backend")
+    test = block_with("writing-a-driver.md", "python", "test_a_broken_version_is_rolled_back")
+    shutil.copy(DOCS / "examples" / "custom_driver.py", tmp_path / "custom_driver.py")
+    (tmp_path / "conftest.py").write_text(conftest, encoding="utf-8")
+    header = "import pytest\n\nimport rolling\nfrom custom_driver import Cluster, failing_rollout\n\n"
+    (tmp_path / "test_driver.py").write_text(header + test, encoding="utf-8")
+    env = {name: value for name, value in os.environ.items() if name != "PYTEST_ADDOPTS"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    completed = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "2 passed" in completed.stdout  # the one test, on asyncio and on trio
+
+
+@attrs.frozen
+class Box:
+    """An instance of the drivers below: what the protocol asks for, and nothing more."""
+
+    id: str
+    version: str
+
+
+class InPlace:
+    """A driver of our own, to check what the guide says rolling does with a driver's answers."""
+
+    def __init__(self, ids: list[str], *, answer: str = "right", hang: bool = False) -> None:
+        self.boxes = {name: Box(name, "v1") for name in ids}
+        self.order = ids
+        self.answer = answer
+        self.hang = hang
+        self.replaced: list[str] = []
+
+    async def list_instances(self) -> list[Box]:
+        if self.hang:
+            await anyio.sleep_forever()
+        return [self.boxes[name] for name in self.order]
+
+    async def replace(self, instance: Box, version: str) -> Box:
+        self.replaced.append(instance.id)
+        if self.answer == "raise":
+            raise LookupError(f"{instance.id} no longer exists")
+        if self.answer == "other id":
+            return Box(instance.id + "-new", version)
+        self.boxes[instance.id] = Box(instance.id, version)
+        return self.boxes[instance.id]
+
+
+@pytest.mark.anyio
+async def test_the_driver_guide_s_promises_about_a_driver_s_answers() -> None:
+    # "A driver that lists two instances with the same id stops the rollout before anything
+    # changes."
+    twice = InPlace(["a", "a", "b"])
+    with pytest.raises(rolling.RollingError, match="duplicate"):
+        await rolling.Rollout(twice, "v2").run()
+    assert twice.replaced == []
+    # "driver.replace raised LookupError: web-3 no longer exists"
+    result = await rolling.Rollout(InPlace(["web-3"], answer="raise"), "v2").run()
+    assert result.instances[0].reason.startswith(
+        "driver.replace raised LookupError: web-3 no longer exists"
+    )
+    # "A returned instance with another id ... fails that attempt (its reason names both values)"
+    result = await rolling.Rollout(InPlace(["web-3"], answer="other id"), "v2").run()
+    assert result.status is rolling.RolloutStatus.ROLLED_BACK
+    assert "web-3" in result.instances[0].reason
+    assert "web-3-new" in result.instances[0].reason
+    # "run() raises TimeoutError ("driver.list_instances did not return within 600.0s
+    # (effect_timeout)")"
+    with pytest.raises(TimeoutError) as caught:
+        await rolling.Rollout(InPlace(["a"], hang=True), "v2").run()
+    assert str(caught.value) == "driver.list_instances did not return within 600.0s (effect_timeout)"
+
+
+# --------------------------------------------------------------------------- testing-rollouts.md
+
+
+def guide_namespace() -> dict[str, Any]:
+    return {
+        "anyio": anyio,
+        "pytest": pytest,
+        "rolling": rolling,
+        **{name: getattr(rolling.testing, name) for name in rolling.testing.__all__},
+    }
+
+
+@pytest.mark.anyio
+async def test_the_simulated_fleet_snippets_run_as_the_guide_says() -> None:
+    namespace = guide_namespace()
+    setup = block_with("testing-rollouts.md", "python", 'zones=("a", "b")')
+    await run_async_snippet(setup, namespace)
+    fleet = namespace["fleet"]
+    assert [(i.id, i.zone) for i in fleet.instances[:3]] == [
+        ("i-000", "a"),
+        ("i-001", "b"),
+        ("i-002", "a"),
+    ]
+    # The faults as the guide writes them, on a fleet of their own.
+    faults = block_with("testing-rollouts.md", "python", 'hang="detach"')
+    run_snippet(faults, namespace)
+    # The final checks, after a rollout that succeeds.
+    fleet = SimulatedFleet(8)
+    fleet.fault("i-003", replace_raises=2)
+    result = await rolling.Rollout(
+        fleet, "v2", router=fleet, failure=rolling.FailurePolicy(retries=2)
+    ).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    run_snippet(block_with("testing-rollouts.md", "python", "fleet.attached_ids"), {"fleet": fleet})
+    # `fleet.calls.count(FleetCall("replace", "i-003", "v2"))` counts the attempts.
+    assert fleet.calls.count(rolling.testing.FleetCall("replace", "i-003", "v2")) == 3
+    assert ("replace", "i-003", "v2") in fleet.calls
+
+
+@pytest.mark.anyio
+async def test_the_guide_s_own_test_of_batches_of_two_passes() -> None:
+    code = block_with("testing-rollouts.md", "python", "test_batches_of_two_take_too_much_out")
+    namespace = run_snippet(code, guide_namespace())
+    await namespace["test_batches_of_two_take_too_much_out"]()
+
+
+@pytest.mark.anyio
+async def test_the_monitor_snippets_run() -> None:
+    namespace = guide_namespace()
+    fleet = SimulatedFleet(6, latency=Latency(replace=10))
+    namespace["fleet"] = fleet
+    namespace["rollout"] = rolling.Rollout(
+        fleet, "v2", strategy=rolling.Batches("30%"), router=fleet
+    )
+    code = block_with("testing-rollouts.md", "python", "# percentages resolved")
+    await run_async_snippet(code, namespace)
+    # "For Batches the window's max_unavailable is the largest batch"
+    assert namespace["window"].max_unavailable == 1
+    assert namespace["result"].status is rolling.RolloutStatus.SUCCEEDED
+    fleet = SimulatedFleet(4)
+    namespace.update(fleet=fleet, rollout=rolling.Rollout(fleet, "v2", router=fleet))
+    code = block_with("testing-rollouts.md", "python", "monitor.assert_ok()  # every violation")
+    await run_async_snippet(code, namespace)
+
+
+@pytest.mark.anyio
+async def test_the_excuse_snippet_and_the_violation_it_prevents() -> None:
+    code = block_with("testing-rollouts.md", "python", "monitor.excuse_unhealthy()")
+    await run_async_snippet(code, guide_namespace())
+    # Without the excuse: "availability floor broken at t=10: detach of i-001 leaves 2
+    # serving, below the floor of 3".
+    text = " ".join(page("testing-rollouts.md").split())
+    quoted = re.search(r'as "(availability floor broken at t=10: [^"]*)"', text)
+    assert quoted is not None
+    start = anyio.current_time()
+    without = code.replace("    monitor.excuse_unhealthy()\n", "")
+    with pytest.raises(rolling.testing.InvariantViolation) as caught:
+        await run_async_snippet(without, guide_namespace())
+    message = str(caught.value).replace(f"t={10 + start:g}", "t=10")
+    assert quoted.group(1) in message
+
+
+@pytest.mark.anyio
+async def test_the_recorder_snippet_holds() -> None:
+    code = block_with("testing-rollouts.md", "python", "recorder.phases(\"i-003\")")
+    await run_async_snippet(code, guide_namespace())
+
+
+@pytest.mark.anyio
+async def test_the_control_snippet_promotes_the_waiting_canary() -> None:
+    code = block_with("testing-rollouts.md", "python", "an hour later")
+    fleet = SimulatedFleet(4)
+    namespace = guide_namespace()
+    namespace["rollout"] = rolling.Rollout(
+        fleet, "v2", router=fleet, steps=[rolling.Advance(1), rolling.Pause()]
+    )
+    await run_async_snippet(code, namespace)
+    assert namespace["result"] is namespace["handle"].result
+    assert namespace["result"].status is rolling.RolloutStatus.SUCCEEDED
+
+
+@pytest.mark.anyio
+async def test_one_at_a_time_over_200_instances_takes_what_the_guide_says() -> None:
+    # "one at a time over 200 instances, with a 60 s update and min_ready=30, is ..."
+    claim = re.search(r"min_ready=30`, is ([a-z ]+?)[;.]", page("testing-rollouts.md"))
+    assert claim is not None
+    hours = {"five hours": 5 * 3600}[claim.group(1)]
+    fleet = SimulatedFleet(200, latency=Latency(replace=60))
+    result = await rolling.Rollout(
+        fleet, "v2", router=fleet, readiness=rolling.Readiness(check=fleet, min_ready=30)
+    ).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert result.duration == pytest.approx(hours)
+
+
+# --------------------------------------------------------------------------- canary.md
+
+
+class WeightedPool:
+    """An elastic driver and a weighted router of our own, in memory, for canary arithmetic."""
+
+    def __init__(self, size: int) -> None:
+        self.boxes = {f"old-{n}": Box(f"old-{n}", "v1") for n in range(size)}
+        self.attached: set[str] = set(self.boxes)
+        self.weights: dict[str, int] = {}
+        self.launched = 0
+
+    async def list_instances(self) -> list[Box]:
+        return list(self.boxes.values())
+
+    async def launch(self, version: str) -> Box:
+        self.launched += 1
+        box = Box(f"new-{self.launched}", version)
+        self.boxes[box.id] = box
+        return box
+
+    async def terminate(self, instance: Box) -> None:
+        self.boxes.pop(instance.id, None)
+        self.attached.discard(instance.id)
+
+    async def attach(self, instance: Box) -> None:
+        self.attached.add(instance.id)
+
+    async def detach(self, instance: Box) -> None:
+        self.attached.discard(instance.id)
+
+    async def set_weight(self, instance: Box, weight: int) -> None:
+        self.weights[instance.id] = weight
+
+
+async def shifts_of(
+    steps: list[rolling.Step], size: int = 4
+) -> list[rolling.TrafficShifted]:
+    pool = WeightedPool(size)
+    recorder = EventRecorder()
+    result = await rolling.Rollout(
+        pool, "v2", strategy=rolling.Canary(), router=pool, steps=steps, observers=[recorder]
+    ).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED, result.reason
+    return [shift for shift in recorder.of_type(rolling.TrafficShifted) if shift.reason == "step"]
+
+
+@pytest.mark.anyio
+async def test_the_canary_weights_table_with_a_weighted_router_of_our_own() -> None:
+    rows = table_after("canary.md", "| asked | canaries |")
+    steps: list[rolling.Step] = [rolling.SetWeight(float(row[0].rstrip(" %"))) for row in rows]
+    shifts = await shifts_of(steps)
+    assert len(shifts) == len(rows)
+    for shift, (_, canaries, canary_weight, stable_weight, achieved) in zip(
+        shifts, rows, strict=True
+    ):
+        assert shift.new_instances == int(canaries)
+        assert (shift.new_weight, shift.old_weight) == (int(canary_weight), int(stable_weight))
+        assert f"{shift.achieved:.1f} %" == achieved
+
+
+@pytest.mark.anyio
+async def test_the_extreme_shares_the_canary_page_quotes() -> None:
+    # "SetWeight(0.01) achieves 0.098 %"
+    (tiny,) = await shifts_of([rolling.SetWeight(0.01)])
+    assert (tiny.new_instances, tiny.new_weight, tiny.old_weight) == (1, 1, 256)
+    assert round(tiny.achieved, 3) == 0.098
+    # "with SetCanaryScale(replicas=1), SetWeight(99.9) achieves 256/(256 + 4), about 98.5 %",
+    # and so does SetWeight(100), the stable set keeping weight 1.
+    for percent in (99.9, 100):
+        *_, big = await shifts_of([rolling.SetCanaryScale(replicas=1), rolling.SetWeight(percent)])
+        assert (big.new_instances, big.new_weight, big.old_weight) == (1, 256, 1)
+        assert round(big.achieved, 1) == 98.5
+
+
+def test_the_canary_and_blue_green_snippets_build() -> None:
+    pool = WeightedPool(4)
+
+    async def smoke(context: object) -> float:
+        del context
+        return 0.0
+
+    analysis = rolling.Analysis(
+        metrics=[rolling.Metric(name="m", provider=smoke, failure=lambda v: v > 0.1)]
+    )
+    canary = block_with("canary.md", "python", "rolling.SetWeight(5),")
+    namespace = run_snippet(
+        canary, {"rolling": rolling, "driver": pool, "router": pool, "error_ratio": analysis}
+    )
+    assert isinstance(namespace["rollout"], rolling.Rollout)
+    blue_green = block_with("canary.md", "python", "rolling.BlueGreen(")
+    namespace = run_snippet(
+        blue_green, {"rolling": rolling, "smoke_tests": analysis, "error_ratio": analysis}
+    )
+    assert namespace["strategy"].scale_down_delay == 30
