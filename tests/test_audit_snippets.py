@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ import pytest
 
 import rolling
 import rolling.testing
-from rolling.testing import EventRecorder, InvariantMonitor, Latency, SimulatedFleet
+from helpers import port_of, rolling_cli
+from rolling.testing import EventRecorder, Latency, SimulatedFleet
 
 REPO = Path(__file__).parent.parent
 DOCS = REPO / "docs"
@@ -88,26 +88,6 @@ async def run_async_snippet(code: str, namespace: dict[str, Any]) -> dict[str, A
     result: dict[str, Any] = await namespace["_snippet"]()
     namespace.update(result)
     return namespace
-
-
-def rolling_command(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """``rolling ...`` as a shell runs it, with this worktree's package."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "src"), *([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else [])]
-    )
-    full_env.update(env or {})
-    return subprocess.run(  # noqa: S603 - our own interpreter and package
-        [sys.executable, "-m", "rolling", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 # --------------------------------------------------------------------------- README.md
@@ -220,7 +200,7 @@ async def test_the_chatops_snippet_promotes_or_aborts_the_canary(good: bool) -> 
             "print": printed.append,
         },
     )
-    # print(handle.result.status)  # "succeeded", or "aborted" with the canary reverted
+    # The page prints the status: "succeeded", or "aborted" with the canary reverted.
     assert [str(status) for status in printed] == ["succeeded" if good else "aborted"]
     if good:
         assert fleet.version_counts() == {"v2": 4}
@@ -259,11 +239,12 @@ def test_the_validation_snippet_names_each_field() -> None:
     namespace = run_snippet(code.replace("        ...\n", ""), {"attrs": attrs})
     fleet_driver, queue_check = namespace["FleetDriver"], namespace["QueueCheck"]
     fleet_driver(dict, workers=2, timeout=1.5)
-    for arguments, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"client_factory": 3}, "FleetDriver.client_factory"),
         ({"client_factory": dict, "workers": 0}, "FleetDriver.workers"),
         ({"client_factory": dict, "timeout": 0}, "FleetDriver.timeout"),
-    ]:
+    ]
+    for arguments, field in cases:
         with pytest.raises(rolling.ConfigError) as caught:
             fleet_driver(**arguments)
         assert caught.value.field == field
@@ -285,7 +266,7 @@ async def test_the_port_check_snippet_answers_each_way() -> None:
         port: int
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        port = port_of(listener)
         assert await port_check().check(Listening("127.0.0.1", port)) == rolling.HealthResult(
             healthy=True
         )
@@ -303,11 +284,13 @@ def test_the_driver_test_snippets_pass_as_a_test_module(tmp_path: Path) -> None:
     test = block_with("writing-a-driver.md", "python", "test_a_broken_version_is_rolled_back")
     shutil.copy(DOCS / "examples" / "custom_driver.py", tmp_path / "custom_driver.py")
     (tmp_path / "conftest.py").write_text(conftest, encoding="utf-8")
-    header = "import pytest\n\nimport rolling\nfrom custom_driver import Cluster, failing_rollout\n\n"
+    header = (
+        "import pytest\n\nimport rolling\nfrom custom_driver import Cluster, failing_rollout\n\n"
+    )
     (tmp_path / "test_driver.py").write_text(header + test, encoding="utf-8")
     env = {name: value for name, value in os.environ.items() if name != "PYTEST_ADDOPTS"}
     env["PYTHONPATH"] = str(REPO / "src")
-    completed = subprocess.run(  # noqa: S603 - our own interpreter
+    completed = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
         cwd=tmp_path,
         env=env,
@@ -361,12 +344,12 @@ async def test_the_driver_guide_s_promises_about_a_driver_s_answers() -> None:
     with pytest.raises(rolling.RollingError, match="duplicate"):
         await rolling.Rollout(twice, "v2").run()
     assert twice.replaced == []
-    # "driver.replace raised LookupError: web-3 no longer exists"
+    # The reason the page quotes, for a driver that raises LookupError.
     result = await rolling.Rollout(InPlace(["web-3"], answer="raise"), "v2").run()
     assert result.instances[0].reason.startswith(
         "driver.replace raised LookupError: web-3 no longer exists"
     )
-    # "A returned instance with another id ... fails that attempt (its reason names both values)"
+    # A returned instance with another id fails that attempt, its reason naming both ids.
     result = await rolling.Rollout(InPlace(["web-3"], answer="other id"), "v2").run()
     assert result.status is rolling.RolloutStatus.ROLLED_BACK
     assert "web-3" in result.instances[0].reason
@@ -375,7 +358,9 @@ async def test_the_driver_guide_s_promises_about_a_driver_s_answers() -> None:
     # (effect_timeout)")"
     with pytest.raises(TimeoutError) as caught:
         await rolling.Rollout(InPlace(["a"], hang=True), "v2").run()
-    assert str(caught.value) == "driver.list_instances did not return within 600.0s (effect_timeout)"
+    assert (
+        str(caught.value) == "driver.list_instances did not return within 600.0s (effect_timeout)"
+    )
 
 
 # --------------------------------------------------------------------------- testing-rollouts.md
@@ -462,7 +447,7 @@ async def test_the_excuse_snippet_and_the_violation_it_prevents() -> None:
 
 @pytest.mark.anyio
 async def test_the_recorder_snippet_holds() -> None:
-    code = block_with("testing-rollouts.md", "python", "recorder.phases(\"i-003\")")
+    code = block_with("testing-rollouts.md", "python", 'recorder.phases("i-003")')
     await run_async_snippet(code, guide_namespace())
 
 
@@ -481,7 +466,7 @@ async def test_the_control_snippet_promotes_the_waiting_canary() -> None:
 
 @pytest.mark.anyio
 async def test_one_at_a_time_over_200_instances_takes_what_the_guide_says() -> None:
-    # "one at a time over 200 instances, with a 60 s update and min_ready=30, is ..."
+    # The page's estimate for one at a time over 200 instances, 60 s each and min_ready 30 s.
     claim = re.search(r"min_ready=30`, is ([a-z ]+?)[;.]", page("testing-rollouts.md"))
     assert claim is not None
     hours = {"five hours": 5 * 3600}[claim.group(1)]
@@ -528,9 +513,7 @@ class WeightedPool:
         self.weights[instance.id] = weight
 
 
-async def shifts_of(
-    steps: list[rolling.Step], size: int = 4
-) -> list[rolling.TrafficShifted]:
+async def shifts_of(steps: list[rolling.Step], size: int = 4) -> list[rolling.TrafficShifted]:
     pool = WeightedPool(size)
     recorder = EventRecorder()
     result = await rolling.Rollout(
@@ -556,12 +539,12 @@ async def test_the_canary_weights_table_with_a_weighted_router_of_our_own() -> N
 
 @pytest.mark.anyio
 async def test_the_extreme_shares_the_canary_page_quotes() -> None:
-    # "SetWeight(0.01) achieves 0.098 %"
+    # A share of 0.01 % achieves 0.098 %, the page says: weight 1 beside 4 x 256.
     (tiny,) = await shifts_of([rolling.SetWeight(0.01)])
     assert (tiny.new_instances, tiny.new_weight, tiny.old_weight) == (1, 1, 256)
     assert round(tiny.achieved, 3) == 0.098
-    # "with SetCanaryScale(replicas=1), SetWeight(99.9) achieves 256/(256 + 4), about 98.5 %",
-    # and so does SetWeight(100), the stable set keeping weight 1.
+    # One canary asked for 99.9 % achieves 256/(256 + 4), about 98.5 %, and so does 100 %:
+    # the stable set keeps weight 1.
     for percent in (99.9, 100):
         *_, big = await shifts_of([rolling.SetCanaryScale(replicas=1), rolling.SetWeight(percent)])
         assert (big.new_instances, big.new_weight, big.old_weight) == (1, 256, 1)
@@ -588,3 +571,248 @@ def test_the_canary_and_blue_green_snippets_build() -> None:
         blue_green, {"rolling": rolling, "smoke_tests": analysis, "error_ratio": analysis}
     )
     assert namespace["strategy"].scale_down_delay == 30
+
+
+# --------------------------------------------------------------------------- cli.md
+
+
+def cli_file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def first_file(tmp_path: Path, fleet_file: Path) -> Path:
+    """The page's first rollout file, in a directory with the ``./serve`` it runs."""
+    assert fleet_file == tmp_path / "fleet.json"  # the file's state_file, stopped at the end
+    serve = tmp_path / "serve"
+    serve.write_text(f'#!/bin/sh\nexec {sys.executable} -m rolling.demo.app "$@"\n')
+    serve.chmod(0o755)
+    return cli_file(tmp_path, "deploy.toml", blocks("cli.md", "toml")[0])
+
+
+def console_lines(name: str, command: str) -> list[str]:
+    """The lines a ``console`` block shows after ``$ command``, up to the next prompt."""
+    for block in blocks(name, "console"):
+        lines = block.splitlines()
+        if f"$ {command}" in lines:
+            after = lines[lines.index(f"$ {command}") + 1 :]
+            prompts = [i for i, line in enumerate(after) if line.startswith("$ ")]
+            return after[: prompts[0]] if prompts else after
+    raise AssertionError(f"no `$ {command}` in a console block of {name}")
+
+
+def test_the_first_rollout_file_validates_and_runs(first_file: Path) -> None:
+    tmp_path = first_file.parent
+    validated = rolling_cli("validate", "deploy.toml", cwd=tmp_path)
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout.splitlines() == console_lines("cli.md", "rolling validate deploy.toml")
+    run = rolling_cli("run", "deploy.toml", "--to", "v2", cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    shown = console_lines("cli.md", "rolling run deploy.toml --to v2")
+    lines = run.stdout.splitlines()
+    timeless = [re.sub(r"^\[ *[\d.]+s\] ", "", line) for line in lines]
+    for line in shown[:3]:  # status, started, the first phase
+        assert re.sub(r"^\[ *[\d.]+s\] ", "", line) in timeless, line
+    assert re.fullmatch(r"rolling run: succeeded \(v2\) in [\d.]+ s; 3 updated", lines[-1])
+    assert re.fullmatch(r"rolling run: succeeded \(v2\) in [\d.]+ s; 3 updated", shown[-1])
+    # "a re-run resumes or is a no-op"
+    again = rolling_cli("run", "deploy.toml", "--to", "v2", cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[-1].endswith("; 3 skipped")
+
+
+def test_the_error_examples_are_what_the_first_file_s_typos_give(tmp_path: Path) -> None:
+    text = blocks("cli.md", "toml")[0]
+    shown = console_lines("cli.md", "rolling validate deploy.toml")
+    assert len(shown) == 1  # the first console block shows "valid"; the errors come later
+    errors = block_with("cli.md", "console", "readiness.perod").splitlines()
+    cli_file(tmp_path, "deploy.toml", text.replace("period = 0.5", "perod = 0.5"))
+    validated = rolling_cli("validate", "deploy.toml", cwd=tmp_path)
+    assert validated.returncode == 78
+    assert validated.stderr.splitlines() == [errors[1]]
+    cli_file(tmp_path, "deploy.toml", text.replace('"process"', '"proces"'))
+    run = rolling_cli("run", "deploy.toml", "--to", "v2", cwd=tmp_path)
+    assert run.returncode == 78
+    assert run.stderr.splitlines() == [errors[3]]
+
+
+def test_the_analysis_canary_and_blue_green_tables_validate(tmp_path: Path) -> None:
+    base = blocks("cli.md", "toml")[0].split("[readiness]")[0]
+    metrics = block_with("cli.md", "toml", "[metrics.error-ratio]")
+    error_ratio = metrics.split("[metrics.vs-old]")[0]
+    router = '[router]\nplugin = "balancer"\n'
+    files = {
+        "metrics.toml": base + metrics,
+        "canary.toml": base
+        + router
+        + block_with("cli.md", "toml", 'type = "canary"')
+        + error_ratio,
+        "blue-green.toml": base
+        + router
+        + block_with("cli.md", "toml", 'type = "blue-green"')
+        + error_ratio,
+    }
+    for name, text in files.items():
+        cli_file(tmp_path, name, text)
+        validated = rolling_cli("validate", name, cwd=tmp_path)
+        assert validated.returncode == 0, (name, validated.stderr)
+        assert validated.stdout.strip() == f"{name}: valid"
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = '[driver]\nplugin = "simulated"\n' + block_with("cli.md", "toml", "${HAPROXY_SOCKET}")
+    cli_file(tmp_path, "secret.toml", text)
+    monkeypatch.delenv("HAPROXY_SOCKET", raising=False)
+    refused = rolling_cli("validate", "secret.toml", cwd=tmp_path)
+    assert refused.returncode == 78
+    assert "HAPROXY_SOCKET is not set" in refused.stderr
+    monkeypatch.setenv("HAPROXY_SOCKET", str(tmp_path / "admin.sock"))
+    # A simulated fleet behind HAProxy is a file that validates as far as the secret goes.
+    validated = rolling_cli("validate", "secret.toml", cwd=tmp_path)
+    assert "HAPROXY_SOCKET" not in validated.stderr
+    assert str(tmp_path / "admin.sock") not in validated.stdout + validated.stderr
+
+
+SIMULATED = """\
+{rollback}
+[driver]
+plugin = "simulated"
+instances = 4
+faults = [{{ instance_id = "i-001", version = "v2", replace_raises = true }}]
+{failure}
+"""
+
+
+@pytest.mark.parametrize(
+    ("rollback", "failure", "status", "words"),
+    [
+        ("", "", 1, "rolled back"),
+        ("", "[failure]\nmax_failed = 1", 2, "degraded"),
+        ('rollback = "halt"', "", 3, "halted"),
+    ],
+)
+def test_the_exit_statuses_of_rolling_run(
+    tmp_path: Path, rollback: str, failure: str, status: int, words: str
+) -> None:
+    table = {row[0]: row[1] for row in table_after("cli.md", "| Status | `rolling run` outcome |")}
+    assert table[str(status)].startswith(words.split(maxsplit=1)[0])
+    cli_file(tmp_path, "f.toml", SIMULATED.format(rollback=rollback, failure=failure))
+    run = rolling_cli("run", "f.toml", "--to", "v2", cwd=tmp_path)
+    assert run.returncode == status, run.stdout + run.stderr
+    assert run.stdout.splitlines()[-1].startswith(f"rolling run: {words} (v2)")
+    if status == 2:
+        # Failures are named in the summary, the page says, with their reasons.
+        assert "; failed: i-001 (" in run.stdout.splitlines()[-1]
+
+
+def test_the_usage_and_control_exit_statuses(tmp_path: Path) -> None:
+    cli_file(tmp_path, "f.toml", '[driver]\nplugin = "simulated"\ninstances = 1\n')
+    assert rolling_cli("run", "f.toml", cwd=tmp_path).returncode == 64  # a missing --to
+    status = rolling_cli("status", "f.toml", "--json", cwd=tmp_path)
+    assert status.returncode == 69  # no run listens
+    assert '"ok": false' in status.stdout
+
+
+def test_the_plugins_listing_is_the_page_s(tmp_path: Path) -> None:
+    listed = rolling_cli("plugins", cwd=tmp_path)
+    assert listed.returncode == 0
+    shown = console_lines("cli.md", "rolling plugins")
+    without_versions = [re.sub(r"\(rolling [^)]*\)", "(rolling)", line) for line in shown]
+    assert [
+        re.sub(r"\(rolling [^)]*\)", "(rolling)", line) for line in listed.stdout.splitlines()
+    ] == without_versions
+
+
+def test_the_plugin_guide_s_nomad_driver_is_found_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plugin package of "Writing a plugin", installed as pip would leave it: the module
+    # and a dist-info whose entry points are the pyproject table's.
+    module = block_with("cli.md", "python", "rolling_nomad/__init__.py")
+    package = tmp_path / "site" / "rolling_nomad"
+    package.mkdir(parents=True)
+    driver = textwrap.dedent(
+        """
+
+        class NomadDriver:
+            def __init__(self, address: str, job: str, token: str) -> None:
+                self.address, self.job, self.token = address, job, token
+
+            async def list_instances(self) -> list[object]:
+                return []
+
+            async def replace(self, instance: object, version: str) -> object:
+                return instance
+        """
+    )
+    (package / "__init__.py").write_text(module + driver, encoding="utf-8")
+    entry_points = block_with("cli.md", "toml", "[project.entry-points")
+    group = re.search(r'\[project\.entry-points\."([^"]+)"\]', entry_points)
+    assert group is not None
+    info = tmp_path / "site" / "rolling_nomad-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rolling-nomad\nVersion: 1.0\n")
+    # pip writes the TOML string's value, unquoted, into entry_points.txt.
+    lines = [
+        line.replace('"', "")
+        for line in entry_points.splitlines()
+        if "=" in line and "[" not in line
+    ]
+    (info / "entry_points.txt").write_text(f"[{group.group(1)}]\n" + "\n".join(lines) + "\n")
+    rollout_file = block_with("cli.md", "toml", 'plugin = "nomad"')
+    cli_file(tmp_path, "nomad.toml", rollout_file)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
+    )
+    monkeypatch.setenv("NOMAD_TOKEN", "s3cret")
+    assert "nomad" in rolling_cli("plugins", cwd=tmp_path).stdout
+    validated = rolling_cli("validate", "nomad.toml", cwd=tmp_path)
+    assert validated.returncode == 0, validated.stderr
+    cli_file(tmp_path, "empty.toml", rollout_file.replace('job = "web"', 'job = ""'))
+    refused = rolling_cli("validate", "empty.toml", cwd=tmp_path)
+    assert refused.returncode == 78
+    assert 'job: is empty; write job = "web"' in refused.stderr
+
+
+# --------------------------------------------------------------------------- pipelines.md
+
+
+def test_the_pipeline_s_rollout_file_validates(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "known_hosts").write_text("")
+    text = block_with("pipelines.md", "toml", "# deploy/rollout.toml")
+    cli_file(tmp_path, "deploy/rollout.toml", text)
+    validated = rolling_cli("validate", "deploy/rollout.toml", cwd=tmp_path)
+    assert validated.returncode == 0, validated.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "module_text", "words"),
+    [
+        ('"broken_plugin:driver"', "def driver(): ...\n", "cannot be loaded"),
+        ("broken_plugin:drivr", "def driver(): ...\n", "AttributeError"),
+        ("broken_plugin:driver", "raise RuntimeError('no config')\n", "RuntimeError: no config"),
+    ],
+)
+def test_a_plugin_that_cannot_be_loaded_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, module_text: str, words: str
+) -> None:
+    # cli.md: "a plugin that fails to import is an error naming what it needs". A module that
+    # raises as it is imported, a missing attribute or a malformed entry point used to end
+    # `rolling` with a traceback and exit status 1.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "broken_plugin.py").write_text(module_text)
+    info = site / "broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[rolling.drivers]\nbroken = {value}\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    cli_file(tmp_path, "f.toml", '[driver]\nplugin = "broken"\n')
+    refused = rolling_cli("validate", "f.toml", cwd=tmp_path)
+    assert refused.returncode == 78, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "f.toml:2: driver.plugin: the driver 'broken'" in refused.stderr
+    assert words in refused.stderr
