@@ -25,8 +25,10 @@ import attrs
 import pytest
 
 import rolling
+import rolling.metrics
 import rolling.testing
 from helpers import port_of, rolling_cli
+from rolling import recipes
 from rolling.testing import EventRecorder, Latency, SimulatedFleet
 
 REPO = Path(__file__).parent.parent
@@ -816,3 +818,301 @@ def test_a_plugin_that_cannot_be_loaded_is_an_error_naming_it(
     assert "Traceback" not in refused.stderr
     assert "f.toml:2: driver.plugin: the driver 'broken'" in refused.stderr
     assert words in refused.stderr
+
+
+# --------------------------------------------------------------------------- tutorial.md
+
+
+def report_labels(text: str) -> list[str]:
+    """The labels of a demo report's lines, in order (continuation lines have none)."""
+    report = text.split("rolling demo report\n", 1)[1]
+    return [line[2:17].strip() for line in report.splitlines() if line[2:17].strip()]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("broken", [False, True])
+async def test_the_tutorial_s_reports_have_the_demo_s_lines(broken: bool) -> None:
+    from rolling.demo._load import Sample  # noqa: PLC0415 - the demo's own report, as it builds it
+    from rolling.demo._report import DemoReport  # noqa: PLC0415
+
+    fleet = SimulatedFleet(4, ids=[f"p-{n}" for n in range(4)])
+    if broken:
+        fleet.fault(version="v2", never_ready=True)
+    recorder = EventRecorder()
+    result = await rolling.Rollout(
+        fleet,
+        "v2",
+        router=fleet,
+        readiness=rolling.Readiness(check=fleet, period=0.2, deadline=5),
+        observers=[recorder],
+    ).run()
+    report = DemoReport.build(
+        result=result,
+        samples=[Sample(at=0.0, latency=0.02, ok=True, version="v1")],
+        instances=4,
+        strategy="rolling update (max_unavailable=1, max_surge=0)",
+        drain=True,
+        demo_seconds=result.duration + 3,
+        interrupted=False,
+        analysis=True,
+        shifts=recorder.of_type(rolling.RollbackStarted),
+    ).to_text()
+    command = "rolling demo --broken" if broken else "pip install '.[analysis]' && rolling demo"
+    shown = "\n".join(console_lines("tutorial.md", command))
+    assert report_labels(report) == report_labels(shown)
+    # The rollout's reason is the failure that fired the rollback, as the page shows it.
+    if broken:
+        reason = next(line for line in shown.splitlines() if line.startswith("  reason"))
+        assert reason.endswith("last probe: HTTP 503")
+        assert result.reason.endswith("last probe: never ready")
+        label = {row[0] for row in table_after("tutorial.md", "| line | meaning |")}
+        assert set(report_labels(report)) - {"reason"} <= label
+
+
+# --------------------------------------------------------------------------- analysis.md
+
+
+def test_the_analysis_snippets_build() -> None:
+    fleet = SimulatedFleet(2)
+    background = block_with("analysis.md", "python", "PrometheusQuery(")
+    namespace = run_snippet(background, {"driver": fleet, "check": fleet})
+    # The page's rollout is built: its query is a template the analysis accepts.
+    assert isinstance(namespace["rollout"], rolling.Rollout)
+    error_ratio = rolling.Metric(name="error-ratio", provider=fleet_value, failure=above(0.01))
+    p99 = rolling.Metric(name="p99", provider=fleet_value, failure=above(0.5))
+    steps = run_snippet(
+        block_with("analysis.md", "python", "inconclusive_timeout=600"),
+        {"rolling": rolling, "error_ratio": error_ratio, "p99": p99},
+    )["steps"]
+    assert [type(step).__name__ for step in steps] == ["Advance", "Analyze", "Advance", "Analyze"]
+    compare = run_snippet(
+        block_with("analysis.md", "python", "vs_baseline = Compare("), {"rolling": rolling}
+    )
+    assert compare["metric"].failure == compare["vs_baseline"].worse
+    assert (compare["vs_baseline"].alpha, compare["vs_baseline"].window) == (0.05, 10)
+    assert compare["vs_baseline"].min_samples == 5
+
+
+async def fleet_value(context: object) -> float:
+    del context
+    return 0.0
+
+
+def above(limit: float) -> Any:
+    def condition(value: float) -> bool:
+        return value > limit
+
+    return condition
+
+
+def test_the_template_example_becomes_what_the_page_shows() -> None:
+    from rolling.analysis import MeasureContext, fill_template  # noqa: PLC0415
+
+    template = block_with("analysis.md", "text", "$new_addresses").strip()
+    shown = re.search(r"becomes `([^`]*)`", page("analysis.md"))
+    assert shown is not None
+    new = tuple(SimulatedFleetAddress(f"10.0.0.{n}", 8080) for n in (7, 8))
+    filled = fill_template(template, MeasureContext(target="v2", new_instances=new))
+    assert filled.startswith(shown.group(1).removesuffix("..."))
+    # "a version such as `v2"; drop` cannot break the query"
+    hostile = fill_template("x{version=$target}", MeasureContext(target='v2"; drop'))
+    assert hostile == 'x{version="v2\\"; drop"}'
+    # "Write `$$` for a literal `$`; an unknown placeholder is a ConfigError."
+    assert fill_template("$$x", MeasureContext(target="v2")) == "$x"
+    with pytest.raises(rolling.ConfigError):
+        rolling.metrics.PrometheusQuery("http://prometheus:9090", "up{a=$nope}")
+
+
+@attrs.frozen
+class SimulatedFleetAddress:
+    host: str
+    port: int
+    id: str = "x"
+    version: str = "v2"
+
+
+# --------------------------------------------------------------------------- weights.md
+
+
+@attrs.frozen
+class Backend:
+    id: str
+    host: str
+    port: int
+    version: str = "v1"
+
+
+@pytest.mark.anyio
+@pytest.mark.real_time
+async def test_weights_5_1_1_give_the_order_the_page_shows() -> None:
+    from rolling.routers.balancer import Balancer  # noqa: PLC0415
+
+    shown = re.search(r"Weights 5, 1 and 1 give the order `([a-c ]+)`", page("weights.md"))
+    assert shown is not None
+    order = shown.group(1).split()
+    seen: list[str] = []
+    send, receive = anyio.create_memory_object_stream[str](len(order) * 2)
+
+    async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as group:
+        stack.enter_context(send)
+        stack.enter_context(receive)
+        backends: list[Backend] = []
+        for name in "abc":
+            listener = await stack.enter_async_context(
+                await anyio.create_tcp_listener(local_host="127.0.0.1")
+            )
+
+            async def serve(stream: anyio.abc.SocketStream, name: str = name) -> None:
+                send.send_nowait(name)
+                await stream.aclose()
+
+            group.start_soon(listener.serve, serve)
+            backends.append(Backend(name, "127.0.0.1", port_of(listener)))
+        balancer = Balancer()
+        # A weight set before the first attach, even before `async with`, is kept for it.
+        for backend, weight in zip(backends, (5, 1, 1), strict=True):
+            await balancer.set_weight(backend, weight)
+        with pytest.raises(rolling.ConfigError, match=r"Balancer\.set_weight\.weight"):
+            await balancer.set_weight(backends[0], 257)
+        async with balancer:
+            for backend in backends:
+                await balancer.attach(backend)
+            for _ in range(2 * len(order)):  # the order comes round again, the page says
+                stream = await anyio.connect_tcp(balancer.host, balancer.port)
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                    await stream.receive()
+                await stream.aclose()
+                with anyio.fail_after(5):  # one connection at a time: the picks stay in order
+                    seen.append(await receive.receive())
+        group.cancel_scope.cancel()
+    assert seen == order * 2
+
+
+# --------------------------------------------------------------------------- ssh.md
+
+
+def test_the_ssh_guide_s_templates_are_refused_or_accepted_as_it_says() -> None:
+    pytest.importorskip("asyncssh", reason="pip install 'rolling[ssh]'")
+    from rolling.drivers.ssh import SSHCommands, SSHDriver, SSHHost  # noqa: PLC0415
+
+    setup = block_with(
+        "ssh.md", "python", "async with SSHDriver(hosts, commands, command_timeout=120"
+    )
+    namespace = run_snippet(setup.split("log = rolling.LoggingObserver()")[0], {})
+    hosts = namespace["hosts"]
+    assert namespace["commands"].deploy.startswith("/srv/app/fetch")
+    for line in block_with("ssh.md", "python", "# ConfigError: inside quotes").splitlines():
+        written = re.search(r"deploy=(['\"])(.*)\1\)", line)
+        assert written is not None
+        if "ConfigError" in line:
+            with pytest.raises(rolling.ConfigError):
+                SSHCommands(probe="cat VERSION", deploy=written.group(2))
+        else:
+            SSHDriver(hosts, SSHCommands(probe="cat VERSION", deploy=written.group(2)))
+    refused = [
+        "install {version} # zone {zone}",  # in a comment
+        "[[ {version} -eq 2 ]]",
+        "export APP_VERSION={version}",
+        "a[{version}]=1",
+        "install {version!r}",
+        "install {version:>8}",
+        "install {version[0]}",
+    ]
+    for template in refused:
+        with pytest.raises(rolling.ConfigError):
+            SSHDriver(hosts, SSHCommands(probe="cat VERSION", deploy=template))
+    accepted = [
+        "[ {version} = 2 ]",
+        "APP_VERSION={version} /srv/app/install",
+        '--version "$(cat VERSION)" --port {port}',
+        "/srv/{version}.tar",
+        "NAME={version} command",
+        "{{ cmd & echo $!; }} {version}",
+    ]
+    for template in accepted:
+        SSHDriver(hosts, SSHCommands(probe="cat VERSION", deploy=template))
+    with pytest.raises(rolling.ConfigError):
+        SSHHost(name="web-1\n", address="10.0.0.11")
+    # "refuses it together with host_keys"
+    with pytest.raises(rolling.ConfigError):
+        SSHDriver(
+            hosts, namespace["commands"], insecure_no_host_key_check=True, host_keys={"web-1": "x"}
+        )
+
+
+# --------------------------------------------------------------------------- other guides
+
+
+@pytest.mark.anyio
+async def test_the_coming_from_snippet_runs_with_the_merge() -> None:
+    fleet = SimulatedFleet(10)
+    namespace = await run_async_snippet(
+        block_with("coming-from.md", "python", "recipes.kubernetes_deployment("),
+        {"driver": fleet, "router": fleet},
+    )
+    assert namespace["result"].status is rolling.RolloutStatus.SUCCEEDED
+    options = namespace["options"]
+    assert options["readiness"].min_ready == 10
+    assert options["strategy"].resolve(10).ceiling == 13  # 25 % of 10 rounds up to 3
+    merged: dict[str, Any] = {**options, "rollback": "revert"}
+    assert rolling.Rollout(fleet, "v2", **merged) is not None
+    # A value the tool would refuse is a ConfigError naming the recipe and the setting.
+    with pytest.raises(rolling.ConfigError) as caught:
+        recipes.ecs_rolling_update(maximum_percent=90)
+    assert str(caught.value).startswith("ecs_rolling_update.maximum_percent: ")
+
+
+@pytest.mark.anyio
+async def test_the_flags_snippet_turns_the_flag_on_in_a_flagd_file(tmp_path: Path) -> None:
+    code = block_with("flags.md", "python", "FlagdFile(")
+    path = tmp_path / "flags.json"
+    fleet = SimulatedFleet(3)
+    namespace = run_snippet(
+        code.replace("/etc/flagd/flags.json", str(path)), {"driver": fleet, "router": fleet}
+    )
+    result = await namespace["rollout"].run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    assert [(change.flag, change.value, change.ok) for change in result.flags] == [
+        ("new-format", True, True)
+    ]
+    assert '"new-format"' in path.read_text()
+    assert result.to_dict()["flags"]
+
+
+def test_the_haproxy_snippet_builds_its_router() -> None:
+    code = block_with("haproxy.md", "python", "HAProxyRouter(")
+    router_part = code.split("result = await")[0]
+    namespace = run_snippet(router_part, {})
+    router = namespace["router"]
+    assert isinstance(router, rolling.typing.WeightedRouter)
+
+
+@pytest.mark.anyio
+async def test_the_etcd_journal_snippet_refuses_trio_before_touching_the_fleet(
+    anyio_backend: tuple[str, dict[str, Any]],
+) -> None:
+    pytest.importorskip("aetcd", reason="pip install 'rolling[etcd]'")
+    if anyio_backend[0] != "trio":
+        pytest.skip("on asyncio the journal needs an etcd: tests/test_etcd.py runs one")
+    code = block_with("recovery.md", "python", "rolling.EtcdJournal(")
+    fleet = SimulatedFleet(3)
+    code = code.replace('"v2", journal=journal, ...)', '"v2", journal=journal)')
+    with pytest.raises(rolling.ConfigError, match="asyncio"):
+        await run_async_snippet(code, {"rolling": rolling, "driver": fleet})
+    assert fleet.calls == []
+
+
+def test_the_container_snippets_build_their_driver() -> None:
+    pytest.importorskip("aiodocker", reason="pip install 'rolling[docker]'")
+    from rolling.drivers.docker import DockerDriver  # noqa: PLC0415
+
+    versions = run_snippet(
+        "driver = " + block_with("containers.md", "python", 'version_label="org.example.version"'),
+        {"DockerDriver": DockerDriver},
+    )["driver"]
+    assert isinstance(versions, DockerDriver)
+    overrides = block_with("containers.md", "python", "overrides=")
+    assert isinstance(
+        run_snippet("driver = " + overrides, {"DockerDriver": DockerDriver})["driver"],
+        DockerDriver,
+    )
