@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -22,12 +23,13 @@ from typing import Any
 
 import anyio
 import attrs
+import jsonschema
 import pytest
 
 import rolling
 import rolling.metrics
 import rolling.testing
-from helpers import port_of, rolling_cli
+from helpers import CLI_EVENTS_SCHEMA, port_of, rolling_cli
 from rolling import recipes
 from rolling.testing import EventRecorder, Latency, SimulatedFleet
 
@@ -1116,3 +1118,123 @@ def test_the_container_snippets_build_their_driver() -> None:
         run_snippet("driver = " + overrides, {"DockerDriver": DockerDriver})["driver"],
         DockerDriver,
     )
+
+
+# --------------------------------------------------------------------------- cli.md: exit statuses
+
+
+def failing_fleet_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver plugin of our own whose fleet API is down: list_instances() raises."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "down_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            class Down:
+                async def list_instances(self):
+                    raise RuntimeError("the fleet API is down")
+
+                async def replace(self, instance, version):
+                    return instance
+
+
+            def driver():
+                return Down()
+            """
+        )
+    )
+    info = site / "down_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: down-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[rolling.drivers]\ndown = down_plugin:driver\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_a_run_an_error_ends_exits_5_and_says_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cli.md: 5 "failed: it could not start (a plugin, the fleet, ...), or ended on an error",
+    # and a run "ended on an error ... says why in its "error"". A fleet that cannot be
+    # listed ended the run with exit status 3 (halted) and the error "ExceptionGroup:
+    # unhandled errors in a TaskGroup (1 sub-exception)".
+    failing_fleet_plugin(tmp_path, monkeypatch)
+    cli_file(tmp_path, "down.toml", '[driver]\nplugin = "down"\n')
+    run = rolling_cli("run", "down.toml", "--to", "v2", cwd=tmp_path)
+    assert run.returncode == 5, run.stdout + run.stderr
+    assert "rolling run: RuntimeError: the fleet API is down" in run.stderr.splitlines()
+    assert "ExceptionGroup" not in run.stderr
+    as_json = rolling_cli("run", "down.toml", "--to", "v2", "--json", cwd=tmp_path)
+    assert as_json.returncode == 5
+    exit_line = json.loads(as_json.stdout.splitlines()[-1])
+    jsonschema.validate(exit_line, CLI_EVENTS_SCHEMA)
+    assert (exit_line["outcome"], exit_line["exit_code"]) == ("failed", 5)
+    assert exit_line["error"] == "RuntimeError: the fleet API is down"
+
+
+ADVANCES_GO_BACK = """\
+[driver]
+plugin = "simulated"
+instances = 20
+
+[[steps]]
+advance = 5
+[[steps]]
+advance = "10%"
+"""
+
+
+def test_advance_targets_that_go_back_on_this_fleet_are_a_bad_configuration(
+    tmp_path: Path,
+) -> None:
+    # concepts.md: Advance(5) then Advance("10%") goes back on 20 instances, which run()
+    # refuses with a ConfigError once it has listed the fleet; cli.md: 78 is "an option the
+    # library refuses". `rolling run` exited 3 (halted), and `rolling plan` showed a plan of
+    # the run that would be refused.
+    cli_file(tmp_path, "steps.toml", ADVANCES_GO_BACK)
+    words = "Advance('10%') is 2 of 20 instances, fewer than the 5 an earlier Advance"
+    run = rolling_cli("run", "steps.toml", "--to", "v2", cwd=tmp_path)
+    assert run.returncode == 78, run.stdout + run.stderr
+    assert f"rolling run: steps.toml: Rollout.steps[1]: {words}" in run.stderr
+    plan = rolling_cli("plan", "steps.toml", "--to", "v2", cwd=tmp_path)
+    assert plan.returncode == 78, plan.stdout + plan.stderr
+    assert words in plan.stderr
+
+
+WAVES = """\
+[driver]
+plugin = "simulated"
+instances = 6
+zones = ["a", "b"]
+
+[strategy]
+type = "batches"
+sizes = [2]
+
+[waves]
+attribute = "zone"
+order = ["b", "a"]
+"""
+
+
+def test_the_plan_s_timeline_goes_wave_by_wave_as_the_run_does(tmp_path: Path) -> None:
+    # cli.md: the plan shows "the instances that would change, the window or batches, ... and
+    # a predicted timeline: when each instance would start and end". It ignored [waves]: the
+    # run updates zone b first, each wave cut into batches of its own, the plan did not.
+    cli_file(tmp_path, "waves.toml", WAVES)
+    plan = rolling_cli("plan", "waves.toml", "--to", "v2", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert "window: batches of 2, 1, 2, 1" in plan.stdout
+    timeline = re.findall(r"^  (i-\d+) +([\d.]+) s -> +([\d.]+) s$", plan.stdout, re.MULTILINE)
+    run = rolling_cli("run", "waves.toml", "--to", "v2", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    batches = [
+        line["instance_ids"]
+        for line in map(json.loads, run.stdout.splitlines())
+        if line["event"] == "batch_started"
+    ]
+    # Zones go round robin (i-001 is in b): wave b first, in batches of 2, then wave a.
+    assert batches == [["i-001", "i-003"], ["i-005"], ["i-000", "i-002"], ["i-004"]]
+    starts: dict[float, list[str]] = {}
+    for key, start, _ in timeline:
+        starts.setdefault(float(start), []).append(key)
+    assert list(starts.values()) == batches
