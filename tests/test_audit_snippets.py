@@ -1120,7 +1120,7 @@ def test_the_container_snippets_build_their_driver() -> None:
     )
 
 
-# --------------------------------------------------------------------------- cli.md: exit statuses
+# ------------------------------------------------------------------ cli.md: exit statuses
 
 
 def failing_fleet_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1238,3 +1238,64 @@ def test_the_plan_s_timeline_goes_wave_by_wave_as_the_run_does(tmp_path: Path) -
     for key, start, _ in timeline:
         starts.setdefault(float(start), []).append(key)
     assert list(starts.values()) == batches
+
+
+# ------------------------------------------------------------------ writing-a-driver.md: hooks
+
+
+class CallLog:
+    """A plain hooks object with every per-instance hook, logging the names in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith(("before_", "after_")) or name.endswith(("_rollout", "_batch")):
+            raise AttributeError(name)
+
+        async def hook(*args: object) -> None:
+            del args
+            self.calls.append(name)
+
+        return hook
+
+
+class ElasticOnly:
+    """An elastic driver of a simulated fleet: launch and terminate, no replace."""
+
+    def __init__(self, fleet: SimulatedFleet) -> None:
+        self.fleet = fleet
+
+    async def list_instances(self) -> list[Any]:
+        return list(await self.fleet.list_instances())
+
+    async def launch(self, version: str) -> Any:
+        return await self.fleet.launch(version)
+
+    async def terminate(self, instance: Any) -> None:
+        await self.fleet.terminate(instance)
+
+
+@pytest.mark.anyio
+async def test_the_hooks_run_in_the_order_the_driver_guide_s_table_gives() -> None:
+    rows = {row[0]: row[1] for row in table_after("writing-a-driver.md", "| Hooks, in order")}
+    paths: dict[str, tuple[rolling.RollingUpdate, bool]] = {
+        "In place": (rolling.RollingUpdate(), False),
+        "Elastic with surge": (rolling.RollingUpdate(max_unavailable=0, max_surge=1), False),
+        "Elastic without surge": (rolling.RollingUpdate(), True),
+    }
+    assert set(rows) == set(paths)
+    for path, (strategy, elastic) in paths.items():
+        fleet = SimulatedFleet(1)
+        hooks = CallLog()
+        driver: Any = ElasticOnly(fleet) if elastic else fleet
+        result = await rolling.Rollout(
+            driver,
+            "v2",
+            strategy=strategy,
+            router=fleet,
+            readiness=rolling.Readiness(check=fleet),
+            hooks=hooks,
+        ).run()
+        assert result.status is rolling.RolloutStatus.SUCCEEDED
+        assert hooks.calls == re.findall(r"`(\w+)`", rows[path]), path
