@@ -1299,3 +1299,24 @@ async def test_the_hooks_run_in_the_order_the_driver_guide_s_table_gives() -> No
         ).run()
         assert result.status is rolling.RolloutStatus.SUCCEEDED
         assert hooks.calls == re.findall(r"`(\w+)`", rows[path]), path
+
+
+def test_the_json_lines_the_page_shows_are_what_a_run_writes(tmp_path: Path) -> None:
+    shown = [json.loads(line) for line in blocks("cli.md", "json")[0].splitlines()]
+    for line in shown:
+        jsonschema.validate(line, CLI_EVENTS_SCHEMA)
+    cli_file(tmp_path, "f.toml", '[driver]\nplugin = "simulated"\ninstances = 1\n')
+    run = rolling_cli("run", "f.toml", "--to", "v2", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    written = [json.loads(line) for line in run.stdout.splitlines()]
+    by_event = {line["event"]: line for line in written}
+    for line in shown:
+        real = (
+            by_event[line["event"]]
+            if line["event"] == "exit"
+            else next(
+                w for w in written if w["event"] == line["event"] and w["phase"] == line["phase"]
+            )
+        )
+        assert set(real) == set(line), line["event"]
+    assert written[-1]["event"] == "exit"
