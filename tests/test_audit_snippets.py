@@ -1320,3 +1320,55 @@ def test_the_json_lines_the_page_shows_are_what_a_run_writes(tmp_path: Path) -> 
         )
         assert set(real) == set(line), line["event"]
     assert written[-1]["event"] == "exit"
+
+
+# ------------------------------------------------------------------ concepts.md: cancellation
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("healthy_again", [True, False])
+async def test_a_restore_during_a_cancellation_says_where_it_left_the_instance(
+    healthy_again: bool,
+) -> None:
+    # concepts.md, Cancellation: an instance whose call was cut "is restored to its old
+    # version and put back in traffic"; with restore_failed "its reason ends with 'restored
+    # to ...'", and events.Phase: the final FAILED's reason "ends `restored to v1` (or says why
+    # not)". Under a cancellation the restore's readiness wait is cut at once and one probe
+    # decides: the instance went back on v1 and into traffic, but its reason said only that
+    # the call was cut.
+    fleet = SimulatedFleet(3)
+    fleet.fault("i-000", version="v2", hang="replace")
+    recorder = EventRecorder()
+    rollout = rolling.Rollout(
+        fleet,
+        "v2",
+        router=fleet,
+        readiness=rolling.Readiness(check=fleet),
+        observers=[recorder],
+    )
+    handles: list[rolling.RolloutHandle] = []
+    with anyio.move_on_after(5):
+        async with rollout.start() as handle:
+            handles.append(handle)
+            await anyio.sleep(1)
+            if not healthy_again:
+                fleet.fault("i-000", version="v1", never_ready=True)
+    result = handles[0].result
+    assert result.status is rolling.RolloutStatus.CANCELLED
+    (first, *_) = result.instances
+    cut = "cancelled: driver.replace was cut after cleanup_timeout=60.0s"
+    assert (first.outcome, first.version) == (rolling.InstanceOutcome.FAILED, "v1")
+    assert first.reason.startswith(cut)
+    if healthy_again:
+        assert first.serving
+        assert first.reason.endswith("; restored to v1")
+    else:
+        assert not first.serving  # "A restore cut in turn leaves the instance out of traffic"
+        assert "restored to v1" not in first.reason
+        assert first.reason.endswith("; restoring v1 was cut short")
+    final = recorder.of_type(rolling.InstancePhaseChanged)[-1]
+    assert (final.instance_id, final.phase, final.reason) == (
+        "i-000",
+        rolling.Phase.FAILED,
+        first.reason,
+    )
