@@ -1372,3 +1372,27 @@ async def test_a_restore_during_a_cancellation_says_where_it_left_the_instance(
         rolling.Phase.FAILED,
         first.reason,
     )
+
+
+# ------------------------------------------------------------------ concepts.md: numbers
+
+
+@pytest.mark.anyio
+async def test_the_readiness_example_is_ready_after_about_35_seconds() -> None:
+    # "with period=5, success_threshold=2, min_ready=30, an instance that is healthy from the
+    # start is ready after about 35 seconds"
+    fleet = SimulatedFleet(1)
+    recorder = EventRecorder()
+    readiness = rolling.Readiness(check=fleet, period=5, success_threshold=2, min_ready=30)
+    result = await rolling.Rollout(
+        fleet, "v2", router=fleet, readiness=readiness, observers=[recorder]
+    ).run()
+    assert result.status is rolling.RolloutStatus.SUCCEEDED
+    at = {e.phase: e.at for e in recorder.of_type(rolling.InstancePhaseChanged)}
+    assert at[rolling.Phase.READY] - at[rolling.Phase.WAITING_READY] == pytest.approx(35)
+
+
+def test_the_backoff_formula() -> None:
+    # The delay before retry n is initial times factor to the n - 1, capped at maximum.
+    backoff = rolling.Backoff(initial=1, factor=2, maximum=5)
+    assert [backoff.delay(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
