@@ -235,7 +235,14 @@ class UnitPrograms:
             slot.reason = f"{reason}; restoring {slot.old_version} failed too: {exc.reason}"
             yield from self._settle(slot, attach_if_healthy=False)
         except Interrupted:
+            # A cancellation cut the restore's readiness wait: the settle's one probe decides.
+            # The reason says where that left it, as after a restore that ran to its end.
             yield from self._settle(slot, attach_if_healthy=True)
+            live = slot.live
+            if slot.serving and live is not None and live.version == slot.old_version:
+                slot.reason = f"{reason}; restored to {slot.old_version}"
+            elif not slot.serving:
+                slot.reason = f"{slot.reason}; restoring {slot.old_version} was cut short"
         else:
             slot.reason = f"{reason}; restored to {slot.old_version}"
 

@@ -19,7 +19,17 @@ from typing import Any
 
 import attrs
 
-from rolling import Advance, Batches, BlueGreen, Canary, Order, Pause, RollingUpdate, Rollout
+from rolling import (
+    Advance,
+    Batches,
+    BlueGreen,
+    Canary,
+    ConfigError,
+    Order,
+    Pause,
+    RollingUpdate,
+    Rollout,
+)
 
 from ._output import step_text
 
@@ -144,19 +154,30 @@ def _schedule(
     return starts
 
 
-def _cuts(rollout: Rollout[Any], total: int, skipped: int, desired: int) -> dict[int, float]:
+def _batch_sizes(strategy: Batches, waves: Sequence[int], desired: int) -> list[int]:
+    """The batches of every wave in turn: each wave is cut into batches of its own."""
+    return [size for wave in waves for size in strategy.resolve(wave, whole=desired)]
+
+
+def _cuts(
+    rollout: Rollout[Any], waves: Sequence[int], skipped: int, desired: int
+) -> dict[int, float]:
     """Where the rollout holds, by place in the update order, and the seconds it holds there.
 
-    As the rollout places them: steps before the first ``Advance`` hold at 0, the steps
-    after one where its target is reached (with batches, at the end of the batch that
-    reaches it); the batches' own pause holds after every batch but the last. Timed
-    pauses count their seconds; other steps (a promote, an analysis) count none.
+    As the rollout places them: a wave ends before the next one starts; steps before the
+    first ``Advance`` hold at 0, the steps after one where its target is reached (with
+    batches, at the end of the batch that reaches it); the batches' own pause holds after
+    every batch but the last. Timed pauses count their seconds; other steps (a promote, an
+    analysis) count none.
     """
     strategy = rollout.strategy
+    total = sum(waves)
     ends: list[int] = []
     if isinstance(strategy, Batches):
-        ends = list(itertools.accumulate(strategy.resolve(total, whole=desired)))
+        ends = list(itertools.accumulate(_batch_sizes(strategy, waves, desired)))
     cuts = dict.fromkeys(ends, 0.0)
+    for end in itertools.accumulate(waves):
+        cuts.setdefault(end, 0.0)
     at = 0
     for step in rollout.steps:
         if isinstance(step, Advance):
@@ -200,17 +221,23 @@ def make_plan(
 ) -> Plan:
     """Plan ``rollout`` over ``instances`` (already listed) without calling anything else."""
     target = rollout.target
+    _check_advances(rollout, len(instances))
     ordered = rollout.order.arrange(list(instances))
-    to_update = tuple(str(i.id) for i in ordered if i.version != target)
+    pending = [i for i in ordered if i.version != target]
+    # As a run goes: in the order, one wave (when there are waves) after the other.
+    waves = [pending] if rollout.waves is None else rollout.waves.split(pending)
+    waves = [wave for wave in waves if wave]
+    to_update = tuple(str(i.id) for wave in waves for i in wave)
     skipped = tuple(str(i.id) for i in instances if i.version == target)
     strategy = rollout.strategy
     resolved = rollout.window(len(instances))
     after = 0.0  # what follows the last instance's update: a kept old set's delay
     width: int | None = None
-    cuts = _cuts(rollout, len(to_update), len(skipped), len(instances))
+    wave_sizes = [len(wave) for wave in waves]
+    cuts = _cuts(rollout, wave_sizes, len(skipped), len(instances))
     batches = 1
     if isinstance(strategy, Batches):
-        sizes = strategy.resolve(len(to_update), whole=len(instances))
+        sizes = _batch_sizes(strategy, wave_sizes, len(instances))
         batches = len(sizes)
         window = "batches of " + ", ".join(str(s) for s in sizes)
     elif isinstance(strategy, RollingUpdate):
@@ -239,6 +266,30 @@ def make_plan(
         waits_for_promote=_waits(rollout, batches),
         after=after,
     )
+
+
+def _check_advances(rollout: Rollout[Any], desired: int) -> None:
+    """Refuse what ``run()`` refuses once it knows the fleet: ``Advance`` targets going back.
+
+    Counts against percentages need the fleet's size (``Advance(5)`` then ``Advance("10%")``
+    on 20 instances), so ``Rollout(...)`` cannot check them; a plan must not show a run that
+    would stop there.
+
+    Raises:
+        ConfigError: An ``Advance`` resolves to fewer instances than an earlier one.
+    """
+    previous = -1
+    for index, step in enumerate(rollout.steps):
+        if isinstance(step, Advance):
+            wanted = step.resolve(desired)
+            if wanted < previous:
+                raise ConfigError(
+                    f"Rollout.steps[{index}]",
+                    f"Advance({step.to!r}) is {wanted} of {desired} instances, fewer than the"
+                    f" {previous} an earlier Advance already reached",
+                    "list Advance targets in increasing order for this fleet size",
+                )
+            previous = wanted
 
 
 def _paired_window(

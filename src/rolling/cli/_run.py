@@ -127,18 +127,23 @@ async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: T
             try:
                 with run_scope:
                     result = await _run(rollout_file, target, output, handles)
-            except ConfigError as exc:
-                error = f"{rollout_file.path}: {exc}"
-                outcome = "bad_configuration"
-            except ControlUnavailableError as exc:
-                error = str(exc)
             except Exception as exc:  # noqa: BLE001 - a plugin's own error ends the run: say it, exit 5
-                error = f"{type(exc).__name__}: {exc}"
+                # The task groups around the run wrap what ended it: say the error itself.
+                cause = _the_error(exc)
+                if isinstance(cause, ConfigError):
+                    error = f"{rollout_file.path}: {cause}"
+                    outcome = "bad_configuration"
+                elif isinstance(cause, ControlUnavailableError):
+                    error = str(cause)
+                else:
+                    error = f"{type(cause).__name__}: {cause}"
             outer.cancel_scope.cancel()
     if result is None and handles:
         with contextlib.suppress(RollingError):
             result = handles[0].result
-    outcome = _outcome(outcome, result, interrupted=interrupted)
+    # A run that an error ended (its result says halted) exits as the table says: 5 for an
+    # error, 78 for an option the library refuses once it knows the fleet.
+    outcome = _outcome(outcome, None if error else result, interrupted=interrupted)
     line, extra = _summary(result, outcome, anyio.current_time() - started)
     if error is not None:
         extra["error"] = rollout_file.redact(error)
@@ -182,6 +187,17 @@ async def plan_file(
         history = events_log(rollout_file.journal)
     durations = {} if history is None else learned_durations(history)
     return make_plan(rollout, instances, durations=durations, estimate=estimate)
+
+
+def _the_error(exc: BaseException) -> BaseException:
+    """``exc``, or the one error an exception group (of groups) of one holds."""
+    found = exc
+    while issubclass(type(found), BaseExceptionGroup):
+        members: tuple[BaseException, ...] = getattr(found, "exceptions", ())
+        if len(members) != 1:
+            break
+        found = members[0]
+    return found
 
 
 def _outcome(outcome: str, result: RolloutResult | None, *, interrupted: bool) -> str:

@@ -136,6 +136,16 @@ def load(group: str, name: str) -> Callable[..., Any]:
             "install what it needs (for a built-in, its extra, such as `pip install"
             " 'rolling[ssh]'`)",
         ) from exc
+    except Exception as exc:
+        # A module that raises as it is imported, an attribute it does not have, or a value
+        # that is no `module:attribute`: still an error that names the plugin, not a traceback.
+        raise ConfigError(
+            "plugin",
+            f"the {_kind(group)} {name!r} ({entry.value}) cannot be loaded:"
+            f" {type(exc).__name__}: {exc}",
+            "fix the entry point (`module:attribute`, with no quotes in entry_points.txt) or"
+            " the package that registers it",
+        ) from exc
     if not callable(factory):
         raise ConfigError(
             "plugin",
