@@ -1089,18 +1089,18 @@ def test_the_haproxy_snippet_builds_its_router() -> None:
     assert isinstance(router, rolling.typing.WeightedRouter)
 
 
-@pytest.mark.anyio
-async def test_the_etcd_journal_snippet_refuses_trio_before_touching_the_fleet(
-    anyio_backend: tuple[str, dict[str, Any]],
-) -> None:
+def test_the_etcd_journal_snippet_refuses_trio_before_touching_the_fleet() -> None:
+    """Run on trio only (on asyncio the journal needs an etcd: tests/test_etcd.py runs one)."""
     pytest.importorskip("aetcd", reason="pip install 'rolling[etcd]'")
-    if anyio_backend[0] != "trio":
-        pytest.skip("on asyncio the journal needs an etcd: tests/test_etcd.py runs one")
     code = block_with("recovery.md", "python", "rolling.EtcdJournal(")
     fleet = SimulatedFleet(3)
     code = code.replace('"v2", journal=journal, ...)', '"v2", journal=journal)')
-    with pytest.raises(rolling.ConfigError, match="asyncio"):
+
+    async def main() -> None:
         await run_async_snippet(code, {"rolling": rolling, "driver": fleet})
+
+    with pytest.raises(rolling.ConfigError, match="asyncio"):
+        anyio.run(main, backend="trio")
     assert fleet.calls == []
 
 
