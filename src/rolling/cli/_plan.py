@@ -19,11 +19,21 @@ from typing import Any
 
 import attrs
 
-from rolling import Advance, Batches, BlueGreen, Canary, Order, Pause, RollingUpdate, Rollout
+from rolling import (
+    Advance,
+    Batches,
+    BlueGreen,
+    Canary,
+    ConfigError,
+    Order,
+    Pause,
+    RollingUpdate,
+    Rollout,
+)
 
 from ._output import step_text
 
-__all__ = ["Plan", "learned_durations", "longest_first", "make_plan"]
+__all__ = ["Plan", "check_advances", "learned_durations", "longest_first", "make_plan"]
 
 
 def learned_durations(log: Path) -> dict[str, float]:
@@ -54,6 +64,31 @@ def learned_durations(log: Path) -> dict[str, float]:
             if event.get("phase") == "updated":
                 took[key] = at - began[key]
     return took
+
+
+def check_advances(steps: Sequence[object], desired: int) -> None:
+    """Refuse ``Advance`` targets that go back once resolved against ``desired`` instances.
+
+    ``rolling run`` learns it from ``run()`` right after ``list_instances()``; a plan
+    lists the fleet too, so it says so the same way instead of planning a run that
+    could not start.
+
+    Raises:
+        ConfigError: A target resolves below an earlier one.
+    """
+    reached = -1
+    for index, step in enumerate(steps):
+        if not isinstance(step, Advance):
+            continue
+        wanted = step.resolve(desired)
+        if wanted < reached:
+            raise ConfigError(
+                f"Rollout.steps[{index}]",
+                f"Advance({step.to!r}) is {wanted} of {desired} instances, fewer than the"
+                f" {reached} an earlier Advance already reached",
+                "list Advance targets in increasing order for this fleet size",
+            )
+        reached = wanted
 
 
 def longest_first(durations: Mapping[str, float]) -> Order:

@@ -28,7 +28,7 @@ from rolling.testing import SimulatedFleet
 from ._control import ControlUnavailableError, open_control, serve_control
 from ._file import RolloutFile, checkable
 from ._output import Output, events_log
-from ._plan import Plan, learned_durations, make_plan
+from ._plan import Plan, check_advances, learned_durations, make_plan
 
 __all__ = ["EXIT", "bad_file", "plan_file", "run_file"]
 
@@ -176,6 +176,7 @@ async def plan_file(
         router = checkable(rollout_file.router, "attach", SimulatedFleet(1))
         rollout: Rollout[Any] = Rollout(driver, target, router=router, **rollout_file.options)
         instances = await driver.list_instances()
+    check_advances(rollout.steps, len(instances))  # as run() would, right after listing
     if history is None and rollout_file.journal is not None:
         history = events_log(rollout_file.journal)
     durations = {} if history is None else learned_durations(history)
@@ -185,6 +186,10 @@ async def plan_file(
 def _outcome(outcome: str, result: RolloutResult | None, *, interrupted: bool) -> str:
     if interrupted:
         return "interrupted"
+    # A ConfigError that run() raised once the fleet was listed (Advance targets that go
+    # back for this fleet size) is bad configuration, exit 78, whatever status it halted in.
+    if outcome == "bad_configuration":
+        return outcome
     if result is not None:
         return _BY_STATUS.get(result.status, "failed")
     return outcome
@@ -216,7 +221,10 @@ async def _run(
             observers=[output],
             **rollout_file.options,
         )
-        async with anyio.create_task_group() as control, rollout.start() as handle:
+        # The rollout outermost: start() raises its error as itself (a ConfigError that
+        # run() found once the fleet was listed is exit 78), where a task group around it
+        # would wrap it in an ExceptionGroup.
+        async with rollout.start() as handle, anyio.create_task_group() as control:
             handles.append(handle)
             control.start_soon(serve_control, listener, handle)
             await handle.wait()
