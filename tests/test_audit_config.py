@@ -27,6 +27,8 @@ from rolling import (
     BlueGreen,
     Canary,
     ConfigError,
+    EtcdJournal,
+    EtcdLock,
     FailurePolicy,
     FlagRules,
     Gate,
@@ -43,6 +45,8 @@ from rolling import (
     Waves,
 )
 from rolling.drivers.process import ProcessDriver
+from rolling.metrics import Compare, PrometheusQuery, Scrape
+from rolling.testing import SimulatedFleet
 
 # -- a driver, router and checks of our own, from the documented protocol -----------------
 
@@ -105,6 +109,9 @@ async def set_flag(flag: str, value: object) -> None:
     pass
 
 
+ETCD = "127.0.0.1:2379"
+PROM = "http://127.0.0.1:9090"
+TOKEN = "token-of-a-test"  # noqa: S105 - not a secret
 METRIC = Metric(name="errors", provider=measure, failure=lambda v: v > 1)
 
 
@@ -218,6 +225,51 @@ def test_process_driver_settings(field: str, options: dict[str, Any]) -> None:
 def test_process_driver_takes_a_str_log_dir(tmp_path: Path) -> None:
     """A str path works as a Path does (it failed at the first launch: str / str)."""
     ProcessDriver(command, log_dir=bad(str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        # numbers and NaN were taken (wait=nan), or failed raw in int()/iteration
+        ("EtcdLock.ttl", lambda: EtcdLock(ETCD, fleet="web", ttl=bad("10"))),
+        ("EtcdLock.ttl", lambda: EtcdLock(ETCD, fleet="web", ttl=bad(math.nan))),
+        ("EtcdLock.wait", lambda: EtcdLock(ETCD, fleet="web", wait=math.nan)),
+        ("EtcdLock.wait", lambda: EtcdLock(ETCD, fleet="web", wait=math.inf)),
+        ("EtcdLock.doubt", lambda: EtcdLock(ETCD, fleet="web", doubt=math.nan)),
+        ("EtcdLock.fleet", lambda: EtcdLock(ETCD, fleet=bad(3))),
+        ("EtcdLock.prefix", lambda: EtcdLock(ETCD, fleet="web", prefix=bad(3))),
+        ("EtcdLock.endpoints", lambda: EtcdLock(bad(None), fleet="web")),
+        ("EtcdLock.endpoints", lambda: EtcdLock(bad([ETCD, 3]), fleet="web")),
+        ("EtcdJournal.keep", lambda: EtcdJournal(ETCD, fleet="web", keep=bad(1.5))),
+        ("EtcdJournal.keep", lambda: EtcdJournal(ETCD, fleet="web", keep=bad(True))),
+        # "no" is truthy: it was taken as True
+        ("Compare.higher_is_worse", lambda: Compare("latency", higher_is_worse=bad("no"))),
+        # a number or "" was sent as "Authorization: Bearer 1.5"; both: one header, silently
+        ("PrometheusQuery.bearer_token", lambda: PrometheusQuery(PROM, "up", bearer_token=bad(1))),
+        ("PrometheusQuery.bearer_token", lambda: PrometheusQuery(PROM, "up", bearer_token="")),
+        (
+            "PrometheusQuery.bearer_token",
+            lambda: PrometheusQuery(PROM, "up", bearer_token=TOKEN, basic_auth=("u", "p")),
+        ),
+        ("Scrape.of", lambda: Scrape("requests", of=bad(["new"]))),  # a raw TypeError
+        # a str was split into its characters, a number failed raw
+        ("SimulatedFleet.zones", lambda: SimulatedFleet(4, zones="abc")),
+        ("SimulatedFleet.ids", lambda: SimulatedFleet(ids="abc")),
+        ("SimulatedFleet.ids", lambda: SimulatedFleet(ids=bad(5))),
+    ],
+)
+def test_adapter_settings_refused(field: str, build: Any) -> None:
+    refused(field, build)
+
+
+def test_adapter_settings_accepted() -> None:
+    assert EtcdLock([ETCD], fleet="web", ttl=2, wait=0, doubt=None).ttl == 2
+    assert EtcdJournal(ETCD, fleet="web", keep=0).keep == 0
+    PrometheusQuery(PROM, "up", bearer_token=TOKEN)
+    PrometheusQuery(PROM, "up", basic_auth=("u", "p"))
+    fleet = SimulatedFleet(ids=bad(f"w-{n}" for n in range(3)))  # any iterable, even a generator
+    assert sorted(i.id for i in fleet.instances) == ["w-0", "w-1", "w-2"]
+    Compare("latency", higher_is_worse=False)
 
 
 # -- held: the refusals that were already right ---------------------------------------
