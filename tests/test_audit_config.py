@@ -513,6 +513,19 @@ def write(tmp_path: Path, text: str) -> Path:
             SIMULATED + "[[steps]]\nset_weight = 25\n",
             ":4: steps.0: SetWeight applies to the Canary",
         ),
+        # the plugins' settings, named as the file writes them
+        (
+            '[driver]\nplugin = "simulated"\nlatency = { replace = -1 }\n',
+            ":3: driver.latency.replace: must be >= 0",
+        ),
+        ('[driver]\nplugin = "simulated"\nfaults = [ { bogus = 1 } ]\n', ":3: driver.faults: "),
+        ('[driver]\nplugin = "simulated"\nzones = "abc"\n', ":3: driver.zones: "),
+        ('[driver]\nplugin = "process"\ncommand = ["x"]\nlog_dir = 3\n', ":4: driver.log_dir: "),
+        (
+            SIMULATED + '[metrics.m]\nprovider = "scrape"\nname = "other"\nfailure = "> 1"\n'
+            '[metrics.m.settings]\nmetric = "x"\n[analysis]\nmetrics = ["m"]\n',
+            ":6: metrics.m.name: ",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["validate", "plan"])
