@@ -9,6 +9,7 @@ that records every call; and check that the documented valid edge values are acc
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import attrs
 import pytest
 
+import rolling
 from helpers import rolling_cli
 from rolling import (
     Advance,
@@ -270,6 +272,24 @@ def test_adapter_settings_accepted() -> None:
     fleet = SimulatedFleet(ids=bad(f"w-{n}" for n in range(3)))  # any iterable, even a generator
     assert sorted(i.id for i in fleet.instances) == ["w-0", "w-1", "w-2"]
     Compare("latency", higher_is_worse=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "options"),
+    [
+        ("LoggingObserver.logger", {"logger": "rolling"}),  # a name, not a Logger
+        ("LoggingObserver.level", {"level": "INFO"}),
+        ("LoggingObserver.level", {"level": True}),
+    ],
+)
+def test_logging_observer_settings(field: str, options: dict[str, Any]) -> None:
+    """They failed at the first event, after list_instances, as the observer's own error."""
+    refused(field, lambda: rolling.LoggingObserver(**options))
+
+
+def test_logging_observer_takes_an_adapter() -> None:
+    adapter = logging.LoggerAdapter(logging.getLogger("deploys"), {"team": "web"})
+    rolling.LoggingObserver(bad(adapter), level=logging.DEBUG)
 
 
 # -- held: the refusals that were already right ---------------------------------------
