@@ -156,8 +156,9 @@ class PrometheusQuery:
         url: Prometheus's base URL, such as ``http://127.0.0.1:9090``.
         query: The PromQL template.
         timeout: Longest one query may take, in seconds (also sent to Prometheus).
-        bearer_token: Sent as ``Authorization: Bearer ...``.
-        basic_auth: ``(user, password)`` for HTTP basic authentication.
+        bearer_token: Sent as ``Authorization: Bearer ...``; a non-empty str.
+        basic_auth: ``(user, password)`` for HTTP basic authentication (not
+            with ``bearer_token``: one ``Authorization`` header).
         headers: More request headers.
         tls: For https: an :class:`ssl.SSLContext`; None: the system's trusted certificates.
 
