@@ -11,7 +11,7 @@ import enum
 import math
 import re
 import string
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -304,9 +304,17 @@ class Metric:
             )
 
 
+def _iterable(value: object) -> bool:
+    return isinstance(value, Iterable)
+
+
 def _metrics(value: Any) -> tuple[Metric, ...]:
     if isinstance(value, Metric):
         raise ConfigError("Analysis.metrics", "got a single Metric", "wrap it in a list")
+    if isinstance(value, str | bytes) or not _iterable(value):
+        raise ConfigError(
+            "Analysis.metrics", f"expected a list of Metric, got {value!r}", "pass [Metric(...)]"
+        )
     metrics: tuple[Any, ...] = tuple(value)
     if not metrics:
         raise ConfigError("Analysis.metrics", "is empty", "pass at least one Metric")

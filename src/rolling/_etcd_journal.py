@@ -37,11 +37,11 @@ from typing import cast
 
 import anyio
 
-from ._errors import ConfigError
 from ._etcd_lock import POLL, EtcdLock, unreachable
 from ._journal import JournalError
 from ._lock import LockLostError
 from .typing import JournalRecord
+from .validate import check_int
 
 __all__ = ["COMPRESS_OVER", "EtcdJournal"]
 
@@ -87,8 +87,7 @@ class EtcdJournal:
     ) -> None:
         if lock is None:
             lock = EtcdLock(endpoints, fleet=fleet, prefix=prefix, ttl=ttl, wait=wait)
-        if keep < 0:
-            raise ConfigError("EtcdJournal.keep", f"{keep!r} is negative", "keep 0 or more")
+        check_int("EtcdJournal.keep", keep, minimum=0)
         self.lock = lock
         """The lock that fences this journal's writes; the rollout's lock by default."""
         self.keep = keep

@@ -33,13 +33,15 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import anyio
 
 from ._errors import ConfigError
 from ._lock import LockedError, LockLostError
+from .net import is_text
+from .validate import check_int, check_seconds
 
 __all__ = ["POLL", "DroppedCallError", "EtcdLock", "unreachable"]
 
@@ -74,11 +76,18 @@ def _aetcd() -> Any:
     return importlib.import_module("aetcd")
 
 
+def _listed(value: object) -> list[object]:
+    """``value``'s items, or a lone ``value`` (then refused as not a str) when not iterable."""
+    return list(cast("Iterable[object]", value)) if isinstance(value, Iterable) else [value]
+
+
 def _target(field: str, endpoints: str | Sequence[str]) -> tuple[str, int]:
     """Aetcd's ``host`` and ``port`` for ``endpoints``: gRPC's ``ipv4:`` list when several."""
-    listed = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-    listed = [e.strip() for item in listed for e in item.split(",") if e.strip()]
     fix = 'pass "host:port", or several "ip:port" (IPv4 literals) in a list'
+    items: list[object] = [endpoints] if isinstance(endpoints, str) else _listed(endpoints)
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(field, f"expected a str or a list of str, got {endpoints!r}", fix)
+    listed = [e.strip() for item in map(str, items) for e in item.split(",") if e.strip()]
     if not listed:
         raise ConfigError(field, "no endpoint given", fix)
     parsed: list[tuple[str, int]] = []
@@ -144,18 +153,18 @@ class EtcdLock:
         doubt: float | None = None,
     ) -> None:
         self.host, self.port = _target("EtcdLock.endpoints", endpoints)
-        if not fleet or "/" in fleet:
+        if not is_text(fleet) or "/" in fleet:
             raise ConfigError(
                 "EtcdLock.fleet", f"{fleet!r} is empty or has a '/'", "name the fleet: 'web'"
             )
-        if ttl != int(ttl) or ttl < _MIN_TTL:
+        if not is_text(prefix) and prefix != "":
             raise ConfigError(
-                "EtcdLock.ttl",
-                f"{ttl!r} is not a whole number >= 2",
-                "etcd leases last 2 s or more",
+                "EtcdLock.prefix", f"expected a str, got {prefix!r}", 'pass "/rolling"'
             )
-        if wait < 0 or (doubt is not None and doubt < 0):
-            raise ConfigError("EtcdLock.wait", "wait and doubt must be >= 0", "pass seconds")
+        # The toolkit's checks: a str, NaN or inf failed raw in int() or was taken (wait=nan).
+        check_int("EtcdLock.ttl", ttl, minimum=_MIN_TTL)
+        check_seconds("EtcdLock.wait", wait)
+        check_seconds("EtcdLock.doubt", doubt, allow_none=True)
         try:
             _aetcd()  # an optional dependency: say so now, not mid-run
         except ImportError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from ._errors import ConfigError
 from .events import (
     Event,
     GateChecked,
@@ -14,6 +15,7 @@ from .events import (
     RolloutFinished,
     RolloutStarted,
 )
+from .validate import check_int
 
 __all__ = ["LoggingObserver"]
 
@@ -30,6 +32,15 @@ class LoggingObserver:
     """
 
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        # Checked here: a logger's name, or a level such as "INFO", would fail at the first
+        # event, once the rollout runs, and end it as an observer's error.
+        if logger is not None and not callable(getattr(logger, "log", None)):
+            raise ConfigError(
+                "LoggingObserver.logger",
+                f"expected a logging.Logger or None, got {logger!r}",
+                f"pass logging.getLogger({logger!r})" if isinstance(logger, str) else "pass None",
+            )
+        check_int("LoggingObserver.level", level, minimum=0)
         self.logger = logger or logging.getLogger("rolling")
         self.level = level
 

@@ -261,6 +261,17 @@ class ProgressDeadline:
 
 
 _OrderKind = Literal["inventory", "sorted", "shuffled", "key"]
+_ORDER_KINDS = ("inventory", "sorted", "shuffled", "key")
+
+
+def _check_order_kind(field: str, value: object) -> None:
+    if value not in _ORDER_KINDS or not isinstance(value, str):
+        raise ConfigError(
+            field,
+            f"unknown kind {value!r}",
+            "build it with Order.inventory(), Order.sorted(), Order.shuffled(seed)"
+            " or Order.by(key)",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -279,10 +290,29 @@ class Order:
     .. versionadded:: 0.1.0
     """
 
+    # Validated even though the class methods are the way to build one: a string such as
+    # reverse="no" is truthy, and a bad kind or seed would only fail once the fleet is listed.
     kind: _OrderKind = "inventory"
-    key: Callable[[Any], Any] | None = None
-    seed: int | None = None
-    reverse: bool = False
+    key: Callable[[Any], Any] | None = attrs.field(
+        default=None, validator=validator(check_callable, allow_none=True)
+    )
+    seed: int | None = attrs.field(
+        default=None, validator=validator(check_int, minimum=-(2**63), allow_none=True)
+    )
+    reverse: bool = attrs.field(default=False, validator=validator(check_bool))
+
+    def __attrs_post_init__(self) -> None:
+        _check_order_kind("Order.kind", self.kind)
+        needs = {
+            "key": ("key", self.key, "Order.by(key)"),
+            "shuffled": ("seed", self.seed, "Order.shuffled(seed)"),
+        }
+        if self.kind in needs:
+            name, value, fix = needs[self.kind]
+            if value is None:
+                raise ConfigError(
+                    f"Order.{name}", f"is required by kind={self.kind!r}", f"build it with {fix}"
+                )
 
     @classmethod
     def inventory(cls) -> Order:

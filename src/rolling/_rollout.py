@@ -33,6 +33,7 @@ from ._steps import Advance, Analyze, Gate, Pause, SetCanaryScale, SetFlag, SetW
 from ._strategy import Batches, BlueGreen, Canary, ResolvedWindow, RollingUpdate, Strategy
 from .health import CheckFunction, as_check_function
 from .typing import HOOK_NAMES, Driver, ElasticDriver, InstanceT, Journal, Lock, Observer, Router
+from .validate import check_seconds
 
 __all__ = ["Rollout"]
 
@@ -41,9 +42,8 @@ def _has(obj: object, name: str) -> bool:
     return callable(getattr(obj, name, None))
 
 
-def _observers(observers: Iterable[Observer]) -> tuple[Observer, ...]:
+def _observers(checked: tuple[Any, ...]) -> tuple[Observer, ...]:
     """The observers, each a plain callable (an async one would never run)."""
-    checked = tuple(observers)
     for index, observer in enumerate(checked):
         if not callable(observer):
             raise ConfigError(
@@ -198,8 +198,8 @@ class Rollout(Generic[InstanceT]):
         if self.failure.max_failed_per_batch is not None and not isinstance(self.strategy, Batches):
             raise ConfigError(
                 "FailurePolicy.max_failed_per_batch",
-                "applies to Batches only, and the strategy is a RollingUpdate",
-                "use max_failed for a sliding window, or switch to Batches",
+                f"applies to Batches only, and the strategy is a {type(self.strategy).__name__}",
+                "use max_failed for the whole rollout, or switch to Batches",
             )
         try:
             self.rollback = RollbackMode(rollback)
@@ -218,7 +218,9 @@ class Rollout(Generic[InstanceT]):
         )
         # The hook methods found on ``hooks``, by name: for the runner, not documented as API.
         self.hook_methods: dict[str, Callable[..., Any]] = _hook_methods(hooks)
-        self.observers: tuple[Observer, ...] = _observers(observers)
+        self.observers: tuple[Observer, ...] = _observers(
+            _sequence("Rollout.observers", observers, "pass a list of functions: observers=[print]")
+        )
         _check_timeout("Rollout.effect_timeout", effect_timeout)
         _check_timeout("Rollout.cleanup_timeout", cleanup_timeout)
         self.driver = driver
@@ -386,9 +388,26 @@ def _is_nonempty_str(value: object) -> bool:
 
 
 def _check_timeout(field: str, value: object) -> None:
-    """Check that ``value`` is a number of seconds above zero."""
+    """Check that ``value`` is a number of seconds above zero (``inf``: no limit)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigError(field, f"must be a number > 0, got {value!r}", "pass seconds, such as 60")
+    try:
+        float(value)
+    except OverflowError:  # an int past the float range: float() below would raise it raw
+        raise ConfigError(
+            field, f"is too large, got {value!r}", "pass seconds, such as 60"
+        ) from None
+
+
+def _sequence(field: str, value: object, fix: str) -> tuple[Any, ...]:
+    """``value`` as a tuple, or a :class:`ConfigError` when it is a lone item, not a sequence."""
+    if callable(value) or isinstance(value, str | bytes) or not _iterable(value):
+        raise ConfigError(field, f"expected a sequence, got {value!r}", fix)
+    return tuple(cast("Iterable[Any]", value))
+
+
+def _iterable(value: object) -> bool:
+    return isinstance(value, Iterable)
 
 
 def _capabilities(driver: object) -> tuple[bool, bool]:
@@ -442,6 +461,9 @@ def _deadline(value: ProgressDeadline | float | None) -> ProgressDeadline | None
             f"expected seconds or a ProgressDeadline, got {value!r}",
             'pass 600 or ProgressDeadline(600, action="report")',
         )
+    # Checked under the argument's own name (not ProgressDeadline.seconds), and before
+    # float(), which raises a raw OverflowError on an int past the float range.
+    check_seconds("Rollout.progress_deadline", value, allow_zero=False)
     return ProgressDeadline(float(value), DeadlineAction.ROLLBACK)
 
 
@@ -495,7 +517,9 @@ def _steps(steps: Sequence[Step]) -> tuple[Step, ...]:
             "expected a sequence of steps, got a single step",
             "wrap it in a list: steps=[...]",
         )
-    result = tuple(steps)
+    result: tuple[Any, ...] = _sequence(
+        "Rollout.steps", steps, "pass a list of steps: steps=[rolling.Advance(1), rolling.Pause()]"
+    )
     for index, step in enumerate(result):
         if not isinstance(step, _STEPS):
             raise ConfigError(

@@ -189,6 +189,12 @@ def check_setter(field: str, value: object, *, allow_none: bool = False) -> None
         )
 
 
+def _check_flag_key(field: str, value: object) -> None:
+    # Non-empty, as FlagRules.flag is: no flag system has a flag with an empty key.
+    if not isinstance(value, str) or not value:
+        raise ConfigError(field, f"expected a non-empty str, got {value!r}", 'pass "new-format"')
+
+
 def _check_flag_value(field: str, value: object) -> None:
     if not isinstance(value, bool | int | float | str):
         raise ConfigError(
@@ -212,7 +218,7 @@ class SetFlag:
     .. versionadded:: 0.4.0
     """
 
-    flag: str = attrs.field(validator=validator(_check_name))
+    flag: str = attrs.field(validator=validator(_check_flag_key))
     value: bool | int | float | str = attrs.field(validator=validator(_check_flag_value))
     setter: Any = attrs.field(
         default=None, kw_only=True, validator=validator(check_setter, allow_none=True)

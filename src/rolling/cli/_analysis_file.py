@@ -116,6 +116,13 @@ class AnalysisReader:
         self.used.add(name)
         at: Where = ("metrics", name)
         table = dict(cast("dict[str, Any]", self.tables[name]))
+        if "name" in table:  # it was silently replaced by the table's own name
+            raise self.loader.error(
+                at,
+                "name",
+                "is not a setting: a metric is named by its table",
+                f"remove it, or rename the table [metrics.{table['name']}]",
+            )
         provider_name = table.pop("provider", None)
         if not isinstance(provider_name, str) or not provider_name:
             raise self.loader.error(

@@ -283,11 +283,12 @@ class _Loader:
 
     def construct(self, where: Where, factory: Callable[..., Any], table: Mapping[str, Any]) -> Any:
         """``factory(**table)``, its keys checked against its signature first."""
-        accepted = [
-            name
-            for name, param in inspect.signature(factory).parameters.items()
+        params = [
+            param
+            for param in inspect.signature(factory).parameters.values()
             if param.kind in {param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD}
         ]
+        accepted = [param.name for param in params]
         for key in table:
             if key not in accepted:
                 raise self.error(
@@ -296,6 +297,9 @@ class _Loader:
                     "is not a known key here",
                     "use one of: " + ", ".join(accepted) if accepted else "remove it",
                 )
+        for param in params:  # named here, not as Python's "missing 1 required argument"
+            if param.default is param.empty and param.name not in table:
+                raise self.error(where, param.name, "is missing", f"add {param.name} = ...")
         try:
             return factory(**table)
         except ConfigError as exc:
@@ -422,7 +426,10 @@ class _Loader:
         attribute = table.pop("attribute", None)
         if not isinstance(attribute, str) or not attribute:
             raise self.error(
-                ("waves",), "attribute", "is missing", 'name the instance attribute: "zone"'
+                ("waves",),
+                "attribute",
+                "is missing" if attribute is None else f"expected a name, got {attribute!r}",
+                'name the instance attribute: "zone"',
             )
 
         def waves(*, order: list[Any] | None = None) -> Waves:
@@ -508,7 +515,12 @@ class _Loader:
             return None
         path = journal.pop("path", None)
         if not isinstance(path, str) or not path:
-            raise self.error(("journal",), "path", "is missing", 'write path = "deploy.journal"')
+            raise self.error(
+                ("journal",),
+                "path",
+                "is missing" if path is None else f"expected a non-empty path, got {path!r}",
+                'write path = "deploy.journal"',
+            )
         if journal:
             raise self.error(("journal",), next(iter(journal)), "is not a known key", "use path")
         return Path(path)

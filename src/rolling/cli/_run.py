@@ -203,6 +203,10 @@ def _the_error(exc: BaseException) -> BaseException:
 def _outcome(outcome: str, result: RolloutResult | None, *, interrupted: bool) -> str:
     if interrupted:
         return "interrupted"
+    # A ConfigError that run() raised once the fleet was listed (Advance targets that go
+    # back for this fleet size) is bad configuration, exit 78, whatever status it halted in.
+    if outcome == "bad_configuration":
+        return outcome
     if result is not None:
         return _BY_STATUS.get(result.status, "failed")
     return outcome
@@ -234,7 +238,10 @@ async def _run(
         )
         if isinstance(router, Balancer) and not router.backends:
             await _serve_the_fleet(router, driver, rollout.effect_timeout)
-        async with anyio.create_task_group() as control, rollout.start() as handle:
+        # The rollout outermost: start() raises its error as itself (a ConfigError that
+        # run() found once the fleet was listed is exit 78), where a task group around it
+        # would wrap it in an ExceptionGroup.
+        async with rollout.start() as handle, anyio.create_task_group() as control:
             handles.append(handle)
             control.start_soon(serve_control, listener, handle)
             await handle.wait()

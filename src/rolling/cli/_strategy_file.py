@@ -86,7 +86,10 @@ class StrategyReader:
         sizes = table.pop("sizes", None)
         if not isinstance(sizes, list) or not sizes:
             raise self.loader.error(
-                where, "sizes", "is missing or empty", 'write sizes = [1, "25%"]'
+                where,
+                "sizes",
+                "is missing or empty" if sizes in (None, []) else f"expected a list, got {sizes!r}",
+                'write sizes = [1, "25%"]',
             )
 
         def batches(

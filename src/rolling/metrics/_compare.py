@@ -38,7 +38,7 @@ import attrs
 
 from rolling import ConfigError
 from rolling.analysis import LabelSet, MeasureContext, Value
-from rolling.validate import check_int, validator
+from rolling.validate import check_bool, check_int, validator
 
 from ._prometheus import MetricError
 from ._scrape import Scrape
@@ -115,7 +115,7 @@ class Compare(Scrape):
 
     alpha: float = attrs.field(default=0.05, kw_only=True, validator=_check_alpha)
     min_effect: float = attrs.field(default=0.0, kw_only=True, validator=_check_effect)
-    higher_is_worse: bool = attrs.field(default=True, kw_only=True)
+    higher_is_worse: bool = attrs.field(default=True, kw_only=True, validator=validator(check_bool))
     window: int = attrs.field(default=10, kw_only=True, validator=validator(check_int, minimum=1))
     min_samples: int = attrs.field(
         default=5, kw_only=True, validator=validator(check_int, minimum=3)

@@ -69,6 +69,17 @@ def _check_basic(_instance: object, _attribute: object, value: Any) -> None:
     )
 
 
+def _check_token(_instance: object, _attribute: object, value: Any) -> None:
+    # Never echoed: it is a secret. A number or an empty str would be sent as "Bearer 1.5".
+    if value is None or (isinstance(value, str) and value.strip()):
+        return
+    raise ConfigError(
+        "PrometheusQuery.bearer_token",
+        f"expected a non-empty str, got a {type(value).__name__}",
+        "pass the token as a str, or None",
+    )
+
+
 def _check_headers(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, Mapping) and all(
         isinstance(k, str) and isinstance(v, str)
@@ -145,8 +156,9 @@ class PrometheusQuery:
         url: Prometheus's base URL, such as ``http://127.0.0.1:9090``.
         query: The PromQL template.
         timeout: Longest one query may take, in seconds (also sent to Prometheus).
-        bearer_token: Sent as ``Authorization: Bearer ...``.
-        basic_auth: ``(user, password)`` for HTTP basic authentication.
+        bearer_token: Sent as ``Authorization: Bearer ...``; a non-empty str.
+        basic_auth: ``(user, password)`` for HTTP basic authentication (not
+            with ``bearer_token``: one ``Authorization`` header).
         headers: More request headers.
         tls: For https: an :class:`ssl.SSLContext`; None: the system's trusted certificates.
 
@@ -158,7 +170,9 @@ class PrometheusQuery:
     timeout: float = attrs.field(
         default=10.0, kw_only=True, validator=validator(check_seconds, allow_zero=False)
     )
-    bearer_token: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    bearer_token: str | None = attrs.field(
+        default=None, kw_only=True, repr=False, validator=_check_token
+    )
     basic_auth: tuple[str, str] | None = attrs.field(
         default=None, kw_only=True, repr=False, validator=_check_basic
     )
@@ -167,6 +181,14 @@ class PrometheusQuery:
     _contexts: list[ssl.SSLContext] = attrs.field(
         init=False, factory=list[ssl.SSLContext], eq=False, repr=False, hash=False
     )
+
+    def __attrs_post_init__(self) -> None:
+        if self.bearer_token is not None and self.basic_auth is not None:  # one Authorization
+            raise ConfigError(
+                "PrometheusQuery.bearer_token",
+                "bearer_token and basic_auth both set an Authorization header",
+                "pass one of them",
+            )
 
     def _headers(self) -> dict[str, str]:
         headers = dict(self.headers)

@@ -41,7 +41,7 @@ def _check_quantile(_instance: object, _attribute: object, value: Any) -> None:
 
 
 def _check_of(_instance: object, _attribute: object, value: Any) -> None:
-    if value not in {"new", "old"}:
+    if not isinstance(value, str) or value not in {"new", "old"}:
         raise ConfigError("Scrape.of", f"expected 'new' or 'old', got {value!r}", 'pass "new"')
 
 

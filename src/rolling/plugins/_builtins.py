@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -84,6 +84,11 @@ def process_driver(
     template = _command_template(command)
     check_int("instances", instances, minimum=0)
     _check_text("version", version, '"v1"')
+    # Named here as the file writes them: Path() of a number is a TypeError with no key.
+    if log_dir is not None:
+        _check_text("log_dir", log_dir, 'log_dir = "logs"')
+    if state_file is not None:
+        _check_text("state_file", state_file, 'state_file = "fleet.json"')
 
     def build(version: str, port: int) -> list[str]:
         return [arg.replace("{version}", version).replace("{port}", str(port)) for arg in template]
@@ -232,22 +237,39 @@ def simulated_fleet(
     from rolling.validate import check_int  # noqa: PLC0415 - as above
 
     check_int("instances", instances, minimum=0)  # named as the file names it
-    try:
+    # Each error names its key as the file writes it (latency.replace, faults), not as the
+    # class does (Latency.replace), which the loader would read as driver.replace.
+    with _named("latency", "use the fields of Latency"):
+        timing = None if latency is None else Latency(**dict(latency))
+    with _named("zones", "list zone names"):
         fleet = SimulatedFleet(
-            instances,
-            version=version,
-            zones=tuple(zones),
-            seed=seed,
-            latency=None if latency is None else Latency(**dict(latency)),
+            instances, version=version, zones=_as_tuple(zones), seed=seed, latency=timing
         )
+    with _named("faults", "use instance_id, version and the fields of Fault"):
         for entry in faults:
             fields = dict(entry)
             instance_id = fields.pop("instance_id", None)
             on_version = fields.pop("version", None)
             fleet.inject(Fault(**fields), instance_id=instance_id, version=on_version)
-    except TypeError as exc:
-        raise ConfigError("latency", str(exc), "use the fields of Latency and Fault") from exc
     return fleet
+
+
+def _as_tuple(value: object) -> Any:
+    """A list from the file as a tuple; a str or anything else as it is, for the check."""
+    return tuple(cast("list[object]", value)) if isinstance(value, list) else value
+
+
+@contextlib.contextmanager
+def _named(key: str, fix: str) -> Generator[None]:
+    """Errors of the block as a ConfigError naming ``key`` (and a field of its table)."""
+    try:
+        yield
+    except ConfigError as exc:
+        field = exc.field.rsplit(".", 1)[-1]
+        name = key if field == key else f"{key}.{field}"
+        raise ConfigError(name, exc.problem, exc.fix) from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(key, str(exc), fix) from exc
 
 
 def balancer(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Literal, cast
 
 import anyio
@@ -90,8 +90,9 @@ class SimulatedFleet:
         seed: int = 0,
     ) -> None:
         check_int("SimulatedFleet.size", size, minimum=0)
+        ids = _strings("SimulatedFleet.ids", ids, '["web-1", "web-2"]')
+        zones = _strings("SimulatedFleet.zones", zones, '("a", "b")') or []
         if ids is not None:
-            ids = list(ids)
             if size not in (0, len(ids)):
                 raise ConfigError(
                     "SimulatedFleet.ids",
@@ -565,3 +566,15 @@ class SimulatedFleet:
                 if int((now - anchor) // period) % 2:
                     return HealthResult(healthy=False, reason="flapping")
         return HealthResult(healthy=True)
+
+
+def _strings(field: str, value: object, example: str) -> list[str] | None:
+    """``value`` as a list of str, or None; a lone str would be split into its characters."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(field, f"expected a sequence of str, got {value!r}", f"pass {example}")
+    items = list(cast("Iterable[object]", value))
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(field, f"expected a sequence of str, got {value!r}", f"pass {example}")
+    return cast("list[str]", items)

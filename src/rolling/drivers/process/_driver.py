@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Literal, Self, TypeVar
+from typing import IO, Final, Literal, Self, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -133,20 +133,22 @@ class ProcessDriver:
         check_callable("ProcessDriver.command", command)
         check_seconds("ProcessDriver.grace", grace)
         _check_text("ProcessDriver.id_prefix", id_prefix, 'pass "p", say')
+        _check_env(env)
+        for name, path in (("log_dir", log_dir), ("state_file", state_file)):
+            if path is not None and not isinstance(path, str | os.PathLike):
+                raise ConfigError(
+                    f"ProcessDriver.{name}",
+                    f"expected a path, got {path!r}",
+                    f'pass Path("{"logs" if name == "log_dir" else "fleet.json"}"), or None',
+                )
         try:
-            address = ipaddress.ip_address(host)
+            address = ipaddress.ip_address(_text(host))
         except ValueError:
             raise ConfigError(
                 "ProcessDriver.host",
                 f"expected an IP address, got {host!r}",
                 'pass "127.0.0.1" or "::1"',
             ) from None
-        if state_file is not None and not isinstance(state_file, str | os.PathLike):
-            raise ConfigError(
-                "ProcessDriver.state_file",
-                f"expected a path, got {state_file!r}",
-                'pass Path("fleet.json"), or None',
-            )
         if keep_on_exit is None:
             keep_on_exit = state_file is not None
         elif not isinstance(keep_on_exit, bool):
@@ -166,7 +168,7 @@ class ProcessDriver:
         self._host = host
         self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET  # noqa: PLR2004 - IP version
         self._env = None if env is None else {**os.environ, **env}
-        self._log_dir = log_dir
+        self._log_dir = None if log_dir is None else Path(log_dir)
         self._id_prefix = id_prefix
         self._state: Literal["new", "open", "closed"] = "new"
         self._members: dict[str, _Member] = {}
@@ -598,6 +600,28 @@ async def _shielded(function: Callable[[], Awaitable[_T]]) -> _T:
         return await function()
     # Only cancel() on this very scope could end up here, and nothing calls it.
     raise AssertionError("a shielded scope was cancelled")  # pragma: no cover
+
+
+def _text(value: object) -> str:
+    """``value`` if a str, else "": ip_address() takes an int too (0 is 0.0.0.0, True 0.0.0.1)."""
+    return value if isinstance(value, str) else ""
+
+
+def _check_env(env: object) -> None:
+    """``env`` is None or a mapping of str to str, as the environment of a process is."""
+    if env is None:
+        return
+    if not isinstance(env, Mapping):
+        raise ConfigError(
+            "ProcessDriver.env", f"expected a mapping, got {env!r}", 'pass {"PORT_BASE": "8000"}'
+        )
+    for key, value in cast("Mapping[object, object]", env).items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise ConfigError(
+                "ProcessDriver.env",
+                f"expected str names and values, got {key!r}: {value!r}",
+                'write each value as a str: {"WORKERS": "4"}',
+            )
 
 
 def _check_text(field: str, value: object, fix: str) -> None:
