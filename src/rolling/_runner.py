@@ -124,6 +124,7 @@ class Runner:
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
+        self._journal_error: Exception | None = None
         self._steps = StepEffects(machine, self._now, self._flush, rollout.effect_timeout)
 
     def _now(self) -> float:
@@ -218,6 +219,8 @@ class Runner:
 
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
+        if exc is self._journal_error and exc in self._errors:
+            return  # a failed journal refuses every later write with its first error
         if isinstance(exc, LockLostError) and any(
             isinstance(e, LockLostError) for e in self._errors
         ):
@@ -381,8 +384,9 @@ class Runner:
     async def _interrupt(self, program: Program, exc: BaseException) -> None:
         """A unit's task is being cancelled: let its program put things back, shielded."""
         # After a lost lock every journal write is refused, so nothing may be put back (the
-        # controller holding the lock now does that): the program is only closed.
-        lost = isinstance(exc, LockLostError)
+        # controller holding the lock now does that): the program is only closed. The same
+        # goes after the journal failed: write-ahead, no effect may start unannounced.
+        lost = isinstance(exc, LockLostError) or exc is self._journal_error
         if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED and not lost:
             # Cancelled in a wait: put things back under a shield before it goes on.
             with anyio.CancelScope(shield=True) as scope:
@@ -426,10 +430,7 @@ class Runner:
         if isinstance(effect, Call):
             return await self._call(effect, window)
         if isinstance(effect, Record):
-            journal = self._journal
-            assert journal is not None  # noqa: S101 - the machine journals only with one
-            with anyio.CancelScope(shield=True):
-                await journal.append(effect.record, sync=effect.sync)
+            await self._record(effect)
             return None
         if isinstance(effect, WaitReady):
             check, readiness = self._check, self._readiness
@@ -587,6 +588,34 @@ class Runner:
             await self._call(effect, math.inf)
         except Failed as exc:
             self._rollout.logger.warning("after_rollout hook failed: %s", exc.reason)
+
+    async def _record(self, effect: Record) -> None:
+        """Append a record; once the journal failed, append nothing more.
+
+        The run halts on the journal's first error (nothing new starts) and raises it at the
+        end. Write-ahead, a record that announces an effect (or the rollout) must be written
+        for the effect to start, so it raises that error again. A record that reports what
+        already happened (a call that returned, an instance's outcome) does not: its unit goes
+        on from what the call did, so the result tells the truth about the fleet (an attach
+        that returned is in traffic) although the journal does not know it.
+        """
+        failed = self._journal_error
+        if failed is None:
+            journal = self._journal
+            assert journal is not None  # noqa: S101 - the machine journals only with one
+            try:
+                with anyio.CancelScope(shield=True):
+                    await journal.append(effect.record, sync=effect.sync)
+            except Exception as exc:
+                if isinstance(exc, LockLostError):
+                    raise  # the lock's own rules (see _interrupt)
+                self._journal_error = failed = exc
+                self._error(exc)
+            else:
+                return
+        record = effect.record
+        if record.get("s") == "start" or record.get("t") == "begin":
+            raise failed
 
     async def _close_journal(self) -> None:
         journal = self._journal
