@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import anyio
 
@@ -126,18 +126,23 @@ async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: T
             try:
                 with run_scope:
                     result = await _run(rollout_file, target, output, handles)
-            except ConfigError as exc:
-                error = f"{rollout_file.path}: {exc}"
-                outcome = "bad_configuration"
-            except ControlUnavailableError as exc:
-                error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a plugin's own error ends the run: say it, exit 5
-                error = f"{type(exc).__name__}: {exc}"
+            except Exception as caught:  # noqa: BLE001 - a plugin's own error ends the run: say it, exit 5
+                # The error itself, not the task group that carried it out of the run.
+                exc = _sole(caught)
+                if isinstance(exc, ConfigError):
+                    error = f"{rollout_file.path}: {exc}"
+                    outcome = "bad_configuration"
+                elif isinstance(exc, ControlUnavailableError):
+                    error = str(exc)
+                else:
+                    error = f"{type(exc).__name__}: {exc}"
             outer.cancel_scope.cancel()
     if result is None and handles:
         with contextlib.suppress(RollingError):
             result = handles[0].result
-    outcome = _outcome(outcome, result, interrupted=interrupted)
+    # A run that ended on an error failed (exit 5), whatever status its result took (an
+    # error halts the rollout, so it reads "halted", which is a trigger's outcome, exit 3).
+    outcome = _outcome(outcome, None if error else result, interrupted=interrupted)
     line, extra = _summary(result, outcome, anyio.current_time() - started)
     if error is not None:
         extra["error"] = rollout_file.redact(error)
@@ -180,6 +185,20 @@ async def plan_file(
         history = events_log(rollout_file.journal)
     durations = {} if history is None else learned_durations(history)
     return make_plan(rollout, instances, durations=durations, estimate=estimate)
+
+
+def _sole(exc: Exception) -> Exception:
+    """``exc``, or the one error an exception group (of one, nested or not) carries."""
+    sole = exc
+    while (members := _members(sole)) is not None and len(members) == 1:
+        sole = members[0]
+    return sole
+
+
+def _members(exc: Exception) -> tuple[Exception, ...] | None:
+    if isinstance(exc, ExceptionGroup):
+        return cast("ExceptionGroup[Exception]", exc).exceptions
+    return None
 
 
 def _outcome(outcome: str, result: RolloutResult | None, *, interrupted: bool) -> str:
