@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -546,3 +547,73 @@ def test_a_plugin_of_ones_own_rolls_and_refuses_a_bad_setting(
         )
     end = json_lines(refused.stdout)[-1]
     assert (end["outcome"], end["exit_code"]) == ("bad_configuration", 78)
+
+
+# ---------------------------------------------------------------- secrets in the command line
+
+SECRET = "hunter2-secret"  # noqa: S105 - a made-up value to look for
+
+
+def with_secret(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "rolling", *args],
+        cwd=cwd,
+        env={**os.environ, "DEPLOY_TOKEN": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_plan_never_prints_a_secret(tmp_path: Path) -> None:
+    """cli.md, Secrets: the values substituted for ${NAME} are never printed."""
+    (tmp_path / "deploy.toml").write_text(
+        '[driver]\nplugin = "simulated"\ninstances = 2\nversion = "${DEPLOY_TOKEN}"\n'
+    )
+    plan = with_secret(tmp_path, "plan", "deploy.toml", "--to", "v2")
+    assert plan.returncode == 0, plan.stderr
+    assert "i-000  ***" in plan.stdout
+    assert SECRET not in plan.stdout + plan.stderr
+
+
+def test_a_json_run_and_its_control_replies_never_print_a_secret(tmp_path: Path) -> None:
+    """cli.md, Secrets: not in the summary a --json run writes on stderr, nor in what the
+    control commands print (a status names the run's target)."""
+    (tmp_path / "deploy.toml").write_text(
+        '[driver]\nplugin = "simulated"\ninstances = 2\nversion = "v1"\n'
+        '[[steps]]\nadvance = 1\n[[steps]]\npause = "promote"\n'
+        '[journal]\npath = "deploy-${DEPLOY_TOKEN}.journal"\n'
+    )
+    target = f"{SECRET}-2"
+    run = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "rolling", "run", "deploy.toml", "--to", target, "--json"],
+        cwd=tmp_path,
+        env={**os.environ, "DEPLOY_TOKEN": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        status = with_secret(tmp_path, "status", "deploy.toml", "--json")
+        for _ in range(300):  # at most 30 s for the run to reach its pause
+            status = with_secret(tmp_path, "status", "deploy.toml", "--json")
+            if status.returncode == 0 and json.loads(status.stdout)["status"]["step"]:
+                break
+            time.sleep(0.1)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["status"]["target"] == "***-2"
+        plain = with_secret(tmp_path, "status", "deploy.toml")
+        assert "-> ***-2" in plain.stdout
+        promote = with_secret(tmp_path, "promote", "deploy.toml", "--json")
+        assert promote.returncode == 0
+        for output in (status, plain, promote):
+            assert SECRET not in output.stdout + output.stderr
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stderr
+    assert SECRET not in stdout + stderr
+    assert "rolling run: succeeded (***-2)" in stderr
