@@ -617,3 +617,42 @@ def test_a_json_run_and_its_control_replies_never_print_a_secret(tmp_path: Path)
     assert run.returncode == 0, stderr
     assert SECRET not in stdout + stderr
     assert "rolling run: succeeded (***-2)" in stderr
+
+
+async def test_handle_wait_raises_what_stopped_the_rollout_before_it_began() -> None:
+    """RolloutHandle.wait returns the result, and start() raises the rollout's errors as
+    themselves: a lock held elsewhere is a LockedError from wait(), not a ControlError saying
+    the rollout has not finished."""
+    fleet = SimulatedFleet(2)
+    rollout = Rollout(fleet, "v2", router=fleet, journal=LinesJournal(), lock=RefusingLock())
+
+    async def wait_in_the_block() -> None:
+        async with rollout.start() as handle:
+            with pytest.raises(rolling.LockedError, match="ci-runner-3"):
+                await handle.wait()
+
+    with pytest.raises(rolling.LockedError, match="ci-runner-3"):
+        await wait_in_the_block()
+    assert fleet.calls == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the lock is a real flock
+async def test_a_run_whose_journal_is_locked_says_who_holds_it(tmp_path: Path) -> None:
+    """cli.md: exit 5 when it could not start (the lock); the exit object says why."""
+    (tmp_path / "deploy.toml").write_text(
+        'control = "elsewhere.sock"\n[driver]\nplugin = "simulated"\ninstances = 2\n'
+        'version = "v1"\n[journal]\npath = "deploy.journal"\n'
+    )
+    lock = rolling.FileLock(tmp_path / "deploy.journal.lock")
+    await lock.acquire()
+    try:
+        run = await anyio.to_thread.run_sync(
+            lambda: cli(tmp_path, tmp_path, "run", "deploy.toml", "--to", "v2", "--json")
+        )
+    finally:
+        await lock.release()
+    assert run.returncode == 5, run.stderr
+    end = json_lines(run.stdout)[-1]
+    assert end["outcome"] == "failed"
+    assert end["error"].startswith("LockedError: ")
+    assert "is locked by another rollout" in end["error"]
