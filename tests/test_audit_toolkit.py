@@ -129,6 +129,28 @@ def canary(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder
     )
 
 
+def blue_green(
+    fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder
+) -> Rollout[Any]:
+    return Rollout(
+        LaunchOnly(fleet),
+        "v2",
+        strategy=rolling.BlueGreen(scale_down_delay=5),
+        router=fleet,
+        readiness=Readiness(check=fleet, period=1, deadline=30),
+        journal=journal,
+        observers=[recorder],
+    )
+
+
+def rolling_back(
+    fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder
+) -> Rollout[Any]:
+    """The last instance never gets ready: the two before it are reverted."""
+    fleet.fault("i-002", version="v2", never_ready=True)
+    return in_place(fleet, journal, recorder)
+
+
 def monitor_of(
     rollout: Rollout[Any], fleet: SimulatedFleet, *, raise_immediately: bool = True
 ) -> InvariantMonitor:
@@ -145,22 +167,25 @@ def monitor_of(
 Shape = Callable[[SimulatedFleet, LinesJournal, EventRecorder], Rollout[Any]]
 
 
-async def appends_of(shape: Shape) -> int:
+async def undisturbed(shape: Shape) -> tuple[int, RolloutStatus, dict[str, int]]:
+    """The records a run writes with a journal that works, how it ends, and where the fleet is."""
     journal = LinesJournal()
-    result = await shape(SimulatedFleet(3), journal, EventRecorder()).run()
-    assert result.status is RolloutStatus.SUCCEEDED
-    return journal.appends
+    fleet = SimulatedFleet(3)
+    result = await shape(fleet, journal, EventRecorder()).run()
+    return journal.appends, result.status, fleet.version_counts()
 
 
 @pytest.mark.parametrize(
-    "shape", [in_place, elastic, take_out, canary], ids=["in-place", "surge", "take-out", "canary"]
+    "shape",
+    [in_place, elastic, take_out, canary, blue_green, rolling_back],
+    ids=["in-place", "surge", "take-out", "canary", "blue-green", "rolling-back"],
 )
 async def test_a_journal_that_fails_on_write_halts_truthfully_and_resumes(shape: Shape) -> None:
     """recovery.md: write-ahead (no effect starts before its record is written), and
     Rollout.run: an error that ends the rollout comes out as itself; the invariant monitor's
     terminal truth holds for the result the observers saw, whichever write fails; and the
     journal as far as it was written resumes to the end."""
-    total = await appends_of(shape)
+    total, status, versions = await undisturbed(shape)
     for fail_after in range(total):
         fleet = SimulatedFleet(3)
         journal = LinesJournal(fail_after=fail_after)
@@ -191,8 +216,8 @@ async def test_a_journal_that_fails_on_write_halts_truthfully_and_resumes(shape:
         monitor = monitor_of(rollout, fleet)
         result = await rollout.run()
         monitor.check_result(result)
-        assert result.status is RolloutStatus.SUCCEEDED, (fail_after, result)
-        assert fleet.version_counts() == {"v2": 3}
+        assert result.status is status, (fail_after, result)
+        assert fleet.version_counts() == versions
 
 
 class FencedJournal(LinesJournal):
