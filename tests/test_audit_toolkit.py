@@ -681,3 +681,16 @@ async def test_a_run_whose_journal_is_locked_says_who_holds_it(tmp_path: Path) -
     assert end["outcome"] == "failed"
     assert end["error"].startswith("LockedError: ")
     assert "is locked by another rollout" in end["error"]
+
+
+def test_a_control_socket_that_cannot_be_made_fails_the_run_naming_it(tmp_path: Path) -> None:
+    """cli.md: exit 5 when it could not start (... the control socket), and the exit object says
+    why: which socket, so a pipeline's log shows what to fix."""
+    (tmp_path / "deploy.toml").write_text(
+        'control = "no-such-dir/deploy.sock"\n[driver]\nplugin = "simulated"\ninstances = 2\n'
+    )
+    run = cli(tmp_path, tmp_path, "run", "deploy.toml", "--to", "v2", "--json")
+    assert run.returncode == 5, run.stderr
+    end = json_lines(run.stdout)[-1]
+    assert end["outcome"] == "failed"
+    assert "no-such-dir/deploy.sock" in end["error"]

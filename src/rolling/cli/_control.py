@@ -71,11 +71,15 @@ async def open_control(path: Path) -> anyio.abc.SocketListener:
     """Listen on ``path`` with mode 0600, replacing a stale socket left by a killed run.
 
     Raises:
-        ControlUnavailableError: Another run listens there, or a file that is
-            not a socket is in the way.
+        ControlUnavailableError: Another run listens there, a file that is
+            not a socket is in the way, or the socket cannot be made there.
     """
     await anyio.to_thread.run_sync(_clear_stale, path)
-    return await anyio.create_unix_listener(path, mode=0o600)
+    try:
+        return await anyio.create_unix_listener(path, mode=0o600)
+    except OSError as exc:  # bind() names no path: say which one, so the fix is plain
+        msg = f"cannot listen on the control socket {path}: {exc.strerror or exc}"
+        raise ControlUnavailableError(msg) from exc
 
 
 def _clear_stale(path: Path) -> None:
