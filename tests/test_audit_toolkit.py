@@ -203,6 +203,8 @@ async def test_a_journal_that_fails_on_write_halts_truthfully_and_resumes(shape:
         monitor.check_result(finished.result)
         assert monitor.violations == [], (fail_after, monitor.violations)
         assert journal.closes == 1
+        for item in finished.result.instances:  # what stopped it, not a clean-up deadline
+            assert "did not finish in time" not in item.reason, (fail_after, item)
         # Write-ahead: every change the fleet saw was announced by a record that was written.
         announced = [json.loads(line) for line in journal.lines]
         started = Counter(r["op"] for r in announced if r.get("t") == "fx" and r["s"] == "start")

@@ -62,7 +62,7 @@ from ._lock import LockLostError, under_lock
 from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._measuring import analyses_of
 from ._probe import wait_ready
-from ._result import RolloutResult, RolloutStatus
+from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._step_effects import StepEffects
 from ._stream import EventStream, loop_checkpoint, loop_clock
 from ._timers import SCOPE, Deadline, EffectTimer, watch_progress
@@ -344,7 +344,7 @@ class Runner:
                         program, program.send, None, math.inf
                     )
                 except BaseException as exc:
-                    await self._interrupt(program, exc)
+                    await self._interrupt(program, exc, unit)
                     raise
                 finally:
                     # Cut short by the clean-up deadline: the program's bookkeeping still runs.
@@ -381,12 +381,17 @@ class Runner:
         finally:
             self._flush()
 
-    async def _interrupt(self, program: Program, exc: BaseException) -> None:
+    async def _interrupt(
+        self, program: Program, exc: BaseException, unit: Start | None = None
+    ) -> None:
         """A unit's task is being cancelled: let its program put things back, shielded."""
         # After a lost lock every journal write is refused, so nothing may be put back (the
         # controller holding the lock now does that): the program is only closed. The same
         # goes after the journal failed: write-ahead, no effect may start unannounced.
         lost = isinstance(exc, LockLostError) or exc is self._journal_error
+        if lost and unit is not None and unit.slot.outcome is InstanceOutcome.IN_PROGRESS:
+            # Stopped by that error, not by the clean-up deadline: its result says so.
+            unit.slot.reason = unit.slot.reason or f"interrupted: {type(exc).__name__}: {exc}"
         if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED and not lost:
             # Cancelled in a wait: put things back under a shield before it goes on.
             with anyio.CancelScope(shield=True) as scope:
