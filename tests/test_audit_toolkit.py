@@ -696,3 +696,20 @@ def test_a_control_socket_that_cannot_be_made_fails_the_run_naming_it(tmp_path: 
     end = json_lines(run.stdout)[-1]
     assert end["outcome"] == "failed"
     assert "no-such-dir/deploy.sock" in end["error"]
+
+
+def test_two_packages_that_register_one_name_are_named_both(
+    plugin_site: Path, tmp_path: Path
+) -> None:
+    """cli.md: two packages that register the same name in a group are an error naming both."""
+    (plugin_site / "rival_fleet").mkdir()
+    (plugin_site / "rival_fleet" / "__init__.py").write_text(PLUGIN)
+    info = plugin_site / "rival_fleet-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rival-fleet\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[rolling.drivers]\nacme = rival_fleet:driver\n")
+    (tmp_path / "deploy.toml").write_text('[driver]\nplugin = "acme"\npath = "fleet.json"\n')
+    validate = cli(plugin_site, tmp_path, "validate", "deploy.toml")
+    assert validate.returncode == 78
+    assert "package acme-fleet 1.0" in validate.stderr
+    assert "package rival-fleet 2.0" in validate.stderr
