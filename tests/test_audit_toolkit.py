@@ -289,9 +289,7 @@ async def test_a_lock_lost_mid_run_halts_and_the_next_holder_finishes(fenced: bo
         await rollout.run()
     (finished,) = recorder.of_type(rolling.RolloutFinished)
     assert finished.result.status is RolloutStatus.HALTED
-    assert finished.result.reason.startswith("lost the lock") or "lost the lock" in (
-        finished.result.reason
-    )
+    assert finished.result.reason.startswith("error: LockLostError: lost the lock")
     # Nothing new started once the loss was seen (t=15); the two replaces begun at t=10 and
     # their own attach may still finish when the journal is not fenced.
     late = [s for s in starts if s[0] > 15 and s[1] in {"detach", "replace", "launch"}]
