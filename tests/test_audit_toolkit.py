@@ -46,9 +46,16 @@ class LinesJournal:
     stays, as it would on disk.
     """
 
-    def __init__(self, lines: Sequence[str] = (), *, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        lines: Sequence[str] = (),
+        *,
+        fail_after: int | None = None,
+        error: Callable[[], Exception] = lambda: OSError(28, "No space left on device"),
+    ) -> None:
         self.lines = list(lines)
         self.fail_after = fail_after
+        self.error = error
         self.appends = 0
         self.closes = 0
 
@@ -59,7 +66,7 @@ class LinesJournal:
         del sync  # every line is kept at once
         self.appends += 1
         if self.fail_after is not None and self.appends > self.fail_after:
-            raise OSError(28, "No space left on device")
+            raise self.error()
         self.lines.append(json.dumps(record))
 
     async def close(self) -> None:
@@ -180,21 +187,31 @@ async def undisturbed(shape: Shape) -> tuple[int, RolloutStatus, dict[str, int]]
     [in_place, elastic, take_out, canary, blue_green, rolling_back],
     ids=["in-place", "surge", "take-out", "canary", "blue-green", "rolling-back"],
 )
-async def test_a_journal_that_fails_on_write_halts_truthfully_and_resumes(shape: Shape) -> None:
+@pytest.mark.parametrize("fenced", [False, True], ids=["full-disk", "fenced"])
+async def test_a_journal_that_fails_on_write_halts_truthfully_and_resumes(
+    shape: Shape,
+    fenced: bool,
+) -> None:
     """recovery.md: write-ahead (no effect starts before its record is written), and
     Rollout.run: an error that ends the rollout comes out as itself; the invariant monitor's
-    terminal truth holds for the result the observers saw, whichever write fails; and the
-    journal as far as it was written resumes to the end."""
+    terminal truth holds for the result the observers saw, whichever write fails (a full disk,
+    or a journal fenced by a lock lost at that moment); and the journal as far as it was
+    written resumes to the end."""
     total, status, versions = await undisturbed(shape)
+    error: Callable[[], Exception] = lambda: OSError(28, "No space left on device")  # noqa: E731
+    if fenced:
+        error = lambda: rolling.LockLostError("lost the lock: fenced")  # noqa: E731
     for fail_after in range(total):
         fleet = SimulatedFleet(3)
-        journal = LinesJournal(fail_after=fail_after)
+        journal = LinesJournal(fail_after=fail_after, error=error)
         recorder = EventRecorder()
         rollout = shape(fleet, journal, recorder)
         monitor = monitor_of(rollout, fleet, raise_immediately=False)
-        with pytest.raises(OSError, match="No space left") as raised:
+        with pytest.raises(rolling.LockLostError if fenced else OSError) as raised:
             await rollout.run()
-        assert not isinstance(raised.value, rolling.RollingError), fail_after
+        assert isinstance(raised.value, rolling.LockLostError) or not isinstance(
+            raised.value, rolling.RollingError
+        ), fail_after
         (finished,) = recorder.of_type(rolling.RolloutFinished)
         # HALTED, or SUCCEEDED when only the last record (the end) could not be written.
         assert finished.result.status is RolloutStatus.HALTED or journal.appends == total, (

@@ -602,24 +602,30 @@ class Runner:
         for the effect to start, so it raises that error again. A record that reports what
         already happened (a call that returned, an instance's outcome) does not: its unit goes
         on from what the call did, so the result tells the truth about the fleet (an attach
-        that returned is in traffic) although the journal does not know it.
+        that returned is in traffic) although the journal does not know it. A journal fenced
+        by a lost lock refuses a report the same way (the lock's own rules, see
+        :meth:`_interrupt`, apply to what it refuses to announce).
         """
+        record = effect.record
+        announces = record.get("s") == "start" or record.get("t") == "begin"
         failed = self._journal_error
         if failed is None:
             journal = self._journal
             assert journal is not None  # noqa: S101 - the machine journals only with one
             try:
                 with anyio.CancelScope(shield=True):
-                    await journal.append(effect.record, sync=effect.sync)
-            except Exception as exc:
-                if isinstance(exc, LockLostError):
-                    raise  # the lock's own rules (see _interrupt)
+                    await journal.append(record, sync=effect.sync)
+            except LockLostError as exc:
+                if announces:
+                    raise
+                self._error(exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
                 self._journal_error = failed = exc
                 self._error(exc)
             else:
                 return
-        record = effect.record
-        if record.get("s") == "start" or record.get("t") == "begin":
+        if announces:
             raise failed
 
     async def _close_journal(self) -> None:
