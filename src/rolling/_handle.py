@@ -92,8 +92,16 @@ class RolloutHandle:
         return result
 
     async def wait(self) -> RolloutResult:
-        """Wait for the rollout to end and return its result."""
+        """Wait for the rollout to end and return its result.
+
+        Raises:
+            Exception: The error that stopped the rollout before it had a result (a
+                :class:`~rolling.LockedError`, a :class:`~rolling.ConfigError`, a driver's
+                ``list_instances`` that failed before the start ...).
+        """
         await self._done.wait()
+        if self._machine.result is None:
+            self._raise()  # the run's own error, not "the rollout has not finished"
         return self.result
 
     def pause(self) -> None:

@@ -184,6 +184,11 @@ class PairedUnits(UnitPrograms):
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
+            except BaseException:
+                # Cut short (a journal that refuses the terminate's record, the clean-up
+                # deadline closing the program): the old instance may still run, out of traffic.
+                slot.strays += (old,)
+                raise
         slot.set_outcome(InstanceOutcome.UPDATED)
         machine.phase(slot, Phase.UPDATED, target)
         machine.record_success()

@@ -310,7 +310,7 @@ class Rollout(Generic[InstanceT]):
         bounded by ``cleanup_timeout``, then the cancellation propagates.
 
         It never raises an :class:`ExceptionGroup`: an error that ends the
-        rollout (from a driver, hook or observer of yours, or a
+        rollout (from a driver, hook, observer, journal or lock of yours, or a
         :class:`~rolling.RollingError`) comes out as itself, with its
         traceback; when several end it at once, a
         :class:`~rolling.RollingError` comes out whose ``__cause__`` is the

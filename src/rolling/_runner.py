@@ -62,7 +62,7 @@ from ._lock import LockLostError, under_lock
 from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._measuring import analyses_of
 from ._probe import wait_ready
-from ._result import RolloutResult, RolloutStatus
+from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._step_effects import StepEffects
 from ._stream import EventStream, loop_checkpoint, loop_clock
 from ._timers import SCOPE, Deadline, EffectTimer, watch_progress
@@ -128,6 +128,7 @@ class Runner:
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
+        self._journal_error: Exception | None = None
         self._steps = StepEffects(machine, self._now, self._flush, rollout.effect_timeout)
 
     def _now(self) -> float:
@@ -222,6 +223,8 @@ class Runner:
 
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
+        if exc is self._journal_error and exc in self._errors:
+            return  # a failed journal refuses every later write with its first error
         if isinstance(exc, LockLostError) and any(
             isinstance(e, LockLostError) for e in self._errors
         ):
@@ -355,7 +358,7 @@ class Runner:
                         program, program.send, None, math.inf
                     )
                 except BaseException as exc:
-                    await self._interrupt(program, exc)
+                    await self._interrupt(program, exc, unit)
                     raise
                 finally:
                     # Cut short by the clean-up deadline: the program's bookkeeping still runs.
@@ -392,11 +395,17 @@ class Runner:
         finally:
             self._flush()
 
-    async def _interrupt(self, program: Program, exc: BaseException) -> None:
+    async def _interrupt(
+        self, program: Program, exc: BaseException, unit: Start | None = None
+    ) -> None:
         """A unit's task is being cancelled: let its program put things back, shielded."""
         # After a lost lock every journal write is refused, so nothing may be put back (the
-        # controller holding the lock now does that): the program is only closed.
-        lost = isinstance(exc, LockLostError)
+        # controller holding the lock now does that): the program is only closed. The same
+        # goes after the journal failed: write-ahead, no effect may start unannounced.
+        lost = isinstance(exc, LockLostError) or exc is self._journal_error
+        if lost and unit is not None and unit.slot.outcome is InstanceOutcome.IN_PROGRESS:
+            # Stopped by that error, not by the clean-up deadline: its result says so.
+            unit.slot.reason = unit.slot.reason or f"interrupted: {type(exc).__name__}: {exc}"
         if inspect.getgeneratorstate(program) == inspect.GEN_SUSPENDED and not lost:
             # Cancelled in a wait: put things back under a shield before it goes on.
             with anyio.CancelScope(shield=True) as scope:
@@ -440,10 +449,7 @@ class Runner:
         if isinstance(effect, Call):
             return await self._call(effect, window)
         if isinstance(effect, Record):
-            journal = self._journal
-            assert journal is not None  # noqa: S101 - the machine journals only with one
-            with anyio.CancelScope(shield=True):
-                await journal.append(effect.record, sync=effect.sync)
+            await self._record(effect)
             return None
         if isinstance(effect, WaitReady):
             check, readiness = self._check, self._readiness
@@ -609,6 +615,40 @@ class Runner:
             await self._call(effect, math.inf)
         except Failed as exc:
             self._rollout.logger.warning("after_rollout hook failed: %s", exc.reason)
+
+    async def _record(self, effect: Record) -> None:
+        """Append a record; once the journal failed, append nothing more.
+
+        The run halts on the journal's first error (nothing new starts) and raises it at the
+        end. Write-ahead, a record that announces an effect (or the rollout) must be written
+        for the effect to start, so it raises that error again. A record that reports what
+        already happened (a call that returned, an instance's outcome) does not: its unit goes
+        on from what the call did, so the result tells the truth about the fleet (an attach
+        that returned is in traffic) although the journal does not know it. A journal fenced
+        by a lost lock refuses a report the same way (the lock's own rules, see
+        :meth:`_interrupt`, apply to what it refuses to announce).
+        """
+        record = effect.record
+        announces = record.get("s") == "start" or record.get("t") == "begin"
+        failed = self._journal_error
+        if failed is None:
+            journal = self._journal
+            assert journal is not None  # noqa: S101 - the machine journals only with one
+            try:
+                with anyio.CancelScope(shield=True):
+                    await journal.append(record, sync=effect.sync)
+            except LockLostError as exc:
+                if announces:
+                    raise
+                self._error(exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
+                self._journal_error = failed = exc
+                self._error(exc)
+            else:
+                return
+        if announces:
+            raise failed
 
     async def _close_journal(self) -> None:
         journal = self._journal

@@ -529,6 +529,11 @@ class UnitPrograms:
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
+            except BaseException:
+                # Cut short (a journal that refuses the terminate's record, the clean-up
+                # deadline closing the program): the old instance may still run, out of traffic.
+                slot.strays += (old,)
+                raise
 
     def _launch_extra(self, slot: Slot, version: str) -> Program:
         """Launch ``slot``'s new instance beside its old one, into ``slot.extra``."""
@@ -548,7 +553,9 @@ class UnitPrograms:
             if slot.extra_attached:
                 yield from self.detach(slot, extra, version, extra=True)
             yield from self._terminate(slot, extra, version)
-        except Failed:
+        except BaseException:
+            # Failed, or cut short (a journal that refuses the terminate's record, the clean-up
+            # deadline closing the program): the instance may still run, so it is reported.
             slot.strays += (extra,)
             raise
         finally:

@@ -347,12 +347,13 @@ def _cmd_plan(args: argparse.Namespace, rollout_file: Any) -> int:
             lambda: plan_file(rollout_file, args.to, history=args.history, estimate=args.estimate)
         )
     except ConfigError as exc:
-        _error(f"rolling plan: {args.file}: {exc}")
+        _error(f"rolling plan: {args.file}: {rollout_file.redact(str(exc))}")
         return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - a plugin's own error: say it, exit 5
         _error(f"rolling plan: {type(exc).__name__}: {rollout_file.redact(str(exc))}")
         return 5
-    print(plan.to_text())  # noqa: T201 - CLI output
+    # The values of ${NAME} are never printed (cli.md, Secrets): not in a plan either.
+    print(rollout_file.redact(plan.to_text()))  # noqa: T201 - CLI output
     return 0
 
 

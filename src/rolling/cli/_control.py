@@ -22,6 +22,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,15 @@ async def open_control(path: Path) -> anyio.abc.SocketListener:
     """Listen on ``path`` with mode 0600, replacing a stale socket left by a killed run.
 
     Raises:
-        ControlUnavailableError: Another run listens there, or a file that is
-            not a socket is in the way.
+        ControlUnavailableError: Another run listens there, a file that is
+            not a socket is in the way, or the socket cannot be made there.
     """
     await anyio.to_thread.run_sync(_clear_stale, path)
-    return await anyio.create_unix_listener(path, mode=0o600)
+    try:
+        return await anyio.create_unix_listener(path, mode=0o600)
+    except OSError as exc:  # bind() names no path: say which one, so the fix is plain
+        msg = f"cannot listen on the control socket {path}: {exc.strerror or exc}"
+        raise ControlUnavailableError(msg) from exc
 
 
 def _clear_stale(path: Path) -> None:
@@ -140,7 +145,9 @@ async def _receive_line(stream: anyio.abc.SocketStream) -> bytes:
     return data
 
 
-async def _serve_one(stream: anyio.abc.SocketStream, handle: RolloutHandle) -> None:
+async def _serve_one(
+    stream: anyio.abc.SocketStream, handle: RolloutHandle, redact: Callable[[str], str]
+) -> None:
     async with stream:
         raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610 - anyio, not Django
         uid = _peer_uid(raw)
@@ -162,14 +169,18 @@ async def _serve_one(stream: anyio.abc.SocketStream, handle: RolloutHandle) -> N
                 reply = {"ok": False, "error": "expected one JSON object on one line"}
         # A client that went away has nothing more to be told.
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await stream.send((json.dumps(reply) + "\n").encode())
+            await stream.send((redact(json.dumps(reply)) + "\n").encode())
 
 
-async def serve_control(listener: anyio.abc.SocketListener, handle: RolloutHandle) -> None:
-    """Answer control requests until cancelled."""
+async def serve_control(
+    listener: anyio.abc.SocketListener,
+    handle: RolloutHandle,
+    redact: Callable[[str], str] = str,
+) -> None:
+    """Answer control requests until cancelled; ``redact`` hides the file's secrets in replies."""
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
-        await _serve_one(stream, handle)
+        await _serve_one(stream, handle, redact)
 
     await listener.serve(serve)
 

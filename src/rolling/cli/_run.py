@@ -149,8 +149,8 @@ async def run_file(rollout_file: RolloutFile, target: str, *, json: bool, out: T
         extra["error"] = rollout_file.redact(error)
         print(f"rolling run: {extra['error']}", file=sys.stderr)  # noqa: T201 - CLI output
     output.finish(line, extra)
-    if json:
-        print(line, file=sys.stderr)  # noqa: T201 - a person watching a JSON run sees it too
+    if json:  # a person watching a JSON run sees it too, with the secrets hidden as in the JSON
+        print(rollout_file.redact(line), file=sys.stderr)  # noqa: T201 - CLI output
     return EXIT[outcome]
 
 
@@ -243,7 +243,7 @@ async def _run(
         # would wrap it in an ExceptionGroup.
         async with rollout.start() as handle, anyio.create_task_group() as control:
             handles.append(handle)
-            control.start_soon(serve_control, listener, handle)
+            control.start_soon(serve_control, listener, handle, rollout_file.redact)
             await handle.wait()
             control.cancel_scope.cancel()
         return handle.result

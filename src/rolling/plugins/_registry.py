@@ -120,7 +120,13 @@ def load(group: str, name: str) -> Callable[..., Any]:
             " provides it (`rolling plugins` lists what is installed)",
         )
     if len({e.value for e in entries}) > 1:
-        where = ", ".join(sorted(e.value for e in entries))
+        # The packages by name, which is what the fix (uninstalling one) needs.
+        where = ", ".join(
+            sorted(
+                e.value if e.dist is None else f"{e.value} (package {e.dist.name} {e.dist.version})"
+                for e in entries
+            )
+        )
         raise ConfigError(
             "plugin",
             f"{len(entries)} installed packages register the {_kind(group)} {name!r}: {where}",
