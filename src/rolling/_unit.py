@@ -184,20 +184,20 @@ class UnitPrograms:
         live = slot.live
         in_traffic_on_old = slot.serving and live.version == slot.old_version
         if not self._s.failure.restore_failed or in_traffic_on_old:
+            if slot.extra is None:
+                return  # nothing to settle: FAILED stays the last phase
+            # A surge instance to drop: its phases come after FAILED, announced again below.
             yield from self._settle(slot, attach_if_healthy=False)
-            return
-        if not (yield from machine.flags.before_restore()):
+        elif not (yield from machine.flags.before_restore()):
             # The flag may be on: the old version must not come back (a halt, rule 7).
             slot.reason = f"{reason}; not restored to {slot.old_version}: {machine.flags.stays_on}"
             yield from self._settle(slot, attach_if_healthy=False)
-            return
-        restore_mode = Mode.TAKE_OUT if live is None else mode
-        if restore_mode is Mode.SURGE:
+        elif (Mode.TAKE_OUT if live is None else mode) is Mode.SURGE:
             yield from self._settle(slot, attach_if_healthy=True)
         else:
-            yield from self._restore(slot, restore_mode, reason)
-        # The restore's own phases end on ATTACHED or DETACHED: FAILED again is the unit's
-        # final phase, with a reason that says where the restore left it.
+            yield from self._restore(slot, Mode.TAKE_OUT if live is None else mode, reason)
+        # The restore's (or the settle's) own phases end on ATTACHED, DETACHED or TERMINATED:
+        # FAILED again is the unit's final phase, with a reason that says where it is left.
         live = slot.live
         machine.phase(
             slot, Phase.FAILED, slot.old_version if live is None else live.version, slot.reason

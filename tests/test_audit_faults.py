@@ -1,0 +1,470 @@
+"""Hostile and faulty drivers, routers, checks and hooks against the documented protocol.
+
+A second contract audit, written from docs/writing-a-driver.md, docs/concepts.md,
+docs/recovery.md and the docstrings of rolling.typing, rolling.events and the results,
+with drivers of its own (public API only). Each driver here misbehaves in a way the docs
+speak of, or a way a real driver would; each test names the promise it holds the engine to.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+import rolling
+from rolling import (
+    Batches,
+    FailurePolicy,
+    InstanceOutcome,
+    Phase,
+    Readiness,
+    RollingUpdate,
+    Rollout,
+    RolloutStatus,
+)
+from rolling.testing import EventRecorder
+
+pytestmark = pytest.mark.anyio
+
+FINAL = {
+    Phase.UPDATED,
+    Phase.SKIPPED,
+    Phase.FAILED,
+    Phase.REVERTED,
+    Phase.REVERT_FAILED,
+    Phase.INTERRUPTED,
+}
+
+# ------------------------------------------------------------------ a platform of our own
+
+
+@attrs.frozen
+class Svc:
+    """An instance as the driver hands it out: a snapshot."""
+
+    id: str
+    version: str
+    zone: str = "a"
+
+
+Behaviour = Callable[["Cluster", tuple[Any, ...]], Awaitable[Any]]
+"""Runs before an operation: raise, hang, or return ``PROCEED`` to let it happen."""
+
+PROCEED = object()
+
+
+class Cluster:
+    """An in-memory platform: what runs, what is in traffic, and what is being changed.
+
+    It checks the floor at every voluntary disruption and the ceiling at every launch
+    as docs/concepts.md defines them, and scripts misbehaviour per operation.
+    """
+
+    def __init__(
+        self,
+        size: int = 4,
+        *,
+        version: str = "v1",
+        max_unavailable: int = 1,
+        max_surge: int = 0,
+        bad: Sequence[str] = (),
+    ) -> None:
+        self.services: dict[str, Svc] = {}
+        for index in range(size):
+            svc = Svc(f"s{index}", version, "ab"[index % 2])
+            self.services[svc.id] = svc
+        self.traffic: set[str] = set(self.services)
+        self.weights: dict[str, int] = {}
+        self.bad_versions: set[str] = set(bad)
+        self.unhealthy: set[str] = set()
+        self.busy: dict[str, str] = {}
+        self.desired = size
+        self.floor = size - max_unavailable
+        self.ceiling = size + max_surge
+        self.violations: list[str] = []
+        self.calls: list[tuple[str, str]] = []
+        self.scripts: dict[str, list[Behaviour]] = {}
+        self.always: dict[str, Behaviour] = {}
+        self._ids = itertools.count()
+
+    # ------------------------------------------------------------- scripting
+
+    def script(self, op: str, *behaviours: Behaviour) -> None:
+        """The next calls of ``op`` behave so, one each, then normally."""
+        self.scripts.setdefault(op, []).extend(behaviours)
+
+    def every(self, op: str, behaviour: Behaviour) -> None:
+        """Every call of ``op`` behaves so."""
+        self.always[op] = behaviour
+
+    async def _misbehave(self, op: str, args: tuple[Any, ...]) -> Any:
+        queue = self.scripts.get(op)
+        if queue:
+            return await queue.pop(0)(self, args)
+        behaviour = self.always.get(op)
+        if behaviour is not None:
+            return await behaviour(self, args)
+        return PROCEED
+
+    # ------------------------------------------------------------- the truth
+
+    def serving(self, instance_id: str) -> bool:
+        svc = self.services.get(instance_id)
+        return (
+            svc is not None
+            and instance_id in self.traffic
+            and instance_id not in self.unhealthy
+            and svc.version not in self.bad_versions
+        )
+
+    def serving_count(self, besides: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+        return sum(1 for i in self.services if i not in besides and self.serving(i))
+
+    def _disrupt(self, op: str, instance_id: str) -> None:
+        if self.serving(instance_id):
+            aside = set(self.busy) | {instance_id}
+            left = self.serving_count(aside)
+            if left < self.floor:
+                self.violations.append(f"floor: {op} {instance_id} leaves {left} < {self.floor}")
+        if instance_id in self.busy:
+            self.violations.append(f"overlap: {op} {instance_id} during {self.busy[instance_id]}")
+        self.busy[instance_id] = op
+
+    def _done(self, instance_id: str) -> None:
+        self.busy.pop(instance_id, None)
+
+    # -------------------------------------------------------------- protocol
+
+    async def list_instances(self) -> Sequence[Svc]:
+        self.calls.append(("list", ""))
+        answer = await self._misbehave("list", ())
+        if answer is not PROCEED:
+            return answer  # type: ignore[no-any-return]
+        return list(self.services.values())
+
+    async def replace(self, instance: Svc, version: str) -> Svc:
+        self.calls.append(("replace", instance.id))
+        self._disrupt("replace", instance.id)
+        try:
+            answer = await self._misbehave("replace", (instance, version))
+            if answer is not PROCEED:
+                return answer  # type: ignore[no-any-return]
+            return self.do_replace(instance.id, version)
+        finally:
+            self._done(instance.id)
+
+    def do_replace(self, instance_id: str, version: str) -> Svc:
+        if instance_id not in self.services:
+            raise LookupError(f"{instance_id} no longer exists")
+        svc = attrs.evolve(self.services[instance_id], version=version)
+        self.services[instance_id] = svc
+        return svc
+
+    async def launch(self, version: str) -> Svc:
+        self.calls.append(("launch", version))
+        existing = len(self.services) + sum(1 for op in self.busy.values() if op == "launch")
+        if existing + 1 > self.ceiling:
+            self.violations.append(f"ceiling: launch makes {existing + 1} > {self.ceiling}")
+        key = f"launch-{next(self._ids)}"
+        self.busy[key] = "launch"
+        try:
+            answer = await self._misbehave("launch", (version,))
+            if answer is not PROCEED:
+                return answer  # type: ignore[no-any-return]
+            return self.do_launch(version)
+        finally:
+            self._done(key)
+
+    def do_launch(self, version: str) -> Svc:
+        svc = Svc(f"n{next(self._ids)}", version)
+        self.services[svc.id] = svc
+        return svc
+
+    async def terminate(self, instance: Svc) -> None:
+        self.calls.append(("terminate", instance.id))
+        if instance.id in self.traffic:
+            self.violations.append(f"terminate of {instance.id} in traffic")
+        self._disrupt("terminate", instance.id)
+        try:
+            answer = await self._misbehave("terminate", (instance,))
+            if answer is not PROCEED:
+                return
+            self.services.pop(instance.id, None)
+            self.traffic.discard(instance.id)
+        finally:
+            self._done(instance.id)
+
+    async def detach(self, instance: Svc) -> None:
+        self.calls.append(("detach", instance.id))
+        self._disrupt("detach", instance.id)
+        try:
+            answer = await self._misbehave("detach", (instance,))
+            if answer is not PROCEED:
+                return
+            self.traffic.discard(instance.id)
+        finally:
+            self._done(instance.id)
+
+    async def attach(self, instance: Svc) -> None:
+        self.calls.append(("attach", instance.id))
+        answer = await self._misbehave("attach", (instance,))
+        if answer is not PROCEED:
+            return
+        if instance.id not in self.services:
+            raise LookupError(f"{instance.id} no longer exists")
+        self.traffic.add(instance.id)
+
+    async def check(self, instance: Svc) -> rolling.HealthResult:
+        answer = await self._misbehave("check", (instance,))
+        if answer is not PROCEED:
+            return answer  # type: ignore[no-any-return]
+        svc = self.services.get(instance.id)
+        if svc is None:
+            return rolling.HealthResult(healthy=False, reason="gone")
+        if svc.version in self.bad_versions or svc.id in self.unhealthy:
+            return rolling.HealthResult(healthy=False, reason=f"{svc.version} answers 500")
+        return rolling.HealthResult(healthy=True)
+
+
+class WeightedCluster(Cluster):
+    """The same platform behind a weighted router (for Canary and BlueGreen)."""
+
+    async def set_weight(self, instance: Svc, weight: int) -> None:
+        self.calls.append(("set_weight", instance.id))
+        answer = await self._misbehave("set_weight", (instance, weight))
+        if answer is not PROCEED:
+            return
+        self.weights[instance.id] = weight
+
+
+class InPlace:
+    """A driver with replace() only, over a cluster."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    async def list_instances(self) -> Sequence[Svc]:
+        return await self.cluster.list_instances()
+
+    async def replace(self, instance: Svc, version: str) -> Svc:
+        return await self.cluster.replace(instance, version)
+
+
+class Elastic:
+    """A driver with launch() and terminate() only, over a cluster."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    async def list_instances(self) -> Sequence[Svc]:
+        return await self.cluster.list_instances()
+
+    async def launch(self, version: str) -> Svc:
+        return await self.cluster.launch(version)
+
+    async def terminate(self, instance: Svc) -> None:
+        await self.cluster.terminate(instance)
+
+
+# ------------------------------------------------------------------ behaviours
+
+
+def raises(exc: BaseException) -> Behaviour:
+    async def behaviour(cluster: Cluster, args: tuple[Any, ...]) -> Any:
+        raise exc
+
+    return behaviour
+
+
+async def hang(cluster: Cluster, args: tuple[Any, ...]) -> Any:
+    await anyio.sleep_forever()
+
+
+def returns(value: Callable[[Cluster, tuple[Any, ...]], Any]) -> Behaviour:
+    async def behaviour(cluster: Cluster, args: tuple[Any, ...]) -> Any:
+        return value(cluster, args)
+
+    return behaviour
+
+
+# ------------------------------------------------------------------ checks
+
+
+def rollout(
+    cluster: Cluster,
+    driver: Any,
+    *,
+    router: bool = True,
+    check: bool = True,
+    **options: Any,
+) -> tuple[Rollout[Any], EventRecorder]:
+    recorder = EventRecorder()
+    if check:
+        options.setdefault(
+            "readiness", Readiness(check=cluster, period=1, timeout=1, deadline=20)
+        )
+    options.setdefault("effect_timeout", 30)
+    options.setdefault("cleanup_timeout", 10)
+    run = Rollout(
+        driver,
+        "v2",
+        router=cluster if router else None,
+        observers=[recorder],
+        **options,
+    )
+    return run, recorder
+
+
+def truth(result: rolling.RolloutResult, cluster: Cluster, start: Sequence[str]) -> None:
+    """What the result says stands where is what the cluster says; nothing is unaccounted."""
+    assert [item.id for item in result.instances] == list(start)
+    reported: set[str] = set()
+    for item in result.instances:
+        if item.current_id is None:
+            assert item.version is None, item
+            assert not item.serving, item
+        else:
+            reported.add(item.current_id)
+            svc = cluster.services.get(item.current_id)
+            assert svc is not None, f"{item.id}: {item.current_id} is not in the cluster"
+            assert svc.version == item.version, item
+            assert item.serving == (item.current_id in cluster.traffic), (
+                item,
+                sorted(cluster.traffic),
+            )
+        for stray in item.strays:
+            assert stray in cluster.services, (item, stray)
+            reported.add(stray)
+    unreported = set(cluster.services) - reported
+    assert not unreported, f"instances nobody reports: {sorted(unreported)}"
+    status = result.status
+    if status is RolloutStatus.SUCCEEDED:
+        for item in result.instances:
+            assert item.outcome in {InstanceOutcome.UPDATED, InstanceOutcome.SKIPPED}, item
+            assert item.version == "v2" and item.serving, item
+    if status is RolloutStatus.ROLLED_BACK:
+        for item in result.instances:
+            assert item.outcome is not InstanceOutcome.UPDATED, item
+            if item.outcome is InstanceOutcome.REVERTED:
+                assert item.version == item.old_version and item.serving, item
+            if item.outcome is InstanceOutcome.REVERT_FAILED:
+                assert item.reason, item
+    for item in result.instances:
+        assert item.outcome is not InstanceOutcome.IN_PROGRESS, item
+        if item.outcome in {InstanceOutcome.FAILED, InstanceOutcome.REVERT_FAILED}:
+            assert item.reason, item
+
+
+def final_phases(recorder: EventRecorder, result: rolling.RolloutResult) -> None:
+    """Every instance worked on ends on the final phase of its outcome (events.Phase)."""
+    last = {e.instance_id: e for e in recorder.of_type(rolling.InstancePhaseChanged)}
+    for item in result.instances:
+        event = last.get(item.id)
+        if event is None:
+            assert item.outcome in {InstanceOutcome.PENDING, InstanceOutcome.SKIPPED}, item
+            continue
+        assert event.phase in FINAL, (item.id, event)
+        assert str(event.phase) == str(item.outcome), (item.id, event, item)
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert len(finished) == 1
+    assert finished[0].result is result
+    assert recorder.events[-1] is finished[0]
+
+
+def sound(
+    result: rolling.RolloutResult,
+    cluster: Cluster,
+    recorder: EventRecorder,
+    start: Sequence[str] | None = None,
+) -> None:
+    truth(result, cluster, start if start is not None else [f"s{i}" for i in range(4)])
+    final_phases(recorder, result)
+    assert not cluster.violations, cluster.violations
+    assert not cluster.busy, cluster.busy
+
+
+# ------------------------------------------------------------------ the matrix
+
+STRATEGIES: dict[str, tuple[Any, Any, int, int]] = {
+    # name: (driver class, strategy, max_unavailable, max_surge) as the cluster checks them
+    "in-place": (InPlace, RollingUpdate(max_unavailable=1), 1, 0),
+    "surge": (Elastic, RollingUpdate(max_unavailable=0, max_surge=1), 0, 1),
+    "take-out": (Elastic, RollingUpdate(max_unavailable=1, max_surge=0), 1, 0),
+    "batches": (InPlace, Batches(2), 2, 0),
+    "batches-surge": (Elastic, Batches(2, surge=True), 0, 2),
+}
+
+OPS = {
+    "in-place": ("replace", "detach", "attach", "check"),
+    "surge": ("launch", "terminate", "detach", "attach", "check"),
+    "take-out": ("launch", "terminate", "detach", "attach", "check"),
+    "batches": ("replace", "detach", "attach", "check"),
+    "batches-surge": ("launch", "terminate", "detach", "attach", "check"),
+}
+
+ERRORS: dict[str, BaseException] = {
+    "runtime": RuntimeError("boom"),
+    "os": OSError(5, "I/O error"),
+    "timeout": TimeoutError("platform timed out"),
+    "group": ExceptionGroup("several", [ValueError("a"), KeyError("b")]),
+}
+
+CASES = [
+    pytest.param(name, op, fault, id=f"{name}-{op}-{fault}")
+    for name, ops in OPS.items()
+    for op in ops
+    for fault in ("runtime", "os", "timeout", "group", "hang", "always")
+]
+
+
+def make(name: str, **cluster_options: Any) -> tuple[Cluster, Any, Any]:
+    driver_class, strategy, unavailable, surge = STRATEGIES[name]
+    cluster = Cluster(max_unavailable=unavailable, max_surge=surge, **cluster_options)
+    return cluster, driver_class(cluster), strategy
+
+
+@pytest.mark.parametrize(("name", "op", "fault"), CASES)
+async def test_a_faulty_call_fails_its_attempt_and_the_fleet_is_accounted_for(
+    name: str, op: str, fault: str
+) -> None:
+    # writing-a-driver.md, "Errors, time-outs and cancellation": any exception (or a call
+    # past effect_timeout) fails that attempt, and the failure policy applies; concepts.md:
+    # every instance of the starting fleet has one InstanceResult telling what runs in its
+    # place now, the floor and ceiling hold, nothing leaks.
+    cluster, driver, strategy = make(name)
+    if op == "check":
+        # Not in the survey before the rollout: an instance that fails it is not serving
+        # as far as the rollout knows, which this cluster's floor would not see.
+        cluster.script(op, *[returns(lambda c, a: PROCEED)] * 4)
+    if fault == "hang":
+        cluster.script(op, hang)
+    elif fault == "always":
+        # Every call of that kind fails from the second on (the first one works, so
+        # that there is something to put back).
+        cluster.script(op, returns(lambda c, a: PROCEED))
+        cluster.every(op, raises(OSError("always")))
+    else:
+        cluster.script(op, raises(ERRORS[fault]))
+    run, recorder = rollout(cluster, driver, strategy=strategy)
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    assert result.status in {RolloutStatus.ROLLED_BACK, RolloutStatus.SUCCEEDED}, result
+    if result.status is RolloutStatus.ROLLED_BACK:
+        failed = [i for i in result.instances if i.outcome is InstanceOutcome.FAILED]
+        if result.reason.startswith("stuck"):
+            # concepts.md: a stray keeps its share of the surge budget; with no room left
+            # the rollout is stuck and fires the rollback policy.
+            assert any(i.strays for i in result.instances), result
+            return
+        assert failed, result
+        if fault in ERRORS:
+            error = ERRORS[fault]
+            assert f"raised {type(error).__name__}: {error}" in failed[0].reason, failed[0]
+        if fault == "hang" and op != "check":
+            assert "did not return within 30.0s" in failed[0].reason, failed[0]
