@@ -141,7 +141,7 @@ class PairedUnits(UnitPrograms):
             yield from self.shift(slot, FULL_WEIGHT, 0, gaining_new=True)
             return
         yield from self.attach(slot, slot.extra, target, extra=True)
-        if slot.attached:
+        if slot.attached or slot.doubt:
             yield from self.detach(slot, slot.live, target)
 
     def switch_back(self, slot: Slot) -> Program:
@@ -152,7 +152,7 @@ class PairedUnits(UnitPrograms):
             return
         if not slot.attached:
             yield from self.attach(slot, slot.live, old)
-        if slot.extra_attached:
+        if slot.extra_attached or slot.extra_doubt:
             yield from self.detach(slot, slot.extra, old, extra=True)
 
     def retire(self, slot: Slot) -> Program:
@@ -161,7 +161,7 @@ class PairedUnits(UnitPrograms):
         machine = self._m
         old = slot.live
         kept = ""
-        if slot.attached:
+        if slot.attached or slot.doubt:
             try:
                 if self.weighted:
                     # Out of new traffic first: a detach that fails then leaves it sent nothing.
@@ -173,6 +173,7 @@ class PairedUnits(UnitPrograms):
         # Swap first, so a terminate that fails leaves a stray, not an instance to roll back.
         new, slot.extra = slot.extra, None
         slot.attached, slot.extra_attached = True, False
+        slot.doubt = slot.extra_doubt = False
         slot.ready = True
         yield from self._set_live(slot, new)
         if kept:
