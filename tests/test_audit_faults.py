@@ -524,3 +524,188 @@ async def test_a_router_call_cut_half_way_is_reported_as_it_left_the_instance(
     with anyio.fail_after(10_000):
         result = await run.run()
     sound(result, cluster, recorder)
+
+
+# ------------------------------------------------------------------ wrong answers
+
+
+def replace_returning(make_answer: Callable[[Cluster, Svc, str], Any]) -> Behaviour:
+    async def behaviour(cluster: Cluster, args: tuple[Any, ...]) -> Any:
+        return make_answer(cluster, args[0], args[1])
+
+    return behaviour
+
+
+def launch_returning(make_answer: Callable[[Cluster, str], Any]) -> Behaviour:
+    async def behaviour(cluster: Cluster, args: tuple[Any, ...]) -> Any:
+        return make_answer(cluster, args[0])
+
+    return behaviour
+
+
+def recreated(cluster: Cluster, instance: Svc, version: str) -> Svc:
+    """A platform that recreates the instance under a new id (the driver returns it)."""
+    cluster.services.pop(instance.id)
+    cluster.traffic.discard(instance.id)
+    svc = Svc(f"{instance.id}-r{len(cluster.calls)}", version)
+    cluster.services[svc.id] = svc
+    return svc
+
+
+def ignored_version(cluster: Cluster, instance: Svc, _version: str) -> Svc:
+    """A driver that did not install anything and says what runs."""
+    return cluster.services[instance.id]
+
+
+def nothing(cluster: Cluster, instance: Svc, version: str) -> None:
+    """A driver that forgot to return the instance (it did replace it)."""
+    cluster.do_replace(instance.id, version)
+
+
+WRONG_REPLACE = {
+    "other-id": (recreated, "driver.replace returned a different instance: asked id s0, got id"),
+    "old-version": (ignored_version, "driver.replace returned the wrong version: asked v2, got v1"),
+    "none": (nothing, "driver.replace returned None, not an instance"),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_REPLACE))
+@pytest.mark.parametrize("always", [False, True])
+async def test_a_wrong_answer_from_replace_fails_the_attempt(wrong: str, always: bool) -> None:
+    # writing-a-driver.md: replace returns the instance with the same id and the version
+    # asked for; "a returned instance with another id or version fails that attempt (its
+    # reason names both values, and retries and the failure policy apply as for an
+    # exception), and rolling goes on from the instance you returned".
+    make_answer, reason = WRONG_REPLACE[wrong]
+    cluster = Cluster()
+    if always:
+        cluster.every("replace", replace_returning(make_answer))
+    else:
+        cluster.script("replace", replace_returning(make_answer))
+    run, recorder = rollout(cluster, InPlace(cluster), failure=FailurePolicy(retries=1))
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    first = [e for e in recorder.of_type(rolling.InstancePhaseChanged) if e.reason]
+    assert first[0].reason.startswith(reason), first[0]
+    if always:
+        assert result.status is RolloutStatus.ROLLED_BACK
+        assert result.by_id("s0").outcome is InstanceOutcome.FAILED
+        assert result.by_id("s0").attempts == 2
+    else:
+        # The retry works: every instance updated.
+        assert result.status is RolloutStatus.SUCCEEDED, result
+        assert result.by_id("s0").attempts == 2
+
+
+WRONG_LAUNCH: dict[str, tuple[Callable[[Cluster, str], Any], str]] = {
+    "old-version": (lambda c, _: c.do_launch("v1"), "returned the wrong version: asked v2"),
+    # A launch that did nothing and said nothing (one that launched and returned None
+    # leaks an instance nobody can know of: the driver's bug, which no engine can see).
+    "none": (lambda _c, _v: None, "driver.launch returned None, not an instance"),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_LAUNCH))
+@pytest.mark.parametrize("name", ["surge", "take-out", "batches-surge"])
+async def test_a_wrong_answer_from_launch_fails_the_attempt(wrong: str, name: str) -> None:
+    # writing-a-driver.md: launch returns the new instance running the version asked for;
+    # one that runs another version fails the attempt, as for replace().
+    make_answer, reason = WRONG_LAUNCH[wrong]
+    cluster, driver, strategy = make(name)
+    cluster.script("launch", launch_returning(make_answer))
+    run, recorder = rollout(cluster, driver, strategy=strategy, failure=FailurePolicy(retries=1))
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    first = [e for e in recorder.of_type(rolling.InstancePhaseChanged) if e.reason]
+    assert reason in first[0].reason, first[0]
+    assert result.status is RolloutStatus.SUCCEEDED, result
+
+
+# ------------------------------------------------------------------ listing the fleet
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(111, "connection refused"), TimeoutError("API slow"), LookupError("x")]
+)
+async def test_a_list_instances_that_raises_comes_out_of_run_as_itself(
+    error: Exception,
+) -> None:
+    # writing-a-driver.md: run() raises any error of list_instances() itself, and the
+    # rollout stops before any change; concepts.md: an error that ends a rollout comes out
+    # as itself (never an ExceptionGroup), and the status is HALTED.
+    cluster = Cluster()
+    cluster.script("list", raises(error))
+    run, recorder = rollout(cluster, InPlace(cluster))
+    with pytest.raises(type(error)) as caught:
+        await run.run()
+    assert caught.value is error
+    assert [op for op, _ in cluster.calls] == ["list"]
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert len(finished) == 1
+    result = finished[0].result
+    assert result.status is RolloutStatus.HALTED
+    assert result.instances == ()
+
+
+async def test_a_list_instances_that_hangs_is_a_time_out_naming_effect_timeout() -> None:
+    # writing-a-driver.md: past effect_timeout the rollout stops before any change and run()
+    # raises TimeoutError("driver.list_instances did not return within 600.0s (effect_timeout)").
+    cluster = Cluster()
+    cluster.script("list", hang)
+    run, _ = rollout(cluster, InPlace(cluster), effect_timeout=600)
+    with anyio.fail_after(10_000), pytest.raises(TimeoutError) as caught:
+        await run.run()
+    assert str(caught.value) == (
+        "driver.list_instances did not return within 600.0s (effect_timeout)"
+    )
+    assert [op for op, _ in cluster.calls] == ["list"]
+
+
+async def test_duplicate_ids_stop_the_rollout_before_anything_changes() -> None:
+    # writing-a-driver.md: "A driver that lists two instances with the same id stops the
+    # rollout before anything changes"; run() raises a RollingError (Rollout.run).
+    cluster = Cluster()
+    cluster.script("list", returns(lambda c, _: [*c.services.values(), Svc("s1", "v1")]))
+    run, _ = rollout(cluster, InPlace(cluster))
+    with pytest.raises(rolling.RollingError, match="duplicate instance ids"):
+        await run.run()
+    assert [op for op, _ in cluster.calls] == ["list"]
+
+
+async def test_an_empty_fleet_succeeds_with_nothing_to_do() -> None:
+    cluster = Cluster(0)
+    run, recorder = rollout(cluster, InPlace(cluster))
+    result = await run.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert result.instances == ()
+    sound(result, cluster, recorder, start=[])
+
+
+async def test_the_fleet_is_listed_once_and_what_changes_later_is_not_chased() -> None:
+    # writing-a-driver.md: list_instances "is called once, when the rollout starts; the
+    # rollout works on that list". An instance that appears later is not touched.
+    cluster = Cluster()
+
+    async def add_one(c: Cluster, _args: tuple[Any, ...]) -> Any:
+        c.services["late"] = Svc("late", "v1")
+        c.traffic.add("late")
+        return PROCEED
+
+    cluster.script("replace", add_one)
+    run, _ = rollout(cluster, InPlace(cluster))
+    result = await run.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert [op for op, _ in cluster.calls].count("list") == 1
+    assert cluster.services["late"].version == "v1"
+    assert "late" not in {i.id for i in result.instances}
+
+
+async def test_a_fleet_of_things_that_are_not_instances_is_refused_before_any_change() -> None:
+    cluster = Cluster()
+    cluster.script("list", returns(lambda c, _: [*c.services.values(), None]))
+    run, _ = rollout(cluster, InPlace(cluster))
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever it is, nothing changed
+        await run.run()
+    assert [op for op, _ in cluster.calls] == ["list"]

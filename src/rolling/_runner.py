@@ -86,6 +86,16 @@ the loop whether its task was cancelled after every unit (a cheap question, no l
 """
 
 
+_ANSWERED = frozenset({"replace", "launch"})
+"""The calls whose answer is an instance the machine goes on from."""
+
+
+def _is_instance(answer: object) -> bool:
+    return isinstance(getattr(answer, "id", None), str) and isinstance(
+        getattr(answer, "version", None), str
+    )
+
+
 class Runner:
     """Runs one machine against a rollout's driver, router, hooks and journal."""
 
@@ -507,10 +517,17 @@ class Runner:
             else:
                 scope.deadline = limit
             try:
-                return await fn(*effect.args)
+                answer = await fn(*effect.args)
             except Exception as exc:
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
+            else:
+                if effect.op in _ANSWERED and not _is_instance(answer):
+                    # Nothing to track: the attempt fails, and the unit goes on from the
+                    # instance it asked about (a launch's instance, never named, is unknown).
+                    msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
+                    raise Failed(msg)
+                return answer
             finally:
                 if entry is not None:
                     entry[SCOPE] = None
