@@ -709,3 +709,205 @@ async def test_a_fleet_of_things_that_are_not_instances_is_refused_before_any_ch
     with pytest.raises(Exception):  # noqa: B017, PT011 - whatever it is, nothing changed
         await run.run()
     assert [op for op, _ in cluster.calls] == ["list"]
+
+
+# ------------------------------------------------------------------ hooks
+
+
+class RecordingHooks:
+    """Every hook, recording its calls; ``failing`` names hooks that raise (once each)."""
+
+    def __init__(self, *failing: str, always: bool = False) -> None:
+        self.failing = set(failing)
+        self.always = always
+        self.calls: list[tuple[str, str]] = []
+
+    def _called(self, name: str, subject: object) -> None:
+        label = subject if isinstance(subject, str) else getattr(subject, "id", "")
+        self.calls.append((name, str(label)))
+        if name in self.failing:
+            if not self.always:
+                self.failing.discard(name)
+            raise RuntimeError(f"hook {name} says no")
+
+    async def before_rollout(self, target: str, _instances: Sequence[Svc]) -> None:
+        self._called("before_rollout", target)
+
+    async def after_rollout(self, result: rolling.RolloutResult) -> None:
+        self._called("after_rollout", str(result.status))
+
+    async def before_batch(self, index: int, _instances: Sequence[Svc]) -> None:
+        self._called("before_batch", str(index))
+
+    async def after_batch(self, index: int, _instances: Sequence[Svc]) -> None:
+        self._called("after_batch", str(index))
+
+    async def before_detach(self, instance: Svc) -> None:
+        self._called("before_detach", instance)
+
+    async def after_detach(self, instance: Svc) -> None:
+        self._called("after_detach", instance)
+
+    async def before_replace(self, instance: Svc, _version: str) -> None:
+        self._called("before_replace", instance)
+
+    async def after_replace(self, instance: Svc) -> None:
+        self._called("after_replace", instance)
+
+    async def before_launch(self, version: str) -> None:
+        self._called("before_launch", version)
+
+    async def after_launch(self, instance: Svc) -> None:
+        self._called("after_launch", instance)
+
+    async def before_terminate(self, instance: Svc) -> None:
+        self._called("before_terminate", instance)
+
+    async def after_terminate(self, instance: Svc) -> None:
+        self._called("after_terminate", instance)
+
+    async def before_ready(self, instance: Svc) -> None:
+        self._called("before_ready", instance)
+
+    async def after_ready(self, instance: Svc) -> None:
+        self._called("after_ready", instance)
+
+    async def before_attach(self, instance: Svc) -> None:
+        self._called("before_attach", instance)
+
+    async def after_attach(self, instance: Svc) -> None:
+        self._called("after_attach", instance)
+
+
+PATHS = {
+    "in-place": [
+        "before_detach",
+        "after_detach",
+        "before_replace",
+        "after_replace",
+        "before_ready",
+        "after_ready",
+        "before_attach",
+        "after_attach",
+    ],
+    "surge": [
+        "before_launch",
+        "after_launch",
+        "before_ready",
+        "after_ready",
+        "before_attach",
+        "after_attach",
+        "before_detach",
+        "after_detach",
+        "before_terminate",
+        "after_terminate",
+    ],
+    "take-out": [
+        "before_detach",
+        "after_detach",
+        "before_terminate",
+        "after_terminate",
+        "before_launch",
+        "after_launch",
+        "before_ready",
+        "after_ready",
+        "before_attach",
+        "after_attach",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+async def test_hooks_run_in_the_order_of_the_path(name: str) -> None:
+    # writing-a-driver.md, "Hooks: acting on the way": the table of hooks per path.
+    cluster, driver, strategy = make(name)
+    hooks = RecordingHooks()
+    run, _ = rollout(cluster, driver, strategy=strategy, hooks=hooks)
+    result = await run.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    names = [n for n, _ in hooks.calls]
+    assert names[0] == "before_rollout"
+    assert names[-1] == "after_rollout"
+    per_instance = names[1:-1]
+    assert per_instance == PATHS[name] * 4
+
+
+@pytest.mark.parametrize(
+    ("name", "hook"), [(name, hook) for name, hooks in PATHS.items() for hook in hooks]
+)
+async def test_a_hook_that_raises_fails_the_attempt_like_a_driver_call(
+    name: str, hook: str
+) -> None:
+    # writing-a-driver.md: "A hook that raises fails the attempt, exactly like a driver call
+    # that raises"; the reason names it.
+    cluster, driver, strategy = make(name)
+    hooks = RecordingHooks(hook)
+    run, recorder = rollout(cluster, driver, strategy=strategy, hooks=hooks)
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    why = f"hook {hook} raised RuntimeError: hook {hook} says no"
+    if name == "surge" and hook == "before_terminate":
+        # concepts.md: an old instance that could not be terminated after its replacement
+        # took over is a stray, which holds the surge budget: stuck, and rolled back.
+        assert result.reason.startswith("stuck"), result
+        assert result.by_id("s0").strays == ("s0",)
+        return
+    if name == "surge" and hook == "after_terminate":
+        # Terminated all the same: no stray, and nothing stuck.
+        assert result.status is RolloutStatus.SUCCEEDED, result
+        assert why in result.by_id("s0").reason
+        return
+    failed = [i for i in result.instances if i.outcome is InstanceOutcome.FAILED]
+    assert result.status is RolloutStatus.ROLLED_BACK, result
+    assert len(failed) == 1, result
+    assert why in failed[0].reason
+
+
+async def test_a_raising_before_rollout_halts_before_the_fleet_is_touched() -> None:
+    # writing-a-driver.md: "A raising before_rollout stops the rollout before it touches the
+    # fleet (status HALTED)"; concepts.md's trigger table: nothing was changed.
+    cluster = Cluster()
+    hooks = RecordingHooks("before_rollout")
+    run, recorder = rollout(cluster, InPlace(cluster), hooks=hooks)
+    result = await run.run()
+    assert result.status is RolloutStatus.HALTED
+    assert "before_rollout" in result.reason
+    assert {op for op, _ in cluster.calls} == {"list"}
+    assert all(i.outcome is InstanceOutcome.PENDING for i in result.instances)
+    sound(result, cluster, recorder)
+    assert [n for n, _ in hooks.calls] == ["before_rollout", "after_rollout"]
+
+
+@pytest.mark.parametrize("hook", ["before_batch", "after_batch"])
+@pytest.mark.parametrize("mode", ["revert", "halt"])
+async def test_a_raising_batch_hook_fires_the_rollback_policy(hook: str, mode: str) -> None:
+    # writing-a-driver.md: "a raising before_batch or after_batch fires the rollback policy";
+    # concepts.md: ROLLED_BACK or HALTED.
+    cluster, driver, strategy = make("batches")
+    hooks = RecordingHooks(hook)
+    run, recorder = rollout(cluster, driver, strategy=strategy, hooks=hooks, rollback=mode)
+    result = await run.run()
+    expected = RolloutStatus.ROLLED_BACK if mode == "revert" else RolloutStatus.HALTED
+    assert result.status is expected, result
+    assert hook in result.reason
+    sound(result, cluster, recorder)
+    if mode == "revert":
+        assert set(cluster.services) == {f"s{i}" for i in range(4)}
+        assert {svc.version for svc in cluster.services.values()} == {"v1"}
+        assert cluster.traffic == set(cluster.services)
+    started = recorder.of_type(rolling.RollbackStarted)
+    assert len(started) == 1
+    assert started[0].mode == mode
+
+
+async def test_an_after_rollout_that_raises_is_logged_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = Cluster()
+    hooks = RecordingHooks("after_rollout")
+    run, recorder = rollout(cluster, InPlace(cluster), hooks=hooks)
+    result = await run.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    sound(result, cluster, recorder)
+    assert any("after_rollout" in r.getMessage() for r in caplog.records)

@@ -25,7 +25,7 @@ from typing import Any
 from ._effects import Failed, Interrupted, Sleep
 from ._result import InstanceOutcome
 from ._slot import Slot
-from ._unit import UnitPrograms
+from ._unit import Gone, UnitPrograms
 from .events import Phase
 from .typing import FULL_WEIGHT
 
@@ -182,6 +182,8 @@ class PairedUnits(UnitPrograms):
         else:
             try:
                 yield from self._terminate(slot, old, target)
+            except Gone as exc:
+                slot.reason = f"old instance {old.id} terminated, but {exc.reason}"
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"

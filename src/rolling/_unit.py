@@ -37,7 +37,7 @@ from .events import Phase
 if TYPE_CHECKING:
     from ._machine import Machine, Start
 
-__all__ = ["UnitPrograms", "check_answer"]
+__all__ = ["Gone", "UnitPrograms", "check_answer"]
 
 Program = Generator[Any, Any, Any]
 
@@ -52,6 +52,13 @@ _UPDATED, _REVERTED = Phase.UPDATED, Phase.REVERTED
 
 _ROUTING = {True: Phase.ATTACHING, False: Phase.DETACHING}
 _ROUTED = {True: Phase.ATTACHED, False: Phase.DETACHED}
+
+
+class Gone(Failed):
+    """``after_terminate`` raised: the attempt fails, but the instance was terminated.
+
+    Not a stray, then: it no longer exists, and a result must not say it does.
+    """
 
 
 class UnitPrograms:
@@ -108,7 +115,7 @@ class UnitPrograms:
                     )
                 if ok and failed_before is None:
                     slot.set_outcome(_OUTCOME_REVERTED if rolling_back else _OUTCOME_UPDATED)
-                    if not slot.strays:
+                    if not slot.strays and not slot.terminated_but:
                         slot.reason = ""
                     if machine.listening:
                         phase = _REVERTED if rolling_back else _UPDATED
@@ -392,7 +399,10 @@ class UnitPrograms:
         yield from self.call(slot, "terminate", instance, version, "driver.terminate", instance)
         self._m.phase(slot, Phase.TERMINATED, version, instance=instance)
         if hooks:
-            yield from self.hook("after_terminate", instance)
+            try:
+                yield from self.hook("after_terminate", instance)
+            except Failed as exc:
+                raise Gone(exc.reason) from exc
 
     def _launch(self, slot: Slot, version: str) -> Program:
         if self._hooks:
@@ -501,7 +511,11 @@ class UnitPrograms:
             if slot.live is not None:
                 old = slot.live
                 slot.ready = False
-                yield from self._terminate(slot, old, version)
+                try:
+                    yield from self._terminate(slot, old, version)
+                except Gone:
+                    yield from self._set_live(slot, None)  # the attempt fails, with it gone
+                    raise
                 yield from self._set_live(slot, None)
             slot.ready = False
             launched = yield from self._launch(slot, version)
@@ -544,6 +558,9 @@ class UnitPrograms:
         if old is not None:
             try:
                 yield from self._terminate(slot, old, version)
+            except Gone as exc:
+                slot.reason = f"old instance {old.id} terminated, but {exc.reason}"
+                slot.terminated_but = True
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
@@ -566,6 +583,8 @@ class UnitPrograms:
             if slot.extra_attached or slot.extra_doubt:
                 yield from self.detach(slot, extra, version, extra=True)
             yield from self._terminate(slot, extra, version)
+        except Gone:
+            raise  # terminated all the same: no stray
         except Failed:
             slot.strays += (extra,)
             raise
