@@ -911,3 +911,24 @@ async def test_an_after_rollout_that_raises_is_logged_and_ignored(
     assert result.status is RolloutStatus.SUCCEEDED
     sound(result, cluster, recorder)
     assert any("after_rollout" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------ not exceptions
+
+
+@pytest.mark.parametrize("op", ["replace", "detach", "attach", "check"])
+async def test_a_keyboard_interrupt_from_a_driver_comes_out_as_itself(
+    op: str, anyio_backend: tuple[str, Any]
+) -> None:
+    # concepts.md: run() never raises an ExceptionGroup; what is not an error of the rollout
+    # (a KeyboardInterrupt is no Exception) is not turned into a failed attempt. It used to
+    # come out of run() in a BaseExceptionGroup, which `except KeyboardInterrupt` misses.
+    if anyio_backend[0] == "asyncio":
+        pytest.skip("asyncio lets a KeyboardInterrupt out of the event loop, past every await")
+    cluster = Cluster()
+    if op == "check":
+        cluster.script(op, *[proceed] * 4)
+    cluster.script(op, raises(KeyboardInterrupt()))
+    run, _ = rollout(cluster, InPlace(cluster))
+    with pytest.raises(KeyboardInterrupt):
+        await run.run()
