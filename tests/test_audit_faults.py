@@ -932,3 +932,50 @@ async def test_a_keyboard_interrupt_from_a_driver_comes_out_as_itself(
     run, _ = rollout(cluster, InPlace(cluster))
     with pytest.raises(KeyboardInterrupt):
         await run.run()
+
+
+@pytest.mark.parametrize("op", ["replace", "detach", "attach"])
+async def test_a_cancellation_a_driver_raises_by_itself_fails_the_attempt(
+    op: str, anyio_backend: tuple[str, Any]
+) -> None:
+    # asyncio's CancelledError raised by a driver's own client (a library that turns its own
+    # time-out into one) while nobody cancels the rollout: the engine used to crash with an
+    # IndexError from inside. Nothing cancelled the rollout, so it is the call's failure
+    # (writing-a-driver.md: any error fails that attempt), and the rollout goes on.
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("trio's Cancelled cannot be raised by a driver on its own")
+    import asyncio  # noqa: PLC0415 - asyncio only
+
+    cluster = Cluster()
+    cluster.script(op, raises(asyncio.CancelledError("client gave up")))
+    run, recorder = rollout(cluster, InPlace(cluster), failure=FailurePolicy(retries=1))
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    assert result.status is RolloutStatus.SUCCEEDED, result
+    backing_off = [e for e in recorder.of_type(rolling.InstancePhaseChanged) if e.reason]
+    assert (
+        backing_off[0].reason
+        == f"{'driver' if op == 'replace' else 'router'}.{op} raised CancelledError: client gave up"
+    )
+
+
+async def test_a_real_cancellation_during_a_call_still_cancels() -> None:
+    # concepts.md: cancelling the task that runs a rollout lets the call in flight finish
+    # (shielded), settles, ends CANCELLED, and the cancellation propagates.
+    cluster = Cluster()
+
+    async def slow(_c: Cluster, _a: tuple[Any, ...]) -> Any:
+        await anyio.sleep(50)
+        return PROCEED
+
+    cluster.script("replace", slow)
+    run, recorder = rollout(cluster, InPlace(cluster), effect_timeout=600, cleanup_timeout=100)
+    with anyio.move_on_after(10):
+        await run.run()
+    result = recorder.of_type(rolling.RolloutFinished)[0].result
+    assert result.status is RolloutStatus.CANCELLED
+    sound(result, cluster, recorder)
+    # The replace finished (shielded, within cleanup_timeout), and s0 was put back in.
+    assert result.by_id("s0").version == "v2"
+    assert result.by_id("s0").outcome is InstanceOutcome.UPDATED

@@ -27,6 +27,7 @@ gates, flags and the measuring of analyses).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import time
@@ -90,10 +91,34 @@ _ANSWERED = frozenset({"replace", "launch"})
 """The calls whose answer is an instance the machine goes on from."""
 
 
-def _is_instance(answer: object) -> bool:
-    return isinstance(getattr(answer, "id", None), str) and isinstance(
-        getattr(answer, "version", None), str
-    )
+def _answer(effect: Call, answer: Any) -> Any:
+    """What a call returned; a replace or launch must return an instance."""
+    if effect.op in _ANSWERED and not (
+        isinstance(getattr(answer, "id", None), str)
+        and isinstance(getattr(answer, "version", None), str)
+    ):
+        # Nothing to track: the attempt fails, and the unit goes on from the instance it
+        # asked about (a launch's instance, never named, is unknown).
+        msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
+        raise Failed(msg)
+    return answer
+
+
+def _raised_by_itself(exc: BaseException, scope: anyio.CancelScope) -> bool:
+    """Whether asyncio's ``CancelledError`` out of a shielded call came from the call itself.
+
+    Nothing cancels inside the call's shielded scope but its own deadline or a native
+    ``task.cancel()`` (which asyncio counts in ``cancelling()``); a CancelledError with
+    neither is the driver's own (a client library that turns its time-out into one): the
+    call failed, and the rollout was not cancelled.
+    """
+    if not isinstance(exc, asyncio.CancelledError) or scope.cancel_called:
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        return False
+    return task is not None and task.cancelling() == 0
 
 
 class Runner:
@@ -521,13 +546,13 @@ class Runner:
             except Exception as exc:
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
+            except BaseException as exc:
+                if not _raised_by_itself(exc, scope):
+                    raise
+                msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
+                raise Failed(msg) from exc
             else:
-                if effect.op in _ANSWERED and not _is_instance(answer):
-                    # Nothing to track: the attempt fails, and the unit goes on from the
-                    # instance it asked about (a launch's instance, never named, is unknown).
-                    msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
-                    raise Failed(msg)
-                return answer
+                return _answer(effect, answer)
             finally:
                 if entry is not None:
                     entry[SCOPE] = None
