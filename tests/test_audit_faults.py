@@ -979,3 +979,22 @@ async def test_a_real_cancellation_during_a_call_still_cancels() -> None:
     # The replace finished (shielded, within cleanup_timeout), and s0 was put back in.
     assert result.by_id("s0").version == "v2"
     assert result.by_id("s0").outcome is InstanceOutcome.UPDATED
+
+
+async def test_a_cancellation_a_health_check_raises_by_itself_is_a_failed_probe(
+    anyio_backend: tuple[str, Any],
+) -> None:
+    # writing-a-driver.md: "Raising is fine: an exception counts as a failed probe, with the
+    # exception as its reason". A CancelledError of the check's own crashed the run.
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("trio's Cancelled cannot be raised by a check on its own")
+    import asyncio  # noqa: PLC0415 - asyncio only
+
+    cluster = Cluster()
+    cluster.script("check", *[proceed] * 4, raises(asyncio.CancelledError("probe gave up")))
+    run, recorder = rollout(cluster, InPlace(cluster))
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    assert result.status is RolloutStatus.SUCCEEDED, result
+    assert result.duration == 1  # one failed probe, then a pass a period later

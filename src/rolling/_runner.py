@@ -27,7 +27,6 @@ gates, flags and the measuring of analyses).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
 import time
@@ -38,7 +37,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._cancel_check import cancel_check
+from ._cancel_check import cancel_check, raised_by_itself
 from ._effects import (
     IDLE,
     Call,
@@ -102,23 +101,6 @@ def _answer(effect: Call, answer: Any) -> Any:
         msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
         raise Failed(msg)
     return answer
-
-
-def _raised_by_itself(exc: BaseException, scope: anyio.CancelScope) -> bool:
-    """Whether asyncio's ``CancelledError`` out of a shielded call came from the call itself.
-
-    Nothing cancels inside the call's shielded scope but its own deadline or a native
-    ``task.cancel()`` (which asyncio counts in ``cancelling()``); a CancelledError with
-    neither is the driver's own (a client library that turns its time-out into one): the
-    call failed, and the rollout was not cancelled.
-    """
-    if not isinstance(exc, asyncio.CancelledError) or scope.cancel_called:
-        return False
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not on asyncio
-        return False
-    return task is not None and task.cancelling() == 0
 
 
 class Runner:
@@ -547,7 +529,7 @@ class Runner:
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
             except BaseException as exc:
-                if not _raised_by_itself(exc, scope):
+                if not raised_by_itself(exc, scope):
                     raise
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
