@@ -998,3 +998,160 @@ async def test_a_cancellation_a_health_check_raises_by_itself_is_a_failed_probe(
     sound(result, cluster, recorder)
     assert result.status is RolloutStatus.SUCCEEDED, result
     assert result.duration == 1  # one failed probe, then a pass a period later
+
+
+# ------------------------------------------------------------------ budgets
+
+
+def failing_replace(*ids: str) -> Behaviour:
+    """replace() raises for these instances when asked for v2, every time."""
+
+    async def behaviour(cluster: Cluster, args: tuple[Any, ...]) -> Any:
+        instance, version = args
+        if instance.id in ids and version == "v2":
+            raise OSError(f"{instance.id}: disk full")
+        return PROCEED
+
+    return behaviour
+
+
+async def test_max_failed_must_be_exceeded_and_each_failure_is_named() -> None:
+    # concepts.md, Failures: max_failed=2 tolerates two, and the third fires; inside the
+    # budget the status is DEGRADED and each failure is named; a tolerated failure is put
+    # back on its old version and in traffic ("restored to ...").
+    cluster = Cluster(6)
+    cluster.every("replace", failing_replace("s1", "s4"))
+    run, recorder = rollout(cluster, InPlace(cluster), failure=FailurePolicy(max_failed=2))
+    result = await run.run()
+    sound(result, cluster, recorder, start=[f"s{i}" for i in range(6)])
+    assert result.status is RolloutStatus.DEGRADED
+    assert result.counts == {InstanceOutcome.UPDATED: 4, InstanceOutcome.FAILED: 2}
+    for key in ("s1", "s4"):
+        item = result.by_id(key)
+        assert item.reason == f"driver.replace raised OSError: {key}: disk full; restored to v1"
+        assert item.serving
+        assert item.version == "v1"
+
+    cluster = Cluster(6)
+    cluster.every("replace", failing_replace("s1", "s3", "s4"))
+    run, recorder = rollout(cluster, InPlace(cluster), failure=FailurePolicy(max_failed=2))
+    result = await run.run()
+    sound(result, cluster, recorder, start=[f"s{i}" for i in range(6)])
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert "s4" in result.reason
+    assert {svc.version for svc in cluster.services.values()} == {"v1"}
+
+
+async def test_the_circuit_breaker_counts_failures_in_a_row() -> None:
+    # concepts.md: circuit_breaker failed instances in a row trip the breaker; any instance
+    # that succeeds resets the count.
+    cluster = Cluster(6)
+    cluster.every("replace", failing_replace("s0", "s2", "s4"))
+    run, recorder = rollout(
+        cluster, InPlace(cluster), failure=FailurePolicy(max_failed=5, circuit_breaker=2)
+    )
+    result = await run.run()
+    sound(result, cluster, recorder, start=[f"s{i}" for i in range(6)])
+    assert result.status is RolloutStatus.DEGRADED, result
+
+    cluster = Cluster(6)
+    cluster.every("replace", failing_replace("s2", "s3"))
+    run, recorder = rollout(
+        cluster, InPlace(cluster), failure=FailurePolicy(max_failed=5, circuit_breaker=2)
+    )
+    result = await run.run()
+    sound(result, cluster, recorder, start=[f"s{i}" for i in range(6)])
+    assert result.status is RolloutStatus.ROLLED_BACK, result
+    assert "s3" in result.reason
+    assert result.by_id("s4").outcome is InstanceOutcome.PENDING
+
+
+async def test_retries_start_from_where_the_last_attempt_left_the_instance() -> None:
+    # concepts.md: retries extra attempts, BACKING_OFF between them for initial *
+    # factor ** (n - 1); writing-a-driver.md: a hung call is cut at effect_timeout.
+    cluster = Cluster(2)
+    cluster.script("replace", hang, raises(OSError("again")))
+    run, recorder = rollout(
+        cluster,
+        InPlace(cluster),
+        failure=FailurePolicy(retries=2, backoff=rolling.Backoff(initial=5, factor=3)),
+    )
+    result = await run.run()
+    sound(result, cluster, recorder, start=["s0", "s1"])
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert result.by_id("s0").attempts == 3
+    backing = [
+        e for e in recorder.of_type(rolling.InstancePhaseChanged) if e.phase is Phase.BACKING_OFF
+    ]
+    assert [e.at for e in backing] == [30, 35]
+    assert [e.attempt for e in backing] == [1, 2]
+    assert backing[0].reason == "driver.replace did not return within 30.0s"
+    assert result.by_id("s0").finished_at == 35 + 15
+
+
+# ------------------------------------------------------------------ readiness
+
+
+async def test_a_check_that_hangs_is_cut_at_its_timeout_and_fails_at_the_deadline() -> None:
+    # concepts.md, Readiness: timeout is the longest one probe may take (then a failure);
+    # with failure_threshold None the attempt fails at the deadline with a reason that quotes
+    # the last failed probe.
+    cluster = Cluster(2)
+
+    async def hangs_on_v2(c: Cluster, args: tuple[Any, ...]) -> Any:
+        if c.services[args[0].id].version == "v2":
+            await anyio.sleep_forever()
+        return PROCEED
+
+    cluster.every("check", hangs_on_v2)
+    run, recorder = rollout(
+        cluster,
+        InPlace(cluster),
+        readiness=Readiness(check=cluster, period=5, timeout=2.0, deadline=60.0),
+    )
+    result = await run.run()
+    sound(result, cluster, recorder, start=["s0", "s1"])
+    assert result.status is RolloutStatus.ROLLED_BACK
+    item = result.by_id("s0")
+    assert item.reason.startswith(
+        "not ready within the 60.0s deadline; last probe: check timed out after 2.0s"
+    ), item
+    failed = [e for e in recorder.of_type(rolling.InstancePhaseChanged) if e.phase is Phase.FAILED]
+    assert failed[0].at == 60
+
+
+async def test_a_flapping_check_with_min_ready_starts_the_count_over() -> None:
+    # concepts.md: "One failed probe inside those 30 s sends it back to needing
+    # success_threshold passes in a row and then min_ready more."
+    cluster = Cluster(1)
+    answers = iter([True, True, True, False] + [True] * 100)
+
+    async def flaps(c: Cluster, args: tuple[Any, ...]) -> Any:
+        if c.services[args[0].id].version == "v2":
+            return rolling.HealthResult(healthy=next(answers), reason="flap")
+        return PROCEED
+
+    cluster.every("check", flaps)
+    run, recorder = rollout(
+        cluster,
+        InPlace(cluster),
+        readiness=Readiness(check=cluster, period=5, success_threshold=2, min_ready=30),
+    )
+    result = await run.run()
+    sound(result, cluster, recorder, start=["s0"])
+    assert result.status is RolloutStatus.SUCCEEDED
+    # Passes at 0, 5 (ready), 10, a failure at 15; passes at 20, 25 (ready again), then 30 s.
+    assert result.duration == 55
+
+
+async def test_failure_threshold_fails_the_attempt_at_once() -> None:
+    cluster = Cluster(2, bad=["v2"])
+    run, recorder = rollout(
+        cluster,
+        InPlace(cluster),
+        readiness=Readiness(check=cluster, period=1, failure_threshold=3, deadline=300),
+    )
+    result = await run.run()
+    sound(result, cluster, recorder, start=["s0", "s1"])
+    assert result.status is RolloutStatus.ROLLED_BACK
+    assert result.by_id("s0").reason.startswith("3 failed probes in a row: v2 answers 500")
