@@ -1244,3 +1244,131 @@ async def test_a_faulty_call_in_a_canary_or_blue_green_is_accounted_for(
         if weighted:
             live_old = [i.current_id for i in result.instances if i.current_id is not None]
             assert all(cluster.weights.get(i, 100) == 100 for i in live_old), cluster.weights
+
+
+# ------------------------------------------------------------------ cancellation and halts
+
+
+@pytest.mark.parametrize("name", ["in-place", "surge", "take-out"])
+@pytest.mark.parametrize("op", ["replace", "launch", "terminate", "detach", "attach"])
+async def test_a_cancellation_with_every_call_hung_ends_within_twice_cleanup_timeout(
+    name: str, op: str
+) -> None:
+    # concepts.md, Cancellation: a cancellation takes effect within about twice
+    # cleanup_timeout in the worst case (a hung call cut, then a restore that hangs too and
+    # is cut), plus the timeout of one health probe; nothing is left unreported.
+    if op not in OPS[name]:
+        pytest.skip(f"{name} makes no {op}")
+    cluster, driver, strategy = make(name)
+    # The first call works (something changed), then every one hangs.
+    cluster.script(op, proceed)
+    cluster.every(op, hang)
+    run, recorder = rollout(
+        cluster, driver, strategy=strategy, effect_timeout=600, cleanup_timeout=10
+    )
+    cancelled_at = 0.0
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_soon() -> None:
+                nonlocal cancelled_at
+                await anyio.sleep(100)
+                cancelled_at = anyio.current_time()
+                scope.cancel()
+
+            tg.start_soon(cancel_soon)
+            await run.run()
+    finished = recorder.of_type(rolling.RolloutFinished)
+    assert len(finished) == 1
+    result = finished[0].result
+    assert result.status is RolloutStatus.CANCELLED
+    assert result.finished_at <= cancelled_at + 2 * 10 + 1, result.finished_at - cancelled_at
+    # What was cut may still be running in the platform: only its own return would say.
+    cluster.busy.clear()
+    sound(result, cluster, recorder)
+
+
+@pytest.mark.parametrize(("name", "op", "fault"), CASES[::3])
+async def test_a_faulty_call_under_halt_leaves_the_fleet_reported_exactly(
+    name: str, op: str, fault: str
+) -> None:
+    # concepts.md, Rollback: halt stops where it is and reports the mixed fleet exactly; an
+    # instance interrupted out of traffic is put back if it passes one check, else reported
+    # serving=False.
+    cluster, driver, strategy = make(name)
+    if op == "check":
+        cluster.script(op, *[proceed] * 4)
+    if fault == "hang":
+        cluster.script(op, hang)
+    elif fault == "always":
+        cluster.script(op, proceed)
+        cluster.every(op, raises(OSError("always")))
+    else:
+        cluster.script(op, raises(ERRORS[fault]))
+    run, recorder = rollout(cluster, driver, strategy=strategy, rollback="halt")
+    with anyio.fail_after(10_000):
+        result = await run.run()
+    sound(result, cluster, recorder)
+    assert result.status in {RolloutStatus.HALTED, RolloutStatus.SUCCEEDED}, result
+    if result.status is RolloutStatus.HALTED:
+        started = recorder.of_type(rolling.RollbackStarted)
+        assert [(s.mode, s.instance_ids) for s in started] == [("halt", ())]
+
+
+# ------------------------------------------------------------------ what is announced
+
+
+async def test_rollout_started_names_the_plan_unhealthy_first() -> None:
+    # events.RolloutStarted; concepts.md, "Unhealthy first": an instance that fails the check
+    # before the rollout goes first, is listed in `unhealthy`, and costs no availability.
+    cluster = Cluster()
+    cluster.services["s3"] = Svc("s3", "v2", "b")
+    cluster.unhealthy.add("s2")
+
+    async def heal_on_replace(c: Cluster, args: tuple[Any, ...]) -> Any:
+        c.unhealthy.discard(args[0].id)
+        return PROCEED
+
+    cluster.every("replace", heal_on_replace)
+    cluster.floor = 2  # s2 was not serving: the floor of 3 is lowered to what served
+    run, recorder = rollout(cluster, InPlace(cluster))
+    result = await run.run()
+    sound(result, cluster, recorder)
+    started = recorder.of_type(rolling.RolloutStarted)
+    assert len(started) == 1
+    event = started[0]
+    assert event.target == "v2"
+    assert event.desired == 4
+    assert event.to_update == ("s2", "s0", "s1")
+    assert event.skipped == ("s3",)
+    assert event.unhealthy == ("s2",)
+    assert (event.max_unavailable, event.max_surge) == (1, 0)
+    assert result.by_id("s3").outcome is InstanceOutcome.SKIPPED
+    assert result.status is RolloutStatus.SUCCEEDED
+    # Every change comes after RolloutStarted ("about to touch the fleet"); a SKIPPED
+    # instance is announced as the plan is made, before it.
+    index = recorder.events.index(event)
+    phases = recorder.of_type(rolling.InstancePhaseChanged)
+    assert all(recorder.events.index(e) > index for e in phases if e.phase is not Phase.SKIPPED)
+    # The unhealthy one went first, and alone: nothing else out while it was.
+    first = [e.instance_id for e in phases if e.phase is Phase.DETACHING]
+    assert first[0] == "s2"
+
+
+async def test_a_check_that_raises_in_the_survey_makes_the_instance_unhealthy_first() -> None:
+    # writing-a-driver.md: the check runs once on every instance before the rollout starts,
+    # "to find the ones that are already unhealthy"; raising counts as a failed probe.
+    cluster = Cluster()
+
+    async def raise_for_s1(c: Cluster, args: tuple[Any, ...]) -> Any:
+        if args[0].id == "s1" and c.services["s1"].version == "v1":
+            raise ConnectionResetError("peer reset")
+        return PROCEED
+
+    cluster.every("check", raise_for_s1)
+    run, recorder = rollout(cluster, InPlace(cluster))
+    result = await run.run()
+    assert result.status is RolloutStatus.SUCCEEDED
+    event = recorder.of_type(rolling.RolloutStarted)[0]
+    assert event.unhealthy == ("s1",)
+    assert event.to_update[0] == "s1"
