@@ -1372,3 +1372,77 @@ async def test_a_check_that_raises_in_the_survey_makes_the_instance_unhealthy_fi
     event = recorder.of_type(rolling.RolloutStarted)[0]
     assert event.unhealthy == ("s1",)
     assert event.to_update[0] == "s1"
+
+
+@pytest.mark.parametrize("action", ["rollback", "halt"])
+async def test_a_progress_deadline_during_a_hung_call_lets_the_call_finish(action: str) -> None:
+    # concepts.md, Rollback: when a trigger fires, rolling starts nothing new and lets driver
+    # calls in flight finish; the progress deadline is such a trigger.
+    cluster = Cluster()
+
+    async def slow(_c: Cluster, _a: tuple[Any, ...]) -> Any:
+        await anyio.sleep(250)
+        return PROCEED
+
+    cluster.script("replace", slow)
+    run, recorder = rollout(
+        cluster,
+        InPlace(cluster),
+        effect_timeout=600,
+        progress_deadline=rolling.ProgressDeadline(100, action=action),
+    )
+    result = await run.run()
+    sound(result, cluster, recorder)
+    exceeded = recorder.of_type(rolling.ProgressDeadlineExceeded)
+    assert [e.at for e in exceeded] == [100]
+    assert result.finished_at >= 250
+    if action == "rollback":
+        assert result.status is RolloutStatus.ROLLED_BACK
+        assert {svc.version for svc in cluster.services.values()} == {"v1"}
+    else:
+        assert result.status is RolloutStatus.HALTED
+    assert cluster.traffic == set(cluster.services)
+
+
+class FailingJournal:
+    """A journal whose appends start failing after ``good`` records."""
+
+    def __init__(self, good: int, error: BaseException) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.good = good
+        self.error = error
+        self.closed = False
+
+    async def load(self) -> list[dict[str, Any]]:
+        return []
+
+    async def append(self, record: dict[str, Any], *, sync: bool = False) -> None:  # noqa: ARG002 - the protocol's
+        if len(self.records) >= self.good:
+            raise self.error
+        self.records.append(record)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("good", [0, 1, 5, 12])
+async def test_a_journal_that_fails_stops_the_rollout_before_the_change_it_announces(
+    good: int,
+) -> None:
+    # recovery.md: durability is write-ahead (the record announcing an effect is on disk
+    # before the effect starts); Rollout.run: a journal failure is an error run() raises.
+    cluster = Cluster()
+    error = OSError(28, "No space left on device")
+    journal = FailingJournal(good, error)
+    run, recorder = rollout(cluster, InPlace(cluster), journal=journal, lock=None)
+    with pytest.raises(OSError, match="No space left") as caught:
+        await run.run()
+    assert caught.value is error
+    result = recorder.of_type(rolling.RolloutFinished)[0].result
+    assert result.status is RolloutStatus.HALTED
+    truth(result, cluster, [f"s{i}" for i in range(4)])
+    assert journal.closed
+    # Write-ahead: every change the cluster saw was announced by a start record first.
+    announced = [(r["op"], r["i"]) for r in journal.records if r.get("s") == "start"]
+    changes = [(op, key) for op, key in cluster.calls if op in {"replace", "detach", "attach"}]
+    assert changes == announced

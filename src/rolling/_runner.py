@@ -103,6 +103,14 @@ def _answer(effect: Call, answer: Any) -> Any:
     return answer
 
 
+class _JournalStillFailing(Exception):  # noqa: N818 - a consequence, never raised to users
+    """A journal write failed after an earlier one had: not an error of its own.
+
+    It stops the program that wrote (write-ahead: the change it announced must not
+    happen), but run() raises the first failure alone, as it would for one write.
+    """
+
+
 class Runner:
     """Runs one machine against a rollout's driver, router, hooks and journal."""
 
@@ -141,6 +149,7 @@ class Runner:
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
+        self._journal_failed = False
         self._steps = StepEffects(machine, self._now, self._flush, rollout.effect_timeout)
 
     def _now(self) -> float:
@@ -235,9 +244,10 @@ class Runner:
 
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
-        if isinstance(exc, LockLostError) and any(
-            isinstance(e, LockLostError) for e in self._errors
-        ):
+        errors = self._errors
+        if isinstance(exc, _JournalStillFailing) or any(e is exc for e in errors):
+            return  # a consequence of an error kept already, or that error once more
+        if isinstance(exc, LockLostError) and any(isinstance(e, LockLostError) for e in errors):
             return  # every refused journal write says the same: the lock is lost
         self._errors.append(exc)
         if len(self._errors) == 1:
@@ -446,7 +456,15 @@ class Runner:
             journal = self._journal
             assert journal is not None  # noqa: S101 - the machine journals only with one
             with anyio.CancelScope(shield=True):
-                await journal.append(effect.record, sync=effect.sync)
+                try:
+                    await journal.append(effect.record, sync=effect.sync)
+                except Exception as exc:
+                    if self._journal_failed:
+                        # The journal failed before: that failure is the error run() raises.
+                        raise _JournalStillFailing from exc
+                    self._journal_failed = True
+                    self._error(exc)  # now: a put-back's own failed write may replace it
+                    raise
             return None
         if isinstance(effect, WaitReady):
             check, readiness = self._check, self._readiness
