@@ -1446,3 +1446,46 @@ async def test_a_journal_that_fails_stops_the_rollout_before_the_change_it_annou
     announced = [(r["op"], r["i"]) for r in journal.records if r.get("s") == "start"]
     changes = [(op, key) for op, key in cluster.calls if op in {"replace", "detach", "attach"}]
     assert changes == announced
+
+
+async def test_a_surge_retry_after_a_failed_detach_goes_on_from_the_new_instance() -> None:
+    # concepts.md: "A retry starts from wherever the last attempt left the instance", and
+    # the floor holds. The new instance in traffic used to be dropped first, while the old
+    # one was already out of new traffic (its drain gave up): the place stood empty.
+    cluster, driver, strategy = make("surge")
+    cluster.script("detach", half_detach(raises(TimeoutError("drain took over 20s"))))
+    run, recorder = rollout(cluster, driver, strategy=strategy, failure=FailurePolicy(retries=1))
+    result = await run.run()
+    sound(result, cluster, recorder)
+    assert result.status is RolloutStatus.SUCCEEDED
+    assert result.by_id("s0").attempts == 2
+    assert [op for op, _ in cluster.calls].count("launch") == 4  # one per instance
+
+
+async def test_an_instance_in_doubt_that_fails_its_check_is_taken_out_as_reported() -> None:
+    # concepts.md: an instance out of traffic is put back if it passes one check on the
+    # spot, otherwise reported serving=False. After a failed detach it may still be in
+    # traffic: it is detached, so that the report is the truth.
+    cluster = Cluster()
+
+    async def drain_fails_and_sickens(c: Cluster, args: tuple[Any, ...]) -> Any:
+        if args[0].id != "s0" or "s0" in c.unhealthy:
+            return PROCEED
+        c.unhealthy.add("s0")
+        raise OSError("drain failed")
+
+    cluster.every("detach", drain_fails_and_sickens)
+    cluster.floor = 1  # s0 fell ill by itself: not the engine's doing
+    run, recorder = rollout(
+        cluster,
+        InPlace(cluster),
+        strategy=RollingUpdate(max_unavailable=2),
+        failure=FailurePolicy(max_failed=1),
+    )
+    result = await run.run()
+    sound(result, cluster, recorder)
+    assert result.status is RolloutStatus.DEGRADED
+    item = result.by_id("s0")
+    assert not item.serving
+    assert "s0" not in cluster.traffic
+    assert item.reason == "router.detach raised OSError: drain failed"

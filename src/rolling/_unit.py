@@ -533,16 +533,21 @@ class UnitPrograms:
 
     def _apply_surge(self, slot: Slot, version: str, strays: int) -> Program:
         """Add the new instance first; ``strays`` is how many the slot had when the unit began."""
-        if slot.extra is not None:
+        # An earlier attempt that failed taking the old instance out (its detach raised)
+        # left the new one in traffic: go on from there, as a retry does. Dropping it first
+        # would take out what serves while the old one may be out of traffic already.
+        resume = slot.extra is not None and slot.extra_attached
+        if slot.extra is not None and not resume:
             # A failed earlier attempt: its instance goes before a new one comes.
             yield from self._drop_extra(slot, version)
         if len(slot.strays) > strays:
             # The unit's one instance of surge is held by what it could not terminate.
             msg = f"no room to launch: {slot.strays[-1].id} could not be terminated"
             raise Failed(msg)
-        yield from self._launch_extra(slot, version)
-        yield from self._ready(slot, slot.extra, version)
-        yield from self.attach(slot, slot.extra, version, extra=True)
+        if not resume:
+            yield from self._launch_extra(slot, version)
+            yield from self._ready(slot, slot.extra, version)
+            yield from self.attach(slot, slot.extra, version, extra=True)
         old = slot.live
         if old is not None and (slot.attached or slot.doubt):
             yield from self.detach(slot, old, version)
@@ -620,12 +625,15 @@ class UnitPrograms:
         # does not leave the place empty meanwhile; each is tried whatever the other did.
         if attach_if_healthy and live is not None and not slot.attached:
             healthy = (yield Probe(live)) if self._s.has_check else True
-            if healthy:
-                slot.ready = True
-                try:
+            try:
+                if healthy:
+                    slot.ready = True
                     yield from self.attach(slot, live, live.version)
-                except Failed as exc:
-                    self._cleanup_failed(slot, exc)
+                elif slot.doubt:
+                    # Left out, as reported: a router call that failed may have left it in.
+                    yield from self.detach(slot, live, live.version)
+            except Failed as exc:
+                self._cleanup_failed(slot, exc)
         if slot.extra is not None:
             try:
                 yield from self._drop_extra(slot, slot.old_version)
