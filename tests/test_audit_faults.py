@@ -1489,3 +1489,27 @@ async def test_an_instance_in_doubt_that_fails_its_check_is_taken_out_as_reporte
     assert not item.serving
     assert "s0" not in cluster.traffic
     assert item.reason == "router.detach raised OSError: drain failed"
+
+
+@pytest.mark.parametrize("half", [False, True])
+async def test_a_blue_green_switch_whose_detach_fails_is_halted_truthfully(half: bool) -> None:
+    # canary.md: a failed detach while traffic moves is a trigger; a halt leaves both sets
+    # as they are, reported exactly (concepts.md: `serving` is what stands there now).
+    cluster = Cluster(max_unavailable=0, max_surge=4)
+
+    async def fails_for_s2(c: Cluster, args: tuple[Any, ...]) -> Any:
+        if args[0].id != "s2":
+            return PROCEED
+        c.always.pop("detach")
+        if half:
+            c.traffic.discard("s2")
+        raise OSError("drain failed")
+
+    cluster.every("detach", fails_for_s2)
+    run, _ = rollout(cluster, Elastic(cluster), strategy=rolling.BlueGreen(), rollback="halt")
+    result = await run.run()
+    assert result.status is RolloutStatus.HALTED
+    truth(result, cluster, [f"s{i}" for i in range(4)])
+    item = result.by_id("s2")
+    assert item.serving
+    assert "s2" in cluster.traffic

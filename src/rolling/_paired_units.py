@@ -19,6 +19,7 @@ was. An instance that cannot be terminated is kept as a stray of its slot.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from typing import Any
 
@@ -142,7 +143,14 @@ class PairedUnits(UnitPrograms):
             return
         yield from self.attach(slot, slot.extra, target, extra=True)
         if slot.attached or slot.doubt:
-            yield from self.detach(slot, slot.live, target)
+            try:
+                yield from self.detach(slot, slot.live, target)
+            except Failed:
+                # Maybe still in traffic, maybe not: in again, as it was (attach is
+                # idempotent), so that a halt that leaves both sets reports them truly.
+                with contextlib.suppress(Failed):
+                    yield from self.attach(slot, slot.live, slot.old_version)
+                raise
 
     def switch_back(self, slot: Slot) -> Program:
         """Send the pair's traffic to the old instance again."""
