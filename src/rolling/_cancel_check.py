@@ -27,7 +27,7 @@ import anyio
 
 from ._stream import running_trio
 
-__all__ = ["cancel_check"]
+__all__ = ["cancel_check", "raised_by_itself"]
 
 _SCOPE_FIELDS = ("_cancel_called", "_deadline", "_shield", "_parent_scope")
 
@@ -73,3 +73,21 @@ def _asyncio_task_state() -> Any:
     if scope is None or not all(hasattr(scope, name) for name in _SCOPE_FIELDS):
         return None  # another anyio, or a task anyio did not start (its scopes are unknown)
     return state
+
+
+def raised_by_itself(exc: BaseException, scope: anyio.CancelScope) -> bool:
+    """Whether asyncio's ``CancelledError`` out of ``scope`` came from the code it ran.
+
+    Only ``scope`` itself, a scope around it (anyio cancels through ``task.cancel()``) or a
+    native ``task.cancel()`` cancel the task, and asyncio counts the last two in
+    ``cancelling()``; a CancelledError with none of them is the code's own (a client
+    library that turns its time-out into one): a failure of that code, not a cancellation.
+    trio's ``Cancelled`` cannot be raised so.
+    """
+    if not isinstance(exc, asyncio.CancelledError) or scope.cancel_called:
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        return False
+    return task is not None and task.cancelling() == 0

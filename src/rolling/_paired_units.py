@@ -19,13 +19,14 @@ was. An instance that cannot be terminated is kept as a stray of its slot.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from typing import Any
 
 from ._effects import Failed, Interrupted, Sleep
 from ._result import InstanceOutcome
 from ._slot import Slot
-from ._unit import UnitPrograms
+from ._unit import Gone, UnitPrograms
 from .events import Phase
 from .typing import FULL_WEIGHT
 
@@ -141,8 +142,15 @@ class PairedUnits(UnitPrograms):
             yield from self.shift(slot, FULL_WEIGHT, 0, gaining_new=True)
             return
         yield from self.attach(slot, slot.extra, target, extra=True)
-        if slot.attached:
-            yield from self.detach(slot, slot.live, target)
+        if slot.attached or slot.doubt:
+            try:
+                yield from self.detach(slot, slot.live, target)
+            except Failed:
+                # Maybe still in traffic, maybe not: in again, as it was (attach is
+                # idempotent), so that a halt that leaves both sets reports them truly.
+                with contextlib.suppress(Failed):
+                    yield from self.attach(slot, slot.live, slot.old_version)
+                raise
 
     def switch_back(self, slot: Slot) -> Program:
         """Send the pair's traffic to the old instance again."""
@@ -152,7 +160,7 @@ class PairedUnits(UnitPrograms):
             return
         if not slot.attached:
             yield from self.attach(slot, slot.live, old)
-        if slot.extra_attached:
+        if slot.extra_attached or slot.extra_doubt:
             yield from self.detach(slot, slot.extra, old, extra=True)
 
     def retire(self, slot: Slot) -> Program:
@@ -161,7 +169,7 @@ class PairedUnits(UnitPrograms):
         machine = self._m
         old = slot.live
         kept = ""
-        if slot.attached:
+        if slot.attached or slot.doubt:
             try:
                 if self.weighted:
                     # Out of new traffic first: a detach that fails then leaves it sent nothing.
@@ -173,6 +181,7 @@ class PairedUnits(UnitPrograms):
         # Swap first, so a terminate that fails leaves a stray, not an instance to roll back.
         new, slot.extra = slot.extra, None
         slot.attached, slot.extra_attached = True, False
+        slot.doubt = slot.extra_doubt = False
         slot.ready = True
         yield from self._set_live(slot, new)
         if kept:
@@ -181,6 +190,8 @@ class PairedUnits(UnitPrograms):
         else:
             try:
                 yield from self._terminate(slot, old, target)
+            except Gone as exc:
+                slot.reason = f"old instance {old.id} terminated, but {exc.reason}"
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"

@@ -371,7 +371,11 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     errors = [leaf for leaf in leaves if isinstance(leaf, Exception)]
     if len(errors) == len(leaves):
         return one_error(errors)
-    # A cancellation or an interrupt among several: it must propagate as it is.
+    if len(leaves) == 1 and not isinstance(leaves[0], anyio.get_cancelled_exc_class()):
+        # A KeyboardInterrupt or SystemExit a driver raised, alone: as itself, so that
+        # `except KeyboardInterrupt` catches it.
+        return leaves[0]
+    # A cancellation, or an interrupt among several: it must propagate as it is.
     return group
 
 

@@ -37,7 +37,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._cancel_check import cancel_check
+from ._cancel_check import cancel_check, raised_by_itself
 from ._effects import (
     IDLE,
     Call,
@@ -84,6 +84,23 @@ after each of them costs more than the unit. Every 32nd bounds the delay of anot
 32 such units (about a millisecond). A cancellation does not wait for it: the worker asks
 the loop whether its task was cancelled after every unit (a cheap question, no loop turn).
 """
+
+
+_ANSWERED = frozenset({"replace", "launch"})
+"""The calls whose answer is an instance the machine goes on from."""
+
+
+def _answer(effect: Call, answer: Any) -> Any:
+    """What a call returned; a replace or launch must return an instance."""
+    if effect.op in _ANSWERED and not (
+        isinstance(getattr(answer, "id", None), str)
+        and isinstance(getattr(answer, "version", None), str)
+    ):
+        # Nothing to track: the attempt fails, and the unit goes on from the instance it
+        # asked about (a launch's instance, never named, is unknown).
+        msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
+        raise Failed(msg)
+    return answer
 
 
 class Runner:
@@ -527,10 +544,17 @@ class Runner:
             else:
                 scope.deadline = limit
             try:
-                return await fn(*effect.args)
+                answer = await fn(*effect.args)
             except Exception as exc:
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
+            except BaseException as exc:
+                if not raised_by_itself(exc, scope):
+                    raise
+                msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
+                raise Failed(msg) from exc
+            else:
+                return _answer(effect, answer)
             finally:
                 if entry is not None:
                     entry[SCOPE] = None

@@ -29,6 +29,15 @@ class Slot:
     ready: bool = True
     extra: Any = None
     extra_attached: bool = False
+    doubt: bool = False
+    """The last router call on :attr:`live` failed (raised or was cut): it may be in traffic
+    or not. It counts as out of traffic (``attached`` is false), and is detached again
+    before anything would stop it, or attached again to settle it."""
+    extra_doubt: bool = False
+    """The same for :attr:`extra`."""
+    terminated_but: bool = False
+    """Its old instance was terminated after the swap, but ``after_terminate`` raised: the
+    reason says so, and a success keeps it."""
     tally: dict[InstanceOutcome, int] | None = attrs.field(default=None, kw_only=True, repr=False)
     """Slots by outcome, shared by the slots of a run, so a snapshot need not scan them."""
     outcome: InstanceOutcome = InstanceOutcome.PENDING

@@ -37,7 +37,7 @@ from .events import Phase
 if TYPE_CHECKING:
     from ._machine import Machine, Start
 
-__all__ = ["UnitPrograms", "check_answer"]
+__all__ = ["Gone", "UnitPrograms", "check_answer"]
 
 Program = Generator[Any, Any, Any]
 
@@ -52,6 +52,13 @@ _UPDATED, _REVERTED = Phase.UPDATED, Phase.REVERTED
 
 _ROUTING = {True: Phase.ATTACHING, False: Phase.DETACHING}
 _ROUTED = {True: Phase.ATTACHED, False: Phase.DETACHED}
+
+
+class Gone(Failed):
+    """``after_terminate`` raised: the attempt fails, but the instance was terminated.
+
+    Not a stray, then: it no longer exists, and a result must not say it does.
+    """
 
 
 class UnitPrograms:
@@ -108,7 +115,7 @@ class UnitPrograms:
                     )
                 if ok and failed_before is None:
                     slot.set_outcome(_OUTCOME_REVERTED if rolling_back else _OUTCOME_UPDATED)
-                    if not slot.strays:
+                    if not slot.strays and not slot.terminated_but:
                         slot.reason = ""
                     if machine.listening:
                         phase = _REVERTED if rolling_back else _UPDATED
@@ -183,21 +190,32 @@ class UnitPrograms:
         machine.record_failure(slot)
         live = slot.live
         in_traffic_on_old = slot.serving and live.version == slot.old_version
-        if not self._s.failure.restore_failed or in_traffic_on_old:
+        untouched = live is not None and live.version == slot.old_version
+        if slot.doubt and untouched and not slot.replace_tried:
+            # A detach that raised or was cut changed nothing but, maybe, the traffic: the
+            # old instance goes back in (attach is idempotent), restore_failed or not.
+            yield from self._settle(slot, attach_if_healthy=True)
+        elif not self._s.failure.restore_failed or in_traffic_on_old:
+            if not slot.doubt and slot.extra is None:
+                return  # nothing to settle: FAILED stays the last phase
+            if slot.doubt and live is not None:
+                # Left out of traffic for inspection, as documented: surely out, then.
+                try:
+                    yield from self.detach(slot, live, live.version)
+                except Failed as exc:
+                    self._cleanup_failed(slot, exc)
+            # A surge instance to drop: its phases come after FAILED, announced again below.
             yield from self._settle(slot, attach_if_healthy=False)
-            return
-        if not (yield from machine.flags.before_restore()):
+        elif not (yield from machine.flags.before_restore()):
             # The flag may be on: the old version must not come back (a halt, rule 7).
             slot.reason = f"{reason}; not restored to {slot.old_version}: {machine.flags.stays_on}"
             yield from self._settle(slot, attach_if_healthy=False)
-            return
-        restore_mode = Mode.TAKE_OUT if live is None else mode
-        if restore_mode is Mode.SURGE:
+        elif (Mode.TAKE_OUT if live is None else mode) is Mode.SURGE:
             yield from self._settle(slot, attach_if_healthy=True)
         else:
-            yield from self._restore(slot, restore_mode, reason)
-        # The restore's own phases end on ATTACHED or DETACHED: FAILED again is the unit's
-        # final phase, with a reason that says where the restore left it.
+            yield from self._restore(slot, Mode.TAKE_OUT if live is None else mode, reason)
+        # The restore's (or the settle's) own phases end on ATTACHED, DETACHED or TERMINATED:
+        # FAILED again is the unit's final phase, with a reason that says where it is left.
         live = slot.live
         machine.phase(
             slot, Phase.FAILED, slot.old_version if live is None else live.version, slot.reason
@@ -312,9 +330,10 @@ class UnitPrograms:
         """Put ``instance`` in ``slot``'s place, journaling the swap when the id changes."""
         before = slot.live
         slot.live = instance
-        if self._journaled:
-            after = None if instance is None else instance.id
-            if (None if before is None else before.id) != after:
+        after = None if instance is None else instance.id
+        if (None if before is None else before.id) != after:
+            slot.doubt = False  # another instance: no router call on it failed
+            if self._journaled:
                 return self._record({"t": "swap", "k": slot.key, "i": after})
         return ()
 
@@ -350,7 +369,11 @@ class UnitPrograms:
             yield from self.hook(f"before_{op}", instance)
         self._m.phase(slot, _ROUTING[into], version, instance=instance)
         if self._router:
-            yield from self.call(slot, op, instance, version, f"router.{op}", instance)
+            try:
+                yield from self.call(slot, op, instance, version, f"router.{op}", instance)
+            except Failed:
+                in_doubt(slot, extra=extra)
+                raise
         self._routed(slot, instance, version, into=into, extra=extra, announced=True)
         if self._hooks:
             yield from self.hook(f"after_{op}", instance)
@@ -370,9 +393,9 @@ class UnitPrograms:
         if not announced:
             machine.phase(slot, _ROUTING[into], version, instance=instance)
         if extra:
-            slot.extra_attached = into
+            slot.extra_attached, slot.extra_doubt = into, False
         else:
-            slot.attached = into
+            slot.attached, slot.doubt = into, False
         machine.phase(slot, _ROUTED[into], version, instance=instance)
 
     def _terminate(self, slot: Slot, instance: Any, version: str) -> Program:
@@ -383,7 +406,10 @@ class UnitPrograms:
         yield from self.call(slot, "terminate", instance, version, "driver.terminate", instance)
         self._m.phase(slot, Phase.TERMINATED, version, instance=instance)
         if hooks:
-            yield from self.hook("after_terminate", instance)
+            try:
+                yield from self.hook("after_terminate", instance)
+            except Failed as exc:
+                raise Gone(exc.reason) from exc
 
     def _launch(self, slot: Slot, version: str) -> Program:
         if self._hooks:
@@ -415,7 +441,7 @@ class UnitPrograms:
         if hooks:
             yield from self.hook("after_ready", instance)
 
-    def _replace_in_place(self, slot: Slot, version: str) -> Program:  # noqa: C901 - flat on purpose
+    def _replace_in_place(self, slot: Slot, version: str) -> Program:  # noqa: C901, PLR0912 - flat on purpose
         """:meth:`_apply` in place with no hooks and no journal, in one flat generator.
 
         The same effects and phases, in the same order, as the general path: it is the
@@ -426,12 +452,16 @@ class UnitPrograms:
         router = self._router
         asked = slot.live
         # Each phase only when someone listens: announcing nothing still costs a call.
-        if slot.attached:
+        if slot.attached or slot.doubt:
             if machine.listening:
                 machine.phase(slot, _DETACHING, version, "", asked)
             if router:
-                yield Call("detach", (asked,), "router.detach")
-            slot.attached = False
+                try:
+                    yield Call("detach", (asked,), "router.detach")
+                except Failed:
+                    in_doubt(slot, extra=False)
+                    raise
+            slot.attached = slot.doubt = False
             if machine.listening:
                 machine.phase(slot, _DETACHED, version, "", asked)
         if machine.listening:
@@ -453,7 +483,11 @@ class UnitPrograms:
             machine.phase(slot, _READY, version)
             machine.phase(slot, _ATTACHING, version, "", replaced)
         if router:
-            yield Call("attach", (replaced,), "router.attach")
+            try:
+                yield Call("attach", (replaced,), "router.attach")
+            except Failed:
+                in_doubt(slot, extra=False)
+                raise
         slot.attached = True
         if machine.listening:
             machine.phase(slot, _ATTACHED, version, "", replaced)
@@ -461,7 +495,7 @@ class UnitPrograms:
     def _apply(self, slot: Slot, mode: Mode, version: str, *, restoring: bool) -> Program:
         """Carry ``slot`` to ``version`` by taking it out first (in place or terminate-launch)."""
         hooks = self._hooks
-        if slot.attached and slot.live is not None:
+        if (slot.attached or slot.doubt) and slot.live is not None:
             yield from self.detach(slot, slot.live, version)
         if mode is Mode.IN_PLACE and slot.live is not None:
             # A restore skips the replace only when none was tried: one that raised may
@@ -484,7 +518,11 @@ class UnitPrograms:
             if slot.live is not None:
                 old = slot.live
                 slot.ready = False
-                yield from self._terminate(slot, old, version)
+                try:
+                    yield from self._terminate(slot, old, version)
+                except Gone:
+                    yield from self._set_live(slot, None)  # the attempt fails, with it gone
+                    raise
                 yield from self._set_live(slot, None)
             slot.ready = False
             launched = yield from self._launch(slot, version)
@@ -502,18 +540,23 @@ class UnitPrograms:
 
     def _apply_surge(self, slot: Slot, version: str, strays: int) -> Program:
         """Add the new instance first; ``strays`` is how many the slot had when the unit began."""
-        if slot.extra is not None:
+        # An earlier attempt that failed taking the old instance out (its detach raised)
+        # left the new one in traffic: go on from there, as a retry does. Dropping it first
+        # would take out what serves while the old one may be out of traffic already.
+        resume = slot.extra is not None and slot.extra_attached
+        if slot.extra is not None and not resume:
             # A failed earlier attempt: its instance goes before a new one comes.
             yield from self._drop_extra(slot, version)
         if len(slot.strays) > strays:
             # The unit's one instance of surge is held by what it could not terminate.
             msg = f"no room to launch: {slot.strays[-1].id} could not be terminated"
             raise Failed(msg)
-        yield from self._launch_extra(slot, version)
-        yield from self._ready(slot, slot.extra, version)
-        yield from self.attach(slot, slot.extra, version, extra=True)
+        if not resume:
+            yield from self._launch_extra(slot, version)
+            yield from self._ready(slot, slot.extra, version)
+            yield from self.attach(slot, slot.extra, version, extra=True)
         old = slot.live
-        if old is not None and slot.attached:
+        if old is not None and (slot.attached or slot.doubt):
             yield from self.detach(slot, old, version)
         # From here the new instance is in traffic and the old one out: swap them first,
         # so a failing terminate leaves a stray to report, not an instance to roll back.
@@ -521,11 +564,15 @@ class UnitPrograms:
         # the new instance in place but out of traffic.
         new, slot.extra = slot.extra, None
         slot.attached, slot.extra_attached = True, False
+        slot.doubt = slot.extra_doubt = False
         slot.ready = True
         yield from self._set_live(slot, new)
         if old is not None:
             try:
                 yield from self._terminate(slot, old, version)
+            except Gone as exc:
+                slot.reason = f"old instance {old.id} terminated, but {exc.reason}"
+                slot.terminated_but = True
             except Failed as exc:
                 slot.strays += (old,)
                 slot.reason = f"old instance {old.id} left running out of traffic: {exc.reason}"
@@ -550,9 +597,11 @@ class UnitPrograms:
     def _drop_extra(self, slot: Slot, version: str) -> Program:
         extra = slot.extra
         try:
-            if slot.extra_attached:
+            if slot.extra_attached or slot.extra_doubt:
                 yield from self.detach(slot, extra, version, extra=True)
             yield from self._terminate(slot, extra, version)
+        except Gone:
+            raise  # terminated all the same: no stray
         except BaseException:
             # Failed, or cut short (a journal that refuses the terminate's record, the clean-up
             # deadline closing the program): the instance may still run, so it is reported.
@@ -560,6 +609,7 @@ class UnitPrograms:
             raise
         finally:
             slot.extra = None
+            slot.extra_attached = slot.extra_doubt = False
 
     def put_back_left_out(self) -> Program:
         """A revert asked for became a halt before it began: settle what it was to handle.
@@ -584,17 +634,29 @@ class UnitPrograms:
 
     def _settle(self, slot: Slot, *, attach_if_healthy: bool) -> Program:
         """Leave ``slot`` consistent: no surge instance out of traffic, nothing out unchecked."""
-        try:
-            if slot.extra is not None:
-                yield from self._drop_extra(slot, slot.old_version)
-            live = slot.live
-            if attach_if_healthy and live is not None and not slot.attached:
-                healthy = (yield Probe(live)) if self._s.has_check else True
+        live = slot.live
+        # The instance in place goes back first, so dropping a surge instance in traffic
+        # does not leave the place empty meanwhile; each is tried whatever the other did.
+        if attach_if_healthy and live is not None and not slot.attached:
+            healthy = (yield Probe(live)) if self._s.has_check else True
+            try:
                 if healthy:
                     slot.ready = True
                     yield from self.attach(slot, live, live.version)
-        except Failed as exc:
-            slot.reason = f"{slot.reason}; cleanup: {exc.reason}" if slot.reason else exc.reason
+                elif slot.doubt:
+                    # Left out, as reported: a router call that failed may have left it in.
+                    yield from self.detach(slot, live, live.version)
+            except Failed as exc:
+                self._cleanup_failed(slot, exc)
+        if slot.extra is not None:
+            try:
+                yield from self._drop_extra(slot, slot.old_version)
+            except Failed as exc:
+                self._cleanup_failed(slot, exc)
+
+    @staticmethod
+    def _cleanup_failed(slot: Slot, exc: Failed) -> None:
+        slot.reason = f"{slot.reason}; cleanup: {exc.reason}" if slot.reason else exc.reason
 
 
 def check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
@@ -609,3 +671,16 @@ def check_answer(what: str, instance: Any, version: str, same_id: str | None) ->
     if instance.version != version:
         msg = f"{what} returned the wrong version: asked {version}, got {instance.version}"
         raise Failed(msg)
+
+
+def in_doubt(slot: Slot, *, extra: bool) -> None:
+    """A router call on the slot's instance (or its ``extra``) failed: in traffic or not?
+
+    A detach that raised or was cut may have stopped new traffic already, an attach may
+    have started it: the instance counts as out of traffic, is detached again before it
+    is stopped, and is attached again to settle it (router calls are idempotent).
+    """
+    if extra:
+        slot.extra_attached, slot.extra_doubt = False, True
+    else:
+        slot.attached, slot.doubt = False, True

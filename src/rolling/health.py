@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import anyio
 
+from ._cancel_check import raised_by_itself
 from .typing import HealthResult
 
 __all__ = ["CheckFunction", "as_check_function", "probe_once"]
@@ -108,6 +109,11 @@ async def probe_once(check: CheckFunction, instance: object, limit: float) -> He
             if inspect.isawaitable(answer):
                 answer = await answer
         except Exception as exc:  # noqa: BLE001 - a crashing check means "not healthy", with the cause
+            return HealthResult(healthy=False, reason=f"check raised {type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            if not raised_by_itself(exc, deadline):
+                raise
+            # asyncio's CancelledError that the check raised itself: no cancellation.
             return HealthResult(healthy=False, reason=f"check raised {type(exc).__name__}: {exc}")
     if deadline.cancelled_caught:
         return HealthResult(healthy=False, reason=f"check timed out after {limit}s")
