@@ -389,7 +389,7 @@ class Player:
         error = "boom" if self.rng.random() < self.fault else ""
         self.now += 1
         self.machine.now = self.now
-        more: bool = self.machine.measured(judge, index, answer, error)
+        more: bool = self.machine.analyses.measured(judge, index, answer, error)
         self.signals()
         return more
 

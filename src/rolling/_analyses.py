@@ -73,13 +73,14 @@ class Analyses:
         """The background analysis's judge while it runs."""
         return self._background if self._state == _RUNNING else None
 
-    def context(self, slots: list[Any], rollout_id: str, now: float) -> MeasureContext:
+    def context(self) -> MeasureContext:
         """What a measurement taken now knows of the rollout."""
-        target = self._m.settings.target
+        machine = self._m
+        target = machine.settings.target
         new: list[Any] = []
         old: list[Any] = []
         versions: set[str] = set()
-        for slot in slots:
+        for slot in machine.slots:
             if slot.old_version != target:
                 versions.add(slot.old_version)
             if slot.extra is not None:
@@ -97,8 +98,8 @@ class Analyses:
             old_versions=tuple(sorted(versions)),
             new_instances=tuple(new),
             old_instances=tuple(old),
-            rollout_id=rollout_id,
-            at=now,
+            rollout_id=machine.rollout_id,
+            at=machine.now,
         )
 
     def weighed(self, instance_id: str, weight: int) -> None:

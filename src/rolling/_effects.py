@@ -38,6 +38,7 @@ __all__ = [
     "Together",
     "WaitReady",
     "WaitStep",
+    "checked_answer",
 ]
 
 
@@ -185,3 +186,34 @@ class SetFlagValue:
     setter: Any
     flag: str
     value: object
+
+
+_ANSWERED = frozenset({"replace", "launch"})
+"""The calls whose answer is an instance the machine goes on from."""
+
+
+def checked_answer(effect: Call, answer: Any) -> Any:
+    """What a call returned; a replace or launch must return an instance."""
+    if effect.op in _ANSWERED and not (
+        isinstance(getattr(answer, "id", None), str)
+        and isinstance(getattr(answer, "version", None), str)
+    ):
+        # Nothing to track: the attempt fails, and the unit goes on from the instance it
+        # asked about (a launch's instance, never named, is unknown).
+        msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
+        raise Failed(msg)
+    return answer
+
+
+def check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
+    """A driver's answer must be what was asked for; trusting a wrong one hides a failure.
+
+    writing-a-driver.md requires the version asked for, and the same id in place;
+    the answer is tracked first (it is what stands there now), then the attempt fails.
+    """
+    if same_id is not None and instance.id != same_id:
+        msg = f"{what} returned a different instance: asked id {same_id}, got id {instance.id}"
+        raise Failed(msg)
+    if instance.version != version:
+        msg = f"{what} returned the wrong version: asked {version}, got {instance.version}"
+        raise Failed(msg)

@@ -66,7 +66,6 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ._analyses import ANALYZE, Analyses
-from ._analysis import MeasureContext
 from ._budget import Budget
 from ._collector import collector_paused
 from ._effects import (
@@ -87,7 +86,7 @@ from ._recovery import recover
 from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._resuming import Resumption
 from ._settings import Settings, check_fleet, check_unique
-from ._slot import Slot, fleet_slots, instance_result
+from ._slot import Slot, end_slots, fleet_slots, instance_result
 from ._steps import Step
 from ._unit import UnitPrograms
 from .events import (
@@ -163,7 +162,8 @@ class Machine:
             self._passes = Passes(self, settings, self._units, self._holds)
         self._analyses = Analyses(self, settings.analysis)
         self.flags = Flags(self, settings.flags)
-        self._rollout_id = ""
+        self.rollout_id = ""
+        """This run's id, ``target@wall-time-of-start``, as metric queries see it."""
         # The runner's calls once per unit, bound to where the work is done (a call fewer each).
         self.unit: Callable[[Start], Program] = self._units.run
         """The program of one unit; it returns the units that may start after it."""
@@ -175,11 +175,7 @@ class Machine:
     # ---------------------------------------------------------- runner side
 
     def set_clock(self, now: float, wall: float) -> None:
-        """Loop time ``now`` is wall time ``wall``: events made from now on are stamped so.
-
-        The runner sets it when it is made, so that a control call before the run starts
-        (``handle.pause()`` before the first ``await``) is stamped like every other event.
-        """
+        """Loop time ``now`` is wall time ``wall`` (set early: a control before start())."""
         self.now = now
         self._wall_offset = wall - now
 
@@ -187,7 +183,7 @@ class Machine:
         """The run starts at loop time ``now``, wall time ``wall``."""
         self.set_clock(now, wall)
         self._started_at = self._progress_at = now
-        self._rollout_id = f"{self._s.target}@{wall:.3f}"
+        self.rollout_id = f"{self._s.target}@{wall:.3f}"
         self.set_status(RolloutStatus.PAUSED if self._paused else RolloutStatus.RUNNING)
 
     def drain_events(self) -> list[Event]:
@@ -523,14 +519,6 @@ class Machine:
         """The rollout's analyses (steps and background)."""
         return self._analyses
 
-    def measure_context(self) -> MeasureContext:
-        """What a measurement taken now knows of the rollout."""
-        return self._analyses.context(self.slots, self._rollout_id, self.now)
-
-    def measured(self, judge: Any, index: int, answer: object, error: str) -> bool:
-        """The runner took a measurement: judge it; whether to measure again."""
-        return self._analyses.measured(judge, index, answer, error)
-
     def signal_wake(self) -> None:
         """Wake the main program (it may be waiting on the background analysis)."""
         self._signals |= WAKE
@@ -562,15 +550,7 @@ class Machine:
         """Make the result; the run has ended with ``status``."""
         analyses = self._analyses
         analyses.end_background()
-        for slot in self.slots:
-            if slot.extra is not None:
-                # A paired strategy halted or cancelled with both instances standing.
-                slot.strays += (slot.extra,)
-                slot.reason = slot.reason or f"left beside its new instance {slot.extra.id}"
-                slot.extra = None
-            if slot.outcome is InstanceOutcome.IN_PROGRESS:
-                slot.set_outcome(InstanceOutcome.INTERRUPTED)
-                slot.reason = slot.reason or "interrupted"
+        end_slots(self.slots)
         self.status = status
         with collector_paused():
             instances = tuple(instance_result(s) for s in self.slots)
@@ -596,11 +576,7 @@ class Machine:
         return {outcome: count for outcome, count in self._tally.items() if count}
 
     def in_flight(self) -> tuple[str, ...]:
-        """Ids of instances being worked on, in fleet order.
-
-        That is a call or wait in flight for them, or a new instance of a canary or
-        blue-green standing beside them until a later step.
-        """
+        """Ids of instances in flight (a call, a wait, a new instance beside them), in order."""
         working = self._busy | {s for s in self._rested if s.outcome is _IN_PROGRESS}
         return tuple(s.key for s in sorted(working, key=lambda s: s.position))
 
@@ -611,11 +587,7 @@ class Machine:
 
     @property
     def step_ended(self) -> bool:
-        """Whether the step about to be waited on is already over.
-
-        A trigger fired, or it was promoted, after it began but before its wait did (a
-        control call from an observer).
-        """
+        """Whether the step about to be waited on was promoted or stopped (by an observer)."""
         return self._stop_mode is not None or self._holds.ended
 
     @property

@@ -94,7 +94,7 @@ class Measurer:
         await anyio.sleep(metric.initial_delay)
         while True:
             machine.now = clock()
-            context = machine.measure_context()
+            context = machine.analyses.context()
             answer: Any = None
             error = ""
             try:
@@ -105,7 +105,7 @@ class Measurer:
             except Exception as exc:  # noqa: BLE001 - a provider that raises gives an error measurement
                 error = f"{type(exc).__name__}: {exc}"
             machine.now = clock()
-            more = machine.measured(judge, index, answer, error)
+            more = machine.analyses.measured(judge, index, answer, error)
             self._flush()
             if not more:
                 scope.cancel()

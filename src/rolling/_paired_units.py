@@ -108,7 +108,7 @@ class PairedUnits(UnitPrograms):
             except Failed as exc:
                 reasons.append(exc.reason)  # the detach below takes it out all the same
         try:
-            yield from self._drop_extra(slot, version)
+            yield from self.drop_extra(slot, version)
         except Failed as exc:
             reasons.append(exc.reason)
         if reasons:

@@ -21,8 +21,9 @@ loss is such an error.
 
 The runner's helpers, each with its rules at its top: :func:`rolling._lock.under_lock`
 (holding the lock around the run), :mod:`rolling._timers` (one timer for every call's
-``effect_timeout``, and the progress watchdog) and :mod:`rolling._step_effects` (pauses,
-gates, flags and the measuring of analyses).
+``effect_timeout``, and the progress watchdog), :mod:`rolling._step_effects` (pauses,
+gates, flags and the measuring of analyses), :mod:`rolling._delivery` (events to the
+observers and streams) and :mod:`rolling._journal_writer` (write-ahead records).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._cancel_check import cancel_check, raised_by_itself
+from ._delivery import Delivery
 from ._effects import (
     IDLE,
     Call,
@@ -56,8 +58,10 @@ from ._effects import (
     Together,
     WaitReady,
     WaitStep,
+    checked_answer,
 )
 from ._errors import one_error
+from ._journal_writer import JournalWriter
 from ._lock import LockLostError, under_lock
 from ._machine import ANALYZE, INTERRUPT, STEP, WAKE, Machine, Program, Start
 from ._measuring import analyses_of
@@ -66,7 +70,6 @@ from ._result import InstanceOutcome, RolloutResult, RolloutStatus
 from ._step_effects import StepEffects
 from ._stream import EventStream, loop_checkpoint, loop_clock
 from ._timers import SCOPE, Deadline, EffectTimer, watch_progress
-from .events import Event
 from .health import probe_once
 
 if TYPE_CHECKING:
@@ -86,23 +89,6 @@ the loop whether its task was cancelled after every unit (a cheap question, no l
 """
 
 
-_ANSWERED = frozenset({"replace", "launch"})
-"""The calls whose answer is an instance the machine goes on from."""
-
-
-def _answer(effect: Call, answer: Any) -> Any:
-    """What a call returned; a replace or launch must return an instance."""
-    if effect.op in _ANSWERED and not (
-        isinstance(getattr(answer, "id", None), str)
-        and isinstance(getattr(answer, "version", None), str)
-    ):
-        # Nothing to track: the attempt fails, and the unit goes on from the instance it
-        # asked about (a launch's instance, never named, is unknown).
-        msg = f"{effect.what} returned {answer!r}, not an instance (str id and version)"
-        raise Failed(msg)
-    return answer
-
-
 class Runner:
     """Runs one machine against a rollout's driver, router, hooks and journal."""
 
@@ -114,7 +100,9 @@ class Runner:
         self._cleanup_timeout = rollout.cleanup_timeout
         self._check = rollout.check_function
         self._readiness = rollout.readiness
-        self._journal = rollout.journal
+        self._journal = (
+            None if rollout.journal is None else JournalWriter(rollout.journal, self._error)
+        )
         calls: dict[str, Callable[..., Any]] = dict(rollout.hook_methods)
         driver: Any = rollout.driver
         for name in ("replace", "launch", "terminate"):
@@ -128,9 +116,8 @@ class Runner:
             if set_weight is not None:
                 calls["set_weight"] = set_weight
         self._calls = calls
-        self._observers = list(rollout.observers)
+        self._delivery = Delivery(rollout.observers)
         self._delivering = False
-        self._streams: list[EventStream] = []
         # The event loop's clock from the start (a Rollout is run or started inside the loop):
         # a control call before run() begins stamps its event on it, as every other event is.
         self._clock: Callable[[], float] = loop_clock()
@@ -145,7 +132,6 @@ class Runner:
         self._cleanup_deadline = math.inf
         self._finished = False
         self._errors: list[Exception] = []
-        self._journal_error: Exception | None = None
         self._steps = StepEffects(machine, self._now, self._flush, rollout.effect_timeout)
 
     def _now(self) -> float:
@@ -161,13 +147,10 @@ class Runner:
 
     def subscribe(self) -> EventStream:
         """A stream of every event from now on."""
-        stream = EventStream()
-        if self._m.result is not None:
-            stream.end()
-        else:
-            self._streams.append(stream)
+        ended = self._m.result is not None
+        if not ended:
             self._m.listen()
-        return stream
+        return self._delivery.subscribe(ended=ended)
 
     def control(self, action: Callable[[], Any]) -> Any:
         """Call a control method of the machine, then act on what it asked for."""
@@ -240,7 +223,7 @@ class Runner:
 
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
-        if exc is self._journal_error and exc in self._errors:
+        if self._journal is not None and exc is self._journal.error and exc in self._errors:
             return  # a failed journal refuses every later write with its first error
         if isinstance(exc, LockLostError) and any(
             isinstance(e, LockLostError) for e in self._errors
@@ -265,9 +248,12 @@ class Runner:
         while events:
             self._delivering = True
             try:
-                self._deliver(events)
+                failed = self._delivery.deliver(events)
             finally:
                 self._delivering = False
+            # Once every stream has these events: the halt's own events come after them.
+            for exc in failed:
+                self._error(exc)
             events = machine.drain_events()
         signals = machine.take_signals()
         if signals:
@@ -280,49 +266,8 @@ class Runner:
                 self._wake.set()
             if signals & ANALYZE:
                 self._steps.toggle_background(self._tg)
-        if machine.result is not None and self._streams:
-            for stream in self._streams:
-                stream.end()
-            self._streams.clear()
-
-    def _deliver(self, events: list[Event]) -> None:
-        failed = self._notify(events) if self._observers else []
-        streams = self._streams
-        closed = False
-        for stream in streams:
-            stream.push(events)
-            closed = closed or stream.closed
-        if closed:
-            streams[:] = [s for s in streams if not s.closed]
-        # Once every stream has these events: the halt's own events come after them.
-        for exc in failed:
-            self._error(exc)
-
-    def _notify(self, events: list[Event]) -> list[Exception]:
-        """Call the observers with ``events``; one that raises hears nothing more."""
-        failed: list[Exception] = []
-        observers = self._observers
-        if len(observers) == 1:
-            # The usual case, without a loop per event: what the general one does for one.
-            observer = observers[0]
-            try:
-                for event in events:
-                    observer(event)
-            except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
-                observers.clear()
-                failed.append(exc)
-        elif observers:
-            for event in events:
-                index = 0
-                while index < len(observers):
-                    try:
-                        observers[index](event)
-                    except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
-                        del observers[index]
-                        failed.append(exc)
-                    else:
-                        index += 1
-        return failed
+        if machine.result is not None and self._delivery.streams:
+            self._delivery.end()
 
     # ---------------------------------------------------------- programs
 
@@ -419,7 +364,8 @@ class Runner:
         # After a lost lock every journal write is refused, so nothing may be put back (the
         # controller holding the lock now does that): the program is only closed. The same
         # goes after the journal failed: write-ahead, no effect may start unannounced.
-        lost = isinstance(exc, LockLostError) or exc is self._journal_error
+        journal = self._journal
+        lost = isinstance(exc, LockLostError) or (journal is not None and exc is journal.error)
         if lost and unit is not None and unit.slot.outcome is InstanceOutcome.IN_PROGRESS:
             # Stopped by that error, not by the clean-up deadline: its result says so.
             unit.slot.reason = unit.slot.reason or f"interrupted: {type(exc).__name__}: {exc}"
@@ -466,7 +412,8 @@ class Runner:
         if isinstance(effect, Call):
             return await self._call(effect, window)
         if isinstance(effect, Record):
-            await self._record(effect)
+            assert self._journal is not None  # noqa: S101 - the machine journals only with one
+            await self._journal.write(effect)
             return None
         if isinstance(effect, WaitReady):
             check, readiness = self._check, self._readiness
@@ -486,9 +433,8 @@ class Runner:
         if isinstance(effect, ListInstances):
             return await self._list_instances()
         if isinstance(effect, LoadJournal):
-            journal = self._journal
-            assert journal is not None  # noqa: S101 - asked only with a journal
-            return await journal.load()
+            assert self._journal is not None  # noqa: S101 - asked only with a journal
+            return await self._journal.load()
         if isinstance(effect, WaitStep):
             return await self._steps.wait_step(effect)
         if isinstance(effect, CheckGate):
@@ -554,7 +500,7 @@ class Runner:
                 msg = f"{effect.what} raised {type(exc).__name__}: {exc}"
                 raise Failed(msg) from exc
             else:
-                return _answer(effect, answer)
+                return checked_answer(effect, answer)
             finally:
                 if entry is not None:
                     entry[SCOPE] = None
@@ -640,42 +586,6 @@ class Runner:
         except Failed as exc:
             self._rollout.logger.warning("after_rollout hook failed: %s", exc.reason)
 
-    async def _record(self, effect: Record) -> None:
-        """Append a record; once the journal failed, append nothing more.
-
-        The run halts on the journal's first error (nothing new starts) and raises it at the
-        end. Write-ahead, a record that announces an effect (or the rollout) must be written
-        for the effect to start, so it raises that error again. A record that reports what
-        already happened (a call that returned, an instance's outcome) does not: its unit goes
-        on from what the call did, so the result tells the truth about the fleet (an attach
-        that returned is in traffic) although the journal does not know it. A journal fenced
-        by a lost lock refuses a report the same way (the lock's own rules, see
-        :meth:`_interrupt`, apply to what it refuses to announce).
-        """
-        record = effect.record
-        announces = record.get("s") == "start" or record.get("t") == "begin"
-        failed = self._journal_error
-        if failed is None:
-            journal = self._journal
-            assert journal is not None  # noqa: S101 - the machine journals only with one
-            try:
-                with anyio.CancelScope(shield=True):
-                    await journal.append(record, sync=effect.sync)
-            except LockLostError as exc:
-                if announces:
-                    raise
-                self._error(exc)
-                return
-            except Exception as exc:  # noqa: BLE001 - kept, raised by run() once units settle
-                self._journal_error = failed = exc
-                self._error(exc)
-            else:
-                return
-        if announces:
-            raise failed
-
     async def _close_journal(self) -> None:
-        journal = self._journal
-        if journal is not None:
-            with anyio.CancelScope(shield=True):
-                await journal.close()
+        if self._journal is not None:
+            await self._journal.close()

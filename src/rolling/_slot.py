@@ -10,7 +10,15 @@ from ._collector import collector_paused
 from ._frozen_builder import frozen_builder
 from ._result import InstanceOutcome, InstanceResult
 
-__all__ = ["Slot", "changed", "fleet_slots", "instance_result", "needs_revert"]
+__all__ = [
+    "Slot",
+    "changed",
+    "end_slots",
+    "fleet_slots",
+    "in_doubt",
+    "instance_result",
+    "needs_revert",
+]
 
 
 @attrs.define(eq=False)
@@ -98,6 +106,19 @@ def fleet_slots(
         ]
 
 
+def end_slots(slots: list[Slot]) -> None:
+    """The run has ended: nothing is in progress, and what stands beside a slot is a stray."""
+    for slot in slots:
+        if slot.extra is not None:
+            # A paired strategy halted or cancelled with both instances standing.
+            slot.strays += (slot.extra,)
+            slot.reason = slot.reason or f"left beside its new instance {slot.extra.id}"
+            slot.extra = None
+        if slot.outcome is InstanceOutcome.IN_PROGRESS:
+            slot.set_outcome(InstanceOutcome.INTERRUPTED)
+            slot.reason = slot.reason or "interrupted"
+
+
 def changed(slot: Slot) -> bool:
     """Whether what stands in its place differs from the start: gone, other version, out."""
     live = slot.live
@@ -144,3 +165,16 @@ def instance_result(slot: Slot) -> InstanceResult:
         slot.finished_at,
         tuple([stray.id for stray in slot.strays]) if slot.strays else (),
     )
+
+
+def in_doubt(slot: Slot, *, extra: bool) -> None:
+    """A router call on the slot's instance (or its ``extra``) failed: in traffic or not?
+
+    A detach that raised or was cut may have stopped new traffic already, an attach may
+    have started it: the instance counts as out of traffic, is detached again before it
+    is stopped, and is attached again to settle it (router calls are idempotent).
+    """
+    if extra:
+        slot.extra_attached, slot.extra_doubt = False, True
+    else:
+        slot.attached, slot.doubt = False, True

@@ -16,7 +16,7 @@ once more, whose reason says where the restore left it. After
 an interruption a unit *settles*: a surge instance not in traffic is
 terminated, and an instance out of traffic goes back in when it answers its
 check (unless the coming rollback will handle it; if that rollback turns into
-a halt before it begins, :meth:`UnitPrograms.put_back_left_out` settles these
+a halt before it begins, :meth:`rolling._unit_endings.UnitEndings.put_back_left_out` settles these
 as a halt does). With ``FlagRules``, a restore asked for while a revert is
 pending waits for the flag to go off (:mod:`rolling._flagging`, rule 7).
 """
@@ -27,17 +27,18 @@ import random
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._effects import Call, Failed, Interrupted, Probe, Record, Sleep, Together, WaitReady
+from ._effects import Call, Failed, Interrupted, Record, Sleep, WaitReady, check_answer
 from ._ledger import Mode
 from ._result import InstanceOutcome
 from ._settings import Settings
-from ._slot import Slot
+from ._slot import Slot, in_doubt
+from ._unit_endings import UnitEndings
 from .events import Phase
 
 if TYPE_CHECKING:
     from ._machine import Machine, Start
 
-__all__ = ["Gone", "UnitPrograms", "check_answer"]
+__all__ = ["Gone", "UnitPrograms"]
 
 Program = Generator[Any, Any, Any]
 
@@ -74,7 +75,8 @@ class UnitPrograms:
         # Nothing to call around a replace but the router: see _replace_in_place.
         self._plain = not settings.hooks and not settings.journaled
         self._instant = settings.instant_ready
-        self._left_out: list[Slot] = []  # interrupted out of traffic, for a pending revert
+        self._endings = UnitEndings(self, machine, settings)
+        self.put_back_left_out = self._endings.put_back_left_out
 
     # ---------------------------------------------------------------- unit
 
@@ -123,11 +125,13 @@ class UnitPrograms:
                         machine.phase(slot, phase, live.version)
                     machine.record_success()
                 elif rolling_back:
-                    yield from self._not_reverted(slot, goal, reason, failed_before, restored=ok)
+                    yield from self._endings.not_reverted(
+                        slot, goal, reason, failed_before, restored=ok
+                    )
                 else:
-                    yield from self._fail(slot, mode, reason)
+                    yield from self._endings.fail(slot, mode, reason)
             except Interrupted:
-                yield from self._interrupted(slot, goal, rolling_back=rolling_back)
+                yield from self._endings.interrupted(slot, goal, rolling_back=rolling_back)
             if self._journaled:
                 yield Record({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
         finally:
@@ -168,7 +172,7 @@ class UnitPrograms:
                 elif mode is Mode.IN_PLACE and self._plain and slot.live is not None:
                     yield from self._replace_in_place(slot, version)
                 else:
-                    yield from self._apply(slot, mode, version, restoring=False)
+                    yield from self.apply(slot, mode, version, restoring=False)
             except Failed as exc:
                 reason = exc.reason
             else:
@@ -181,106 +185,6 @@ class UnitPrograms:
         delay = self._s.failure.backoff.delay(attempt, self._rng)
         self._m.phase(slot, Phase.BACKING_OFF, version, reason)
         yield from self._wait(Sleep(delay))
-
-    def _fail(self, slot: Slot, mode: Mode, reason: str) -> Program:
-        machine = self._m
-        slot.set_outcome(InstanceOutcome.FAILED)
-        slot.reason = reason
-        machine.phase(slot, Phase.FAILED, self._s.target, reason)
-        machine.record_failure(slot)
-        live = slot.live
-        in_traffic_on_old = slot.serving and live.version == slot.old_version
-        untouched = live is not None and live.version == slot.old_version
-        if slot.doubt and untouched and not slot.replace_tried:
-            # A detach that raised or was cut changed nothing but, maybe, the traffic: the
-            # old instance goes back in (attach is idempotent), restore_failed or not.
-            yield from self._settle(slot, attach_if_healthy=True)
-        elif not self._s.failure.restore_failed or in_traffic_on_old:
-            if not slot.doubt and slot.extra is None:
-                return  # nothing to settle: FAILED stays the last phase
-            if slot.doubt and live is not None:
-                # Left out of traffic for inspection, as documented: surely out, then.
-                try:
-                    yield from self.detach(slot, live, live.version)
-                except Failed as exc:
-                    self._cleanup_failed(slot, exc)
-            # A surge instance to drop: its phases come after FAILED, announced again below.
-            yield from self._settle(slot, attach_if_healthy=False)
-        elif not (yield from machine.flags.before_restore()):
-            # The flag may be on: the old version must not come back (a halt, rule 7).
-            slot.reason = f"{reason}; not restored to {slot.old_version}: {machine.flags.stays_on}"
-            yield from self._settle(slot, attach_if_healthy=False)
-        elif (Mode.TAKE_OUT if live is None else mode) is Mode.SURGE:
-            yield from self._settle(slot, attach_if_healthy=True)
-        else:
-            yield from self._restore(slot, Mode.TAKE_OUT if live is None else mode, reason)
-        # The restore's (or the settle's) own phases end on ATTACHED, DETACHED or TERMINATED:
-        # FAILED again is the unit's final phase, with a reason that says where it is left.
-        live = slot.live
-        machine.phase(
-            slot, Phase.FAILED, slot.old_version if live is None else live.version, slot.reason
-        )
-
-    def _not_reverted(
-        self, slot: Slot, version: str, reason: str, failure: str | None, *, restored: bool
-    ) -> Program:
-        """A rollback unit that did not end REVERTED: its revert failed, or it had failed.
-
-        ``failure`` is the reason an instance failed before the rollback put it back (or
-        tried to): it stays FAILED, since it was never updated.
-        """
-        if not restored:
-            slot.reason = reason
-            yield from self._settle(slot, attach_if_healthy=True)
-        if failure is None:
-            slot.set_outcome(InstanceOutcome.REVERT_FAILED)
-            # The final phase comes last, after the put-back's own phases.
-            self._m.phase(slot, Phase.REVERT_FAILED, version, slot.reason)
-            return
-        if restored:
-            slot.reason = f"{failure}; restored to {version} by the rollback"
-        else:
-            slot.reason = f"{failure}; restoring {version} in the rollback failed: {slot.reason}"
-        slot.set_outcome(InstanceOutcome.FAILED)
-        self._m.phase(slot, Phase.FAILED, version, slot.reason)
-
-    def _restore(self, slot: Slot, restore_mode: Mode, reason: str) -> Program:
-        machine = self._m
-        try:
-            machine.phase(slot, Phase.REVERTING, slot.old_version)
-            yield from self._apply(slot, restore_mode, slot.old_version, restoring=True)
-        except Failed as exc:
-            slot.reason = f"{reason}; restoring {slot.old_version} failed too: {exc.reason}"
-            yield from self._settle(slot, attach_if_healthy=False)
-        except Interrupted:
-            # A cancellation cut the restore's readiness wait: the settle's one probe decides.
-            # The reason says where that left it, as after a restore that ran to its end.
-            yield from self._settle(slot, attach_if_healthy=True)
-            live = slot.live
-            if slot.serving and live is not None and live.version == slot.old_version:
-                slot.reason = f"{reason}; restored to {slot.old_version}"
-            elif not slot.serving:
-                slot.reason = f"{slot.reason}; restoring {slot.old_version} was cut short"
-        else:
-            slot.reason = f"{reason}; restored to {slot.old_version}"
-
-    def _interrupted(self, slot: Slot, version: str, *, rolling_back: bool) -> Program:
-        # A coming revert handles what is out of traffic; otherwise put it back now.
-        attach = not self._m.revert_pending or rolling_back
-        yield from self._settle(slot, attach_if_healthy=attach)
-        if not attach and not slot.attached and slot.live is not None:
-            self._left_out.append(slot)
-        if slot.outcome is not InstanceOutcome.IN_PROGRESS:
-            return
-        live = slot.live
-        if live is not None and slot.attached and live.version == version:
-            slot.set_outcome(InstanceOutcome.REVERTED if rolling_back else InstanceOutcome.UPDATED)
-            slot.reason = ""
-            self._m.phase(slot, Phase(slot.outcome), version)
-        else:
-            slot.set_outcome(InstanceOutcome.INTERRUPTED)
-            slot.reason = "interrupted"
-            self._m.phase(slot, Phase.INTERRUPTED, version, slot.reason)
 
     def _wait(self, effect: Sleep | WaitReady) -> Program:
         """Yield a wait, unless a trigger has already fired and it would be interrupted."""
@@ -442,7 +346,7 @@ class UnitPrograms:
             yield from self.hook("after_ready", instance)
 
     def _replace_in_place(self, slot: Slot, version: str) -> Program:  # noqa: C901, PLR0912 - flat on purpose
-        """:meth:`_apply` in place with no hooks and no journal, in one flat generator.
+        """:meth:`apply` in place with no hooks and no journal, in one flat generator.
 
         The same effects and phases, in the same order, as the general path: it is the
         path of most units, and every generator it does not nest saves time on each of
@@ -492,7 +396,7 @@ class UnitPrograms:
         if machine.listening:
             machine.phase(slot, _ATTACHED, version, "", replaced)
 
-    def _apply(self, slot: Slot, mode: Mode, version: str, *, restoring: bool) -> Program:
+    def apply(self, slot: Slot, mode: Mode, version: str, *, restoring: bool) -> Program:
         """Carry ``slot`` to ``version`` by taking it out first (in place or terminate-launch)."""
         hooks = self._hooks
         if (slot.attached or slot.doubt) and slot.live is not None:
@@ -546,7 +450,7 @@ class UnitPrograms:
         resume = slot.extra is not None and slot.extra_attached
         if slot.extra is not None and not resume:
             # A failed earlier attempt: its instance goes before a new one comes.
-            yield from self._drop_extra(slot, version)
+            yield from self.drop_extra(slot, version)
         if len(slot.strays) > strays:
             # The unit's one instance of surge is held by what it could not terminate.
             msg = f"no room to launch: {slot.strays[-1].id} could not be terminated"
@@ -594,7 +498,7 @@ class UnitPrograms:
         if hooks:
             yield from self.hook("after_launch", slot.extra)
 
-    def _drop_extra(self, slot: Slot, version: str) -> Program:
+    def drop_extra(self, slot: Slot, version: str) -> Program:
         extra = slot.extra
         try:
             if slot.extra_attached or slot.extra_doubt:
@@ -610,77 +514,3 @@ class UnitPrograms:
         finally:
             slot.extra = None
             slot.extra_attached = slot.extra_doubt = False
-
-    def put_back_left_out(self) -> Program:
-        """A revert asked for became a halt before it began: settle what it was to handle.
-
-        As a halt settles an interrupted unit: each instance still out of traffic goes
-        back in if it passes one health check; one on the target is then ``UPDATED``.
-        """
-        slots = [s for s in self._left_out if s.live is not None and not s.attached]
-        self._left_out.clear()
-        if slots:
-            yield Together([self._put_back(s) for s in slots], slots)
-
-    def _put_back(self, slot: Slot) -> Program:
-        yield from self._settle(slot, attach_if_healthy=True)
-        live = slot.live
-        if slot.attached and live is not None and live.version == self._s.target:
-            slot.set_outcome(_OUTCOME_UPDATED)
-            slot.reason = ""
-            self._m.phase(slot, _UPDATED, live.version)
-            if self._journaled:
-                yield Record({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
-
-    def _settle(self, slot: Slot, *, attach_if_healthy: bool) -> Program:
-        """Leave ``slot`` consistent: no surge instance out of traffic, nothing out unchecked."""
-        live = slot.live
-        # The instance in place goes back first, so dropping a surge instance in traffic
-        # does not leave the place empty meanwhile; each is tried whatever the other did.
-        if attach_if_healthy and live is not None and not slot.attached:
-            healthy = (yield Probe(live)) if self._s.has_check else True
-            try:
-                if healthy:
-                    slot.ready = True
-                    yield from self.attach(slot, live, live.version)
-                elif slot.doubt:
-                    # Left out, as reported: a router call that failed may have left it in.
-                    yield from self.detach(slot, live, live.version)
-            except Failed as exc:
-                self._cleanup_failed(slot, exc)
-        if slot.extra is not None:
-            try:
-                yield from self._drop_extra(slot, slot.old_version)
-            except Failed as exc:
-                self._cleanup_failed(slot, exc)
-
-    @staticmethod
-    def _cleanup_failed(slot: Slot, exc: Failed) -> None:
-        slot.reason = f"{slot.reason}; cleanup: {exc.reason}" if slot.reason else exc.reason
-
-
-def check_answer(what: str, instance: Any, version: str, same_id: str | None) -> None:
-    """A driver's answer must be what was asked for; trusting a wrong one hides a failure.
-
-    writing-a-driver.md requires the version asked for, and the same id in place;
-    the answer is tracked first (it is what stands there now), then the attempt fails.
-    """
-    if same_id is not None and instance.id != same_id:
-        msg = f"{what} returned a different instance: asked id {same_id}, got id {instance.id}"
-        raise Failed(msg)
-    if instance.version != version:
-        msg = f"{what} returned the wrong version: asked {version}, got {instance.version}"
-        raise Failed(msg)
-
-
-def in_doubt(slot: Slot, *, extra: bool) -> None:
-    """A router call on the slot's instance (or its ``extra``) failed: in traffic or not?
-
-    A detach that raised or was cut may have stopped new traffic already, an attach may
-    have started it: the instance counts as out of traffic, is detached again before it
-    is stopped, and is attached again to settle it (router calls are idempotent).
-    """
-    if extra:
-        slot.extra_attached, slot.extra_doubt = False, True
-    else:
-        slot.attached, slot.doubt = False, True

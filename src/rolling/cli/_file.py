@@ -28,23 +28,17 @@ import attrs
 
 from rolling import Advance as AdvanceStep
 from rolling import (
-    Backoff,
     ConfigError,
-    FailurePolicy,
-    Order,
-    ProgressDeadline,
     Readiness,
     Rollout,
     Step,
-    Waves,
 )
 from rolling.plugins import build
 from rolling.routers.balancer import Balancer
 from rolling.testing import SimulatedFleet
 
 from ._analysis_file import AnalysisReader
-from ._output import events_log
-from ._plan import learned_durations, longest_first
+from ._policy_file import PolicyReader
 from ._strategy_file import StrategyReader
 
 __all__ = [
@@ -81,11 +75,6 @@ _TOP_KEYS = (
     "strategy",
     "waves",
 )
-_ORDER_FIX = {
-    "reverse": 'add type = "sorted" (reverse sorts by id, descending)',
-    "seed": 'add type = "shuffled" (seed picks the shuffle)',
-}
-"""The fix for a key of ``[order]`` written without the type that takes it."""
 _ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _KEY_LINE = re.compile(r'^\s*("?)([A-Za-z0-9_-]+)\1\s*=')
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
@@ -365,96 +354,6 @@ class _Loader:
                 )
         return steps
 
-    def failure(self, data: Mapping[str, Any]) -> FailurePolicy | None:
-        table = self.table(data, "failure")
-        if table is None:
-            return None
-        if "backoff" in table:
-            backoff = table["backoff"]
-            if not isinstance(backoff, dict):
-                raise self.error(
-                    ("failure",), "backoff", "expected a table", "write [failure.backoff]"
-                )
-            table["backoff"] = self.construct(
-                ("failure", "backoff"), Backoff, cast("dict[str, Any]", backoff)
-            )
-        return cast("FailurePolicy", self.construct(("failure",), FailurePolicy, table))
-
-    def order(self, data: Mapping[str, Any]) -> Order | None:
-        table = self.table(data, "order")
-        if table is None:
-            return None
-        kind = table.pop("type", "inventory")
-        if kind == "longest-first":
-            journal = self.journal(data)
-            if journal is None or table:
-                raise self.error(
-                    ("order",),
-                    "type" if journal is None else next(iter(table)),
-                    "longest-first learns durations from the events log next to the journal"
-                    if journal is None
-                    else "is not a setting of longest-first",
-                    'add [journal] path = "..." (its first run goes in inventory order)',
-                )
-            return longest_first(learned_durations(events_log(journal)))
-        makers: dict[str, Callable[..., Order]] = {
-            "inventory": Order.inventory,
-            "sorted": Order.sorted,
-            "shuffled": Order.shuffled,
-        }
-        if kind not in makers:
-            raise self.error(
-                ("order",),
-                "type",
-                f"unknown order {kind!r}",
-                "use one of: " + ", ".join([*makers, "longest-first"]),
-            )
-        if kind == "inventory" and table:
-            key = next(iter(table))
-            raise self.error(
-                ("order",),
-                key,
-                "is not a setting of the inventory order (the default type)",
-                _ORDER_FIX.get(key, 'remove it, or set type = "sorted" or "shuffled"'),
-            )
-        return cast("Order", self.construct(("order",), makers[kind], table))
-
-    def waves(self, data: Mapping[str, Any]) -> Waves | None:
-        table = self.table(data, "waves")
-        if table is None:
-            return None
-        attribute = table.pop("attribute", None)
-        if not isinstance(attribute, str) or not attribute:
-            raise self.error(
-                ("waves",),
-                "attribute",
-                "is missing" if attribute is None else f"expected a name, got {attribute!r}",
-                'name the instance attribute: "zone"',
-            )
-
-        def waves(*, order: list[Any] | None = None) -> Waves:
-            return Waves(key=lambda instance: getattr(instance, attribute), order=order)
-
-        return cast("Waves", self.construct(("waves",), waves, table))
-
-    def deadline(self, data: Mapping[str, Any]) -> ProgressDeadline | float | None:
-        value = data.get("progress_deadline")
-        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-            return value
-        if isinstance(value, dict):
-            return cast(
-                "ProgressDeadline",
-                self.construct(
-                    ("progress_deadline",), ProgressDeadline, cast("dict[str, Any]", value)
-                ),
-            )
-        raise self.error(
-            (),
-            "progress_deadline",
-            f"expected seconds or a table, got {value!r}",
-            'write progress_deadline = 600, or {seconds = 600, action = "report"}',
-        )
-
     def check_router(self, driver: PluginSpec, router: PluginSpec | None) -> None:
         """Refuse a router that cannot reach the driver's instances: `rolling run` would fail."""
         if (
@@ -560,14 +459,15 @@ class _Loader:
             )
         if check is not None:
             readiness["check"] = check.built
+        policies = PolicyReader(self)
         options: dict[str, Any] = {
             "readiness": self.construct(("readiness",), Readiness, readiness),
             "strategy": self.strategies.strategy(self.table(data, "strategy")),
-            "failure": self.failure(data),
-            "order": self.order(data),
-            "waves": self.waves(data),
+            "failure": policies.failure(self.table(data, "failure")),
+            "order": policies.order(self.table(data, "order"), lambda: self.journal(data)),
+            "waves": policies.waves(self.table(data, "waves")),
             "steps": self.steps(data),
-            "progress_deadline": self.deadline(data),
+            "progress_deadline": policies.deadline(data.get("progress_deadline")),
             "analysis": self.analyses.background(data),
         }
         for key in ("rollback", "effect_timeout", "cleanup_timeout", "seed"):
