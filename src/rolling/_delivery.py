@@ -11,7 +11,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ._stream import EventStream
 from .events import Event
@@ -39,9 +39,9 @@ class Delivery:
             self.streams.append(stream)
         return stream
 
-    def deliver(self, events: list[Event]) -> list[Exception]:
+    def deliver(self, events: list[Event]) -> Sequence[Exception]:
         """Hand ``events`` to everyone (rules 1 and 2); the errors of observers that raised."""
-        failed = self._notify(events) if self._observers else []
+        failed = self._notify(events) if self._observers else ()
         streams = self.streams
         closed = False
         for stream in streams:
@@ -57,8 +57,7 @@ class Delivery:
             stream.end()
         self.streams.clear()
 
-    def _notify(self, events: list[Event]) -> list[Exception]:
-        failed: list[Exception] = []
+    def _notify(self, events: list[Event]) -> Sequence[Exception]:
         observers = self._observers
         if len(observers) == 1:
             # The usual case, without a loop per event: what the general one does for one.
@@ -68,16 +67,17 @@ class Delivery:
                     observer(event)
             except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
                 observers.clear()
-                failed.append(exc)
-        else:
-            for event in events:
-                index = 0
-                while index < len(observers):
-                    try:
-                        observers[index](event)
-                    except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
-                        del observers[index]
-                        failed.append(exc)
-                    else:
-                        index += 1
+                return (exc,)
+            return ()  # no list per call: a flush's allocations add to the collector's work
+        failed: list[Exception] = []
+        for event in events:
+            index = 0
+            while index < len(observers):
+                try:
+                    observers[index](event)
+                except Exception as exc:  # noqa: BLE001 - the rollout halts and run() raises it
+                    del observers[index]
+                    failed.append(exc)
+                else:
+                    index += 1
         return failed

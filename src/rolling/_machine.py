@@ -187,8 +187,10 @@ class Machine:
         self.set_status(RolloutStatus.PAUSED if self._paused else RolloutStatus.RUNNING)
 
     def drain_events(self) -> list[Event]:
-        """Events made since the last call, oldest first."""
-        events, self._events = self._events, []
+        """Events made since the last call, oldest first (empty: read it, keep it not)."""
+        events = self._events
+        if events:  # a new list only when there were events: most calls find none
+            self._events = []
         return events
 
     def take_signals(self) -> int:
