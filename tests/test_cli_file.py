@@ -468,3 +468,22 @@ def test_metric_settings_in_declarative_form() -> None:
     assert web.extract({"data": [{"ratio": 0.5}]}) == 0.5
     assert web_metric(url="http://127.0.0.1:9").extract(0.25) == 0.25
     assert isinstance(compare_metric(metric="x_total", alpha=0.01), Compare)
+
+
+def test_an_unknown_readiness_key_offers_only_keys_the_table_takes(tmp_path: Path) -> None:
+    """`check` is a Readiness argument, but the file gives it in [check]: not offered here."""
+    path = tmp_path / "deploy.toml"
+    path.write_text('[driver]\nplugin = "simulated"\n[readiness]\nperod = 0.5\n')
+    with pytest.raises(RolloutFileError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert "readiness.perod: is not a known key here" in message
+    assert "use one of: initial_delay, period, timeout," in message
+    assert "check" not in message.split("use one of:")[1]
+    # With a [check] table, the check still reaches Readiness.
+    path.write_text(
+        '[driver]\nplugin = "simulated"\n[check]\nplugin = "tcp"\n[readiness]\nperiod = 0.5\n'
+    )
+    readiness = load_file(path).options["readiness"]
+    assert readiness.check is not None
+    assert readiness.period == 0.5

@@ -270,16 +270,27 @@ class _Loader:
             )
         return dict(cast("dict[str, Any]", value))
 
-    def construct(self, where: Where, factory: Callable[..., Any], table: Mapping[str, Any]) -> Any:
-        """``factory(**table)``, its keys checked against its signature first."""
+    def construct(
+        self,
+        where: Where,
+        factory: Callable[..., Any],
+        table: Mapping[str, Any],
+        *,
+        elsewhere: tuple[str, ...] = (),
+    ) -> Any:
+        """``factory(**table)``, its keys checked against its signature first.
+
+        ``elsewhere``: arguments the file gives in a table of their own (``[check]`` for
+        ``Readiness.check``), not offered as keys of this one.
+        """
         params = [
             param
             for param in inspect.signature(factory).parameters.values()
             if param.kind in {param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD}
         ]
-        accepted = [param.name for param in params]
+        accepted = [param.name for param in params if param.name not in elsewhere]
         for key in table:
-            if key not in accepted:
+            if key not in accepted and key not in elsewhere:
                 raise self.error(
                     where,
                     key,
@@ -461,7 +472,7 @@ class _Loader:
             readiness["check"] = check.built
         policies = PolicyReader(self)
         options: dict[str, Any] = {
-            "readiness": self.construct(("readiness",), Readiness, readiness),
+            "readiness": self.construct(("readiness",), Readiness, readiness, elsewhere=("check",)),
             "strategy": self.strategies.strategy(self.table(data, "strategy")),
             "failure": policies.failure(self.table(data, "failure")),
             "order": policies.order(self.table(data, "order"), lambda: self.journal(data)),
