@@ -28,7 +28,7 @@ from ._policies import (
 )
 from ._result import RolloutResult
 from ._runner import Runner
-from ._settings import Settings, check_steps
+from ._settings import Settings, check_fleet, check_steps
 from ._steps import Advance, Analyze, Gate, Pause, SetCanaryScale, SetFlag, SetWeight, Step
 from ._strategy import Batches, BlueGreen, Canary, ResolvedWindow, RollingUpdate, Strategy
 from .health import CheckFunction, as_check_function
@@ -280,6 +280,20 @@ class Rollout(Generic[InstanceT]):
                 "this Rollout has already been started; build a new Rollout to run again"
             )
         self._started = True
+
+    def check_fleet(self, size: int) -> None:
+        """Run the checks ``run()`` makes once it knows the fleet has ``size`` instances.
+
+        ``Advance`` targets that mix counts and percentages can go back only for some
+        fleet sizes (``Advance(5)`` then ``Advance("10%")`` on 20 instances); a tool that
+        plans a rollout without running it calls this to refuse what the run would.
+
+        Raises:
+            ConfigError: A check fails; nothing was called on the driver.
+
+        .. versionadded:: 0.4.0
+        """
+        check_fleet(self.steps, size)
 
     @property
     def surge_enabled(self) -> bool:

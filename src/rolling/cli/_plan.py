@@ -24,7 +24,6 @@ from rolling import (
     Batches,
     BlueGreen,
     Canary,
-    ConfigError,
     Order,
     Pause,
     RollingUpdate,
@@ -221,7 +220,7 @@ def make_plan(
 ) -> Plan:
     """Plan ``rollout`` over ``instances`` (already listed) without calling anything else."""
     target = rollout.target
-    _check_advances(rollout, len(instances))
+    rollout.check_fleet(len(instances))  # what run() refuses once it has listed the fleet
     ordered = rollout.order.arrange(list(instances))
     pending = [i for i in ordered if i.version != target]
     # As a run goes: in the order, one wave (when there are waves) after the other.
@@ -266,30 +265,6 @@ def make_plan(
         waits_for_promote=_waits(rollout, batches),
         after=after,
     )
-
-
-def _check_advances(rollout: Rollout[Any], desired: int) -> None:
-    """Refuse what ``run()`` refuses once it knows the fleet: ``Advance`` targets going back.
-
-    Counts against percentages need the fleet's size (``Advance(5)`` then ``Advance("10%")``
-    on 20 instances), so ``Rollout(...)`` cannot check them; a plan must not show a run that
-    would stop there.
-
-    Raises:
-        ConfigError: An ``Advance`` resolves to fewer instances than an earlier one.
-    """
-    previous = -1
-    for index, step in enumerate(rollout.steps):
-        if isinstance(step, Advance):
-            wanted = step.resolve(desired)
-            if wanted < previous:
-                raise ConfigError(
-                    f"Rollout.steps[{index}]",
-                    f"Advance({step.to!r}) is {wanted} of {desired} instances, fewer than the"
-                    f" {previous} an earlier Advance already reached",
-                    "list Advance targets in increasing order for this fleet size",
-                )
-            previous = wanted
 
 
 def _paired_window(
