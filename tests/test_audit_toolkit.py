@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 
 import rolling
-from helpers import CLI_EVENTS_SCHEMA
+from helpers import CLI_EVENTS_SCHEMA, ElasticOnly
 from rolling import Readiness, RollingUpdate, Rollout, RolloutStatus
 from rolling.testing import (
     EventRecorder,
@@ -73,22 +73,6 @@ class LinesJournal:
         self.closes += 1
 
 
-class LaunchOnly:
-    """An elastic driver over a simulated fleet: no ``replace``, so the engine launches."""
-
-    def __init__(self, fleet: SimulatedFleet) -> None:
-        self.fleet = fleet
-
-    async def list_instances(self) -> Any:
-        return await self.fleet.list_instances()
-
-    async def launch(self, version: str) -> Any:
-        return await self.fleet.launch(version)
-
-    async def terminate(self, instance: Any) -> None:
-        await self.fleet.terminate(instance)
-
-
 def in_place(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder) -> Rollout[Any]:
     return Rollout(
         fleet,
@@ -102,7 +86,7 @@ def in_place(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecord
 
 def elastic(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder) -> Rollout[Any]:
     return Rollout(
-        LaunchOnly(fleet),
+        ElasticOnly(fleet),
         "v2",
         strategy=RollingUpdate(max_unavailable=0, max_surge=1),
         router=fleet,
@@ -114,7 +98,7 @@ def elastic(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorde
 
 def take_out(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder) -> Rollout[Any]:
     return Rollout(
-        LaunchOnly(fleet),
+        ElasticOnly(fleet),
         "v2",
         router=fleet,
         readiness=Readiness(check=fleet, period=1, deadline=30),
@@ -125,7 +109,7 @@ def take_out(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecord
 
 def canary(fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder) -> Rollout[Any]:
     return Rollout(
-        LaunchOnly(fleet),
+        ElasticOnly(fleet),
         "v2",
         strategy=rolling.Canary(scale_down_delay=5),
         steps=[rolling.SetWeight(50), rolling.Pause(10)],
@@ -140,7 +124,7 @@ def blue_green(
     fleet: SimulatedFleet, journal: LinesJournal, recorder: EventRecorder
 ) -> Rollout[Any]:
     return Rollout(
-        LaunchOnly(fleet),
+        ElasticOnly(fleet),
         "v2",
         strategy=rolling.BlueGreen(scale_down_delay=5),
         router=fleet,
