@@ -32,6 +32,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from helpers import LOOPBACK, free_port
+from rolling.routers._accept import serve as serve_connections
 from rolling.routers.haproxy import HAProxyError, HAProxyRouter, ServerAddress, ServerName
 
 __all__ = [
@@ -288,7 +289,7 @@ class App:
             async with listener:
                 self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))  # noqa: S610 - anyio's typed attributes, not Django
                 task_status.started(self.port)
-                await listener.serve(self._handle)
+                await serve_connections(listener, self._handle)
 
     def stop(self) -> None:
         """Stop listening and cut open connections."""

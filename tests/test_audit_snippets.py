@@ -31,6 +31,7 @@ import rolling.metrics
 import rolling.testing
 from helpers import CLI_EVENTS_SCHEMA, port_of, rolling_cli
 from rolling import recipes
+from rolling.routers._accept import serve as serve_connections
 from rolling.testing import EventRecorder, Latency, SimulatedFleet
 
 REPO = Path(__file__).parent.parent
@@ -968,7 +969,7 @@ async def test_weights_5_1_1_give_the_order_the_page_shows() -> None:
                 send.send_nowait(name)
                 await stream.aclose()
 
-            group.start_soon(listener.serve, serve)
+            group.start_soon(serve_connections, listener, serve)
             backends.append(Backend(name, "127.0.0.1", port_of(listener)))
         balancer = Balancer()
         # A weight set before the first attach, even before `async with`, is kept for it.

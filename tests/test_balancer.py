@@ -23,6 +23,7 @@ from rolling import (
     RolloutStatus,
 )
 from rolling.checks import HTTPCheck
+from rolling.routers._accept import serve as serve_connections
 from rolling.routers.balancer import BackendStats, Balancer, BalancerError, BalancerStats
 from rolling.typing import Router
 
@@ -37,7 +38,7 @@ async def serving(handler: Handler) -> AsyncGenerator[int]:
     listener = await anyio.create_tcp_listener(local_host=LOOPBACK, local_port=0)
     port = port_of(listener)
     async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
+        tg.start_soon(serve_connections, listener, handler)
         yield port
         tg.cancel_scope.cancel()
 
@@ -501,7 +502,7 @@ class ServerFleet:
             listener = await anyio.create_tcp_listener(local_host=LOOPBACK, local_port=0)
             async with listener:
                 task_status.started(port_of(listener))
-                await listener.serve(answers_http(version))
+                await serve_connections(listener, answers_http(version))
 
     async def list_instances(self) -> list[Node]:
         return list(self.nodes)

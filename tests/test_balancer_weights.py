@@ -13,6 +13,7 @@ import pytest
 
 from helpers import LOOPBACK, Node, free_port, port_of
 from rolling import ConfigError
+from rolling.routers._accept import serve as serve_connections
 from rolling.routers.balancer import Balancer
 from rolling.typing import FULL_WEIGHT, MAX_WEIGHT, WeightedRouter
 
@@ -58,7 +59,7 @@ async def backends(*handlers: tuple[str, Handler]) -> AsyncGenerator[list[Node]]
         # Entered last, so it stops serving before the listeners close.
         async with anyio.create_task_group() as task_group:
             for listener, (_name, handler) in zip(listeners, handlers, strict=True):
-                task_group.start_soon(listener.serve, handler)
+                task_group.start_soon(serve_connections, listener, handler)
             yield [
                 Node(name, port_of(listener))
                 for listener, (name, _handler) in zip(listeners, handlers, strict=True)

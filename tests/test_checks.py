@@ -20,12 +20,13 @@ import anyio.abc
 import attrs
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
-from anyio.streams.tls import TLSListener
+from anyio.streams.tls import TLSStream
 
 import rolling.checks
 from helpers import LOOPBACK, Node, port_of
 from rolling import ConfigError, HealthResult, Readiness
 from rolling.checks import HTTPCheck, TCPCheck, _http
+from rolling.routers._accept import serve as serve_connections
 from rolling.typing import HealthCheck
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
@@ -61,13 +62,22 @@ async def serving(
     handler: Handler, tls: ssl.SSLContext | None = None, host: str = LOOPBACK
 ) -> AsyncGenerator[Node]:
     """Serve ``handler`` on a free loopback port; yield an instance that points at it."""
-    tcp = await anyio.create_tcp_listener(local_host=host, local_port=0)
-    port = port_of(tcp)
-    listener: anyio.abc.Listener[Any] = (
-        tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
-    )
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
+    port = port_of(listener)
+
+    async def over_tls(stream: anyio.abc.SocketStream) -> None:
+        assert tls is not None
+        try:
+            wrapped = await TLSStream.wrap(
+                stream, server_side=True, ssl_context=tls, standard_compatible=False
+            )
+        except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream):
+            await stream.aclose()  # a client that gave up on the handshake (a wrong CA)
+            return
+        await handler(wrapped)
+
     async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
+        tg.start_soon(serve_connections, listener, handler if tls is None else over_tls)
         yield Node("web-1", port, host=host)
         tg.cancel_scope.cancel()
 

@@ -32,6 +32,7 @@ from haproxy_harness import (
 from helpers import LOOPBACK, Node, free_port
 from rolling import ConfigError, Readiness, Rollout, RolloutResult, RolloutStatus
 from rolling.checks import HTTPCheck, TCPCheck
+from rolling.routers._accept import serve as serve_connections
 from rolling.routers.haproxy import (
     HAProxyConnectionError,
     HAProxyError,
@@ -170,7 +171,7 @@ async def fake_runtime_api(directory: Path, replies: dict[str, str | None]) -> A
                     return
 
     async with listener, anyio.create_task_group() as task_group:
-        task_group.start_soon(listener.serve, handle)
+        task_group.start_soon(serve_connections, listener, handle)
         yield path
         task_group.cancel_scope.cancel()
 

@@ -15,6 +15,7 @@ import pytest
 from haproxy_harness import App, HAProxy, http_get, require_haproxy, running_haproxy
 from helpers import Node
 from rolling import ConfigError
+from rolling.routers._accept import serve as serve_connections
 from rolling.routers.haproxy import HAProxyError, HAProxyLookupError, HAProxyRouter
 from rolling.typing import FULL_WEIGHT, MAX_WEIGHT, WeightedRouter
 
@@ -189,7 +190,7 @@ async def fake_runtime_api(directory: Path, replies: dict[str, str]) -> AsyncGen
             await stream.send(reply.encode())
 
     async with listener, anyio.create_task_group() as task_group:
-        task_group.start_soon(listener.serve, handle)
+        task_group.start_soon(serve_connections, listener, handle)
         yield lines
         task_group.cancel_scope.cancel()
 

@@ -27,6 +27,7 @@ from rolling.metrics import MetricError, PrometheusQuery, Scrape, WebMetric
 from rolling.metrics._http import HTTPError, _dechunk, _parse  # the client's framing, unit-tested
 from rolling.metrics._prometheus import parse_query_result
 from rolling.metrics._scrape import _quantile
+from rolling.routers._accept import serve as serve_connections
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_time]
 
@@ -89,7 +90,7 @@ async def serve() -> AsyncIterator[Serve]:
             listener = await anyio.create_tcp_listener(local_host=LOOPBACK)
             listeners.append(listener)
             server = Server(listener, handler)
-            tg.start_soon(listener.serve, server.serve)
+            tg.start_soon(serve_connections, listener, server.serve)
             return server
 
         yield make

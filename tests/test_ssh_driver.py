@@ -416,12 +416,14 @@ async def test_concurrency_limit(lab: NetnsLab, concurrency: int) -> None:
 async def test_command_timeout(lab: NetnsLab) -> None:
     recorder = Recorder()
     commands = commands_only("sleep 30")
-    async with lab.driver(commands, command_timeout=1, observers=[recorder]) as driver:
+    # Three seconds, not one: the same limit bounds the probe after the reconnect below,
+    # and a fresh session under a loaded CI machine took longer than a second once.
+    async with lab.driver(commands, command_timeout=3, observers=[recorder]) as driver:
         fleet = await driver.list_instances()
         started = anyio.current_time()
         with pytest.raises(SSHCommandError, match="h1: deploy timed out") as caught:
             await driver.replace(fleet[0], "v2")
-        assert anyio.current_time() - started < 1 + SLACK
+        assert 2.9 < anyio.current_time() - started < 3 + SLACK
         assert (caught.value.phase, caught.value.exit_status) == ("deploy", None)
         event = recorder.commands("h1")[-1]
         assert (event.phase, event.exit_status) == ("deploy", None)

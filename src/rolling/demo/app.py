@@ -43,6 +43,8 @@ import anyio
 import anyio.abc
 import attrs
 
+from rolling.routers._accept import serve as accept_serve
+
 __all__ = ["AppOptions", "command", "main", "serve"]
 
 _MAX_HEAD = 16 * 1024
@@ -212,7 +214,7 @@ async def serve(options: AppOptions) -> None:
         handler = functools.partial(_handle, options, state)
         async with anyio.create_task_group() as connections:
             async with listener, anyio.create_task_group() as accepting:
-                accepting.start_soon(listener.serve, handler, connections)
+                accepting.start_soon(accept_serve, listener, handler, connections)
                 accepting.start_soon(_become_ready, options, state)
                 logger.info("listening on %s:%d", options.host, options.port)
                 async for signum in signals:

@@ -60,6 +60,8 @@ from rolling.net import Address, address_of, default_address, describe_connect_e
 from rolling.typing import FULL_WEIGHT
 from rolling.validate import check_callable, check_int, check_seconds, check_weight
 
+from ._accept import accept
+
 __all__ = ["BackendStats", "Balancer", "BalancerError", "BalancerStats"]
 
 logger = logging.getLogger("rolling.balancer")
@@ -479,7 +481,7 @@ class Balancer:
     ) -> None:
         while True:
             try:
-                client = await listener.accept()
+                client = await accept(listener)
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise

@@ -1,0 +1,107 @@
+"""Accepting connections in a way that is safe to cancel on every backend.
+
+anyio's ``SocketListener.accept()`` awaits ``loop.sock_accept()`` on asyncio.
+On CPython 3.11 that call has a race: when the accept is cancelled in the same
+loop turn as a client connects, the loop still accepts the connection and then
+fails to hand it over (``InvalidStateError: invalid state`` in ``_sock_accept``,
+logged as "Exception in callback"). The accepted socket is leaked until the
+garbage collector finds it. Stopping a listener by cancelling its accept is the
+normal way to stop it, and health checks connect every few milliseconds, so
+this is hit in practice (CPython fixed it in 3.12).
+
+:func:`accept` does the same job without ``sock_accept``: it waits until the
+listening socket is readable, then calls the non-blocking ``accept()`` itself,
+so a cancellation either comes before the accept (the connection stays queued
+for the next one) or after it (the stream is returned; the caller closes it).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.streams.stapled import MultiListener
+
+
+async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
+    """Accept one connection from ``listener`` as a socket stream (TCP_NODELAY on).
+
+    Raises:
+        OSError: ``accept()`` failed (out of file descriptors, for example).
+    """
+    raw: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610 - anyio's typed attributes, not Django
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        try:
+            client, _address = raw.accept()
+        except (BlockingIOError, InterruptedError):
+            await anyio.wait_readable(raw)
+            continue
+        break
+    stream: anyio.abc.SocketStream | None = None
+    try:
+        if client.family in (socket.AF_INET, socket.AF_INET6):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Shielded: the connection is taken; a cancellation now would drop it.
+        # The caller's next checkpoint sees the cancellation, with the stream in hand.
+        with anyio.CancelScope(shield=True):
+            stream = await anyio.abc.SocketStream.from_socket(client)
+    except BaseException:
+        client.close()
+        raise
+    if stream is None:  # pragma: no cover - a shielded scope swallows no exception
+        raise RuntimeError("the accepted socket was not wrapped")
+    return stream
+
+
+async def serve(
+    listener: anyio.abc.Listener[anyio.abc.SocketStream],
+    handler: Callable[[anyio.abc.SocketStream], Awaitable[object]],
+    task_group: anyio.abc.TaskGroup | None = None,
+) -> None:
+    """``listener.serve(handler, task_group)``, accepting through :func:`accept`.
+
+    ``listener`` is what ``anyio.create_tcp_listener`` returned (one socket
+    listener or several); each connection is handled by ``handler`` in
+    ``task_group`` (by default, a task group of this call's own).
+    """
+    if task_group is None:
+        async with anyio.create_task_group() as own:
+            await serve(listener, handler, own)
+        return
+    async with anyio.create_task_group() as accepting:
+        for each in socket_listeners(listener):
+            accepting.start_soon(_accept_forever, each, handler, task_group)
+
+
+async def _accept_forever(
+    listener: anyio.abc.SocketListener,
+    handler: Callable[[anyio.abc.SocketStream], Awaitable[object]],
+    task_group: anyio.abc.TaskGroup,
+) -> None:
+    while True:
+        stream = await accept(listener)
+        task_group.start_soon(_handle, handler, stream)
+
+
+async def _handle(
+    handler: Callable[[anyio.abc.SocketStream], Awaitable[object]],
+    stream: anyio.abc.SocketStream,
+) -> None:
+    await handler(stream)
+
+
+def socket_listeners(
+    listener: anyio.abc.Listener[anyio.abc.SocketStream],
+) -> list[anyio.abc.SocketListener]:
+    """The socket listeners behind what ``anyio.create_tcp_listener`` returned."""
+    parts = listener.listeners if isinstance(listener, MultiListener) else [listener]
+    found: list[anyio.abc.SocketListener] = []
+    for each in parts:
+        if not isinstance(each, anyio.abc.SocketListener):
+            raise TypeError(f"not a socket listener: {each!r}")
+        found.append(each)
+    return found
