@@ -163,7 +163,6 @@ class Passes:
         settings = self._s
         for slot in skipped:
             slot.set_outcome(InstanceOutcome.SKIPPED)
-            machine.phase(slot, Phase.SKIPPED, settings.target)
         machine.emit(
             RolloutStarted,
             target=settings.target,
@@ -174,6 +173,9 @@ class Passes:
             max_unavailable=window.max_unavailable,
             max_surge=window.max_surge,
         )
+        # After RolloutStarted, which names them: it is the rollout's first event.
+        for slot in skipped:
+            machine.phase(slot, Phase.SKIPPED, settings.target)
         if "before_rollout" in settings.hooks:
             try:
                 yield from self._units.hook(

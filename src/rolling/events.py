@@ -112,6 +112,9 @@ class Event:
 class RolloutStarted(Event):
     """The rollout planned its work and is about to touch the fleet.
 
+    No :class:`InstancePhaseChanged` comes before it: the ``SKIPPED`` phase
+    events of the instances it lists in ``skipped`` follow it.
+
     Attributes:
         target: Version being rolled out.
         desired: Instances in the fleet.
