@@ -47,6 +47,7 @@ from rolling import (
     Waves,
 )
 from rolling.drivers.process import ProcessDriver
+from rolling.flags import FlagdFile
 from rolling.metrics import Compare, PrometheusQuery, Scrape
 from rolling.testing import SimulatedFleet
 
@@ -575,3 +576,35 @@ def test_cli_run_exits_78_on_a_config_error_found_after_listing(tmp_path: Path) 
     assert done.returncode == 78, done.stderr + done.stdout
     assert "ExceptionGroup" not in done.stderr
     assert "Rollout.steps[1]: Advance('50%')" in done.stderr
+
+
+class _BytesPath:
+    def __fspath__(self) -> bytes:
+        return b"/tmp/journal"
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (rolling.FileJournal, "FileJournal.path"),
+        (rolling.FileLock, "FileLock.path"),
+        (FlagdFile, "FlagdFile.path"),
+    ],
+)
+@pytest.mark.parametrize("path", [None, 3, b"/tmp/j", "", _BytesPath()])
+def test_a_file_path_that_is_no_path_is_a_config_error(
+    build: Any, field: str, path: object
+) -> None:
+    with pytest.raises(rolling.ConfigError, match=field) as caught:
+        build(path)
+    assert "pass a str or a pathlib.Path" in str(caught.value)
+
+
+@pytest.mark.parametrize("build", [rolling.FileJournal, rolling.FileLock, FlagdFile])
+def test_a_file_path_may_be_a_str_or_any_path_like(build: Any, tmp_path: Path) -> None:
+    class Named:
+        def __fspath__(self) -> str:
+            return str(tmp_path / "f")
+
+    for path in (str(tmp_path / "f"), tmp_path / "f", Named()):
+        assert build(path).path == tmp_path / "f"

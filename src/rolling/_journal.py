@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import cast
 
 import anyio
 
 from ._errors import RollingError
+from ._validate import path_of
 from .typing import JournalRecord
 
 __all__ = ["FileJournal", "JournalError"]
@@ -43,13 +43,16 @@ class FileJournal:
     its own; any other line that is not a JSON object is an error naming the line.
 
     Args:
-        path: The journal file; created if missing.
+        path: The journal file (a str or path-like); created if missing.
+
+    Raises:
+        ConfigError: ``path`` is not a file path (bytes, a number, an empty string).
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path_of("FileJournal.path", path)
         self._buffer: list[str] = []
         self._queued = 0
         self._durable = 0

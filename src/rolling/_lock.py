@@ -8,12 +8,12 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from ._errors import RollingError
+from ._validate import path_of
 
 if TYPE_CHECKING:
     from .typing import Lock
@@ -55,11 +55,17 @@ class FileLock:
     The file holds the holder's pid, host name and start time, so the error a
     second controller gets names who is in the way.
 
+    Args:
+        path: The lock file (a str or path-like); created if missing.
+
+    Raises:
+        ConfigError: ``path`` is not a file path (bytes, a number, an empty string).
+
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path_of("FileLock.path", path)
         self._fd: int | None = None
 
     async def acquire(self) -> None:

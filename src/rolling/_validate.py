@@ -1,16 +1,20 @@
 """Validation of counts and percentages of the fleet, for strategies, steps and policies.
 
 The general checks (numbers, seconds, callables) are public, in :mod:`rolling.validate`.
+Also here: the check of a file path given to a journal, a lock or a flag file.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from fractions import Fraction
+from pathlib import Path
+from typing import cast
 
 from ._errors import ConfigError
 
-__all__ = ["CountOrPercent", "check_count_or_percent", "percent_of"]
+__all__ = ["CountOrPercent", "check_count_or_percent", "path_of", "percent_of"]
 
 CountOrPercent = int | str
 """A count (``3``) or a percentage of the fleet (``"25%"``)."""
@@ -62,3 +66,21 @@ def check_count_or_percent(
         raise ConfigError(field, f"{value!r} is more than 100%", "pass a percentage up to 100%")
     if pct == 0 and not allow_zero:
         raise ConfigError(field, f"{value!r} is 0%", "pass a percentage above 0%")
+
+
+def path_of(field: str, value: object) -> Path:
+    """``value`` as a path: a non-empty str or an ``os.PathLike`` of str.
+
+    Raises:
+        ConfigError: It is neither (bytes, a number, an open file, an empty string).
+    """
+    if isinstance(value, os.PathLike):
+        # Typed as str, yet a PathLike may hand back bytes: checked below.
+        fspath: object = os.fspath(cast("os.PathLike[str]", value))
+        if isinstance(fspath, str) and fspath:
+            return Path(fspath)
+    elif isinstance(value, str) and value:
+        return Path(value)
+    raise ConfigError(
+        field, f"expected a file path, got {value!r}", "pass a str or a pathlib.Path naming a file"
+    )

@@ -32,6 +32,7 @@ from typing import Any
 import anyio.to_thread
 
 from ._errors import ConfigError
+from ._validate import path_of
 from .typing import FlagValue
 
 __all__ = ["FlagdFile"]
@@ -48,12 +49,13 @@ class FlagdFile:
 
     Args:
         path: The flag file (a str or path-like); created on the first change if missing.
+            Anything else is a ConfigError.
 
     .. versionadded:: 0.4.0
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:  # noqa: D107 - documented on the class
-        self.path = Path(path)
+        self.path = path_of("FlagdFile.path", path)
 
     async def set(self, flag: str, value: FlagValue) -> None:
         """Set ``flag`` to ``value`` for everyone (rule 3)."""
