@@ -104,7 +104,7 @@ class Rollout(Generic[InstanceT]):
             async function is a :class:`~rolling.ConfigError`); see
             :data:`~rolling.typing.Observer`.
         effect_timeout: Longest a driver, router or hook call may take; past
-            it the attempt fails.
+            it the attempt fails (``math.inf``: no limit).
         cleanup_timeout: Longest the shielded clean-up may take once the run
             is cancelled; an instance whose attempt was cut short by it gets
             as long again to be restored.
