@@ -64,11 +64,12 @@ ROLLBACK_TRIALS = 2
 ROLLBACK_KILLS = 3
 BROKEN_AFTER = 2
 """A broken target breaks on the third instance: the rollback has two to revert."""
-BROKEN_DEADLINE = 3.0
+BROKEN_DEADLINE = 8.0
 """Readiness deadline in a broken rollout: how long the broken instance is waited for.
 
-It bounds the reverts' readiness too: a good app process that takes more than a second to
-answer on a loaded machine must not be counted as a failed revert (1.0 s did that)."""
+It bounds the reverts' readiness too: a good app process that is slow to answer on a
+loaded machine must not be counted as a failed revert (1.0 s did that here, and 4.0 s in
+test_etcd_controllers under CI's three workers and coverage, where one took 3.4 s)."""
 GRACE = 0.5
 """Seconds after a dead window in which a failure still counts as the controller's death."""
 
