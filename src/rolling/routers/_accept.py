@@ -7,7 +7,8 @@ fails to hand it over (``InvalidStateError: invalid state`` in ``_sock_accept``,
 logged as "Exception in callback"). The accepted socket is leaked until the
 garbage collector finds it. Stopping a listener by cancelling its accept is the
 normal way to stop it, and health checks connect every few milliseconds, so
-this is hit in practice (CPython fixed it in 3.12).
+this is hit in practice. (python/cpython#153761, fixed upstream in 2026; the
+3.11 releases this project supports have it.)
 
 :func:`accept` does the same job without ``sock_accept``: it waits until the
 listening socket is readable, then calls the non-blocking ``accept()`` itself,
