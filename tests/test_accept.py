@@ -8,6 +8,7 @@ from the loop; anyio's test runner turns that into a failure of the test).
 from __future__ import annotations
 
 import socket
+import struct
 
 import anyio
 import anyio.abc
@@ -57,6 +58,23 @@ async def test_an_accept_cancelled_as_a_client_connects_never_loses_the_connecti
         finally:
             for each in clients:
                 each.close()
+
+
+async def test_a_connection_reset_before_it_is_taken_is_skipped() -> None:
+    """A health check that connects and resets at once left anyio refusing the socket
+    ("the socket must be connected"), which stopped the whole server."""
+    async with await _listener() as listener:
+        port = port_of(listener)
+        gone = socket.create_connection((LOOPBACK, port))
+        # Linger 0: close() sends a reset, and the queued connection has no peer any more.
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        with socket.create_connection((LOOPBACK, port)) as alive:
+            alive.sendall(b"still here")
+            with anyio.fail_after(5):
+                stream = await accept(listener)
+            async with stream:
+                assert await stream.receive() == b"still here"
 
 
 async def test_serve_hands_every_connection_to_the_handler_with_nodelay() -> None:

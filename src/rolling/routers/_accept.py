@@ -30,6 +30,9 @@ from anyio.streams.stapled import MultiListener
 async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
     """Accept one connection from ``listener`` as a socket stream (TCP_NODELAY on).
 
+    A connection its client reset or gave up before it was taken is skipped:
+    there is nobody to serve (a health check that connects and resets does that).
+
     Raises:
         OSError: ``accept()`` failed (out of file descriptors, for example).
     """
@@ -41,7 +44,15 @@ async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
         except (BlockingIOError, InterruptedError):
             await anyio.wait_readable(raw)
             continue
-        break
+        except ConnectionAbortedError:
+            continue  # the client gave up while its connection was queued
+        stream = await _wrapped(client)
+        if stream is not None:
+            return stream
+
+
+async def _wrapped(client: socket.socket) -> anyio.abc.SocketStream | None:
+    """``client`` as a stream, or None (and closed) when its peer has reset it already."""
     stream: anyio.abc.SocketStream | None = None
     try:
         if client.family in (socket.AF_INET, socket.AF_INET6):
@@ -50,11 +61,14 @@ async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
         # The caller's next checkpoint sees the cancellation, with the stream in hand.
         with anyio.CancelScope(shield=True):
             stream = await anyio.abc.SocketStream.from_socket(client)
+    except (OSError, ValueError):
+        # anyio refuses a socket with no peer (ValueError from getpeername's ENOTCONN):
+        # the client reset it while it waited to be accepted.
+        client.close()
+        return None
     except BaseException:
         client.close()
         raise
-    if stream is None:  # pragma: no cover - a shielded scope swallows no exception
-        raise RuntimeError("the accepted socket was not wrapped")
     return stream
 
 
