@@ -71,7 +71,11 @@ async def serving(
             wrapped = await TLSStream.wrap(
                 stream, server_side=True, ssl_context=tls, standard_compatible=False
             )
-        except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream):
+        except (
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.EndOfStream,
+        ):  # ssl.SSLError is an OSError
             await stream.aclose()  # a client that gave up on the handshake (a wrong CA)
             return
         await handler(wrapped)

@@ -455,7 +455,7 @@ class Machine:
                 yield Record({"t": "rollback", "reason": self.stop_reason}, sync=True)
             yield from self._passes.revert(self._desired)
         elif self._stop_mode is RollbackMode.HALT:
-            yield from self._units.put_back_left_out()  # a revert asked for became a halt
+            yield from self._units.endings.put_back_left_out()  # a revert asked for became a halt
             self.emit(RollbackStarted, reason=self.stop_reason, mode=_HALT, instance_ids=())
 
     def mark_changed(self, slot: Slot) -> None:

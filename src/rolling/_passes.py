@@ -158,11 +158,9 @@ class Passes:
     def begin(
         self, units: Sequence[Slot], skipped: Sequence[Slot], window: ResolvedWindow
     ) -> Generator[Any, Any, bool]:
-        """Mark the skipped, announce the start, run ``before_rollout``; False if it failed."""
+        """Announce the start, mark the skipped, run ``before_rollout``; False if it failed."""
         machine = self._m
         settings = self._s
-        for slot in skipped:
-            slot.set_outcome(InstanceOutcome.SKIPPED)
         machine.emit(
             RolloutStarted,
             target=settings.target,
@@ -175,6 +173,7 @@ class Passes:
         )
         # After RolloutStarted, which names them: it is the rollout's first event.
         for slot in skipped:
+            slot.set_outcome(InstanceOutcome.SKIPPED)
             machine.phase(slot, Phase.SKIPPED, settings.target)
         if "before_rollout" in settings.hooks:
             try:

@@ -221,9 +221,13 @@ class Runner:
         self._m.finish(status, reason)
         self._flush()
 
+    def _journal_failed_with(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the journal's first error (the one every later write gets)."""
+        return self._journal is not None and exc is self._journal.error
+
     def _error(self, exc: Exception) -> None:
         """Keep an error to raise at the end, and halt: nothing new starts."""
-        if self._journal is not None and exc is self._journal.error and exc in self._errors:
+        if self._journal_failed_with(exc) and exc in self._errors:
             return  # a failed journal refuses every later write with its first error
         if isinstance(exc, LockLostError) and any(
             isinstance(e, LockLostError) for e in self._errors
@@ -364,8 +368,7 @@ class Runner:
         # After a lost lock every journal write is refused, so nothing may be put back (the
         # controller holding the lock now does that): the program is only closed. The same
         # goes after the journal failed: write-ahead, no effect may start unannounced.
-        journal = self._journal
-        lost = isinstance(exc, LockLostError) or (journal is not None and exc is journal.error)
+        lost = isinstance(exc, LockLostError) or self._journal_failed_with(exc)
         if lost and unit is not None and unit.slot.outcome is InstanceOutcome.IN_PROGRESS:
             # Stopped by that error, not by the clean-up deadline: its result says so.
             unit.slot.reason = unit.slot.reason or f"interrupted: {type(exc).__name__}: {exc}"

@@ -75,8 +75,8 @@ class UnitPrograms:
         # Nothing to call around a replace but the router: see _replace_in_place.
         self._plain = not settings.hooks and not settings.journaled
         self._instant = settings.instant_ready
-        self._endings = UnitEndings(self, machine, settings)
-        self.put_back_left_out = self._endings.put_back_left_out
+        self.endings = UnitEndings(self, machine, settings)
+        """How a unit that does not simply succeed ends."""
 
     # ---------------------------------------------------------------- unit
 
@@ -125,13 +125,13 @@ class UnitPrograms:
                         machine.phase(slot, phase, live.version)
                     machine.record_success()
                 elif rolling_back:
-                    yield from self._endings.not_reverted(
+                    yield from self.endings.not_reverted(
                         slot, goal, reason, failed_before, restored=ok
                     )
                 else:
-                    yield from self._endings.fail(slot, mode, reason)
+                    yield from self.endings.fail(slot, mode, reason)
             except Interrupted:
-                yield from self._endings.interrupted(slot, goal, rolling_back=rolling_back)
+                yield from self.endings.interrupted(slot, goal, rolling_back=rolling_back)
             if self._journaled:
                 yield Record({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
         finally:

@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["UnitEndings"]
 
-_OUTCOME_UPDATED = InstanceOutcome.UPDATED
-_UPDATED = Phase.UPDATED
-
 
 class UnitEndings:
     """The endings of one machine's units (rules at the top of the module)."""
@@ -162,9 +159,9 @@ class UnitEndings:
         yield from self._settle(slot, attach_if_healthy=True)
         live = slot.live
         if slot.attached and live is not None and live.version == self._s.target:
-            slot.set_outcome(_OUTCOME_UPDATED)
+            slot.set_outcome(InstanceOutcome.UPDATED)
             slot.reason = ""
-            self._m.phase(slot, _UPDATED, live.version)
+            self._m.phase(slot, Phase.UPDATED, live.version)
             if self._journaled:
                 yield Record({"t": "unit", "k": slot.key, "o": str(slot.outcome)})
 

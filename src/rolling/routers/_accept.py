@@ -19,7 +19,8 @@ for the next one) or after it (the stream is returned; the caller closes it).
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -74,10 +75,12 @@ async def _wrapped(client: socket.socket) -> anyio.abc.SocketStream | None:
 
 async def serve(
     listener: anyio.abc.Listener[anyio.abc.SocketStream],
-    handler: Callable[[anyio.abc.SocketStream], Awaitable[object]],
+    handler: Callable[[anyio.abc.SocketStream], Any],
     task_group: anyio.abc.TaskGroup | None = None,
 ) -> None:
     """``listener.serve(handler, task_group)``, accepting through :func:`accept`.
+
+    ``handler`` is an async function of the connection's stream, as anyio's takes.
 
     ``listener`` is what ``anyio.create_tcp_listener`` returned (one socket
     listener or several); each connection is handled by ``handler`` in
@@ -94,19 +97,11 @@ async def serve(
 
 async def _accept_forever(
     listener: anyio.abc.SocketListener,
-    handler: Callable[[anyio.abc.SocketStream], Awaitable[object]],
+    handler: Callable[[anyio.abc.SocketStream], Any],
     task_group: anyio.abc.TaskGroup,
 ) -> None:
     while True:
-        stream = await accept(listener)
-        task_group.start_soon(_handle, handler, stream)
-
-
-async def _handle(
-    handler: Callable[[anyio.abc.SocketStream], Awaitable[object]],
-    stream: anyio.abc.SocketStream,
-) -> None:
-    await handler(stream)
+        task_group.start_soon(handler, await accept(listener))
 
 
 def socket_listeners(

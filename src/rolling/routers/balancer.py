@@ -60,7 +60,7 @@ from rolling.net import Address, address_of, default_address, describe_connect_e
 from rolling.typing import FULL_WEIGHT
 from rolling.validate import check_callable, check_int, check_seconds, check_weight
 
-from ._accept import accept
+from ._accept import accept, socket_listeners
 
 __all__ = ["BackendStats", "Balancer", "BalancerError", "BalancerStats"]
 
@@ -250,12 +250,11 @@ class Balancer:
         listener = await anyio.create_tcp_listener(
             local_host=self._host, local_port=self._requested_port
         )
-        sockets: list[anyio.abc.SocketListener] = []
-        for each in listener.listeners:
-            if not isinstance(each, anyio.abc.SocketListener):  # pragma: no cover - anyio's own
-                await listener.aclose()
-                raise BalancerError(f"unexpected listener {each!r} from anyio")
-            sockets.append(each)
+        try:
+            sockets = socket_listeners(listener)
+        except TypeError as exc:  # pragma: no cover - anyio's own
+            await listener.aclose()
+            raise BalancerError(f"unexpected listener from anyio: {exc}") from None
         task_group = anyio.create_task_group()
         try:
             await task_group.__aenter__()
